@@ -1,0 +1,267 @@
+"""The STAR stacked hourglass with ADNet's attention heads (the single definition of the network).
+
+Layout and state-dict names follow ``STAR_SPEC.md`` section 1 so that the official checkpoints load after a
+light key mapping (see :mod:`star_track.checkpoint`). Importing this module imports torch; the runtime only
+does so for the torch engine, training and export.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .schemes import LandmarkScheme, get_scheme
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Size of a STAR network. The paper's model is 4 stacks x 256 channels at 256x256 input."""
+
+    scheme: str = "wflw98"
+    num_stacks: int = 4
+    channels: int = 256
+    depth: int = 4
+    input_size: int = 256
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.input_size // 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetworkConfig":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+class ConvBlock(nn.Module):
+    """conv (with bias) -> optional BN -> optional ReLU."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, bn: bool = False, relu: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, padding=(k - 1) // 2, bias=True)
+        self.bn = nn.BatchNorm2d(cout) if bn else None
+        self.relu = nn.ReLU(inplace=True) if relu else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        if self.relu is not None:
+            x = self.relu(x)
+        return x
+
+
+class ResBlock(nn.Module):
+    """Pre-activation bottleneck. ``skip_layer`` always exists (as in the reference) but is used only if cin != cout."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = cout // 2
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), ConvBlock(cin, mid, 1)
+        self.bn2, self.conv2 = nn.BatchNorm2d(mid), ConvBlock(mid, mid, 3)
+        self.bn3, self.conv3 = nn.BatchNorm2d(mid), ConvBlock(mid, cout, 1)
+        self.skip_layer = ConvBlock(cin, cout, 1)
+        self.need_skip = cin != cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.skip_layer(x) if self.need_skip else x
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + residual
+
+
+def _coord_channels(size: int) -> torch.Tensor:
+    """(3, size, size): xx varies along rows, yy along columns, rr their normalised radius; all in [-1, 1]."""
+    lin = torch.linspace(-1.0, 1.0, size)
+    xx = lin.view(size, 1).expand(size, size)
+    yy = lin.view(1, size).expand(size, size)
+    rr = torch.sqrt(xx**2 + yy**2)
+    return torch.stack([xx, yy, rr / rr.max()])
+
+
+class CoordConv(nn.Module):
+    """Conv over the input plus coordinate channels, and optionally boundary channels from a heatmap."""
+
+    def __init__(self, cin: int, cout: int, size: int, k: int = 1, stride: int = 1, with_boundary: bool = False,
+                 bn_relu: bool = False):
+        super().__init__()
+        self.with_boundary = with_boundary
+        extra = 3 + (2 if with_boundary else 0)
+        self.conv = nn.Conv2d(cin + extra, cout, k, stride, padding=(k - 1) // 2, bias=True)
+        self.bn = nn.BatchNorm2d(cout) if bn_relu else None
+        self.register_buffer("coords", _coord_channels(size).unsqueeze(0), persistent=False)
+
+    def forward(self, x: torch.Tensor, boundary_heatmap: torch.Tensor | None = None) -> torch.Tensor:
+        coords = self.coords.expand(x.shape[0], -1, -1, -1).to(x.dtype)
+        parts = [x, coords]
+        if self.with_boundary:
+            assert boundary_heatmap is not None
+            mask = (boundary_heatmap.clamp(0, 1) > 0.05).to(x.dtype)
+            parts.append(coords[:, :2] * mask)
+        x = self.conv(torch.cat(parts, 1))
+        if self.bn is not None:
+            x = F.relu(self.bn(x))
+        return x
+
+
+class Hourglass(nn.Module):
+    """Recursive hourglass; ``coordconv`` sits at the top level only."""
+
+    def __init__(self, depth: int, channels: int, size: int | None = None, first: bool = False):
+        super().__init__()
+        if size is not None:
+            self.coordconv = CoordConv(channels, channels, size, with_boundary=not first)
+        self.up1 = ResBlock(channels, channels)
+        self.low1 = ResBlock(channels, channels)
+        self.low2 = Hourglass(depth - 1, channels) if depth > 1 else ResBlock(channels, channels)
+        self.low3 = ResBlock(channels, channels)
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        up = self.up1(x)
+        low = self.low3(self.low2(self.low1(F.max_pool2d(x, 2, 2))))
+        return up + F.interpolate(low, scale_factor=2, mode="nearest")
+
+    def forward(self, x: torch.Tensor, boundary_heatmap: torch.Tensor | None = None) -> torch.Tensor:
+        if hasattr(self, "coordconv"):
+            x = self.coordconv(x, boundary_heatmap)
+        return self._body(x)
+
+
+class StarNet(nn.Module):
+    """STAR stacked hourglass. ``forward`` returns per-stack lists of fused heatmaps, point maps, edge maps."""
+
+    def __init__(self, config: NetworkConfig = NetworkConfig()):
+        super().__init__()
+        self.config = config
+        scheme: LandmarkScheme = get_scheme(config.scheme)
+        n, e, c, hs = scheme.num_points, scheme.num_edges, config.channels, config.heatmap_size
+        if config.input_size % 4 or hs % (2**config.depth):
+            raise ValueError(f"input size {config.input_size} is not divisible by 4 * 2**depth")
+        self.pre = nn.Sequential(
+            CoordConv(3, 64, config.input_size, k=7, stride=2, bn_relu=True),
+            ResBlock(64, 128),
+            nn.MaxPool2d(2, 2),
+            ResBlock(128, 128),
+            ResBlock(128, c),
+        )
+        s = config.num_stacks
+        self.hgs = nn.ModuleList([Hourglass(config.depth, c, hs, first=(i == 0)) for i in range(s)])
+        self.features = nn.ModuleList(
+            [nn.Sequential(ResBlock(c, c), ConvBlock(c, c, 1, bn=True, relu=True)) for _ in range(s)])
+        self.out_heatmaps = nn.ModuleList([ConvBlock(c, n, 1) for _ in range(s)])
+        self.out_pointmaps = nn.ModuleList([ConvBlock(c, n, 1) for _ in range(s)])
+        self.out_edgemaps = nn.ModuleList([ConvBlock(c, e, 1) for _ in range(s)])
+        self.merge_features = nn.ModuleList([ConvBlock(c, c, 1) for _ in range(s - 1)])
+        self.merge_heatmaps = nn.ModuleList([ConvBlock(n, c, 1) for _ in range(s - 1)])
+        self.merge_pointmaps = nn.ModuleList([ConvBlock(n, c, 1) for _ in range(s - 1)])
+        self.merge_edgemaps = nn.ModuleList([ConvBlock(e, c, 1) for _ in range(s - 1)])
+        # Fixed edge->heatmap map (not learned): which edges each landmark lies on.
+        m, bias = scheme.edge_matrix()
+        self.e2h_transform = nn.Conv2d(e, n, 1, bias=True)
+        with torch.no_grad():
+            self.e2h_transform.weight.copy_(torch.from_numpy(m).view(n, e, 1, 1))
+            self.e2h_transform.bias.copy_(torch.from_numpy(bias))
+        self.e2h_transform.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        x = self.pre(x)
+        fused_all, points_all, edges_all = [], [], []
+        boundary = None
+        for i in range(self.config.num_stacks):
+            hg = self.hgs[i](x, boundary)
+            feat = self.features[i](hg)
+            heat = F.relu(F.instance_norm(self.out_heatmaps[i](feat)))
+            points = torch.sigmoid(self.out_pointmaps[i](feat))
+            edges = torch.sigmoid(self.out_edgemaps[i](feat))
+            fused = heat * (self.e2h_transform(edges) * points)
+            fused_all.append(fused)
+            points_all.append(points)
+            edges_all.append(edges)
+            if i < self.config.num_stacks - 1:
+                x = x + self.merge_features[i](feat) + self.merge_heatmaps[i](heat) \
+                    + self.merge_pointmaps[i](points) + self.merge_edgemaps[i](edges)
+                boundary = heat[:, -1:]
+        return fused_all, points_all, edges_all
+
+
+def normalize_image(crops_bgr: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 BGR -> (B, 3, H, W) float in [-1, 1], the network's input convention."""
+    t = torch.as_tensor(crops_bgr)
+    return (t.permute(0, 3, 1, 2).float() - 127.5) / 127.5
+
+
+def decode_heatmaps_torch(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch twin of :func:`star_track.decode.decode_heatmaps` (same math; exportable to ONNX).
+
+    heatmaps (B, N, H, W) -> mean (B, N, 2) as (x, y) in [-1, 1], covariance (B, N, 2, 2).
+    """
+    b, n, h, w = heatmaps.shape
+    hm = heatmaps.float().clamp_min(0)
+    total = hm.sum(dim=(2, 3), keepdim=True)
+    p = hm / total.clamp_min(1e-6)
+    gx = torch.linspace(-1.0, 1.0, w, device=hm.device).view(1, 1, 1, w)
+    gy = torch.linspace(-1.0, 1.0, h, device=hm.device).view(1, 1, h, 1)
+    mx = (p * gx).sum(dim=(2, 3))
+    my = (p * gy).sum(dim=(2, 3))
+    dx = gx - mx.view(b, n, 1, 1)
+    dy = gy - my.view(b, n, 1, 1)
+    v1 = p.sum(dim=(2, 3)) + 1e-5
+    v2 = (p * p).sum(dim=(2, 3)) + 1e-5
+    denom = v1 - v2 / v1
+    sxx = (p * dx * dx).sum(dim=(2, 3)) / denom
+    sxy = (p * dx * dy).sum(dim=(2, 3)) / denom
+    syy = (p * dy * dy).sum(dim=(2, 3)) / denom
+    mean = torch.stack([mx, my], -1)
+    cov = torch.stack([torch.stack([sxx, sxy], -1), torch.stack([sxy, syy], -1)], -2)
+    return mean, cov
+
+
+def eig2x2_torch(cov: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form eigen-decomposition of symmetric 2x2 matrices (differentiable, no LAPACK).
+
+    Returns eigenvalues (..., 2) ascending and eigenvectors (..., 2, 2) as columns, like ``eigh``.
+    """
+    a, b, c = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
+    half_tr = (a + c) / 2
+    disc = torch.sqrt(((a - c) / 2) ** 2 + b**2 + eps)
+    lam = torch.stack([half_tr - disc, half_tr + disc], -1)
+    theta = 0.5 * torch.atan2(2 * b, a - c)  # direction of the major axis
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    v_minor = torch.stack([-sin, cos], -1)
+    v_major = torch.stack([cos, sin], -1)
+    return lam, torch.stack([v_minor, v_major], -1)
+
+
+class StarInference(nn.Module):
+    """Network + in-graph decoding: uint8-range BGR crops (B, 3, H, W) float -> landmarks, covariance.
+
+    The exported ONNX graph is this module, so every engine shares the runtime's input convention.
+    """
+
+    def __init__(self, net: StarNet, with_heatmaps: bool = False):
+        super().__init__()
+        self.net = net
+        self.with_heatmaps = with_heatmaps
+
+    def forward(self, images: torch.Tensor):
+        fused, _, _ = self.net((images - 127.5) / 127.5)
+        mean, cov = decode_heatmaps_torch(fused[-1])
+        if self.with_heatmaps:
+            return mean, cov, fused[-1]
+        return mean, cov
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Parameters used in the forward pass (excludes unused skip projections and the fixed E2H map)."""
+    total = 0
+    for name, mod in net.named_modules():
+        if isinstance(mod, ResBlock) and not mod.need_skip:
+            total -= sum(p.numel() for p in mod.skip_layer.parameters())
+    total += sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return total
