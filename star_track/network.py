@@ -57,7 +57,10 @@ class ConvBlock(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Pre-activation bottleneck. ``skip_layer`` always exists (as in the reference) but is used only if cin != cout."""
+    """Pre-activation bottleneck; ``skip_layer`` projects the residual only when cin != cout.
+
+    (The reference creates ``skip_layer`` in every block and never uses most of them: ~3.7M dead weights that
+    would also break DDP's unused-parameter check. The checkpoint importer drops them.)"""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
@@ -65,11 +68,10 @@ class ResBlock(nn.Module):
         self.bn1, self.conv1 = nn.BatchNorm2d(cin), ConvBlock(cin, mid, 1)
         self.bn2, self.conv2 = nn.BatchNorm2d(mid), ConvBlock(mid, mid, 3)
         self.bn3, self.conv3 = nn.BatchNorm2d(mid), ConvBlock(mid, cout, 1)
-        self.skip_layer = ConvBlock(cin, cout, 1)
-        self.need_skip = cin != cout
+        self.skip_layer = ConvBlock(cin, cout, 1) if cin != cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.skip_layer(x) if self.need_skip else x
+        residual = self.skip_layer(x) if self.skip_layer is not None else x
         out = self.conv1(F.relu(self.bn1(x)))
         out = self.conv2(F.relu(self.bn2(out)))
         out = self.conv3(F.relu(self.bn3(out)))
@@ -231,7 +233,11 @@ def eig2x2_torch(cov: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, t
     half_tr = (a + c) / 2
     disc = torch.sqrt(((a - c) / 2) ** 2 + b**2 + eps)
     lam = torch.stack([half_tr - disc, half_tr + disc], -1)
-    theta = 0.5 * torch.atan2(2 * b, a - c)  # direction of the major axis
+    # Direction of the major axis. At isotropy (b = 0, a = c) it is undefined and atan2's gradient is 0/0:
+    # the double-where keeps that gradient finite (zero) instead of NaN.
+    y, x = 2 * b, a - c
+    ok = (x * x + y * y) > 1e-20
+    theta = torch.where(ok, 0.5 * torch.atan2(torch.where(ok, y, 0.0), torch.where(ok, x, 1.0)), 0.0)
     cos, sin = torch.cos(theta), torch.sin(theta)
     v_minor = torch.stack([-sin, cos], -1)
     v_major = torch.stack([cos, sin], -1)
@@ -258,10 +264,5 @@ class StarInference(nn.Module):
 
 
 def count_parameters(net: nn.Module) -> int:
-    """Parameters used in the forward pass (excludes unused skip projections and the fixed E2H map)."""
-    total = 0
-    for name, mod in net.named_modules():
-        if isinstance(mod, ResBlock) and not mod.need_skip:
-            total -= sum(p.numel() for p in mod.skip_layer.parameters())
-    total += sum(p.numel() for p in net.parameters() if p.requires_grad)
-    return total
+    """Learned parameters (the fixed E2H map excluded)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)

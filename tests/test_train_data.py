@@ -1,0 +1,153 @@
+"""Benchmark readers (real WFLW files, 300W/COFW fixtures), prepare, augmentation and the training dataset."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from star_track.schemes import COFW_29, W300_68, WFLW_98
+from train.annotations import read_annotations, write_annotations
+from train.prepare import SplitSizeError, prepare_300w, prepare_shared_wflw68
+from train.readers import DatasetFormatError, read_300w, read_cofw_coco, read_pts, read_wflw_list, read_wflw_subsets
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+WFLW = SHARED / "wflw"
+needs_shared = pytest.mark.skipif(not WFLW.is_dir(), reason="shared/data not present")
+
+
+@needs_shared
+def test_wflw_subset_files_merge_into_distinct_faces():
+    faces = read_wflw_subsets(WFLW / "WFLW_annotations" / "list_98pt_test")
+    assert len(faces) == 514  # the data README's count of distinct faces
+    assert all(f.landmarks.shape == (98, 2) for f in faces)
+    counts = {a: sum(a in f.attributes for f in faces) for a in ("blur", "largepose", "occlusion")}
+    assert counts == {"blur": 187, "largepose": 86, "occlusion": 176}  # the lines of each subset file
+    assert all((WFLW / "WFLW_images" / f.image).is_file() for f in faces[:20])
+
+
+@needs_shared
+def test_wflw98_to_68_mapping_matches_the_derived_file_except_eyelids():
+    """The third-party file puts the 8 eyelid points on chords (e.g. 37 = mean of WFLW 60 and 62); ours are
+    WFLW's own lid points, as in 300W. Everything else must agree exactly."""
+    faces98 = read_wflw_subsets(WFLW / "WFLW_annotations" / "list_98pt_test")
+    faces68 = read_wflw_list(WFLW / "derived_68pt" / "list_68pt_rect_attr_test.txt", 68)
+    by_image: dict[str, list[np.ndarray]] = {}
+    for f in faces68:
+        by_image.setdefault(f.image, []).append(f.landmarks)
+    lids = [37, 38, 40, 41, 43, 44, 46, 47]
+    same = np.setdiff1d(np.arange(68), lids)
+    matched = 0
+    for f in faces98:
+        reduced = WFLW_98.reduce_to_68(f.landmarks)
+        cands = [c for c in by_image.get(f.image, []) if np.abs(c[:17] - reduced[:17]).max() < 0.01]
+        if not cands:
+            continue
+        assert np.abs(cands[0][same] - reduced[same]).max() < 0.01
+        assert np.abs(cands[0][37] - (f.landmarks[60] + f.landmarks[62]) / 2).max() < 0.01
+        matched += 1
+    assert matched == 514
+
+
+@needs_shared
+def test_derived_68_file_has_boxes_and_attributes():
+    faces = read_wflw_list(WFLW / "derived_68pt" / "list_68pt_rect_attr_test.txt", 68)
+    assert len(faces) == 660
+    assert all(f.box is not None and f.box[2] > f.box[0] for f in faces)
+    assert any("largepose" in f.attributes for f in faces)
+
+
+def test_wflw_reader_rejects_wrong_field_count(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text(" ".join(["1.0"] * 50) + " a.jpg\n")
+    with pytest.raises(DatasetFormatError, match="51 fields"):
+        read_wflw_list(bad, 98)
+
+
+def _write_300w_fixture(root: Path, counts: dict[str, int]) -> None:
+    rng = np.random.default_rng(0)
+    for sub, n in counts.items():
+        folder = root / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pts = rng.uniform(10, 90, (68, 2))
+            cv2.imwrite(str(folder / f"img{i}.jpg"), np.zeros((100, 100, 3), np.uint8))
+            body = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in pts)  # .pts files are 1-based
+            (folder / f"img{i}.pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
+            np.save(folder / f"img{i}.npy", pts)
+
+
+def test_300w_reader_and_split_size_check(tmp_path):
+    _write_300w_fixture(tmp_path, {"afw": 2, "helen/trainset": 1, "lfpw/trainset": 1, "helen/testset": 1,
+                                   "lfpw/testset": 1, "ibug": 2})
+    train = read_300w(tmp_path, "train")
+    assert len(train) == 4
+    first = train[0]
+    expected = np.load((tmp_path / first.image).with_suffix(".npy"))
+    np.testing.assert_allclose(first.landmarks, expected, atol=1e-3)  # 1-based file -> 0-based pixels
+    assert len(read_300w(tmp_path, "full")) == 4
+    with pytest.raises(SplitSizeError, match="3148"):
+        prepare_300w(tmp_path, tmp_path / "out")
+    written = prepare_300w(tmp_path, tmp_path / "out", allow_partial=True)
+    assert len(read_annotations(written["challenge"])) == 2
+
+
+def test_pts_reader_rejects_count_mismatch(tmp_path):
+    p = tmp_path / "x.pts"
+    p.write_text("version: 1\nn_points: 68\n{\n1 2\n3 4\n}\n")
+    with pytest.raises(DatasetFormatError, match="68"):
+        read_pts(p)
+
+
+def test_cofw_coco_reader_on_real_samples():
+    path = SHARED / "samples" / "cofw" / "test_cofw.json"
+    if not path.is_file():
+        pytest.skip("COFW samples not present")
+    faces = read_cofw_coco(path, "test")
+    assert len(faces) == 2 and all(f.landmarks.shape == (29, 2) for f in faces)
+    for f in faces:
+        img = cv2.imread(str(path.parent / f.image))
+        assert img is not None
+        h, w = img.shape[:2]
+        assert (f.landmarks >= 0).all() and (f.landmarks[:, 0] < w).all() and (f.landmarks[:, 1] < h).all()
+        # pupils lie between the outer eye corners
+        lo, hi = sorted(f.landmarks[list(COFW_29.outer_eye_corners), 0])
+        assert lo < f.landmarks[16, 0] < hi and lo < f.landmarks[17, 0] < hi
+
+
+@needs_shared
+def test_shared_split_is_by_image_and_fixed(tmp_path):
+    a = prepare_shared_wflw68(WFLW, tmp_path / "a")
+    b = prepare_shared_wflw68(WFLW, tmp_path / "b")
+    train, val = read_annotations(a["train"]), read_annotations(a["val"])
+    assert len(train) + len(val) == 660
+    assert not ({f.image for f in train} & {f.image for f in val})
+    assert a["val"].read_text() == b["val"].read_text()
+
+
+@needs_shared
+def test_dataset_crops_keep_landmarks_on_the_face_and_flip_pairs(tmp_path):
+    torch = pytest.importorskip("torch")
+    from train.augment import AugmentConfig
+    from train.dataset import FaceCropDataset, crop_to_frame
+
+    faces = read_wflw_list(WFLW / "derived_68pt" / "list_68pt_rect_attr_test.txt", 68)[:6]
+    ev = FaceCropDataset(faces, WFLW / "WFLW_images", W300_68, 128, None)
+    item = ev[0]
+    back = crop_to_frame(item["landmarks"].numpy()[None], item["to_crop"].numpy()[None], 128)[0]
+    np.testing.assert_allclose(back, faces[0].landmarks, atol=0.05)
+    assert item["pointmaps"].shape == (68, 32, 32) and item["edgemaps"].shape == (9, 32, 32)
+    # point-map peaks sit where the targets are (to within a heatmap pixel)
+    hm = item["pointmaps"].numpy()
+    peak = np.stack(np.unravel_index(hm.reshape(68, -1).argmax(1), (32, 32)), 1)[:, ::-1]
+    expect = (item["landmarks"].numpy() + 1) * 16 - 0.5
+    inside = (np.abs(item["landmarks"].numpy()) < 0.95).all(1)
+    assert np.abs(peak - expect)[inside].max() <= 1.0
+
+    aug = FaceCropDataset(faces, WFLW / "WFLW_images", W300_68, 128, AugmentConfig(flip=1.0), seed=3)
+    a1, a2 = aug[1], aug[1]
+    assert torch.equal(a1["image"], a2["image"])  # reproducible from (seed, epoch, index)
+    aug.set_epoch(1)
+    assert not torch.equal(aug[1]["image"], a1["image"])
+    # after a flip, the image-left outer eye corner (index 36) is still left of 45
+    lm = a1["landmarks"].numpy()
+    assert lm[36, 0] < lm[45, 0] and lm[0, 0] < lm[16, 0]

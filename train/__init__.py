@@ -1,0 +1,1 @@
+"""STAR training: benchmark readers, augmentation, losses, the training loop and evaluation."""

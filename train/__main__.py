@@ -1,0 +1,96 @@
+"""``python -m train``: prepare, train, evaluate (run ``python -m train --help``)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from .prepare import PREPARERS
+
+app = typer.Typer(help="Reproduce STAR training on WFLW, 300W and COFW; train compact CPU models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.command()
+def prepare(dataset: str = typer.Argument(..., help=f"one of: {', '.join(PREPARERS)}"),
+            root: Path = typer.Argument(..., help="dataset root in the benchmark's own layout"),
+            out: Path = typer.Option(Path("data"), help="folder for the annotation files (JSON Lines)"),
+            allow_partial: bool = typer.Option(False, help="accept split sizes that differ from the paper's")):
+    """Read a benchmark's own files and write our annotation files."""
+    if dataset not in PREPARERS:
+        raise typer.BadParameter(f"unknown dataset {dataset!r}; choose from {', '.join(PREPARERS)}")
+    if not root.is_dir():
+        raise typer.BadParameter(f"dataset root not found: {root}")
+    kwargs = {} if dataset == "wflw68-dev" else {"allow_partial": allow_partial}
+    try:
+        written = PREPARERS[dataset](root, out, **kwargs)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    for split, path in written.items():
+        n = sum(1 for _ in open(path))
+        typer.echo(f"{split}: {n} faces -> {path}")
+
+
+@app.command("train")
+def train_cmd(preset: str = typer.Option("compact68-dev", help="configuration preset"),
+              config: Path = typer.Option(None, help="a config.json (overrides --preset)"),
+              out: Path = typer.Option(Path("runs/run"), help="output folder (checkpoints, metrics.csv)"),
+              image_root: Path = typer.Option(None, help="folder the annotation image paths are relative to"),
+              train_annotations: Path = typer.Option(None), val_annotations: Path = typer.Option(None),
+              epochs: int = typer.Option(None), batch_size: int = typer.Option(None, help="total over processes"),
+              lr: float = typer.Option(None), workers: int = typer.Option(None), seed: int = typer.Option(None),
+              star_version: str = typer.Option(None, help="v1 or v2"),
+              resume: bool = typer.Option(True, help="continue from OUT/last.pt when present"),
+              max_steps: int = typer.Option(None, help="stop after this many steps (smoke tests)")):
+    """Train a STAR model. Multi-GPU: ``torchrun --nproc_per_node K -m train train ...``."""
+    from .config import PRESETS, TrainConfig
+    from .trainer import train
+
+    if config is not None:
+        cfg = TrainConfig.load(config)
+    elif preset in PRESETS:
+        cfg = PRESETS[preset]
+    else:
+        raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    cfg = cfg.with_overrides(image_root=str(image_root) if image_root else None,
+                             train_annotations=str(train_annotations) if train_annotations else None,
+                             val_annotations=str(val_annotations) if val_annotations else None,
+                             epochs=epochs, batch_size=batch_size, lr=lr, workers=workers, seed=seed,
+                             star_version=star_version)
+    for name in ("train_annotations", "image_root"):
+        if not Path(getattr(cfg, name)).exists():
+            typer.echo(f"error: {name} not found: {getattr(cfg, name)!r} (run `python -m train prepare` first)",
+                       err=True)
+            raise typer.Exit(2)
+    result = train(cfg, out, resume=resume, max_steps=max_steps)
+    typer.echo(f"done: {result}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(checkpoint: Path, annotations: Path, image_root: Path,
+                 norm: str = typer.Option("inter_ocular", help="inter_ocular or inter_pupil"),
+                 threshold: float = typer.Option(0.1, help="FR/AUC threshold (0.1 WFLW/COFW, 0.05 common for 300W)"),
+                 ced: Path = typer.Option(None, help="write a CED plot (PNG) here")):
+    """NME / FR / AUC per subset, printed beside the paper's numbers."""
+    from .evaluate import evaluate, load_network, print_results
+
+    for p in (checkpoint, annotations, image_root):
+        if not p.exists():
+            typer.echo(f"error: not found: {p}", err=True)
+            raise typer.Exit(2)
+    results = evaluate(checkpoint, annotations, image_root, norm, threshold, ced)
+    print_results(results, load_network(checkpoint).config.scheme, threshold)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted; resume with the same command (checkpoints are written every epoch)", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

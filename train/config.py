@@ -1,0 +1,70 @@
+"""Training configurations and presets (STAR_SPEC section 5 for the paper's runs)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from star_track.network import NetworkConfig
+
+from .augment import AugmentConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; saved beside its checkpoints so a run can be resumed or reproduced."""
+
+    network: NetworkConfig
+    train_annotations: str = ""
+    val_annotations: str = ""
+    image_root: str = ""
+    epochs: int = 500
+    batch_size: int = 128  # total over all processes
+    lr: float = 1e-3
+    milestones: tuple[float, ...] = (0.4, 0.7, 0.9)  # fractions of ``epochs`` (paper: 200, 350, 450 of 500)
+    gamma: float = 0.1
+    star_version: str = "v2"
+    star_w: float = 1.0
+    ema: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    norm: str = "inter_ocular"
+    fr_threshold: float = 0.1
+    seed: int = 0
+    workers: int = 2
+    eval_every: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["network"] = NetworkConfig.from_dict(d["network"])
+        d["augment"] = AugmentConfig(**d.get("augment", {}))
+        d["milestones"] = tuple(d.get("milestones", (0.4, 0.7, 0.9)))
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def with_overrides(self, **kw) -> "TrainConfig":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+PAPER = dict(epochs=500, batch_size=128, lr=1e-3)
+PRESETS: dict[str, TrainConfig] = {
+    # The paper's model on each benchmark (annotation files from ``python -m train prepare``).
+    "wflw": TrainConfig(NetworkConfig("wflw98"), "data/wflw_train.jsonl", "data/wflw_test.jsonl", **PAPER),
+    "300w": TrainConfig(NetworkConfig("300w68"), "data/300w_train.jsonl", "data/300w_common.jsonl", **PAPER),
+    "cofw": TrainConfig(NetworkConfig("cofw29"), "data/cofw_train.jsonl", "data/cofw_test.jsonl",
+                        norm="inter_pupil", **PAPER),
+    # The bundled CPU model: 68 points, 128x128 input, trained on the development WFLW faces in shared/data.
+    "compact68-dev": TrainConfig(
+        NetworkConfig("300w68", num_stacks=1, channels=128, depth=3, input_size=128),
+        "data/wflw68_train.jsonl", "data/wflw68_val.jsonl", epochs=80, batch_size=32, lr=2e-3,
+        milestones=(0.6, 0.85), workers=1),
+    # Smallest sensible model for quick CPU experiments and tests.
+    "tiny-cpu": TrainConfig(NetworkConfig("300w68", num_stacks=1, channels=32, depth=3, input_size=128),
+                            epochs=2, batch_size=8, lr=2e-3, workers=0),
+}
