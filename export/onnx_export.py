@@ -1,15 +1,21 @@
 """Export a :class:`star_track.network.StarNet` to ONNX with decoding inside the graph."""
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from star_track.bench_engines import synthetic_crops
 from star_track.model_meta import METADATA_KEY, ModelMeta
 from star_track.network import StarInference, StarNet
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("landmarks", "covariance")
+HEATMAP_TENSOR = "heatmaps"
+"""Name of the last stack's fused heatmap tensor in every exported graph (an output only if asked for)."""
 
 
 def export_onnx(net: StarNet, meta: ModelMeta, path: str | Path, opset: int = 17,
@@ -20,17 +26,73 @@ def export_onnx(net: StarNet, meta: ModelMeta, path: str | Path, opset: int = 17
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = StarInference(net.eval(), with_heatmaps=with_heatmaps).eval()
     s = meta.input_size
-    names = list(OUTPUT_NAMES) + (["heatmaps"] if with_heatmaps else [])
+    # Always trace the heatmaps output so the last stack's fused heatmap tensor is named HEATMAP_TENSOR in
+    # every graph (the FP16 conversion for TensorRT splits the graph there); drop the output if not asked.
+    module = StarInference(net.eval(), with_heatmaps=True).eval()
+    names = [*OUTPUT_NAMES, HEATMAP_TENSOR]
     dummy = torch.full((1, 3, s, s), 127.0)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # F.instance_norm always uses instance statistics; the exporter warns about "train=True" regardless.
+        warnings.filterwarnings("ignore", message=".*instance_norm.*")
         torch.onnx.export(module, (dummy,), str(path), input_names=[INPUT_NAME], output_names=names,
                           dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]},
                           opset_version=opset, dynamo=False)
     model = onnx.load(str(path))
+    if not with_heatmaps:
+        kept = [o for o in model.graph.output if o.name != HEATMAP_TENSOR]
+        del model.graph.output[:]
+        model.graph.output.extend(kept)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, meta.to_json()
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Largest absolute differences between two backends on the same crops."""
+
+    landmarks: float
+    covariance: float
+    heatmaps: float | None
+    batch: int
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        """Landmarks agree within ``tolerance`` (covariances are reported, not gated: they scale with it)."""
+        return self.landmarks <= self.tolerance
+
+    def __str__(self) -> str:
+        hm = "" if self.heatmaps is None else f", heatmaps {self.heatmaps:.2e}"
+        verdict = "ok" if self.ok else f"FAILED (> {self.tolerance:g})"
+        return (f"max |diff| over {self.batch} crops: landmarks {self.landmarks:.2e}, "
+                f"covariance {self.covariance:.2e}{hm} -> {verdict}")
+
+
+def verify_onnx(onnx_path: str | Path, net: StarNet, crops: np.ndarray | None = None,
+                tolerance: float = 1e-4) -> Parity:
+    """Run the exported graph in ONNX Runtime (CPU) and ``StarInference`` in PyTorch (FP32, CPU) on the same
+    crops and report the largest differences. ``crops`` default to :func:`sample_crops` (batch 3, which
+    also exercises the dynamic batch axis)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    size = sess.get_inputs()[0].shape[-1]
+    if crops is None:
+        crops = synthetic_crops(int(size), batch=3)
+    images = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+    outputs = [o.name for o in sess.get_outputs()]
+    got = dict(zip(outputs, sess.run(outputs, {INPUT_NAME: images})))
+    module = StarInference(net.float().eval(), with_heatmaps=True).eval()
+    with torch.no_grad():
+        ref = dict(zip([*OUTPUT_NAMES, HEATMAP_TENSOR], (t.numpy() for t in module(torch.from_numpy(images)))))
+
+    def diff(name: str) -> float:
+        return float(np.abs(got[name].astype(np.float64) - ref[name]).max())
+
+    return Parity(landmarks=diff("landmarks"), covariance=diff("covariance"),
+                  heatmaps=diff(HEATMAP_TENSOR) if HEATMAP_TENSOR in got else None,
+                  batch=len(images), tolerance=tolerance)

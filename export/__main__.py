@@ -1,0 +1,4 @@
+"""``python -m export``: see :mod:`export.cli`."""
+from .cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""PyTorch implementation of :class:`star_track.engines.base.LandmarkEngine`: FP16 on CUDA, FP32 on CPU.
+
+Runs :class:`star_track.network.StarInference` (network + the same in-graph decoding as the ONNX export) from
+a checkpoint, so a freshly trained model can be tracked with before it is exported. Needs torch.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..model_meta import ModelMeta
+from .base import ModelError, check_crops, to_nchw_float
+
+
+class TorchEngine:
+    """A STAR checkpoint on PyTorch.
+
+    Args:
+        model_path_or_checkpoint: our ``.pt`` / an official STAR ``.pkl`` path, an already loaded checkpoint
+            dict, or a ``(StarNet, ModelMeta)`` pair.
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; default CUDA when available, else CPU.
+        fp16: run the network in half precision; default True on CUDA, False on CPU (decoding stays FP32).
+        prefer_ema: use the checkpoint's EMA weights when present.
+    """
+
+    def __init__(self, model_path_or_checkpoint: str | Path | Mapping[str, Any] | tuple, device: str | None = None,
+                 fp16: bool | None = None, prefer_ema: bool = True):
+        try:
+            import torch
+        except ImportError:
+            from . import EngineUnavailable  # registry error type: create_engine reports the hint
+
+            raise EngineUnavailable('the torch engine needs torch: pip install "star-track[train]"') from None
+        from ..network import StarInference
+
+        self._torch = torch
+        net, self.meta = _load(model_path_or_checkpoint, prefer_ema)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ModelError(f"device {self.device} requested but torch sees no CUDA GPU")
+        self.fp16 = (self.device.type == "cuda") if fp16 is None else bool(fp16)
+        self._dtype = torch.float16 if self.fp16 else torch.float32
+        # decode_heatmaps_torch casts the heatmaps to float32 itself, so only the network runs in FP16.
+        self._module = StarInference(net.to(self.device, self._dtype).eval()).eval()
+        self.name = f"torch[{self.device.type}{'-fp16' if self.fp16 else ''}]"
+
+    def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, S, S, 3) uint8 BGR crops -> landmarks (B, N, 2), covariances (B, N, 2, 2), float32."""
+        torch = self._torch
+        crops = check_crops(crops, self.meta.input_size)
+        x = torch.from_numpy(to_nchw_float(crops)).to(self.device, self._dtype, non_blocking=True)
+        with torch.inference_mode():
+            mean, cov = self._module(x)
+        return mean.float().cpu().numpy(), cov.float().cpu().numpy()
+
+
+def _load(source: Any, prefer_ema: bool) -> tuple[Any, ModelMeta]:
+    from ..checkpoint import load_trainer_state, load_checkpoint, load_official_state
+    from ..network import StarNet
+
+    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], StarNet):
+        return source[0], source[1]
+    if isinstance(source, Mapping):
+        if "model" in source and "config" in source:
+            return load_trainer_state(source, "checkpoint", prefer_ema)
+        if "net" in source:
+            return load_official_state(source, prefer_ema=prefer_ema)
+        raise ModelError("checkpoint dict has neither config/model (star-track) nor net (official STAR) keys")
+    path = Path(source)
+    if path.suffix == ".onnx":
+        raise ModelError(f"{path}: the torch engine loads .pt/.pkl checkpoints; use onnxruntime or tensorrt "
+                         "for ONNX models")
+    return load_checkpoint(path, prefer_ema=prefer_ema)
