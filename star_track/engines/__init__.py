@@ -1,0 +1,90 @@
+"""Landmark engines: ``create_engine`` picks and loads a backend behind the :class:`LandmarkEngine` protocol.
+
+Backends are registered by name with a lazy loader, so optional ones (``torch``, ``tensorrt``) cost nothing
+unless asked for and a missing dependency becomes a one-line hint instead of an ImportError.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable
+
+from .base import LandmarkEngine, ModelError
+
+GPU_HINT = 'pip install "star-track[gpu]"'
+
+
+class EngineUnavailable(RuntimeError):
+    """The requested engine cannot run here (package not installed, no GPU)."""
+
+
+EngineLoader = Callable[[Path], LandmarkEngine]
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    # name -> (module, class, install hint)
+    "onnxruntime": ("star_track.engines.onnxruntime_engine", "OnnxRuntimeEngine", 'pip install onnxruntime'),
+    "torch": ("star_track.engines.torch_engine", "TorchEngine", 'pip install "star-track[train]"'),
+    "tensorrt": ("star_track.engines.tensorrt_engine", "TensorRTEngine", GPU_HINT),
+}
+_CUSTOM: dict[str, EngineLoader] = {}
+AUTO_ORDER = ("tensorrt", "onnxruntime")
+
+
+def register_engine(name: str, loader: EngineLoader) -> None:
+    """Make ``create_engine(model, engine=name)`` call ``loader(model_path)``."""
+    _CUSTOM[name] = loader
+
+
+def engine_names() -> list[str]:
+    """Names accepted by :func:`create_engine` (besides ``"auto"``)."""
+    return sorted(set(_REGISTRY) | set(_CUSTOM))
+
+
+def has_nvidia_gpu() -> bool:
+    """An NVIDIA driver is loaded (cheap check, no CUDA import)."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+
+
+def _loader(name: str) -> EngineLoader:
+    if name in _CUSTOM:
+        return _CUSTOM[name]
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown engine {name!r} (choose from: auto, {', '.join(engine_names())})")
+    module, cls, hint = _REGISTRY[name]
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        missing = getattr(e, "name", None) or str(e)
+        raise EngineUnavailable(f"engine {name!r} is not available ({missing} is not installed); "
+                                f"install it with: {hint}") from None
+    except AttributeError:
+        raise EngineUnavailable(f"engine {name!r} is not available in this version of star-track") from None
+
+
+def create_engine(model: str | os.PathLike | None = None, engine: str = "auto") -> LandmarkEngine:
+    """Load ``model`` (see :func:`star_track.model_registry.resolve_model`) on ``engine``.
+
+    ``"auto"`` tries TensorRT when it is installed and an NVIDIA GPU is present, else ONNX Runtime (which
+    itself prefers its CUDA provider when available).
+
+    Raises:
+        ModelError: the model is missing or invalid.
+        EngineUnavailable: the engine's package or hardware is missing (message says what to install).
+        ValueError: unknown engine name.
+    """
+    from ..model_registry import resolve_model
+
+    path = resolve_model(model)
+    if engine != "auto":
+        return _loader(engine)(path)
+    if path.suffix == ".onnx" and has_nvidia_gpu() and importlib.util.find_spec("tensorrt") is not None:
+        try:
+            return _loader("tensorrt")(path)
+        except Exception:  # any TensorRT failure (build, CUDA, plugin): ONNX Runtime still runs the model
+            pass
+    return _loader("onnxruntime")(path)
+
+
+__all__ = ["EngineUnavailable", "LandmarkEngine", "ModelError", "create_engine", "engine_names",
+           "register_engine", "has_nvidia_gpu", "GPU_HINT"]

@@ -1,0 +1,98 @@
+"""ONNX Runtime implementation of :class:`star_track.engines.base.LandmarkEngine` (the default engine)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..model_meta import METADATA_KEY, ModelMeta
+from ..schemes import get_scheme
+from .base import ModelError, check_crops, to_nchw_float
+
+
+def preferred_providers(available: list[str] | None = None) -> list[str]:
+    """CUDA first when this onnxruntime build has it, CPU always last."""
+    import onnxruntime as ort
+
+    available = list(ort.get_available_providers()) if available is None else available
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def read_meta(session, path: Path) -> ModelMeta:
+    """The model's :class:`ModelMeta` from the ONNX custom metadata key ``star_track``."""
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise ModelError(f"{path} has no '{METADATA_KEY}' metadata: not a star-track model "
+                         "(export it with export.onnx_export.export_onnx)")
+    try:
+        meta = ModelMeta.from_json(props[METADATA_KEY])
+        get_scheme(meta.scheme)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelError(f"{path} has invalid '{METADATA_KEY}' metadata: {e}") from None
+    return meta
+
+
+class OnnxRuntimeEngine:
+    """A STAR ONNX model on ONNX Runtime.
+
+    Args:
+        model_path: ``.onnx`` written by :func:`export.onnx_export.export_onnx`.
+        providers: execution providers in order of preference (default: CUDA if available, then CPU).
+        threads: intra-op threads (0 = ONNX Runtime's default, one per core).
+
+    Raises:
+        ModelError: missing file, not an ONNX model, no star-track metadata, or outputs that disagree with
+            the metadata (e.g. wrong landmark count for the declared scheme).
+    """
+
+    def __init__(self, model_path: str | Path, providers: list[str] | None = None, threads: int = 0):
+        import onnxruntime as ort
+
+        path = Path(model_path)
+        if not path.exists():
+            raise ModelError(f"model {path} does not exist")
+        if not path.is_file():
+            raise ModelError(f"model {path} is not a file")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=opts,
+                                                 providers=providers or preferred_providers())
+        except Exception as e:  # onnxruntime raises its own pybind exception types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"model {path} is not a loadable ONNX model: {first}") from None
+        self.meta = read_meta(self._session, path)
+        self.path = path
+        self.providers: list[str] = list(self._session.get_providers())
+        self.name = f"onnxruntime[{self.providers[0]}]"
+        self._check_io(path)
+
+    def _check_io(self, path: Path) -> None:
+        inputs = self._session.get_inputs()
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        if len(inputs) != 1 or "landmarks" not in outputs or "covariance" not in outputs:
+            raise ModelError(f"{path}: expected one input and outputs 'landmarks', 'covariance'; got inputs "
+                             f"{[i.name for i in inputs]}, outputs {list(outputs)}")
+        self._input = inputs[0].name
+        s = self.meta.input_size
+        shape = inputs[0].shape
+        if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (3, s, s))):
+            raise ModelError(f"{path}: input shape {shape} does not match metadata input_size {s}")
+        n = get_scheme(self.meta.scheme).num_points
+        lm = outputs["landmarks"].shape
+        if len(lm) != 3 or (isinstance(lm[1], int) and lm[1] != n) or (isinstance(lm[2], int) and lm[2] != 2):
+            raise ModelError(f"{path}: outputs {lm[1] if len(lm) > 1 else '?'} landmarks but its metadata "
+                             f"declares scheme {self.meta.scheme} ({n} points)")
+
+    def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, S, S, 3) uint8 BGR crops -> means (B, N, 2) and covariances (B, N, 2, 2) in [-1, 1] crop units."""
+        crops = check_crops(crops, self.meta.input_size)
+        n = get_scheme(self.meta.scheme).num_points
+        if len(crops) == 0:
+            return np.zeros((0, n, 2), np.float32), np.zeros((0, n, 2, 2), np.float32)
+        mean, cov = self._session.run(["landmarks", "covariance"], {self._input: to_nchw_float(crops)})
+        if mean.shape[1:] != (n, 2) or cov.shape[1:] != (n, 2, 2):
+            raise ModelError(f"{self.path}: produced {mean.shape} landmarks, expected (B, {n}, 2)")
+        return mean.astype(np.float32, copy=False), cov.astype(np.float32, copy=False)

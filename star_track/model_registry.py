@@ -1,0 +1,85 @@
+"""Where models live: resolve the ``model`` argument to a file.
+
+* ``None`` or ``"default"`` -> the bundled ``star_track/models/default.onnx``;
+* a path (contains a path separator, ends in ``.onnx``/``.pt``/``.engine``, or exists) -> that file;
+* any other name -> ``<cache>/NAME.onnx`` with ``<cache>`` = ``$STAR_TRACK_CACHE`` or
+  ``~/.cache/star-track/models``.
+
+A model's card is the ``.md`` file next to it with the same stem (``default.md`` for ``default.onnx``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engines.base import ModelError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = "default"
+CACHE_ENV = "STAR_TRACK_CACHE"
+MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".engine", ".plan")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model known to the registry."""
+
+    name: str
+    path: Path
+    source: str
+    """``"bundled"`` or ``"cache"``."""
+
+
+def cache_dir() -> Path:
+    """User model directory (not created)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/star-track/models").expanduser()
+
+
+def _looks_like_path(model: str) -> bool:
+    return (os.sep in model or "/" in model or model.lower().endswith(MODEL_SUFFIXES)
+            or Path(model).exists())
+
+
+def resolve_model(model: str | os.PathLike | None = None) -> Path:
+    """Model argument -> existing file path.
+
+    Raises:
+        ModelError: the file does not exist (message lists the models that do).
+    """
+    if model is None or model == DEFAULT_MODEL:
+        path = BUNDLED_DIR / "default.onnx"
+        if not path.is_file():
+            raise ModelError(f"the bundled model {path} is not installed; pass --model PATH.onnx "
+                             "or a model name from `star-track models list`")
+        return path
+    if isinstance(model, os.PathLike) or _looks_like_path(str(model)):
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise ModelError(f"model {path} does not exist")
+        if path.is_dir():
+            raise ModelError(f"model {path} is a directory, not a model file")
+        return path
+    path = cache_dir() / f"{model}.onnx"
+    if not path.is_file():
+        known = ", ".join(e.name for e in list_models()) or "none"
+        raise ModelError(f"no model named {model!r} (looked for {path}; known models: {known})")
+    return path
+
+
+def list_models() -> list[ModelEntry]:
+    """Bundled and cached ``.onnx`` models, bundled first."""
+    out = []
+    for source, d in (("bundled", BUNDLED_DIR), ("cache", cache_dir())):
+        if d.is_dir():
+            out += [ModelEntry(p.stem, p, source) for p in sorted(d.glob("*.onnx"))]
+    return out
+
+
+def model_card(path: str | Path) -> str | None:
+    """Text of the model card next to ``path`` (same stem, ``.md``), or None."""
+    card = Path(path).with_suffix(".md")
+    return card.read_text(encoding="utf-8") if card.is_file() else None
