@@ -1,0 +1,178 @@
+"""Landmark files: one record per (frame, face) in ``.csv``, ``.json`` or ``.npz``, written as frames arrive.
+
+Every record holds the frame index, time (s), track id, score, box (x1, y1, x2, y2), the smoothed landmarks
+(x, y) and each landmark's covariance (xx, xy, yy) in frame pixels.
+
+* ``.csv`` — one row per face and frame, flushed after every frame; frames without faces have no row.
+* ``.json`` — ``{"scheme", "num_points", "fps", "frames": [{"frame", "time", "faces": [...]}, ...]}`` with
+  every frame listed (also those without faces). The file is rewritten in place so that it is a complete,
+  valid JSON document after every flushed frame.
+* ``.npz`` — arrays ``frame``, ``time``, ``track_id``, ``score`` (M,), ``box`` (M, 4), ``landmarks``,
+  ``raw_landmarks`` (M, N, 2), ``covariance`` (M, N, 2, 2) with M = number of (frame, face) records, plus
+  ``frame_count``, ``fps``, ``scheme``. Records are spooled to disk while running (bounded memory) and the
+  archive is assembled by :meth:`close`, so it needs a clean finish (normal end, Ctrl-C, SIGTERM).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .video import VideoError, check_output_path
+
+FORMATS = (".csv", ".json", ".npz")
+
+
+class LandmarkWriter(Protocol):
+    path: Path
+    frames_written: int
+
+    def write(self, frame_index: int, time: float, faces: Sequence) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CsvLandmarkWriter:
+    """See module docs."""
+
+    def __init__(self, path: Path, num_points: int, scheme: str, fps: float):
+        self.path = path
+        self.frames_written = 0
+        self._f = open(path, "w", newline="", encoding="utf-8")
+        self._w = csv.writer(self._f)
+        header = ["frame", "time", "track_id", "score", "x1", "y1", "x2", "y2"]
+        header += [f"{a}{i}" for i in range(num_points) for a in ("x", "y")]
+        header += [f"{c}{i}" for i in range(num_points) for c in ("cxx", "cxy", "cyy")]
+        self._w.writerow(header)
+        self._f.flush()
+
+    def write(self, frame_index: int, time: float, faces: Sequence) -> None:
+        for f in faces:
+            cov = np.asarray(f.covariance)
+            row = [frame_index, f"{time:.6f}", f.track_id, f"{f.score:.5f}"]
+            row += [f"{v:.3f}" for v in np.asarray(f.box).ravel()]
+            row += [f"{v:.3f}" for v in np.asarray(f.landmarks).ravel()]
+            row += [f"{v:.5g}" for v in np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1).ravel()]
+            self._w.writerow(row)
+        self._f.flush()
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def _face_dict(f) -> dict:
+    cov = np.asarray(f.covariance, np.float64)
+    return {"track_id": int(f.track_id), "score": round(float(f.score), 5),
+            "box": [round(float(v), 3) for v in np.asarray(f.box).ravel()],
+            "landmarks": np.round(np.asarray(f.landmarks, np.float64), 3).tolist(),
+            "covariance": np.round(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), 5).tolist()}
+
+
+class JsonLandmarkWriter:
+    """See module docs: valid JSON after every frame (the closing brackets are rewritten each time)."""
+
+    _TAIL = b"\n]}\n"
+
+    def __init__(self, path: Path, num_points: int, scheme: str, fps: float):
+        self.path = path
+        self.frames_written = 0
+        self._f = open(path, "wb")
+        head = json.dumps({"scheme": scheme, "num_points": num_points, "fps": fps,
+                           "covariance_layout": ["xx", "xy", "yy"]})
+        self._f.write(head[:-1].encode() + b', "frames": [')
+        self._end = self._f.tell()
+        self._f.write(self._TAIL)
+        self._f.flush()
+
+    def write(self, frame_index: int, time: float, faces: Sequence) -> None:
+        rec = json.dumps({"frame": int(frame_index), "time": round(float(time), 6),
+                          "faces": [_face_dict(f) for f in faces]}, separators=(",", ":"))
+        self._f.seek(self._end)
+        self._f.write((b",\n" if self.frames_written else b"\n") + rec.encode())
+        self._end = self._f.tell()
+        self._f.write(self._TAIL)
+        self._f.flush()
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+class NpzLandmarkWriter:
+    """See module docs."""
+
+    _FIELDS = {"frame": np.int64, "time": np.float64, "track_id": np.int64, "score": np.float32,
+               "box": np.float32, "landmarks": np.float32, "raw_landmarks": np.float32, "covariance": np.float32}
+
+    def __init__(self, path: Path, num_points: int, scheme: str, fps: float):
+        self.path = path
+        self.frames_written = 0
+        self.num_points, self.scheme, self.fps = num_points, scheme, fps
+        self._dir = tempfile.TemporaryDirectory(prefix=".star-track-", dir=path.parent)
+        self._spool = {k: open(Path(self._dir.name) / k, "wb") for k in self._FIELDS}
+        self._rows = 0
+        self._closed = False
+
+    def write(self, frame_index: int, time: float, faces: Sequence) -> None:
+        for f in faces:
+            vals = {"frame": frame_index, "time": time, "track_id": f.track_id, "score": f.score, "box": f.box,
+                    "landmarks": f.landmarks, "raw_landmarks": f.raw_landmarks, "covariance": f.covariance}
+            for k, dtype in self._FIELDS.items():
+                self._spool[k].write(np.asarray(vals[k], dtype).tobytes())
+            self._rows += 1
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        n = self.num_points
+        shapes = {"box": (4,), "landmarks": (n, 2), "raw_landmarks": (n, 2), "covariance": (n, 2, 2)}
+        arrays = {}
+        for k, dtype in self._FIELDS.items():
+            self._spool[k].close()
+            data = np.fromfile(Path(self._dir.name) / k, dtype=dtype)
+            arrays[k] = data.reshape((self._rows, *shapes.get(k, ())))
+        tmp = self.path.with_name(f".{self.path.name}.partial.npz")
+        np.savez(tmp, frame_count=np.int64(self.frames_written), fps=np.float64(self.fps),
+                 scheme=np.array(self.scheme), **arrays)
+        os.replace(tmp, self.path)
+        self._dir.cleanup()
+
+
+def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, fps: float,
+                         overwrite: bool = False) -> LandmarkWriter:
+    """A writer chosen by extension (``.csv``, ``.json``, ``.npz``).
+
+    Raises:
+        VideoError: unknown extension, existing file without ``overwrite``, unwritable location.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in FORMATS:
+        raise VideoError(f"{p}: unsupported landmarks format {ext or '(none)'} (use .csv, .json or .npz)")
+    p = check_output_path(p, overwrite)
+    cls = {".csv": CsvLandmarkWriter, ".json": JsonLandmarkWriter, ".npz": NpzLandmarkWriter}[ext]
+    try:
+        return cls(p, num_points, scheme, fps)
+    except OSError as e:
+        raise VideoError(f"{p}: cannot write ({e.strerror or e})") from None
+
+
+def read_landmarks_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load a landmarks CSV back: ``frame``, ``time``, ``track_id``, ``score``, ``box``, ``landmarks``, ``covariance``."""
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    n = (data.shape[1] - 8) // 5
+    cov = data[:, 8 + 2 * n:].reshape(-1, n, 3)
+    full = np.stack([np.stack([cov[..., 0], cov[..., 1]], -1), np.stack([cov[..., 1], cov[..., 2]], -1)], -2)
+    return {"frame": data[:, 0].astype(int), "time": data[:, 1], "track_id": data[:, 2].astype(int),
+            "score": data[:, 3], "box": data[:, 4:8], "landmarks": data[:, 8:8 + 2 * n].reshape(-1, n, 2),
+            "covariance": full}

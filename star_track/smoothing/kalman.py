@@ -1,0 +1,98 @@
+"""Uncertainty-aware constant-velocity Kalman filter, vectorised over all landmarks of a face.
+
+Each landmark has state (x, y, vx, vy) in frame pixels and pixels per second. What makes it STAR-specific is
+the measurement noise: R = r_scale * Σ + (r_floor * scale)² I, with Σ the landmark's decoded STAR covariance in
+frame pixels. Where the heatmap is spread along a direction (e.g. along the jaw line) the filter trusts the
+measurement less in that direction only, so points slide less along contours while staying responsive across
+them.
+
+Process noise is a white-noise acceleration model whose density is ``q * scale²`` (``scale`` = the face's
+size in pixels, the side of its landmark box), so behaviour does not depend on video resolution or face size.
+
+Adaptive gating: when a measurement is far from the prediction (squared Mahalanobis distance of the innovation
+above ``gate``, chi² with 2 degrees of freedom, default 99 %), the predicted covariance is inflated by
+d²/gate before the update, so fast head motion is followed at once instead of lagging. The face's median d² is
+used as well as each landmark's own, so whole-head motion inflates every landmark together.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CHI2_2DOF_99 = 9.21
+
+
+class KalmanSmoother:
+    """Constant-velocity Kalman filter for (N, 2) landmarks with per-landmark 2x2 measurement covariances.
+
+    Args:
+        q: process-noise density in (face sizes / s²)² per Hz. Larger = follows faster, smooths less.
+        r_scale: multiplier on the STAR covariance used as measurement noise. Larger = smoother.
+        r_floor: measurement-noise floor as a standard deviation in face sizes (keeps R invertible and guards
+            against over-confident heatmaps).
+        gate: squared-Mahalanobis threshold above which process noise is inflated (0 disables gating).
+        init_velocity_std: prior velocity uncertainty for a new track in face sizes per second.
+    """
+
+    def __init__(self, q: float = 4.0, r_scale: float = 1.0, r_floor: float = 0.004,
+                 gate: float = CHI2_2DOF_99, init_velocity_std: float = 2.0):
+        if q <= 0 or r_scale < 0 or r_floor < 0 or gate < 0 or init_velocity_std <= 0:
+            raise ValueError("kalman: q and init_velocity_std must be > 0; r_scale, r_floor, gate must be >= 0")
+        if r_scale == 0 and r_floor == 0:
+            raise ValueError("kalman: r_scale and r_floor cannot both be 0 (no measurement noise)")
+        self.q, self.r_scale, self.r_floor = float(q), float(r_scale), float(r_floor)
+        self.gate, self.init_velocity_std = float(gate), float(init_velocity_std)
+        self.reset()
+
+    def reset(self) -> None:
+        self.x: np.ndarray | None = None
+        """(N, 4) state x, y, vx, vy."""
+        self.P: np.ndarray | None = None
+        """(N, 4, 4) state covariance."""
+        self.last_d2: np.ndarray | None = None
+        """(N,) squared Mahalanobis distance of the last innovation (diagnostics)."""
+
+    def measurement_noise(self, cov: np.ndarray, scale: float) -> np.ndarray:
+        """R (N, 2, 2) from STAR covariances (N, 2, 2) in frame pixels."""
+        c = np.asarray(cov, np.float64)
+        c = 0.5 * (c + np.swapaxes(c, -1, -2))
+        bad = ~np.isfinite(c).all(axis=(-1, -2))
+        c[bad] = np.eye(2) * scale**2  # unusable covariance: a face-sized uncertainty
+        lam, vec = np.linalg.eigh(c)
+        lam = np.clip(lam, 0.0, None)
+        c = (vec * lam[..., None, :]) @ np.swapaxes(vec, -1, -2)
+        return self.r_scale * c + (self.r_floor * scale) ** 2 * np.eye(2)
+
+    def update(self, points: np.ndarray, cov: np.ndarray, dt: float = 1 / 30, scale: float = 100.0) -> np.ndarray:
+        """Fuse one frame's measurements; returns the filtered positions (N, 2)."""
+        z = np.asarray(points, np.float64)
+        n = z.shape[0]
+        scale = max(float(scale), 1.0)
+        R = self.measurement_noise(cov, scale)
+        if self.x is None or self.x.shape[0] != n:
+            self.x = np.concatenate([z, np.zeros_like(z)], axis=1)
+            self.P = np.zeros((n, 4, 4))
+            self.P[:, :2, :2] = R
+            self.P[:, 2:, 2:] = np.eye(2) * (self.init_velocity_std * scale) ** 2
+            self.last_d2 = np.zeros(n)
+            return z.copy()
+        dt = max(float(dt), 1e-4)
+        F = np.eye(4)
+        F[0, 2] = F[1, 3] = dt
+        qa = self.q * scale**2
+        q1 = qa * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
+        Q = np.kron(q1, np.eye(2))  # order (x, y, vx, vy)
+        x = self.x @ F.T
+        P = F @ self.P @ F.T + Q
+        y = z - x[:, :2]
+        S = P[:, :2, :2] + R
+        d2 = np.einsum("ni,nij,nj->n", y, np.linalg.inv(S), y)
+        if self.gate > 0:
+            factor = np.maximum(1.0, np.maximum(d2, np.median(d2)) / self.gate)
+            P = P * factor[:, None, None]
+            S = P[:, :2, :2] + R
+        K = P[:, :, :2] @ np.linalg.inv(S)  # (N, 4, 2)
+        self.x = x + np.einsum("nij,nj->ni", K, y)
+        IKH = np.eye(4) - np.concatenate([K, np.zeros((n, 4, 2))], axis=2)
+        self.P = IKH @ P @ np.swapaxes(IKH, 1, 2) + K @ R @ np.swapaxes(K, 1, 2)  # Joseph form
+        self.last_d2 = d2
+        return self.x[:, :2].copy()

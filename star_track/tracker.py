@@ -1,0 +1,356 @@
+"""The tracker: frame -> detect -> crop -> engine -> decode -> smooth -> :class:`Face` list.
+
+Per frame
+  1. Each existing track's crop comes from its previous landmarks (:func:`crop_from_landmarks` with the model's
+     ``crop_scale``, rolled so the eyes are level): the network sees faces framed exactly as in training.
+  2. The face detector runs on the first frame, every ``detect_every`` frames, whenever there is no track, and
+     whenever a track's confidence drops below ``redetect_below``. Detections are matched to tracks by IoU
+     (or by the track's landmark centre lying inside the box); unmatched detections start new tracks (up to
+     ``max_faces``), tracks no detection confirms are dropped when they are also unconfident or have missed
+     ``max_misses`` detection rounds.
+  3. New (and re-acquired) faces are cropped from their detector box with the model's ``box_calibration``, run
+     once, and re-cropped from those landmarks: the second pass frames the face much better.
+  4. All faces of the frame go through the engine in one batched call; outputs are mapped back to frame pixels
+     (means and covariances A Σ Aᵀ) and smoothed per track.
+
+Confidence score
+  For landmark i with covariance Σᵢ in the model's [-1, 1] crop units, σᵢ = det(Σᵢ)^¼ is its geometric-mean
+  standard deviation. With u = medianᵢ σᵢ the face score is ``1 / (1 + (u / uncertainty_half)⁴)``: 0.5 when
+  the median landmark's spread is ``uncertainty_half`` (default 0.12, i.e. 6 % of the crop side), near 1 for
+  the sharp heatmaps of a visible face and near 0 for the diffuse maps a non-face produces.
+
+Thread-safety
+  A Tracker holds per-video state (tracks, filters, the detector's clock) and is not thread-safe. Use one
+  Tracker per thread / per video stream; separate Trackers may run concurrently.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .crop import Crop, crop_from_box, crop_from_landmarks
+from .detect import Detection, FaceDetector
+from .engines import create_engine
+from .engines.base import LandmarkEngine, ModelError
+from .schemes import LandmarkScheme, get_scheme
+from .smoothing import Smoother, make_smoother
+
+
+@dataclass
+class Face:
+    """One tracked face in one frame (all coordinates in frame pixels)."""
+
+    track_id: int
+    box: np.ndarray
+    """(4,) x1, y1, x2, y2: bounding box of the raw landmarks."""
+    score: float
+    """Confidence in [0, 1] from the landmark covariances (see module docs)."""
+    landmarks: np.ndarray
+    """(N, 2) smoothed landmarks (x, y)."""
+    raw_landmarks: np.ndarray
+    """(N, 2) this frame's network output before smoothing."""
+    covariance: np.ndarray
+    """(N, 2, 2) STAR covariance of each raw landmark in frame pixels²."""
+
+
+@dataclass
+class _Track:
+    track_id: int
+    smoother: Smoother
+    points: np.ndarray | None = None  # raw landmarks in the model's scheme
+    cov: np.ndarray | None = None
+    smoothed: np.ndarray | None = None
+    score: float = 0.0
+    misses: int = 0
+    age: int = 0
+    box: np.ndarray | None = None  # detector box to (re)start from this frame
+    crop: Crop | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def as_bgr(frame: np.ndarray) -> np.ndarray:
+    """Validate a frame and return it as contiguous (H, W, 3) uint8 BGR.
+
+    Accepts (H, W) or (H, W, 1) grayscale, (H, W, 3) BGR and (H, W, 4) BGRA.
+    """
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"frame must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8, got dtype {frame.dtype}")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 2:
+        if frame.size == 0:
+            raise ValueError(f"frame is empty (shape {frame.shape})")
+        return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_GRAY2BGR)
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        raise ValueError(f"frame must be (H, W), (H, W, 3) BGR or (H, W, 4) BGRA, got shape {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"frame is empty (shape {frame.shape})")
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(frame)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of x1, y1, x2, y2 boxes."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def landmark_score(cov_normalized: np.ndarray, uncertainty_half: float = 0.12) -> np.ndarray:
+    """Face confidence (B,) from covariances (B, N, 2, 2) in [-1, 1] crop units (see module docs)."""
+    c = np.asarray(cov_normalized, np.float64)
+    det = np.clip(c[..., 0, 0] * c[..., 1, 1] - c[..., 0, 1] * c[..., 1, 0], 0, None)
+    sigma = np.sqrt(np.sqrt(det))
+    sigma = np.where(np.isfinite(sigma), sigma, np.inf)
+    u = np.median(sigma, axis=-1)
+    return 1.0 / (1.0 + (u / uncertainty_half) ** 4)
+
+
+class Tracker:
+    """Facial landmark tracker for video (and single images via :meth:`detect_image`).
+
+    Args:
+        model: ``None``/``"default"`` (bundled model), a model name in the user cache, or a path
+            (see :func:`star_track.model_registry.resolve_model`).
+        engine: ``"auto"``, ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or a ready :class:`LandmarkEngine`.
+        smoothing: ``"kalman"``, ``"one-euro"`` or ``"none"``.
+        smoothing_params: keyword arguments for the smoother (see :mod:`star_track.smoothing`).
+        max_faces: most faces tracked at once.
+        detect_every: run the detector at least every K frames (1 = every frame).
+        detector: ``"short"`` / ``"full"`` bundled BlazeFace model or a path to a ``.tflite``.
+        min_detection_confidence: detector score threshold.
+        output_scheme: ``None`` (the model's own points) or ``"68"`` (reduce e.g. WFLW-98 to 300W-68).
+        redetect_below: a track whose score falls below this triggers detection and re-acquisition.
+        max_misses: detection rounds a confident track may go unconfirmed before it is dropped.
+        uncertainty_half: spread (crop units) at which the confidence score is 0.5.
+        fps: frame rate assumed when :meth:`track` gets no timestamps.
+
+    Raises:
+        ModelError / EngineUnavailable / DetectorError: at construction, when a model cannot be loaded.
+
+    Not thread-safe: use one Tracker per thread or stream.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, engine: str | LandmarkEngine = "auto",
+                 smoothing: str = "kalman", smoothing_params: dict[str, Any] | None = None, max_faces: int = 4,
+                 detect_every: int = 10, detector: str | Path = "short", min_detection_confidence: float = 0.5,
+                 output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
+                 uncertainty_half: float = 0.12, fps: float = 30.0):
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.smoothing = smoothing
+        self.smoothing_params = dict(smoothing_params or {})
+        make_smoother(smoothing, **self.smoothing_params)  # validate now, not on the first face
+        self.engine: LandmarkEngine = engine if not isinstance(engine, str) else create_engine(model, engine)
+        self.meta = self.engine.meta
+        self.model_scheme: LandmarkScheme = get_scheme(self.meta.scheme)
+        self.scheme: LandmarkScheme = self.model_scheme
+        if output_scheme not in (None, "68", "300w68", 68):
+            raise ValueError(f"output_scheme must be None or '68', got {output_scheme!r}")
+        self._reduce = output_scheme is not None and self.model_scheme.num_points != 68
+        if self._reduce:
+            if self.model_scheme.to_68 is None:
+                raise ModelError(f"model scheme {self.model_scheme.name} ({self.model_scheme.num_points} points) "
+                                 "cannot be reduced to 68 points")
+            self.scheme = get_scheme("300w68")
+        self.max_faces = int(max_faces)
+        self.detect_every = int(detect_every)
+        self.redetect_below = float(redetect_below)
+        self.max_misses = int(max_misses)
+        self.uncertainty_half = float(uncertainty_half)
+        self.fps = float(fps)
+        self._detector_spec = detector
+        self._min_det = float(min_detection_confidence)
+        self.detector = FaceDetector(detector, mode="video", min_confidence=self._min_det)
+        # Box -> crop calibration fitted for this detector (models may carry one per bundled detector).
+        calib_for = getattr(self.meta, "calibration_for", None)
+        self.box_calibration = tuple(calib_for(str(detector)) if calib_for else self.meta.box_calibration)
+        self._still_detector: FaceDetector | None = None
+        self.reset()
+
+    # -- state -----------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget all tracks (e.g. at a scene cut or a new video); track ids restart at 0."""
+        self._tracks: list[_Track] = []
+        self._ids = itertools.count()
+        self._frame_index = 0
+        self._last_detect = -10**9
+        self._last_t: float | None = None
+        self._t_offset = 0.0 if not hasattr(self, "_t_end") else self._t_end
+        self._t_end = self._t_offset
+
+    def close(self) -> None:
+        """Release the detector(s)."""
+        self.detector.close()
+        if self._still_detector is not None:
+            self._still_detector.close()
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self._tracks)
+
+    # -- per frame -------------------------------------------------------------------------------------
+    def track(self, frame: np.ndarray, timestamp: float | None = None) -> list[Face]:
+        """Landmarks of the faces in the next video frame.
+
+        Args:
+            frame: (H, W, 3) uint8 BGR (grayscale (H, W) and BGRA (H, W, 4) are converted).
+            timestamp: seconds since the start of the stream; default ``frame_index / fps``.
+        Returns:
+            Faces sorted by track id.
+        Raises:
+            ValueError: wrong dtype / shape.
+        """
+        frame = as_bgr(frame)
+        t = self._frame_index / self.fps if timestamp is None else float(timestamp)
+        dt = 1.0 / self.fps if self._last_t is None or t <= self._last_t else t - self._last_t
+        tracks = self._tracks
+        need_detect = (not tracks or self._frame_index - self._last_detect >= self.detect_every
+                       or any(tr.score < self.redetect_below for tr in tracks))
+        if need_detect:
+            self._last_detect = self._frame_index
+            dets = self.detector.detect(frame, int(round((t + self._t_offset) * 1000)))
+            tracks = self._associate(tracks, dets)
+        self._run(frame, tracks, dt, smooth=True)
+        self._tracks = self._dedupe(tracks)
+        self._frame_index += 1
+        self._last_t = t
+        self._t_end = max(self._t_end, t + self._t_offset + dt)
+        return [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id)]
+
+    def detect_image(self, image: np.ndarray) -> list[Face]:
+        """Landmarks of every face (up to ``max_faces``) in a still image: IMAGE-mode detection, no smoothing,
+        no effect on the video tracks. Faces are numbered 0.. in detector-score order."""
+        image = as_bgr(image)
+        if self._still_detector is None:
+            self._still_detector = FaceDetector(self._detector_spec, mode="image", min_confidence=self._min_det)
+        dets = self._still_detector.detect(image)[: self.max_faces]
+        tracks = [_Track(i, make_smoother("none"), box=d.box) for i, d in enumerate(dets)]
+        self._run(image, tracks, 0.0, smooth=False)
+        return [self._face(tr) for tr in tracks]
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _track_box(self, tr: _Track) -> np.ndarray:
+        p = tr.points
+        return np.array([*p.min(0), *p.max(0)], np.float64)
+
+    def _associate(self, tracks: list[_Track], dets: list[Detection]) -> list[_Track]:
+        """Match detections to tracks, drop unconfirmed tracks, start tracks for new faces."""
+        matched_t: set[int] = set()
+        matched_d: set[int] = set()
+        if tracks and dets:
+            tboxes = np.stack([self._track_box(tr) for tr in tracks])
+            dboxes = np.stack([d.box for d in dets])
+            iou = box_iou(tboxes, dboxes)
+            centres = np.stack([tr.points.mean(0) for tr in tracks])
+            inside = ((centres[:, None, 0] >= dboxes[None, :, 0]) & (centres[:, None, 0] <= dboxes[None, :, 2])
+                      & (centres[:, None, 1] >= dboxes[None, :, 1]) & (centres[:, None, 1] <= dboxes[None, :, 3]))
+            affinity = np.where(inside, np.maximum(iou, 0.05), iou)
+            for ti, di in sorted(np.argwhere(affinity > 0.05), key=lambda p: -affinity[p[0], p[1]]):
+                if ti in matched_t or di in matched_d:
+                    continue
+                matched_t.add(int(ti))
+                matched_d.add(int(di))
+                tr = tracks[ti]
+                tr.misses = 0
+                if tr.score < self.redetect_below:  # lost its face: restart the crop from the detector box
+                    tr.box = dets[di].box
+        kept = []
+        for i, tr in enumerate(tracks):
+            if i not in matched_t:
+                tr.misses += 1
+                if tr.score < self.redetect_below or tr.misses >= self.max_misses:
+                    continue
+            kept.append(tr)
+        for di, d in enumerate(dets):
+            if di in matched_d or len(kept) >= self.max_faces:
+                continue
+            kept.append(_Track(next(self._ids), make_smoother(self.smoothing, **self.smoothing_params), box=d.box))
+        return kept
+
+    def _infer(self, frame: np.ndarray, crops: list[Crop]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """One batched engine call -> frame-pixel means and covariances per crop, and scores."""
+        batch = np.stack([c.warp(frame) for c in crops])
+        mean, cov = self.engine.infer(batch)
+        scores = landmark_score(cov, self.uncertainty_half)
+        pts, covs = [], []
+        for c, m, s in zip(crops, mean, cov):
+            p, sf = c.normalized_to_frame(m.astype(np.float64), s.astype(np.float64))
+            pts.append(p)
+            covs.append(sf)
+        return pts, covs, scores
+
+    def _landmark_crop(self, points: np.ndarray) -> Crop:
+        return crop_from_landmarks(points, self.meta.input_size, self.meta.crop_scale, rotate=True,
+                                   eye_corners=self.model_scheme.outer_eye_corners)
+
+    def _run(self, frame: np.ndarray, tracks: list[_Track], dt: float, smooth: bool) -> None:
+        if not tracks:
+            return
+        size = self.meta.input_size
+        # Pass 1: faces starting from a detector box; refine the crop from their own landmarks if confident.
+        fresh = [tr for tr in tracks if tr.box is not None]
+        if fresh:
+            box_crops = [crop_from_box(tr.box, size, self.box_calibration) for tr in fresh]
+            pts, _, scores = self._infer(frame, box_crops)
+            for tr, bc, p, s in zip(fresh, box_crops, pts, scores):
+                refined = self._landmark_crop(p)
+                ok = s >= self.redetect_below and 0.5 <= refined.side / bc.side <= 2.0
+                tr.crop = refined if ok else bc
+                tr.box = None
+        for tr in tracks:
+            if tr.crop is None:
+                tr.crop = self._landmark_crop(tr.points)
+        # Pass 2: every face of the frame in one batch.
+        pts, covs, scores = self._infer(frame, [tr.crop for tr in tracks])
+        for tr, p, c, s in zip(tracks, pts, covs, scores):
+            tr.points, tr.cov, tr.score = p, c, float(s)
+            scale = tr.crop.side / self.meta.crop_scale  # face size in pixels
+            tr.smoothed = tr.smoother.update(p, c, dt, scale) if smooth else p
+            tr.crop = None
+            tr.age += 1
+
+    def _dedupe(self, tracks: list[_Track]) -> list[_Track]:
+        """Two tracks that converged onto one face: keep the more confident (older on ties)."""
+        if len(tracks) < 2:
+            return tracks
+        iou = box_iou(np.stack([self._track_box(t) for t in tracks]), np.stack([self._track_box(t) for t in tracks]))
+        order = sorted(range(len(tracks)), key=lambda i: (-tracks[i].score, tracks[i].track_id))
+        keep: list[int] = []
+        for i in order:
+            if all(iou[i, j] < 0.6 for j in keep):
+                keep.append(i)
+        return [tracks[i] for i in sorted(keep)]
+
+    def _face(self, tr: _Track) -> Face:
+        raw, smoothed, cov = tr.points, tr.smoothed, tr.cov
+        if self._reduce:
+            idx = list(self.model_scheme.to_68)
+            raw, smoothed, cov = raw[idx], smoothed[idx], cov[idx]
+        box = np.array([*raw.min(0), *raw.max(0)], np.float32)
+        return Face(track_id=tr.track_id, box=box, score=tr.score, landmarks=smoothed.astype(np.float32),
+                    raw_landmarks=raw.astype(np.float32), covariance=cov.astype(np.float32))

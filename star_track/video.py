@@ -1,0 +1,185 @@
+"""Video input and output: :class:`VideoSource` (file or camera) and :class:`VideoSink` (mp4v via OpenCV)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+SINK_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+class VideoError(RuntimeError):
+    """A video input or output cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """A decoded frame with its index and time (seconds from the start)."""
+
+    index: int
+    time: float
+    image: np.ndarray
+
+
+class VideoSource:
+    """Frames from a video file or a camera.
+
+    Args:
+        source: a file path, or a camera index (int, or a string of digits).
+        fps: override the frame rate (cameras often report 0).
+
+    Raises:
+        VideoError: missing file, a directory, not a decodable video, no frames, or no such camera.
+
+    Iterate to get :class:`VideoFrame` s; iteration ends at the end of the file or when a camera stops
+    delivering frames (disconnect). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, source: str | os.PathLike | int, fps: float | None = None):
+        self.is_camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
+        self.name = f"camera {int(source)}" if self.is_camera else str(source)
+        self._first: np.ndarray | None = None
+        if self.is_camera:
+            self._cap = cv2.VideoCapture(int(source))
+            if not self._cap.isOpened():
+                raise VideoError(f"{self.name}: no such camera or it cannot be opened")
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                self._cap.release()
+                raise VideoError(f"{self.name}: camera opened but delivers no frames")
+            self._first = frame
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise VideoError(f"{path}: no such file")
+            if path.is_dir():
+                raise VideoError(f"{path}: is a directory, not a video file")
+            if path.stat().st_size == 0:
+                raise VideoError(f"{path}: file is empty")
+            self._cap = cv2.VideoCapture(str(path))
+            if not self._cap.isOpened():
+                raise VideoError(f"{path}: not a video OpenCV can decode (unknown format, or truncated/corrupt)")
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                self._cap.release()
+                raise VideoError(f"{path}: contains no decodable frames")
+            self._first = frame
+        reported = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.fps = float(fps) if fps else (float(reported) if 0 < reported < 1000 else 30.0)
+        self.height, self.width = self._first.shape[:2]
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count: int | None = None if self.is_camera or count <= 0 else count
+        """Frames the container reports (an estimate; None for cameras / unknown)."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.width, self.height
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        index = 0
+        if self._first is not None:
+            frame, self._first = self._first, None
+            yield VideoFrame(0, 0.0, frame)
+            index = 1
+        while self._cap is not None:
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                return
+            yield VideoFrame(index, index / self.fps, frame)
+            index += 1
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Fail early (before any processing) if ``path`` cannot be written.
+
+    Raises:
+        VideoError: the path is a directory, exists and ``overwrite`` is False, or its folder is missing or
+            not writable.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise VideoError(f"{p}: is a directory")
+    if p.exists() and not overwrite:
+        raise VideoError(f"{p}: already exists (use --overwrite to replace it)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise VideoError(f"{p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise VideoError(f"{p}: folder {parent} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise VideoError(f"{p}: file is not writable")
+    return p
+
+
+class VideoSink:
+    """Writes BGR frames to a video file (mp4v in .mp4/.mov/.m4v/.mkv, MJPG in .avi).
+
+    Frames go to a hidden temporary file beside ``path`` that is renamed to ``path`` by :meth:`close`, so a
+    finished (or cleanly interrupted) run leaves a complete, playable file and a crashed run never leaves a
+    half-written file under the final name. Frames of another size are resized to the sink's size.
+
+    Raises:
+        VideoError: unsupported extension, unwritable path, existing file without ``overwrite``, or the
+            encoder cannot be opened.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], overwrite: bool = False):
+        self.path = check_output_path(path, overwrite)
+        ext = self.path.suffix.lower()
+        if ext not in SINK_CODECS:
+            raise VideoError(f"{self.path}: unsupported output extension {ext or '(none)'} "
+                             f"(use one of {', '.join(sorted(SINK_CODECS))})")
+        if fps <= 0:
+            raise VideoError(f"{self.path}: invalid frame rate {fps}")
+        self.size = (int(size[0]), int(size[1]))
+        self.fps = float(fps)
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{ext}")
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*SINK_CODECS[ext]), self.fps, self.size)
+        if not self._writer.isOpened():
+            self._writer.release()
+            self._tmp.unlink(missing_ok=True)
+            raise VideoError(f"{self.path}: cannot open a {SINK_CODECS[ext]} encoder for {self.size[0]}x{self.size[1]}")
+        self.frames_written = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            raise VideoError(f"{self.path}: sink is closed")
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(np.ascontiguousarray(frame))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish the file and move it to its final name (idempotent)."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if self.frames_written == 0:
+            self._tmp.unlink(missing_ok=True)
+            return
+        os.replace(self._tmp, self.path)
+
+    def __enter__(self) -> "VideoSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
