@@ -23,8 +23,14 @@ class ModelMeta:
     network: dict = field(default_factory=dict)
     crop_scale: float = LANDMARK_CROP_SCALE
     box_calibration: tuple[float, float, float] = (0.0, 0.0, 1.0)
-    """(dx, dy, k) for :func:`star_track.crop.crop_from_box` with the bundled face detector's boxes."""
+    """(dx, dy, k) for :func:`star_track.crop.crop_from_box`: the default for detectors not listed below."""
+    box_calibrations: dict = field(default_factory=dict)
+    """Per bundled detector name (``"short"``, ``"full"``): its own (dx, dy, k), fitted on labelled faces."""
     extra: dict = field(default_factory=dict)
+
+    def calibration_for(self, detector: str) -> tuple[float, float, float]:
+        """Box calibration for a detector name (or the default for a user-supplied detector file)."""
+        return tuple(self.box_calibrations.get(str(detector), self.box_calibration))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

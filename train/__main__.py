@@ -84,6 +84,19 @@ def evaluate_cmd(checkpoint: Path, annotations: Path, image_root: Path,
     print_results(results, load_network(checkpoint).config.scheme, threshold)
 
 
+@app.command()
+def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/)"),
+         run: Path = typer.Option(Path("runs/compact68"), help="training run folder (resumed if present)"),
+         skip_training: bool = typer.Option(False, help="export the run as it is")):
+    """Regenerate the bundled default model (star_track/models/default.onnx + default.md) from the data."""
+    from .ship import ship as build
+
+    if not (data / "wflw").is_dir():
+        typer.echo(f"error: {data / 'wflw'} not found (pass --data pointing at shared/data)", err=True)
+        raise typer.Exit(2)
+    build(data, run, train_first=not skip_training)
+
+
 def main() -> None:
     try:
         app()
