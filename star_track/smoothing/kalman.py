@@ -33,7 +33,7 @@ class KalmanSmoother:
         init_velocity_std: prior velocity uncertainty for a new track in face sizes per second.
     """
 
-    def __init__(self, q: float = 4.0, r_scale: float = 1.0, r_floor: float = 0.004,
+    def __init__(self, q: float = 1.0, r_scale: float = 1.0, r_floor: float = 0.004,
                  gate: float = CHI2_2DOF_99, init_velocity_std: float = 2.0):
         if q <= 0 or r_scale < 0 or r_floor < 0 or gate < 0 or init_velocity_std <= 0:
             raise ValueError("kalman: q and init_velocity_std must be > 0; r_scale, r_floor, gate must be >= 0")
