@@ -53,6 +53,8 @@ def error_boundary(subject: str) -> Iterator[None]:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail(f"{subject}: interrupted", 130) from None
+    except ValueError as e:
+        raise fail(f"{subject}: {e}") from None
     except MemoryError:
         raise fail(f"{subject}: out of memory") from None
     except Exception as e:  # the boundary: never a traceback
@@ -125,7 +127,7 @@ def video(
 ) -> None:
     """Track faces in a video file; write an annotated video and/or a landmarks file."""
     if out is None and landmarks_out is None:
-        raise typer.BadParameter("give --out and/or --landmarks-out", param_hint="--out")
+        raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
     from .draw import draw_faces
     from .landmark_io import open_landmark_writer
     from .video import VideoError, VideoSink, VideoSource, check_output_path
@@ -265,7 +267,7 @@ def image(
 ) -> None:
     """Landmarks of every face in a single image."""
     if out is None and landmarks_out is None:
-        raise typer.BadParameter("give --out and/or --landmarks-out", param_hint="--out")
+        raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
     import cv2
 
     from .draw import draw_faces

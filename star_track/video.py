@@ -9,6 +9,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from .detect import quiet_native_stderr
+
 SINK_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
@@ -60,10 +62,13 @@ class VideoSource:
                 raise VideoError(f"{path}: is a directory, not a video file")
             if path.stat().st_size == 0:
                 raise VideoError(f"{path}: file is empty")
-            self._cap = cv2.VideoCapture(str(path))
-            if not self._cap.isOpened():
+            with quiet_native_stderr():  # FFmpeg logs e.g. "moov atom not found" itself; we report it below
+                self._cap = cv2.VideoCapture(str(path))
+                opened = self._cap.isOpened()
+            if not opened:
                 raise VideoError(f"{path}: not a video OpenCV can decode (unknown format, or truncated/corrupt)")
-            ok, frame = self._cap.read()
+            with quiet_native_stderr():
+                ok, frame = self._cap.read()
             if not ok or frame is None:
                 self._cap.release()
                 raise VideoError(f"{path}: contains no decodable frames")

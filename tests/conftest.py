@@ -1,8 +1,16 @@
-"""Shared pytest hooks: tests marked ``gpu`` skip automatically on machines without a usable NVIDIA GPU."""
+"""Shared pytest hooks and fixtures.
+
+* tests marked ``gpu`` skip automatically on machines without a usable NVIDIA GPU;
+* runtime fixtures: a random-weight stand-in model written through the real ONNX export, real face photos.
+"""
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 
@@ -30,4 +38,116 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if reason is None:
         return
     for item in gpu_items:
+        item.add_marker(pytest.mark.skip(reason=f"gpu: {reason}"))
+
+
+# --- runtime fixtures (SDK / CLI tests) -------------------------------------------------------------
+
+
+DATA = Path(os.environ.get("STAR_TRACK_DATA", "/work/shared/data"))
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "star_track" / "models" / "default.onnx"
+# A real WFLW photo with one large, frontal face (box from list_68pt_rect_attr_test.txt).
+FACE_IMAGE = "wflw/WFLW_images/{}"
+
+
+def _export(tmp_dir: Path, name: str, scheme: str = "300w68", meta_scheme: str | None = None) -> Path:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from export.onnx_export import export_onnx
+    from star_track.model_meta import ModelMeta
+    from star_track.network import NetworkConfig, StarNet
+
+    torch.manual_seed(0)
+    cfg = NetworkConfig(scheme=scheme, num_stacks=1, channels=32, depth=3, input_size=128)
+    net = StarNet(cfg).eval()
+    meta = ModelMeta(name=name, scheme=meta_scheme or scheme, input_size=cfg.input_size, network=cfg.to_dict())
+    return export_onnx(net, meta, tmp_dir / f"{name}.onnx")
+
+
+@pytest.fixture(scope="session")
+def standin_model(tmp_path_factory) -> Path:
+    """Tiny random-weight 300W-68 STAR model exported to ONNX with star-track metadata."""
+    return _export(tmp_path_factory.mktemp("models"), "standin")
+
+
+@pytest.fixture(scope="session")
+def model_path(standin_model) -> Path:
+    """The bundled trained model when it exists, else the random-weight stand-in."""
+    return BUNDLED_MODEL if BUNDLED_MODEL.is_file() else standin_model
+
+
+@pytest.fixture(scope="session")
+def wrong_count_model(tmp_path_factory) -> Path:
+    """A 68-point network whose metadata claims WFLW-98: must be refused."""
+    return _export(tmp_path_factory.mktemp("bad"), "wrongcount", scheme="300w68", meta_scheme="wflw98")
+
+
+def _first_face_line() -> tuple[Path, np.ndarray, np.ndarray]:
+    ann = DATA / "wflw/derived_68pt/list_68pt_rect_attr_test.txt"
+    best = None
+    for line in ann.read_text().splitlines():
+        v = line.split()
+        pts = np.array(v[:136], np.float64).reshape(68, 2)
+        box = np.array(v[136:140], np.float64)
+        flags = [int(x) for x in v[140:146]]
+        side = box[2] - box[0]
+        if sum(flags) == 0 and 180 < side < 400:  # clean, large face
+            best = (DATA / "wflw/WFLW_images" / v[146], pts, box)
+            break
+    if best is None:
+        pytest.skip("no suitable face in the WFLW annotations")
+    return best
+
+
+@pytest.fixture(scope="session")
+def face_photo() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image BGR, 68 ground-truth points, box) for a real WFLW face; skips if the data is absent."""
+    if not (DATA / "wflw").is_dir():
+        pytest.skip(f"real face data not found at {DATA}")
+    path, pts, box = _first_face_line()
+    img = cv2.imread(str(path))
+    assert img is not None, path
+    return img, pts, box
+
+
+@pytest.fixture(scope="session")
+def face_crop(face_photo) -> np.ndarray:
+    """A 256x256 BGR crop around the real face (face fills ~55 % of the side)."""
+    img, _, box = face_photo
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    side = (box[2] - box[0]) * 1.8
+    m = np.array([[256 / side, 0, 128 - 256 / side * cx], [0, 256 / side, 128 - 256 / side * cy]])
+    return cv2.warpAffine(img, m, (256, 256), borderMode=cv2.BORDER_REPLICATE)
+
+
+def write_video(path: Path, frames, fps: float = 25.0) -> Path:
+    """Write BGR frames as mp4v."""
+    frames = list(frames)
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert vw.isOpened()
+    for f in frames:
+        vw.write(f)
+    vw.release()
+    return path
+
+
+# --- gpu marker: tests marked ``gpu`` skip automatically without a CUDA GPU (export/engines helper) ---
+def _gpu_skip_reason() -> str | None:
+    """Why GPU tests cannot run here (None when they can). torch is imported only when a gpu test exists.
+
+    Every GPU path (torch CUDA engine, TensorRT device buffers) goes through torch's CUDA runtime, so a
+    CUDA-capable torch is the test; tests that also need TensorRT add ``pytest.importorskip("tensorrt")``.
+    """
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    return None if torch.cuda.is_available() else "no CUDA GPU visible to torch"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    reason = _gpu_skip_reason() if gpu_items else None
+    for item in gpu_items if reason else []:
         item.add_marker(pytest.mark.skip(reason=f"gpu: {reason}"))

@@ -1,0 +1,112 @@
+"""ONNX Runtime engine, engine factory and model registry on the real export path (random-weight stand-in)."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from star_track.engines import EngineUnavailable, create_engine, engine_names, register_engine
+from star_track.engines.base import LandmarkEngine, ModelError
+from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine, preferred_providers
+from star_track.model_registry import list_models, model_card, resolve_model
+
+
+def test_engine_outputs_and_metadata(standin_model):
+    eng = OnnxRuntimeEngine(standin_model)
+    assert isinstance(eng, LandmarkEngine)
+    assert eng.meta.scheme == "300w68" and eng.meta.input_size == 128
+    assert eng.name.startswith("onnxruntime[")
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, size=(3, 128, 128, 3), dtype=np.uint8)
+    mean, cov = eng.infer(crops)
+    assert mean.shape == (3, 68, 2) and cov.shape == (3, 68, 2, 2)
+    assert mean.dtype == np.float32 and np.isfinite(mean).all() and np.isfinite(cov).all()
+    assert np.abs(mean).max() <= 1.0 + 1e-5
+    np.testing.assert_allclose(cov, np.swapaxes(cov, -1, -2), atol=1e-6)  # symmetric
+    assert (np.linalg.eigvalsh(cov.astype(np.float64)) > -1e-6).all()  # PSD
+    # batching does not change results, and different crops give different outputs
+    single, _ = eng.infer(crops[1:2])
+    np.testing.assert_allclose(single[0], mean[1], atol=1e-4)
+    assert np.abs(mean[0] - mean[1]).max() > 1e-4
+    empty_m, empty_c = eng.infer(np.zeros((0, 128, 128, 3), np.uint8))
+    assert empty_m.shape == (0, 68, 2)
+    with pytest.raises(ValueError, match="crops must be"):
+        eng.infer(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_provider_order():
+    assert preferred_providers(["CPUExecutionProvider", "CUDAExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert preferred_providers(["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_bad_models_raise_model_error(tmp_path, wrong_count_model, standin_model):
+    with pytest.raises(ModelError, match="does not exist"):
+        OnnxRuntimeEngine(tmp_path / "missing.onnx")
+    with pytest.raises(ModelError, match="not a file"):
+        OnnxRuntimeEngine(tmp_path)
+    text = tmp_path / "text.onnx"
+    text.write_text("this is not a model")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        OnnxRuntimeEngine(text)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(standin_model.read_bytes()[:5000])
+    with pytest.raises(ModelError):
+        OnnxRuntimeEngine(truncated)
+    with pytest.raises(ModelError, match="landmarks but its metadata declares scheme wflw98"):
+        OnnxRuntimeEngine(wrong_count_model)
+
+
+def test_model_without_metadata(tmp_path, standin_model):
+    onnx = pytest.importorskip("onnx")
+    m = onnx.load(str(standin_model))
+    del m.metadata_props[:]
+    plain = tmp_path / "plain.onnx"
+    onnx.save(m, str(plain))
+    with pytest.raises(ModelError, match="no 'star_track' metadata"):
+        OnnxRuntimeEngine(plain)
+
+
+def test_create_engine_factory(standin_model):
+    eng = create_engine(standin_model)  # auto: no GPU here -> onnxruntime
+    assert eng.name.startswith("onnxruntime") or eng.name.startswith("tensorrt")
+    assert create_engine(str(standin_model), "onnxruntime").meta.scheme == "300w68"
+    with pytest.raises(ValueError, match="unknown engine"):
+        create_engine(standin_model, "nope")
+    assert {"onnxruntime", "torch", "tensorrt"} <= set(engine_names())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_unavailable_engine_gives_install_hint(standin_model):
+    with pytest.raises((EngineUnavailable, ModelError, RuntimeError), match=r"star-track\[gpu\]"):
+        create_engine(standin_model, "tensorrt")
+
+
+def test_register_custom_engine(standin_model):
+    calls = []
+
+    def loader(path):
+        calls.append(path)
+        return OnnxRuntimeEngine(path)
+
+    register_engine("custom-test", loader)
+    eng = create_engine(standin_model, "custom-test")
+    assert calls == [standin_model] and eng.meta.name == "standin"
+
+
+def test_model_registry(tmp_path, monkeypatch, standin_model):
+    monkeypatch.setenv("STAR_TRACK_CACHE", str(tmp_path))
+    (tmp_path / "mine.onnx").write_bytes(standin_model.read_bytes())
+    (tmp_path / "mine.md").write_text("# mine\nrandom weights")
+    assert resolve_model("mine") == tmp_path / "mine.onnx"
+    assert resolve_model(standin_model) == standin_model
+    assert resolve_model(str(standin_model)) == standin_model
+    assert model_card(tmp_path / "mine.onnx").startswith("# mine")
+    assert any(e.name == "mine" and e.source == "cache" for e in list_models())
+    with pytest.raises(ModelError, match="no model named 'other'.*mine"):
+        resolve_model("other")
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model(tmp_path / "nope.onnx")
+    with pytest.raises(ModelError, match="directory"):
+        resolve_model(str(tmp_path) + "/")
