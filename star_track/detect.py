@@ -85,10 +85,7 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # stderr replaced (pytest capture, notebooks)
-        fd = 2
+    fd = 2  # native code writes to descriptor 2 whatever sys.stderr is
     try:
         saved = os.dup(fd)
     except OSError:
@@ -96,7 +93,8 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[None]:
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
         os.dup2(devnull, fd)
         yield
     finally:

@@ -46,8 +46,10 @@ class VideoSource:
         self.name = f"camera {int(source)}" if self.is_camera else str(source)
         self._first: np.ndarray | None = None
         if self.is_camera:
-            self._cap = cv2.VideoCapture(int(source))
-            if not self._cap.isOpened():
+            with quiet_native_stderr():  # OpenCV logs its own warning; we raise a clear error below
+                self._cap = cv2.VideoCapture(int(source))
+                opened = self._cap.isOpened()
+            if not opened:
                 raise VideoError(f"{self.name}: no such camera or it cannot be opened")
             ok, frame = self._cap.read()
             if not ok or frame is None:

@@ -1,0 +1,295 @@
+"""CLI: commands, one-line errors without tracebacks, output checks, signals, and bounded memory."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_video
+from star_track.cli import app
+from star_track.landmark_io import read_landmarks_csv
+from test_tracker import affine_path, tile_faces
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles, code=1):
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    for n in needles:
+        assert str(n) in lines[0], lines[0]
+
+
+def frame_count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory, face_photo) -> Path:
+    """20 frames, 320x240, 25 fps: a real WFLW face moving along a known affine path."""
+    img, pts, box = face_photo
+    frames, _ = affine_path(img, pts, box, n=20, size=(320, 240), face_px=90)
+    return write_video(tmp_path_factory.mktemp("v") / "face.mp4", frames, fps=25)
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    assert r.exit_code == 0
+    for cmd in ("video", "webcam", "image", "info", "models"):
+        assert cmd in r.stdout
+    r = run("video", "--help")
+    assert r.exit_code == 0 and "--landmarks-out" in r.stdout and "--smoothing" in r.stdout
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "npz"])
+def test_video_end_to_end(tmp_path, face_video, model_path, fmt):
+    out, lm = tmp_path / "out.mp4", tmp_path / f"lm.{fmt}"
+    r = run("video", face_video, "--out", out, "--landmarks-out", lm, "--model", model_path, "--ellipses")
+    assert r.exit_code == 0, r.stderr
+    assert "wrote 20 frames" in r.stdout
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (320, 240)
+    assert frame_count(out) == 20
+    if fmt == "csv":
+        d = read_landmarks_csv(lm)
+        frames, ids = d["frame"], d["track_id"]
+    elif fmt == "json":
+        doc = json.loads(lm.read_text())
+        assert len(doc["frames"]) == 20
+        frames = np.array([f["frame"] for f in doc["frames"] for _ in f["faces"]])
+        ids = np.array([x["track_id"] for f in doc["frames"] for x in f["faces"]])
+    else:
+        d = np.load(lm)
+        assert int(d["frame_count"]) == 20
+        frames, ids = d["frame"], d["track_id"]
+    assert list(frames) == list(range(20))  # one record per frame and face
+    assert set(ids) == {0}
+    # drawing changed the frames (annotations), --no-draw does not
+    out2 = tmp_path / "plain.mp4"
+    assert run("video", face_video, "-o", out2, "-m", model_path, "--no-draw", "-s", "none").exit_code == 0
+    a, b = cv2.VideoCapture(str(out)).read()[1], cv2.VideoCapture(str(out2)).read()[1]
+    orig = cv2.VideoCapture(str(face_video)).read()[1]
+    assert np.abs(a.astype(int) - orig).mean() > np.abs(b.astype(int) - orig).mean()
+
+
+def test_input_errors(tmp_path, model_path):
+    out = tmp_path / "o.mp4"
+    assert_one_line_error(run("video", tmp_path / "missing.mp4", "-o", out, "-m", model_path),
+                          "missing.mp4", "no such file")
+    assert_one_line_error(run("video", tmp_path, "-o", out, "-m", model_path), str(tmp_path), "directory")
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello\n" * 50)
+    assert_one_line_error(run("video", text, "-o", out, "-m", model_path), "notes.mp4", "not a video")
+    good = write_video(tmp_path / "g.mp4", [np.full((120, 160, 3), i, np.uint8) for i in range(40)])
+    data = good.read_bytes()
+    trunc = tmp_path / "trunc.mp4"
+    trunc.write_bytes(data[: len(data) * 2 // 3])
+    assert_one_line_error(run("video", trunc, "-o", out, "-m", model_path), "trunc.mp4")
+    assert not out.exists()
+    r = run("video", good, "-m", model_path)
+    assert_one_line_error(r, "--landmarks-out", code=2)
+
+
+def test_output_errors(tmp_path, face_video, model_path):
+    assert_one_line_error(run("video", face_video, "-o", tmp_path / "nodir" / "o.mp4", "-m", model_path),
+                          "nodir", "does not exist")
+    assert_one_line_error(run("video", face_video, "-o", "/proc/star-track-test.mp4", "-m", model_path),
+                          "star-track-test.mp4")
+    existing = tmp_path / "exists.mp4"
+    existing.write_bytes(b"precious")
+    assert_one_line_error(run("video", face_video, "-o", existing, "-m", model_path), "exists.mp4",
+                          "already exists")
+    assert existing.read_bytes() == b"precious"
+    lm = tmp_path / "exists.csv"
+    lm.write_text("precious")
+    t0 = time.perf_counter()
+    r = run("video", face_video, "-o", tmp_path / "new.mp4", "-l", lm, "-m", model_path)
+    assert_one_line_error(r, "exists.csv", "already exists")
+    assert time.perf_counter() - t0 < 2 and not (tmp_path / "new.mp4").exists()  # refused before processing
+    assert_one_line_error(run("video", face_video, "-o", tmp_path / "x.gif", "-m", model_path), "x.gif")
+    assert_one_line_error(run("video", face_video, "-l", tmp_path / "x.txt", "-m", model_path), "x.txt")
+    r = run("video", face_video, "-o", existing, "-m", model_path, "--overwrite")
+    assert r.exit_code == 0 and frame_count(existing) == 20
+
+
+def test_model_errors(tmp_path, face_video, wrong_count_model, standin_model):
+    out = tmp_path / "o.mp4"
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(standin_model.read_bytes()[:3000])
+    assert_one_line_error(run("video", face_video, "-o", out, "-m", bad), "corrupt.onnx")
+    assert_one_line_error(run("video", face_video, "-o", out, "-m", wrong_count_model), "wrongcount.onnx",
+                          "landmarks")
+    assert_one_line_error(run("video", face_video, "-o", out, "-m", tmp_path / "nope.onnx"), "nope.onnx")
+    assert_one_line_error(run("video", face_video, "-o", out, "-m", standin_model, "-e", "bogus"), "bogus")
+    assert_one_line_error(run("video", face_video, "-o", out, "-m", standin_model, "--detector",
+                              tmp_path / "det.tflite"), "det.tflite")
+    assert not out.exists()
+
+
+def test_zero_faces_video(tmp_path, model_path):
+    grad = np.tile(np.linspace(0, 255, 160, dtype=np.uint8), (120, 1))
+    frames = [cv2.cvtColor(np.roll(grad, 4 * i, axis=1), cv2.COLOR_GRAY2BGR) for i in range(15)]
+    src = write_video(tmp_path / "gradient.mp4", frames, fps=15)
+    out, lm, lmj = tmp_path / "o.mp4", tmp_path / "o.csv", tmp_path / "o.json"
+    r = run("video", src, "-o", out, "-l", lm, "-m", model_path)
+    assert r.exit_code == 0, r.stderr
+    assert frame_count(out) == 15
+    assert len(lm.read_text().strip().splitlines()) == 1  # header only: no faces
+    assert run("video", src, "-l", lmj, "-m", model_path).exit_code == 0
+    doc = json.loads(lmj.read_text())
+    assert len(doc["frames"]) == 15 and all(f["faces"] == [] for f in doc["frames"])
+
+
+@pytest.mark.parametrize("w,h", [(16, 16), (3840, 2160)])
+def test_extreme_frame_sizes(tmp_path, model_path, face_photo, w, h):
+    img, _, box = face_photo
+    k = 0.4 * h / (box[3] - box[1])
+    m = np.array([[k, 0, w / 2 - k * (box[0] + box[2]) / 2], [0, k, h / 2 - k * (box[1] + box[3]) / 2]])
+    frames = [cv2.warpAffine(img, m, (w, h)) for _ in range(2)]
+    src = write_video(tmp_path / "src.mp4", frames, fps=10)
+    out, lm = tmp_path / "o.mp4", tmp_path / "o.csv"
+    r = run("video", src, "-o", out, "-l", lm, "-m", model_path)
+    assert r.exit_code == 0, r.stderr
+    assert frame_count(out) == 2
+    if w > 100:
+        d = read_landmarks_csv(lm)
+        assert list(d["frame"]) == [0, 1]  # the face in the 4K frame is tracked on both frames
+        assert np.abs(d["landmarks"].reshape(-1, 2).mean(0) - (w / 2, h / 2)).max() < 0.1 * h
+    elif len(lm.read_text().splitlines()) > 1:  # a 16x16 frame may still hold a (tiny) detectable face
+        d = read_landmarks_csv(lm)
+        assert len(d["frame"]) <= 2 and np.isfinite(d["landmarks"]).all()
+
+
+@pytest.mark.parametrize("mode", ["gray", "rgba"])
+def test_image_command_gray_and_rgba(tmp_path, face_photo, model_path, mode):
+    img = face_photo[0]
+    conv = cv2.COLOR_BGR2GRAY if mode == "gray" else cv2.COLOR_BGR2BGRA
+    src = tmp_path / f"in_{mode}.png"
+    cv2.imwrite(str(src), cv2.cvtColor(img, conv))
+    out, lm = tmp_path / "o.png", tmp_path / "o.json"
+    r = run("image", src, "-o", out, "-l", lm, "-m", model_path)
+    assert r.exit_code == 0, r.stderr
+    assert "1 face(s)" in r.stdout
+    assert cv2.imread(str(out)).shape == img.shape
+    assert len(json.loads(lm.read_text())["frames"][0]["faces"]) == 1
+
+
+def test_image_many_faces(tmp_path, face_photo, model_path):
+    img, _, box = face_photo
+    src = tmp_path / "grid.jpg"
+    cv2.imwrite(str(src), tile_faces(img, box))
+    lm = tmp_path / "grid.json"
+    r = run("image", src, "-l", lm, "-m", model_path, "--max-faces", 30, "--detector", "full")
+    assert r.exit_code == 0, r.stderr
+    faces = json.loads(lm.read_text())["frames"][0]["faces"]
+    assert len(faces) >= 16 and len({f["track_id"] for f in faces}) == len(faces)
+    assert_one_line_error(run("image", tmp_path / "none.png", "-l", tmp_path / "n.json", "-m", model_path),
+                          "none.png")
+    txt = tmp_path / "fake.png"
+    txt.write_text("nope")
+    assert_one_line_error(run("image", txt, "-l", tmp_path / "n.json", "-m", model_path), "fake.png")
+
+
+def test_info_and_models_list(tmp_path, monkeypatch, standin_model):
+    r = run("info", "-m", standin_model)
+    assert r.exit_code == 0, r.stderr
+    assert "engine: onnxruntime[CPUExecutionProvider]" in r.stdout and "scheme: 300w68" in r.stdout
+    assert "detector short" in r.stdout and "[ok]" in r.stdout
+    monkeypatch.setenv("STAR_TRACK_CACHE", str(tmp_path))
+    (tmp_path / "mymodel.onnx").write_bytes(standin_model.read_bytes())
+    r = run("models", "list")
+    assert r.exit_code == 0 and "mymodel" in r.stdout
+
+
+def test_webcam_without_camera(model_path):
+    assert_one_line_error(run("webcam", "--camera", 57, "-m", model_path), "camera 57")
+
+
+# -- subprocess: signals and memory --------------------------------------------------------------------
+
+def _cli_cmd(*args):
+    return [sys.executable, "-c", "from star_track.cli import main; main()", *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def long_face_video(tmp_path_factory, face_photo) -> Path:
+    img, pts, box = face_photo
+    frames, _ = affine_path(img, pts, box, n=50, size=(320, 240), face_px=90)
+    return write_video(tmp_path_factory.mktemp("long") / "long.mp4", frames * 8, fps=25)  # 400 frames
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_run_leaves_playable_outputs(tmp_path, long_face_video, model_path, sig, code):
+    out, lm = tmp_path / "o.mp4", tmp_path / "o.json"
+    proc = subprocess.Popen(_cli_cmd("video", long_face_video, "-o", out, "-l", lm, "-m", model_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until some frames are done
+        if lm.exists() and lm.stat().st_size > 20000:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, (stdout, stderr)
+    assert "Traceback" not in stderr
+    doc = json.loads(lm.read_text())  # complete JSON document
+    n = len(doc["frames"])
+    assert 0 < n < 400
+    assert f"wrote {n} frames" in stderr
+    assert [f["frame"] for f in doc["frames"]] == list(range(n))
+    assert frame_count(out) == n  # playable and consistent with the landmarks
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.json", "o.mp4"]  # no temp files left
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.slow
+def test_memory_is_bounded_on_a_long_video(tmp_path, face_photo, model_path):
+    img, pts, box = face_photo
+    frames, _ = affine_path(img, pts, box, n=100, size=(160, 120), face_px=60)
+    # 3000 frames: the face moves, leaves (blank stretches) and comes back, so tracks start and end
+    blank = [np.zeros_like(frames[0])] * 20
+    src = write_video(tmp_path / "long.mp4", (frames + blank) * 25, fps=30)
+    out, lm = tmp_path / "o.mp4", tmp_path / "o.csv"
+    proc = subprocess.Popen(_cli_cmd("video", src, "-o", out, "-l", lm, "-m", model_path, "--detect-every", 5),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples = []
+    while proc.poll() is None:
+        samples.append(_rss_mb(proc.pid))
+        time.sleep(0.5)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "wrote 3000 frames" in stdout
+    samples = [s for s in samples if s > 0]
+    assert len(samples) >= 10
+    warm = max(samples[len(samples) // 5: len(samples) * 2 // 5])  # after start-up
+    late = max(samples[len(samples) * 4 // 5:])
+    assert late - warm < 40, (warm, late)

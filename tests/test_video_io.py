@@ -1,0 +1,139 @@
+"""Video source/sink and landmark files: clear errors, atomic outputs, streaming landmark files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATA, write_video
+from star_track.landmark_io import open_landmark_writer, read_landmarks_csv
+from star_track.tracker import Face
+from star_track.video import VideoError, VideoSink, VideoSource, check_output_path
+
+CLIP = DATA / "videos" / "RD_Radio2_000.mp4"
+
+
+def _frames(n=5, w=64, h=48):
+    return [np.full((h, w, 3), (20 * i) % 256, np.uint8) for i in range(n)]
+
+
+def test_source_reads_real_clip():
+    if not CLIP.exists():
+        pytest.skip("clip not available")
+    with VideoSource(CLIP) as src:
+        assert src.size == (512, 512) and src.fps == pytest.approx(25) and src.frame_count == 200
+        frames = list(src)
+    assert len(frames) == 200
+    assert [f.index for f in frames[:3]] == [0, 1, 2]
+    assert frames[25].time == pytest.approx(1.0)
+
+
+def test_source_errors(tmp_path):
+    with pytest.raises(VideoError, match="no such file"):
+        VideoSource(tmp_path / "missing.mp4")
+    with pytest.raises(VideoError, match="directory"):
+        VideoSource(tmp_path)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        VideoSource(tmp_path / "empty.mp4")
+    (tmp_path / "text.mp4").write_text("not a video\n" * 100)
+    with pytest.raises(VideoError, match="text.mp4: not a video"):
+        VideoSource(tmp_path / "text.mp4")
+    good = write_video(tmp_path / "good.mp4", _frames(30, 320, 240))
+    data = good.read_bytes()
+    (tmp_path / "trunc.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoError, match="trunc.mp4"):
+        VideoSource(tmp_path / "trunc.mp4")
+
+
+def test_no_camera():
+    with pytest.raises(VideoError, match="camera 57"):
+        VideoSource(57)
+
+
+def test_sink_is_atomic_and_refuses_overwrite(tmp_path):
+    out = tmp_path / "out.mp4"
+    sink = VideoSink(out, 25.0, (64, 48))
+    for f in _frames(6):
+        sink.write(f)
+    sink.write(np.zeros((100, 100, 3), np.uint8))  # other sizes are resized
+    assert not out.exists()  # still writing to a hidden temp file
+    sink.close()
+    sink.close()  # idempotent
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no temp file left
+    with pytest.raises(VideoError, match="already exists"):
+        VideoSink(out, 25.0, (64, 48))
+    VideoSink(out, 25.0, (64, 48), overwrite=True).close()
+    with pytest.raises(VideoError, match="unsupported output extension"):
+        VideoSink(tmp_path / "x.gif", 25.0, (64, 48))
+    with pytest.raises(VideoError, match="does not exist"):
+        check_output_path(tmp_path / "no" / "dir" / "x.mp4")
+    with pytest.raises(VideoError, match="directory"):
+        check_output_path(tmp_path)
+
+
+def _face(track_id, n=68, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, 100, (n, 2)).astype(np.float32)
+    cov = np.tile(np.array([[4.0, 1.0], [1.0, 2.0]], np.float32), (n, 1, 1))
+    return Face(track_id, np.array([*pts.min(0), *pts.max(0)], np.float32), 0.8, pts, pts + 1, cov)
+
+
+def test_csv_writer_streams(tmp_path):
+    path = tmp_path / "lm.csv"
+    w = open_landmark_writer(path, 68, "300w68", 25.0)
+    faces = [_face(0, seed=1), _face(3, seed=2)]
+    w.write(0, 0.0, faces)
+    w.write(1, 0.04, [])
+    w.write(2, 0.08, faces[:1])
+    partial = read_landmarks_csv(path)  # readable while still open: flushed per frame
+    assert list(partial["frame"]) == [0, 0, 2] and list(partial["track_id"]) == [0, 3, 0]
+    w.close()
+    d = read_landmarks_csv(path)
+    np.testing.assert_allclose(d["landmarks"][1], faces[1].landmarks, atol=1e-3)
+    np.testing.assert_allclose(d["covariance"][0], faces[0].covariance, rtol=1e-4)
+    np.testing.assert_allclose(d["box"][0], faces[0].box, atol=1e-3)
+
+
+def test_json_writer_is_valid_after_every_frame(tmp_path):
+    path = tmp_path / "lm.json"
+    w = open_landmark_writer(path, 68, "300w68", 25.0)
+    for i in range(4):
+        w.write(i, i / 25, [_face(0, seed=i)] if i != 2 else [])
+        doc = json.loads(path.read_text())  # a complete document at every point
+        assert len(doc["frames"]) == i + 1
+    w.close()
+    doc = json.loads(path.read_text())
+    assert doc["scheme"] == "300w68" and doc["num_points"] == 68
+    assert [len(f["faces"]) for f in doc["frames"]] == [1, 1, 0, 1]
+    np.testing.assert_allclose(doc["frames"][3]["faces"][0]["landmarks"], _face(0, seed=3).landmarks, atol=1e-3)
+
+
+def test_npz_writer(tmp_path):
+    path = tmp_path / "lm.npz"
+    w = open_landmark_writer(path, 68, "300w68", 30.0)
+    w.write(0, 0.0, [_face(0), _face(1, seed=5)])
+    w.write(1, 1 / 30, [])
+    w.write(2, 2 / 30, [_face(0, seed=7)])
+    assert not path.exists()
+    w.close()
+    d = np.load(path)
+    assert int(d["frame_count"]) == 3 and str(d["scheme"]) == "300w68"
+    assert list(d["frame"]) == [0, 0, 2] and list(d["track_id"]) == [0, 1, 0]
+    assert d["landmarks"].shape == (3, 68, 2) and d["covariance"].shape == (3, 68, 2, 2)
+    np.testing.assert_allclose(d["raw_landmarks"][2], _face(0, seed=7).raw_landmarks)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm.npz"]  # spool cleaned up
+
+
+def test_landmark_writer_errors(tmp_path):
+    with pytest.raises(VideoError, match="unsupported landmarks format"):
+        open_landmark_writer(tmp_path / "x.txt", 68, "300w68", 25)
+    (tmp_path / "x.csv").write_text("keep me")
+    with pytest.raises(VideoError, match="already exists"):
+        open_landmark_writer(tmp_path / "x.csv", 68, "300w68", 25)
+    assert (tmp_path / "x.csv").read_text() == "keep me"
