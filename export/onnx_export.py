@@ -35,6 +35,7 @@ def export_onnx(net: StarNet, meta: ModelMeta, path: str | Path, opset: int = 17
     with torch.no_grad(), warnings.catch_warnings():
         # F.instance_norm always uses instance statistics; the exporter warns about "train=True" regardless.
         warnings.filterwarnings("ignore", message=".*instance_norm.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module="torch.nn.functional")
         torch.onnx.export(module, (dummy,), str(path), input_names=[INPUT_NAME], output_names=names,
                           dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]},
                           opset_version=opset, dynamo=False)
