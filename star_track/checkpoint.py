@@ -29,8 +29,11 @@ _PREFIXES = ("module.", "_orig_mod.", "net.")  # DDP / DataParallel, torch.compi
 # Renames seen in re-saved copies of the reference model: an extra ConvBlock level inside the CoordConv.
 _RENAMES = ((re.compile(r"coordconv\.conv\.conv\."), "coordconv.conv."),
             (re.compile(r"^pre\.0\.conv\.conv\."), "pre.0.conv."))
-# Keys we may drop silently: BN counters (absent in very old files) and coordinate buffers some forks keep.
-_IGNORABLE = re.compile(r"(num_batches_tracked$|addcoords\.|\.coords$)")
+# Checkpoint keys StarNet has no use for: the reference's never-used residual projections (every ResBlock has a
+# skip_layer, ~3.7M dead weights; StarNet creates one only where cin != cout), coordinate buffers some forks
+# keep, BN counters. Absent BN counters (very old files) are fine too.
+_UNUSED = re.compile(r"(\.skip_layer\.conv\.(weight|bias)$|addcoords\.|\.coords$|num_batches_tracked$)")
+_OPTIONAL = re.compile(r"num_batches_tracked$")
 
 
 def _torch():
@@ -118,7 +121,9 @@ def load_official_state(obj: Mapping[str, Any], name: str = "star-official", pre
     state = map_official_keys(raw)
     config = infer_config(state, input_size or OFFICIAL_INPUT_SIZE)
     net = build_network(config, state, source=name)
-    meta = meta_for(config, name, source="official STAR checkpoint", epoch=obj.get("epoch"))
+    unused = sum(1 for k in state if k not in net.state_dict())
+    meta = meta_for(config, name, source="official STAR checkpoint", epoch=obj.get("epoch"),
+                    unused_tensors_dropped=unused)
     return net, meta
 
 
@@ -179,8 +184,8 @@ def build_network(config: "NetworkConfig", state: Mapping[str, "torch.Tensor"], 
     except ValueError as exc:
         raise ModelError(f"{source}: invalid network config {config}: {exc}") from exc
     ours = net.state_dict()
-    missing = [k for k in ours if k not in state and not _IGNORABLE.search(k)]
-    unexpected = [k for k in state if k not in ours and not _IGNORABLE.search(k)]
+    missing = [k for k in ours if k not in state and not _OPTIONAL.search(k)]
+    unexpected = [k for k in state if k not in ours and not _UNUSED.search(k)]
     misshapen = [f"{k} {tuple(state[k].shape)} != {tuple(ours[k].shape)}" for k in ours
                  if k in state and tuple(state[k].shape) != tuple(ours[k].shape)]
     if missing or unexpected or misshapen:
