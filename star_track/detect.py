@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -103,6 +104,16 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[None]:
         os.close(devnull)
 
 
+def _aligned_rgb(frame_bgr: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """BGR -> RGB copy in a buffer aligned as LiteRT wants (else it copies again and logs a warning)."""
+    n = frame_bgr.size
+    buf = np.empty(n + alignment, np.uint8)
+    off = (-buf.ctypes.data) % alignment
+    rgb = buf[off:off + n].reshape(frame_bgr.shape)
+    cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB, dst=rgb)
+    return rgb
+
+
 class FaceDetector:
     """BlazeFace face detector (mediapipe Tasks API).
 
@@ -164,7 +175,7 @@ class FaceDetector:
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"frame must be (H, W, 3) uint8 BGR, got {frame_bgr.shape} {frame_bgr.dtype}")
         h, w = frame_bgr.shape[:2]
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame_bgr[:, :, ::-1]))
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=_aligned_rgb(frame_bgr))
         with quiet_native_stderr(self._quiet and not self._warm):  # first call logs delegate creation
             if self.mode == "video":
                 ts = self._last_ts + 1 if timestamp_ms is None else int(timestamp_ms)
