@@ -317,9 +317,13 @@ def info(model: Optional[str] = ModelOpt, engine: str = EngineOpt) -> None:
         p = MODELS_DIR / fname
         state = "missing" if not p.is_file() else ("ok" if sha256_file(p) == digest else "CORRUPT (sha256 mismatch)")
         typer.echo(f"detector {name}: {fname} [{state}]")
-    with error_boundary(model or "default model"):
-        from .model_registry import model_card, resolve_model
+    from .model_registry import BUNDLED_DIR, model_card, resolve_model
 
+    if model is None and not (BUNDLED_DIR / "default.onnx").is_file():
+        typer.echo(f"model: none (the bundled model {BUNDLED_DIR / 'default.onnx'} is not installed; "
+                   "use --model PATH.onnx)")
+        return
+    with error_boundary(model or "default model"):
         path = resolve_model(model)
         eng = create_engine(path, engine)
         m = eng.meta

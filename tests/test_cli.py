@@ -293,3 +293,23 @@ def test_memory_is_bounded_on_a_long_video(tmp_path, face_photo, model_path):
     warm = max(samples[len(samples) // 5: len(samples) * 2 // 5])  # after start-up
     late = max(samples[len(samples) * 4 // 5:])
     assert late - warm < 40, (warm, late)
+
+
+def test_webcam_disconnect_ends_cleanly(monkeypatch, face_video, model_path):
+    """A camera that stops delivering frames mid-stream ends the session normally (exit 0)."""
+    import star_track.video as video_mod
+
+    real = video_mod.VideoSource
+
+    class FlakyCamera(real):
+        def __init__(self, source, fps=None):
+            super().__init__(face_video)  # delivers 20 frames, then reads fail like an unplugged camera
+            self.is_camera, self.name = True, f"camera {source}"
+
+    shown = []
+    monkeypatch.setattr(video_mod, "VideoSource", FlakyCamera)
+    monkeypatch.setattr(cv2, "imshow", lambda name, img: shown.append(img.shape))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: -1)
+    r = run("webcam", "--camera", 3, "-m", model_path)
+    assert r.exit_code == 0, r.stderr
+    assert "processed 20 frames from camera 3" in r.stdout and len(shown) == 20
