@@ -29,12 +29,14 @@ def make_peaky(net: StarNet, crops: np.ndarray, gain: float = 3.0) -> StarNet:
     hook.remove()
     f = feats["f"]
     conv = net.out_pointmaps[-1].conv
+    stds = f.transpose(0, 1).flatten(1).std(dim=1)
+    live = torch.nonzero(stds > 0.05 * stds.max()).flatten()  # dead ReLU channels would need huge weights
     with torch.no_grad():
         conv.weight.zero_()
         for k in range(conv.out_channels):
-            c = k % f.shape[1]
+            c = int(live[k % len(live)])
             v = f[:, c].flatten()
-            s = v.std().clamp_min(1e-6)
+            s = stds[c]
             conv.weight[k, c] = gain / s
             conv.bias[k] = -gain * torch.quantile(v, 0.98) / s
     return net.eval()
