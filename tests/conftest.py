@@ -131,23 +131,3 @@ def write_video(path: Path, frames, fps: float = 25.0) -> Path:
     vw.release()
     return path
 
-
-# --- gpu marker: tests marked ``gpu`` skip automatically without a CUDA GPU (export/engines helper) ---
-def _gpu_skip_reason() -> str | None:
-    """Why GPU tests cannot run here (None when they can). torch is imported only when a gpu test exists.
-
-    Every GPU path (torch CUDA engine, TensorRT device buffers) goes through torch's CUDA runtime, so a
-    CUDA-capable torch is the test; tests that also need TensorRT add ``pytest.importorskip("tensorrt")``.
-    """
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    return None if torch.cuda.is_available() else "no CUDA GPU visible to torch"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
-    reason = _gpu_skip_reason() if gpu_items else None
-    for item in gpu_items if reason else []:
-        item.add_marker(pytest.mark.skip(reason=f"gpu: {reason}"))
