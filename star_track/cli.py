@@ -102,7 +102,7 @@ ModelOpt = typer.Option(None, "--model", "-m", help="Model: 'default', a name in
 EngineOpt = typer.Option("auto", "--engine", "-e", help="auto, onnxruntime, tensorrt or torch.")
 SmoothOpt = typer.Option(Smoothing.kalman, "--smoothing", "-s", help="Temporal smoothing.")
 FacesOpt = typer.Option(4, "--max-faces", min=1, help="Most faces tracked at once.")
-DetectorOpt = typer.Option("short", "--detector", help="Face detector: short (≤2 m), full (≤5 m) or a .tflite path.")
+DetectorOpt = typer.Option("full", "--detector", help="Face detector: full (default; faces up to ~5 m), short (selfie distance, faster) or a .tflite path.")
 EveryOpt = typer.Option(10, "--detect-every", min=1, help="Run the face detector at least every K frames.")
 Out68Opt = typer.Option(False, "--68", help="Output 300W 68-point landmarks (reduces 98-point models).")
 

@@ -131,7 +131,8 @@ class Tracker:
         smoothing_params: keyword arguments for the smoother (see :mod:`star_track.smoothing`).
         max_faces: most faces tracked at once.
         detect_every: run the detector at least every K frames (1 = every frame).
-        detector: ``"short"`` / ``"full"`` bundled BlazeFace model or a path to a ``.tflite``.
+        detector: bundled BlazeFace ``"full"`` (default: finds small and distant faces too, ~5 ms per call) or
+            ``"short"`` (selfie distance, ~2 ms), or a path to a ``.tflite``.
         min_detection_confidence: detector score threshold.
         output_scheme: ``None`` (the model's own points) or ``"68"`` (reduce e.g. WFLW-98 to 300W-68).
         redetect_below: a track whose score falls below this triggers detection and re-acquisition.
@@ -147,7 +148,7 @@ class Tracker:
 
     def __init__(self, model: str | os.PathLike | None = None, engine: str | LandmarkEngine = "auto",
                  smoothing: str = "kalman", smoothing_params: dict[str, Any] | None = None, max_faces: int = 4,
-                 detect_every: int = 10, detector: str | Path = "short", min_detection_confidence: float = 0.5,
+                 detect_every: int = 10, detector: str | Path = "full", min_detection_confidence: float = 0.5,
                  output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
                  uncertainty_half: float = 0.12, fps: float = 30.0):
         if max_faces < 1:
