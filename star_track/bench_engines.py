@@ -111,7 +111,9 @@ def print_table(rows: Sequence[Mapping[str, Any]], title: str = "Landmark engine
         table.add_column(col, justify="left" if col in ("engine", "model") else "right", no_wrap=True)
     for r in rows:
         if not r.get("error"):
-            table.add_row(r["engine"], str(r.get("model", "")), str(r.get("input", "")), str(r["batch"]),
+            # escape: engine names like "torch[cpu]" would otherwise be read as rich markup and vanish
+            table.add_row(escape(r["engine"]), escape(str(r.get("model", ""))), str(r.get("input", "")),
+                          str(r["batch"]),
                           f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['ms_per_face']:.2f}",
                           f"{r['faces_per_s']:.1f}")
     console.print(table)

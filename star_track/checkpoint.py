@@ -50,7 +50,7 @@ def load_checkpoint(path: str | Path, prefer_ema: bool = True,
 
     Args:
         path: checkpoint file.
-        prefer_ema: use the EMA weights when the file has them (our ``ema``, the official ``net_ema``).
+        prefer_ema: use our checkpoints' ``ema`` weights when present (official files always use ``net``).
         input_size: network input size for official files (it is not stored in them; default 256).
     Returns:
         the network on CPU in eval mode, and its :class:`ModelMeta`.
@@ -60,17 +60,20 @@ def load_checkpoint(path: str | Path, prefer_ema: bool = True,
         raise ModelError(f"checkpoint not found: {path}")
     torch = _torch()
     try:
-        # Official .pkl files pickle more than tensors (optimizer/scheduler objects): weights_only=False is
-        # required for them. Only load checkpoints you trust.
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        try:
+            # Official .pkl files pickle more than tensors (optimizer/scheduler objects): they need
+            # weights_only=False, i.e. full unpickling. Only load checkpoints you trust.
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(obj, Mapping):
         raise ModelError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     if "model" in obj and "config" in obj:
         return load_trainer_state(obj, path.stem, prefer_ema)
-    if "net" in obj:
-        return load_official_state(obj, path.stem, prefer_ema=prefer_ema, input_size=input_size)
+    if "net" in obj:  # official: "net" (the release may already hold EMA weights there), per STAR_SPEC 7
+        return load_official_state(obj, path.stem, input_size=input_size)
     if all(hasattr(v, "shape") for v in obj.values()) and any(k.endswith("e2h_transform.weight") for k in obj):
         return load_official_state({"net": obj}, path.stem, input_size=input_size)  # a bare state dict
     raise ModelError(f"{path}: not a star-track checkpoint (keys config/model) nor an official STAR one "

@@ -198,3 +198,20 @@ def test_tensorrt_cache_hit_and_rebuild_of_a_foreign_engine(tmp_path, monkeypatc
     assert any("rebuilding" in line for line in logs)
     mean, cov = eng.infer(synthetic_crops(128, 5))  # 5 > max_batch: runs in chunks
     assert mean.shape == (5, 68, 2) and cov.shape == (5, 68, 2, 2)
+
+
+def test_torch_engine_empty_batch():
+    _, ckpt, _ = peaky_model()
+    mean, cov = TorchEngine(ckpt, device="cpu").infer(np.zeros((0, 128, 128, 3), np.uint8))
+    assert mean.shape == (0, 68, 2) and cov.shape == (0, 68, 2, 2)
+
+
+def test_bench_table_keeps_bracketed_engine_names():
+    from rich.console import Console
+
+    row = {"engine": "torch[cpu]", "model": "m", "input": 128, "batch": 1, "median_ms": 2.0, "p90_ms": 3.0,
+           "ms_per_face": 2.0, "faces_per_s": 500.0, "error": None}
+    buf = io.StringIO()
+    print_table([row, {"engine": "tensorrt", "batch": None, "error": 'pip install "star-track[gpu]"'}],
+                console=Console(file=buf, width=150))
+    assert "torch[cpu]" in buf.getvalue() and "star-track[gpu]" in buf.getvalue()

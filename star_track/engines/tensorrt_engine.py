@@ -291,6 +291,10 @@ class TensorRTEngine:
     def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, S, S, 3) uint8 BGR crops -> landmarks (B, N, 2), covariances (B, N, 2, 2), float32."""
         crops = check_crops(crops, self.meta.input_size)
+        if len(crops) == 0:
+            from .torch_engine import empty_outputs
+
+            return empty_outputs(self.meta)
         parts = [self._run(crops[i:i + self.max_batch]) for i in range(0, len(crops), self.max_batch)]
         if len(parts) == 1:
             return parts[0]
