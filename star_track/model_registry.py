@@ -2,8 +2,8 @@
 
 * ``None`` or ``"default"`` -> the bundled ``star_track/models/default.onnx``;
 * a path (contains a path separator, ends in ``.onnx``/``.pt``/``.engine``, or exists) -> that file;
-* any other name -> ``<cache>/NAME.onnx`` with ``<cache>`` = ``$STAR_TRACK_CACHE`` or
-  ``~/.cache/star-track/models``.
+* any other name -> ``<cache root>/models/NAME.onnx`` with ``<cache root>`` = ``$STAR_TRACK_CACHE`` or
+  ``~/.cache/star-track`` (TensorRT engines live beside, in ``<cache root>/engines``).
 
 A model's card is the ``.md`` file next to it with the same stem (``default.md`` for ``default.onnx``).
 """
@@ -31,12 +31,15 @@ class ModelEntry:
     """``"bundled"`` or ``"cache"``."""
 
 
+def cache_root() -> Path:
+    """star-track's cache root: ``$STAR_TRACK_CACHE`` or ``~/.cache/star-track`` (not created)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "star-track"
+
+
 def cache_dir() -> Path:
     """User model directory (not created)."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path("~/.cache/star-track/models").expanduser()
+    return cache_root() / "models"
 
 
 def _looks_like_path(model: str) -> bool:

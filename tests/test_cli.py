@@ -214,9 +214,10 @@ def test_info_and_models_list(tmp_path, monkeypatch, standin_model):
     r = run("info", "-m", standin_model)
     assert r.exit_code == 0, r.stderr
     assert "engine: onnxruntime[CPUExecutionProvider]" in r.stdout and "scheme: 300w68" in r.stdout
-    assert "detector short" in r.stdout and "[ok]" in r.stdout
+    assert "detector full" in r.stdout and "[ok]" in r.stdout
     monkeypatch.setenv("STAR_TRACK_CACHE", str(tmp_path))
-    (tmp_path / "mymodel.onnx").write_bytes(standin_model.read_bytes())
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mymodel.onnx").write_bytes(standin_model.read_bytes())
     r = run("models", "list")
     assert r.exit_code == 0 and "mymodel" in r.stdout
 

@@ -97,12 +97,14 @@ def test_register_custom_engine(standin_model):
 
 def test_model_registry(tmp_path, monkeypatch, standin_model):
     monkeypatch.setenv("STAR_TRACK_CACHE", str(tmp_path))
-    (tmp_path / "mine.onnx").write_bytes(standin_model.read_bytes())
-    (tmp_path / "mine.md").write_text("# mine\nrandom weights")
-    assert resolve_model("mine") == tmp_path / "mine.onnx"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mine.onnx").write_bytes(standin_model.read_bytes())
+    (models / "mine.md").write_text("# mine\nrandom weights")
+    assert resolve_model("mine") == models / "mine.onnx"
     assert resolve_model(standin_model) == standin_model
     assert resolve_model(str(standin_model)) == standin_model
-    assert model_card(tmp_path / "mine.onnx").startswith("# mine")
+    assert model_card(models / "mine.onnx").startswith("# mine")
     assert any(e.name == "mine" and e.source == "cache" for e in list_models())
     with pytest.raises(ModelError, match="no model named 'other'.*mine"):
         resolve_model("other")

@@ -82,14 +82,10 @@ def uses_fp16_builder_flag(version: str) -> bool:
     return major < 11
 
 
-def cache_root() -> Path:
-    """star-track's cache root: ``$STAR_TRACK_CACHE`` or ``~/.cache/star-track``."""
-    env = os.environ.get("STAR_TRACK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "star-track"
-
-
 def engine_cache_dir() -> Path:
     """Where built TensorRT engines live."""
+    from ..model_registry import cache_root
+
     return cache_root() / "engines"
 
 
