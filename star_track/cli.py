@@ -345,6 +345,20 @@ def models_list() -> None:
         typer.echo(f"no models installed (bundled dir empty; cache {cache_dir()})")
 
 
+@models_app.command("import")
+def models_import(
+    checkpoint: Path = typer.Argument(..., help="official STAR .pkl or a star-track training checkpoint (.pt)"),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="model name (default: the file's stem)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a cached model of the same name"),
+) -> None:
+    """Convert a checkpoint to a verified ONNX model in the user cache (use it with --model NAME)."""
+    from .model_import import import_model
+
+    with error_boundary(str(checkpoint)):
+        path = import_model(checkpoint, name, overwrite)
+    typer.echo(f"installed {path.stem}: {path}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -314,3 +314,22 @@ def test_webcam_disconnect_ends_cleanly(monkeypatch, face_video, model_path):
     r = run("webcam", "--camera", 3, "-m", model_path)
     assert r.exit_code == 0, r.stderr
     assert "processed 20 frames from camera 3" in r.stdout and len(shown) == 20
+
+
+def test_models_import_installs_a_named_model(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from star_track.checkpoint import save_checkpoint
+    from star_track.network import NetworkConfig, StarNet
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(StarNet(NetworkConfig("cofw29", 1, 16, 3, 128)), tmp_path / "mine.pt")
+    monkeypatch.setenv("STAR_TRACK_CACHE", str(tmp_path / "cache"))
+    r = run("models", "import", ckpt, "--name", "cofw-test")
+    assert r.exit_code == 0, r.stderr
+    installed = tmp_path / "cache" / "models" / "cofw-test.onnx"
+    assert installed.is_file() and installed.with_suffix(".md").is_file()
+    r = run("info", "-m", "cofw-test")
+    assert r.exit_code == 0 and "scheme: cofw29" in r.stdout
+    # a second import under the same name is refused with one line, and a missing file is named
+    assert_one_line_error(run("models", "import", ckpt, "--name", "cofw-test"), "already exists")
+    assert_one_line_error(run("models", "import", tmp_path / "nope.pkl"), "nope.pkl")
