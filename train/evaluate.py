@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from star_track.network import NetworkConfig, StarNet
+from star_track.network import StarNet
 from star_track.schemes import get_scheme
 
 from .annotations import read_annotations
@@ -24,13 +24,10 @@ PAPER = {
 
 def load_network(path: str | Path, use_ema: bool = True, device: str = "cpu") -> StarNet:
     """A StarNet from one of our training checkpoints (``last.pt`` / ``best.pt``), EMA weights by default."""
-    state = torch.load(path, map_location=device, weights_only=False)
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise ValueError(f"{path} is not a star-track training checkpoint (keys: config, model, ema)")
-    net = StarNet(NetworkConfig.from_dict(state["config"]))
-    weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
-    net.load_state_dict(weights)
-    return net.eval().to(device)
+    from star_track.checkpoint import load_checkpoint
+
+    net, _ = load_checkpoint(path, prefer_ema=use_ema)
+    return net.to(device)
 
 
 def evaluate(checkpoint: str | Path, annotations: str | Path, image_root: str | Path, norm: str = "inter_ocular",

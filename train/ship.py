@@ -29,7 +29,7 @@ def ship(data_root: Path, run_dir: Path = Path("runs/compact68"), ann_dir: Path 
          out_dir: Path = MODELS_DIR, train_first: bool = True) -> Path:
     import torch
 
-    from export.onnx_export import export_onnx
+    from export.onnx_export import export_onnx, verify_onnx
 
     from .calibrate import fit_box_calibration
     from .evaluate import load_network
@@ -67,8 +67,12 @@ def ship(data_root: Path, run_dir: Path = Path("runs/compact68"), ann_dir: Path 
                "license": "weights trained on WFLW (non-commercial research use only)"})
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(net, meta, out_dir / "default.onnx")
+    crops = np.stack([val_set[i]["image"].numpy().transpose(1, 2, 0) for i in range(8)]).astype(np.uint8)
+    parity = verify_onnx(onnx_path, net, crops)  # on real held-out face crops
+    if not parity.ok:
+        raise RuntimeError(f"exported model disagrees with PyTorch: {parity}")
     latency = _cpu_latency_ms(onnx_path, cfg.network.input_size)
-    card = _model_card(meta, cfg, val, calib_stats, latency, onnx_path, len(train_faces))
+    card = _model_card(meta, cfg, val, calib_stats, latency, onnx_path, len(train_faces), str(parity))
     (out_dir / "default.md").write_text(card)
     print(card)
     return onnx_path
@@ -89,7 +93,8 @@ def _cpu_latency_ms(onnx_path: Path, size: int, repeats: int = 50) -> float:
     return 1000 * float(np.median(times))
 
 
-def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, path: Path, n_train: int) -> str:
+def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, path: Path, n_train: int,
+                parity: str) -> str:
     net = cfg.network
     size_mb = path.stat().st_size / 1e6
     return f"""# star68-compact — the bundled default model
@@ -99,7 +104,7 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, pa
 | architecture | STAR stacked hourglass (ADNet attention heads), {net.num_stacks} stack x {net.channels} channels, hourglass depth {net.depth}, input {net.input_size}x{net.input_size} BGR, heatmaps {net.heatmap_size}x{net.heatmap_size} |
 | landmark scheme | 300W 68 points (`{meta.scheme}`) |
 | outputs | landmarks (B,68,2) and STAR covariance (B,68,2,2), decoded in the graph |
-| file | `default.onnx`, {size_mb:.1f} MB, opset 17 |
+| file | `default.onnx`, {size_mb:.1f} MB, opset 17; ONNX vs PyTorch on 8 held-out crops: {parity} |
 | CPU latency | {latency:.1f} ms per face, ONNX Runtime, batch 1, this build machine (2 cores) |
 | held-out NME | **{100 * val['nme']:.2f} %** inter-ocular (outer eye corners), FR@10 {100 * val['fr@0.1']:.1f} %, AUC@10 {val['auc@0.1']:.3f}, on {val['count']} held-out faces, crops framed from the true landmarks (last epoch, EMA weights; end-to-end figures with the detector are in `benchmarks/README.md`) |
 | detector calibration | BlazeFace box -> crop (dx, dy, k): full {tuple(round(v, 4) for v in meta.box_calibrations['full'])} ({calib['full']['matched']}/{calib['full']['faces']} faces detected), short {tuple(round(v, 4) for v in meta.box_calibrations['short'])} ({calib['short']['matched']}/{calib['short']['faces']}) |
