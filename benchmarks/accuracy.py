@@ -1,0 +1,200 @@
+"""Landmark accuracy on the held-out WFLW faces: star-track vs dlib (HOG + 68-point ERT).
+
+Two protocols, 68 points, NME normalised by the outer-eye-corner distance (points 36 / 45):
+
+``detector``   each pipeline runs its own face detector on the full photo (ours: the bundled BlazeFace in IMAGE
+               mode through :meth:`Tracker.detect_image`; dlib: ``get_frontal_face_detector()`` with one
+               upsampling). A ground-truth face is matched to the prediction whose box centre is nearest its
+               landmark centre and lies inside its WFLW box; an unmatched face counts as a failure (NME = inf).
+``same box``   both landmark predictors start from the same box, the face's WFLW annotation box, so detector
+               misses and framing drop out. Each maps the box to the framing it was built for by a 3-number
+               (dx, dy, k) box calibration, as the tracker does for its detectors: ours fitted on the TRAIN split
+               (WFLW box -> landmark crop), dlib's fitted on the photos' own HOG detections (WFLW box -> HOG box;
+               boxes only, no landmarks). Our crop then goes through the tracker's own two-pass refinement.
+
+    python -m benchmarks.accuracy [--model PATH] [--data ../shared/data] [--limit N]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from star_track.crop import crop_from_box, crop_from_landmarks
+from star_track.schemes import get_scheme
+from star_track.smoothing import make_smoother
+from star_track.tracker import Tracker, _Track
+
+from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, DlibPipeline,
+                     load_faces, markdown_table, match_to_gt, model_label, print_table, write_json)
+
+SCHEME = get_scheme("300w68")
+
+
+def fit_box_to_crop(faces: list, crop_scale: float) -> tuple[float, float, float]:
+    """(dx, dy, k) mapping an annotation box to the landmark-defined training crop (medians over ``faces``)."""
+    rows = []
+    for f in faces:
+        if f.box is None:
+            continue
+        x1, y1, x2, y2 = f.box
+        side = max(x2 - x1, y2 - y1)
+        c = crop_from_landmarks(f.landmarks, 1, crop_scale)
+        rows.append(((c.center[0] - (x1 + x2) / 2) / side, (c.center[1] - (y1 + y2) / 2) / side, c.side / side))
+    return tuple(float(v) for v in np.median(np.asarray(rows), 0))
+
+
+def fit_box_to_box(src: np.ndarray, dst: np.ndarray) -> tuple[float, float, float]:
+    """(dx, dy, k) mapping boxes ``src`` (K, 4) onto ``dst`` (K, 4): centre shift in src sides, side ratio."""
+    side = np.maximum(src[:, 2] - src[:, 0], src[:, 3] - src[:, 1])
+    dside = np.maximum(dst[:, 2] - dst[:, 0], dst[:, 3] - dst[:, 1])
+    dc = ((dst[:, :2] + dst[:, 2:]) - (src[:, :2] + src[:, 2:])) / 2 / side[:, None]
+    return float(np.median(dc[:, 0])), float(np.median(dc[:, 1])), float(np.median(dside / side))
+
+
+def apply_box_calibration(box, calib: tuple[float, float, float]) -> np.ndarray:
+    """Square box after a (dx, dy, k) calibration, as x1, y1, x2, y2."""
+    c = crop_from_box(box, 1, calib)
+    h = c.side / 2
+    return np.array([c.center[0] - h, c.center[1] - h, c.center[0] + h, c.center[1] + h])
+
+
+def ours_from_box(tracker: Tracker, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The tracker's own new-face path (box crop -> landmarks -> refined crop -> landmarks), no smoothing."""
+    tr = _Track(0, make_smoother("none"), box=np.asarray(box, np.float64))
+    tracker._run(image, [tr], 0.0, smooth=False)  # the exact per-face code path of Tracker.detect_image
+    return tr.points
+
+
+def run(model: str | None, data: Path, limit: int | None = None, detector: str = "full",
+        min_confidence: float = 0.5) -> dict:
+    faces = load_faces(VAL_ANNOTATIONS)
+    train_faces = load_faces(TRAIN_ANNOTATIONS)
+    if limit:
+        faces = faces[:limit]
+    root = data / "wflw"
+    by_image: dict[str, list[int]] = {}
+    for i, f in enumerate(faces):
+        by_image.setdefault(f.image, []).append(i)
+    n = len(faces)
+    gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
+    preds = {k: np.full((n, 68, 2), np.nan) for k in ("ours_det", "dlib_det", "ours_box", "dlib_box")}
+    found = {k: np.zeros(n, bool) for k in ("ours_det", "dlib_det")}
+    seconds = {k: 0.0 for k in preds}
+    dlib = DlibPipeline(upsample=1)
+    dlib_pairs = []  # (WFLW box, matched HOG box) for dlib's box calibration
+    gray_cache: dict[str, np.ndarray] = {}
+
+    with Tracker(model, engine="onnxruntime", smoothing="none", max_faces=64, detector=detector,
+                 min_detection_confidence=min_confidence) as tracker:
+        ours_calib = fit_box_to_crop(train_faces, tracker.meta.crop_scale)
+        for image_rel, idx in by_image.items():
+            img = cv2.imread(str(root / image_rel))
+            if img is None:
+                raise SystemExit(f"cannot read {root / image_rel}")
+            t0 = time.perf_counter()
+            ours = tracker.detect_image(img)
+            seconds["ours_det"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            gray = dlib.gray(img)
+            dboxes = dlib.detect(gray)
+            dpts = [dlib.landmarks(gray, b) for b in dboxes]
+            seconds["dlib_det"] += time.perf_counter() - t0
+            gray_cache[image_rel] = gray
+            ocentres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in ours]).reshape(-1, 2)
+            dcentres = (dboxes[:, :2] + dboxes[:, 2:]) / 2
+            for i in idx:
+                f = faces[i]
+                j = match_to_gt(ocentres, f.landmarks, f.box)
+                if j is not None:
+                    preds["ours_det"][i], found["ours_det"][i] = ours[j].landmarks, True
+                j = match_to_gt(dcentres, f.landmarks, f.box)
+                if j is not None:
+                    preds["dlib_det"][i], found["dlib_det"][i] = dpts[j], True
+                    if f.box is not None:
+                        dlib_pairs.append((np.asarray(f.box, np.float64), dboxes[j]))
+                # Same box for both: ours through the tracker's own box path.
+                t0 = time.perf_counter()
+                preds["ours_box"][i] = ours_from_box(tracker, img, apply_box_calibration(f.box, ours_calib))
+                seconds["ours_box"] += time.perf_counter() - t0
+        # dlib same-box pass, after its box calibration is known from its own detections.
+        src, dst = (np.stack(v) for v in zip(*dlib_pairs)) if dlib_pairs else (np.zeros((0, 4)),) * 2
+        dlib_calib = fit_box_to_box(src, dst) if len(src) >= 5 else (0.0, 0.0, 1.0)
+        for i, f in enumerate(faces):
+            t0 = time.perf_counter()
+            preds["dlib_box"][i] = dlib.landmarks(gray_cache[f.image], apply_box_calibration(f.box, dlib_calib))
+            seconds["dlib_box"] += time.perf_counter() - t0
+        engine_name = tracker.engine.name
+    return {"faces": faces, "gt": gt, "preds": preds, "found": found, "seconds": seconds,
+            "calibration": {"ours_wflw_box_to_crop": ours_calib, "dlib_wflw_box_to_hog_box": dlib_calib,
+                            "dlib_pairs": len(dlib_pairs)},
+            "engine": engine_name, "images": len(by_image)}
+
+
+def summarise(res: dict) -> list[dict]:
+    from train.metrics import nme_per_face, summarize
+
+    rows = []
+    labels = {"ours_det": "star-track (own detector)", "dlib_det": "dlib (own detector)",
+              "ours_box": "star-track (same box)", "dlib_box": "dlib (same box)"}
+    for key, label in labels.items():
+        nme = nme_per_face(res["preds"][key], res["gt"], SCHEME)
+        if key in res["found"]:
+            nme = np.where(res["found"][key], nme, np.inf)
+        s = summarize(nme, 0.1)
+        rows.append({"key": key, "pipeline": label, "nme": s["nme"], "fr@0.1": s["fr@0.1"], "auc@0.1": s["auc@0.1"],
+                     "detection_rate": float(np.isfinite(nme).mean()), "faces": s["count"],
+                     "ms_per_face": 1e3 * res["seconds"][key] / s["count"], "nme_per_face": nme})
+    # Own detectors, restricted to the faces both pipelines found: landmark quality without the detection gap.
+    both = res["found"]["ours_det"] & res["found"]["dlib_det"]
+    for r in list(rows[:2]):
+        s = summarize(r["nme_per_face"][both], 0.1)
+        rows.append({**r, "key": r["key"] + "_both", "pipeline": r["pipeline"].replace("(own detector)",
+                     "(own det., faces both found)"), "nme": s["nme"], "fr@0.1": s["fr@0.1"], "auc@0.1": s["auc@0.1"],
+                     "detection_rate": 1.0, "faces": s["count"], "nme_per_face": r["nme_per_face"][both]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model path or name (default: the bundled model)")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder holding wflw/")
+    p.add_argument("--limit", type=int, default=None, help="only the first N faces (quick check)")
+    p.add_argument("--detector", default="full", help="BlazeFace model for our pipeline (full / short)")
+    p.add_argument("--min-confidence", type=float, default=0.5, help="our detector's score threshold")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for accuracy.json")
+    p.add_argument("--docs", type=Path, default=DOCS_DIR, help="folder for the CED plot")
+    a = p.parse_args(argv)
+    from train.metrics import plot_ced
+
+    t0 = time.perf_counter()
+    res = run(a.model, a.data or DEFAULT_DATA, a.limit, a.detector, a.min_confidence)
+    rows = summarise(res)
+    cols = ["pipeline", "NME %", "FR@0.1 %", "AUC@0.1", "detected %", "faces", "ms / face"]
+    table = [[r["pipeline"], f"{100 * r['nme']:.2f}", f"{100 * r['fr@0.1']:.1f}", f"{r['auc@0.1']:.3f}",
+              f"{100 * r['detection_rate']:.1f}", r["faces"], f"{r['ms_per_face']:.1f}"] for r in rows]
+    title = (f"68-point accuracy on {len(res['faces'])} held-out WFLW faces ({res['images']} photos), "
+             f"model {model_label(a.model)} on {res['engine']}, our detector '{a.detector}'")
+    print_table(title, cols, table)
+    print("NME over detected faces only; FR/AUC count missed faces as failures. ms / face: detection + "
+          "landmarks per face for the own-detector rows, landmarks only for same-box rows.")
+    print("box calibrations (dx, dy, k):", {k: tuple(round(v, 3) for v in c) if isinstance(c, tuple) else c
+                                             for k, c in res["calibration"].items()})
+    a.out.mkdir(parents=True, exist_ok=True)
+    ced = plot_ced({r["pipeline"]: r["nme_per_face"] for r in rows[:4]}, a.docs / "accuracy_ced.png", 0.1)
+    print(f"CED plot: {ced}")
+    path = write_json("accuracy", {
+        "command": "python -m benchmarks.accuracy" + (f" --model {a.model}" if a.model else ""),
+        "model": model_label(a.model), "engine": res["engine"], "detector": a.detector,
+        "min_confidence": a.min_confidence, "faces": len(res["faces"]), "images": res["images"],
+        "calibration": res["calibration"], "seconds": time.perf_counter() - t0,
+        "rows": [{k: v for k, v in r.items() if k != "nme_per_face"} for r in rows],
+        "markdown": markdown_table(cols, table)}, a.out)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

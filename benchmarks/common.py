@@ -1,0 +1,177 @@
+"""Shared helpers for the benchmark scripts: paths, held-out faces, dlib baseline, tables and JSON results."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "benchmarks" / "results"
+DOCS_DIR = REPO / "docs"
+DEFAULT_DATA = Path(os.environ.get("STAR_TRACK_DATA", REPO.parent / "shared" / "data"))
+"""The shared data folder (holds ``wflw/`` and ``videos/``); override with ``$STAR_TRACK_DATA`` or ``--data``."""
+VAL_ANNOTATIONS = REPO / "data" / "wflw68_val.jsonl"
+"""The held-out split (written by ``python -m train prepare``), never seen in training."""
+TRAIN_ANNOTATIONS = REPO / "data" / "wflw68_train.jsonl"
+"""The training split: used only to fit box conventions, never for a reported figure."""
+
+
+def load_faces(path: str | Path = VAL_ANNOTATIONS) -> list:
+    """68-point faces (:class:`train.annotations.FaceAnnotation`) of a split, by default the held-out one."""
+    from train.annotations import read_annotations
+
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: create it with `python -m train prepare wflw68 ...` "
+                         "(train.prepare.prepare_shared_wflw68)")
+    return read_annotations(path)
+
+
+def dlib_predictor_path() -> Path:
+    """``shape_predictor_68_face_landmarks.dat`` from the face-recognition-models package (not imported:
+    its ``__init__`` needs pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise SystemExit('dlib baseline needs: pip install "star-track[bench]"')
+    path = Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
+    if not path.is_file():
+        raise SystemExit(f"dlib 68-point model missing: {path}")
+    return path
+
+
+class DlibPipeline:
+    """The classic baseline: dlib HOG face detector + 68-point ERT shape predictor (grayscale input)."""
+
+    def __init__(self, upsample: int = 1):
+        import dlib
+
+        self._dlib = dlib
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(dlib_predictor_path()))
+        self.upsample = int(upsample)
+
+    @staticmethod
+    def gray(image_bgr: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+
+    def detect(self, gray: np.ndarray) -> np.ndarray:
+        """(K, 4) x1, y1, x2, y2 boxes."""
+        rects = self.detector(gray, self.upsample)
+        return np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float64).reshape(-1, 4)
+
+    def landmarks(self, gray: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        """(68, 2) points for one box."""
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        shape = self.predictor(gray, self._dlib.rectangle(x1, y1, x2, y2))
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+
+    def run(self, image_bgr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Detect every face and predict its landmarks: (boxes, [points per box])."""
+        g = self.gray(image_bgr)
+        boxes = self.detect(g)
+        return boxes, [self.landmarks(g, b) for b in boxes]
+
+
+def match_to_gt(centres: np.ndarray, gt_points: np.ndarray, gt_box: Sequence[float] | None) -> int | None:
+    """Index of the candidate whose centre is nearest the GT landmarks' centre and lies inside the GT box
+    (the landmarks' bounding box when the face has no box); None = missed face."""
+    centres = np.asarray(centres, np.float64).reshape(-1, 2)
+    if len(centres) == 0:
+        return None
+    pts = np.asarray(gt_points, np.float64)
+    box = np.asarray(gt_box if gt_box is not None else [*pts.min(0), *pts.max(0)], np.float64)
+    inside = np.all((centres >= box[:2]) & (centres <= box[2:]), axis=1)
+    if not inside.any():
+        return None
+    d = np.linalg.norm(centres - pts.mean(0), axis=1)
+    d[~inside] = np.inf
+    return int(np.argmin(d))
+
+
+def model_label(model: str | None) -> str:
+    """The model's name and file as reported in results."""
+    from star_track.model_registry import resolve_model
+
+    path = resolve_model(model)
+    return f"{path.name}"
+
+
+def environment() -> dict[str, Any]:
+    """Machine description stored with every result file."""
+    import onnxruntime
+
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "processor": _cpu_name(), "onnxruntime": onnxruntime.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if np.isfinite(v) else str(v)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def write_json(name: str, payload: Mapping[str, Any], out_dir: Path = RESULTS_DIR) -> Path:
+    """Write ``payload`` (plus the environment) to ``out_dir/name.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(_jsonable({**payload, "environment": environment()}), indent=1) + "\n")
+    return path
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Any = None) -> None:
+    """A rich table; floats are printed as given (format them before)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*(str(v) for v in r))
+    (console or make_console()).print(table)
+
+
+def make_console() -> Any:
+    """A rich console that does not squeeze tables when stdout is a file or pipe."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The same table as GitHub markdown (for benchmarks/README.md)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,295 @@
+"""Speed: per-stage timing and end-to-end FPS of the real pipeline, with dlib and bare face detection for scale.
+
+Test videos are composed from real held-out face photos (1, 3 or 8 faces pasted on a gradient background,
+drifting a few pixels per frame, camera noise), written to mp4 and decoded back, at 640x480 and 1280x720.
+Each frame goes through what ``star-track video --out`` does: decode (:class:`VideoSource`) ->
+:meth:`Tracker.track` -> :func:`draw_faces` -> encode (:class:`VideoSink`).
+
+Stages inside the tracker are timed on the real Tracker by wrapping its parts in place (no code change in the
+product): ``detect`` (its FaceDetector), ``crop`` (:meth:`Crop.warp`), ``engine`` (``engine.infer``, batched per
+frame), ``back-map`` (:meth:`Crop.normalized_to_frame` + confidence score), ``smooth`` (the track smoothers);
+``other`` is the rest of ``Tracker.track`` (association, crop geometry, bookkeeping). Per frame; median and p90.
+
+    python -m benchmarks.speed [--model PATH] [--frames 90] [--torch-checkpoint runs/x/best.pt]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+import star_track.tracker as tracker_mod
+from star_track.crop import Crop
+from star_track.detect import FaceDetector
+from star_track.draw import draw_faces
+from star_track.engines import create_engine
+from star_track.tracker import Tracker
+from star_track.video import VideoSink, VideoSource
+
+from .common import (DEFAULT_DATA, RESULTS_DIR, DlibPipeline, load_faces, make_console, markdown_table,
+                     model_label, print_table, write_json)
+
+STAGES = ("decode", "detect", "crop", "engine", "back-map", "smooth", "other", "draw", "encode")
+RESOLUTIONS = ((640, 480), (1280, 720))
+FACE_COUNTS = (1, 3, 8)
+
+
+# -- test videos -----------------------------------------------------------------------------------------
+def face_patches(faces: list, data: Path, n: int) -> list[np.ndarray]:
+    """Square photo crops (2x the landmark box) of the ``n`` largest held-out faces without a hard attribute
+    (pose, occlusion...): speed runs need faces every pipeline finds."""
+    plain = [f for f in faces if not f.attributes] or faces
+    order = sorted(plain, key=lambda f: -float(np.ptp(f.landmarks[:, 0])))[:n]
+    out = []
+    for f in order:
+        img = cv2.imread(str(data / "wflw" / f.image))
+        lo, hi = f.landmarks.min(0), f.landmarks.max(0)
+        c, side = (lo + hi) / 2, float(max(hi - lo)) * 2.0
+        m = np.array([[1, 0, side / 2 - c[0]], [0, 1, side / 2 - c[1]]], np.float64)
+        out.append(cv2.warpAffine(img, m, (int(side), int(side)), borderMode=cv2.BORDER_REPLICATE))
+    return out
+
+
+def compose_video(path: Path, patches: list[np.ndarray], size: tuple[int, int], n_faces: int, frames: int,
+                  fps: float = 30.0, seed: int = 0) -> Path:
+    """Write a test video: ``n_faces`` patches on a grid, drifting slowly, with pixel noise."""
+    w, h = size
+    cols = {1: 1, 3: 3}.get(n_faces, 4)
+    rows = int(np.ceil(n_faces / cols))
+    cell = min(w / cols, h / rows)
+    side = int(cell * (0.6 if n_faces == 1 else 0.9))
+    tiles = [cv2.resize(patches[i % len(patches)], (side, side), interpolation=cv2.INTER_AREA) for i in range(n_faces)]
+    yy, xx = np.mgrid[0:h, 0:w]
+    bg = np.stack([90 + 60 * xx / w, 100 + 40 * yy / h, 120 - 30 * xx / w], -1).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    with VideoSink(path, fps, size, overwrite=True) as sink:
+        for t in range(frames):
+            img = bg.copy()
+            for i, tile in enumerate(tiles):
+                r, c = divmod(i, cols)
+                cx = (c + 0.5) * w / cols + 6 * np.sin(0.15 * t + i)
+                cy = (r + 0.5) * h / rows + 4 * np.cos(0.11 * t + i)
+                x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+                x0, y0 = min(max(x0, 0), w - side), min(max(y0, 0), h - side)
+                img[y0:y0 + side, x0:x0 + side] = tile
+            img += rng.normal(0, 2.0, img.shape).astype(np.float32)
+            sink.write(np.clip(img, 0, 255).astype(np.uint8))
+    return path
+
+
+# -- timing hooks ---------------------------------------------------------------------------------------
+class StageClock:
+    """Accumulates seconds per stage for the current frame."""
+
+    def __init__(self) -> None:
+        self.now: dict[str, float] = defaultdict(float)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.now[stage] += seconds
+
+    def take(self) -> dict[str, float]:
+        out, self.now = dict(self.now), defaultdict(float)
+        return out
+
+    def wrap(self, stage: str, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(stage, time.perf_counter() - t0)
+        return timed
+
+
+class _Timed:
+    """Proxy for a tracker part: one method timed, everything else passed through."""
+
+    def __init__(self, inner: Any, method: str, clock: StageClock, stage: str):
+        self._inner = inner
+        setattr(self, method, clock.wrap(stage, getattr(inner, method)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@contextlib.contextmanager
+def instrument(tracker: Tracker, clock: StageClock) -> Iterator[None]:
+    """Time the tracker's stages in place: detector, engine and smoothers by proxy, crop / back-map / score by
+    wrapping the functions the tracker calls; everything is restored on exit."""
+    saved = (Crop.warp, Crop.normalized_to_frame, tracker_mod.landmark_score, tracker_mod.make_smoother,
+             tracker.detector, tracker.engine)
+    Crop.warp = clock.wrap("crop", Crop.warp)
+    Crop.normalized_to_frame = clock.wrap("back-map", Crop.normalized_to_frame)
+    tracker_mod.landmark_score = clock.wrap("back-map", tracker_mod.landmark_score)
+    make = tracker_mod.make_smoother
+    tracker_mod.make_smoother = lambda *a, **k: _Timed(make(*a, **k), "update", clock, "smooth")
+    tracker.detector = _Timed(tracker.detector, "detect", clock, "detect")
+    tracker.engine = _Timed(tracker.engine, "infer", clock, "engine")
+    try:
+        yield
+    finally:
+        (Crop.warp, Crop.normalized_to_frame, tracker_mod.landmark_score, tracker_mod.make_smoother,
+         tracker.detector, tracker.engine) = saved
+
+
+# -- runs -------------------------------------------------------------------------------------------------
+def stats(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values) * 1e3
+    return {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "mean_ms": float(v.mean())}
+
+
+def run_pipeline(video: Path, engine, detect_every: int, max_faces: int, warmup: int = 5) -> dict:
+    """decode -> track -> draw -> encode over ``video``; per-stage stats and FPS (after ``warmup`` frames)."""
+    clock = StageClock()
+    per_frame: list[dict[str, float]] = []
+    faces_seen = []
+    with tempfile.TemporaryDirectory() as tmp, VideoSource(video) as src, \
+            Tracker(engine=engine, smoothing="kalman", max_faces=max_faces, detect_every=detect_every,
+                    fps=src.fps) as tracker, \
+            VideoSink(Path(tmp) / "out.mp4", src.fps, src.size) as sink, instrument(tracker, clock):
+        it = iter(src)
+        while True:
+            t0 = time.perf_counter()
+            vf = next(it, None)
+            t1 = time.perf_counter()
+            if vf is None:
+                break
+            faces = tracker.track(vf.image, vf.time)
+            t2 = time.perf_counter()
+            img = draw_faces(vf.image, faces, tracker.scheme)
+            t3 = time.perf_counter()
+            sink.write(img)
+            t4 = time.perf_counter()
+            inner = clock.take()
+            row = {"decode": t1 - t0, "draw": t3 - t2, "encode": t4 - t3, **inner,
+                   "other": (t2 - t1) - sum(inner.values()), "track": t2 - t1, "total": t4 - t0}
+            per_frame.append(row)
+            faces_seen.append(len(faces))
+    rows = per_frame[warmup:]
+    out = {s: stats([r.get(s, 0.0) for r in rows]) for s in (*STAGES, "track", "total")}
+    total = sum(r["total"] for r in rows)
+    track = sum(r["track"] for r in rows)
+    return {"stages": out, "fps_end_to_end": len(rows) / total, "fps_tracker": len(rows) / track,
+            "frames": len(rows), "faces_tracked_mean": float(np.mean(faces_seen[warmup:]))}
+
+
+def run_detector_only(video: Path, model: str = "full", warmup: int = 5) -> dict:
+    """Mediapipe BlazeFace alone on every frame (decode excluded): the floor of any detect-every-frame pipeline."""
+    times, found = [], []
+    with VideoSource(video) as src, FaceDetector(model, mode="video") as det:
+        for vf in src:
+            t0 = time.perf_counter()
+            d = det.detect(vf.image, int(vf.time * 1000))
+            times.append(time.perf_counter() - t0)
+            found.append(len(d))
+    t = times[warmup:]
+    return {**stats(t), "fps": len(t) / sum(t), "faces_mean": float(np.mean(found[warmup:]))}
+
+
+def run_dlib(video: Path, dlib: DlibPipeline, frames: int, warmup: int = 2) -> dict:
+    """dlib HOG detection + 68-point predictor on every frame (decode excluded)."""
+    times, found = [], []
+    with VideoSource(video) as src:
+        for i, vf in enumerate(src):
+            if i >= frames + warmup:
+                break
+            t0 = time.perf_counter()
+            boxes, _ = dlib.run(vf.image)
+            times.append(time.perf_counter() - t0)
+            found.append(len(boxes))
+    t = times[warmup:]
+    return {**stats(t), "fps": len(t) / sum(t), "faces_mean": float(np.mean(found[warmup:]))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="ONNX model path or name (default: the bundled model)")
+    p.add_argument("--torch-checkpoint", default=None, help="also time the torch engine on this .pt checkpoint")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--frames", type=int, default=90, help="frames per test video (5 warm-up frames dropped)")
+    p.add_argument("--dlib-frames", type=int, default=20, help="frames timed for dlib per video")
+    p.add_argument("--quick", action="store_true", help="640x480, 1 face only")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    a = p.parse_args(argv)
+    console = make_console()
+    t_start = time.perf_counter()
+    engines = [create_engine(a.model, "onnxruntime")]
+    if a.torch_checkpoint:
+        engines.append(create_engine(a.torch_checkpoint, "torch"))
+    patches = face_patches(load_faces(), a.data, max(FACE_COUNTS))
+    dlib = {up: DlibPipeline(upsample=up) for up in (0, 1)}
+    resolutions = RESOLUTIONS[:1] if a.quick else RESOLUTIONS
+    counts = (1,) if a.quick else FACE_COUNTS
+    runs, floor, base = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in resolutions:
+            for n in counts:
+                video = compose_video(Path(tmp) / f"v{size[0]}_{n}.mp4", patches, size, n, a.frames)
+                for engine in engines:
+                    for every in (10, 1):
+                        r = run_pipeline(video, engine, every, max_faces=max(FACE_COUNTS))
+                        runs.append({"size": f"{size[0]}x{size[1]}", "faces": n, "engine": engine.name,
+                                     "detect_every": every, **r})
+                        console.print(f"{size[0]}x{size[1]} {n} faces {engine.name} detect_every={every}: "
+                                      f"{r['fps_end_to_end']:.1f} fps end to end, {r['fps_tracker']:.1f} tracker "
+                                      f"({r['faces_tracked_mean']:.1f} faces tracked)")
+                for det in ("full", "short"):
+                    floor.append({"size": f"{size[0]}x{size[1]}", "faces": n, "detector": det,
+                                  **run_detector_only(video, det)})
+                for up, d in dlib.items():
+                    base.append({"size": f"{size[0]}x{size[1]}", "faces": n, "upsample": up,
+                                 **run_dlib(video, d, a.dlib_frames)})
+    report(console, runs, floor, base, a, time.perf_counter() - t_start)
+
+
+def report(console, runs: list[dict], floor: list[dict], base: list[dict], a, seconds: float) -> None:
+    cols = ["video", "faces", "engine", "detect every", "tracked", "FPS end-to-end", "FPS tracker",
+            "frame ms med / p90"]
+    fps_rows = [[r["size"], r["faces"], r["engine"].replace("onnxruntime", "ort"), r["detect_every"],
+                 f"{r['faces_tracked_mean']:.1f}", f"{r['fps_end_to_end']:.1f}", f"{r['fps_tracker']:.1f}",
+                 f"{r['stages']['total']['median_ms']:.1f} / {r['stages']['total']['p90_ms']:.1f}"] for r in runs]
+    print_table(f"End-to-end speed (decode -> track -> draw -> encode), model {model_label(a.model)}", cols,
+                fps_rows, console)
+    scols = ["video", "faces", "engine", "every", *STAGES]
+    stage_rows = [[r["size"], r["faces"], r["engine"].replace("onnxruntime", "ort"), r["detect_every"],
+                   *(f"{r['stages'][s]['median_ms']:.2f}/{r['stages'][s]['p90_ms']:.2f}" for s in STAGES)]
+                  for r in runs]
+    print_table("Per-stage time per frame, ms (median / p90)", scols, stage_rows, console)
+    bcols = ["video", "faces", "pipeline", "found", "FPS", "ms med / p90"]
+    base_rows = [[f["size"], f["faces"], f"BlazeFace {f['detector']} alone", f"{f['faces_mean']:.1f}",
+                  f"{f['fps']:.1f}", f"{f['median_ms']:.1f} / {f['p90_ms']:.1f}"] for f in floor]
+    base_rows += [[b["size"], b["faces"], f"dlib HOG (upsample {b['upsample']}) + 68-pt", f"{b['faces_mean']:.1f}",
+                   f"{b['fps']:.1f}", f"{b['median_ms']:.1f} / {b['p90_ms']:.1f}"] for b in base]
+    print_table("Reference pipelines (per frame, decode excluded)", bcols, base_rows, console)
+    ratios = []
+    for r in runs:
+        for b in base:
+            if b["size"] == r["size"] and b["faces"] == r["faces"]:
+                ratios.append({"size": r["size"], "faces": r["faces"], "engine": r["engine"],
+                               "detect_every": r["detect_every"], "dlib_upsample": b["upsample"],
+                               "ours_fps_tracker": r["fps_tracker"], "dlib_fps": b["fps"],
+                               "ratio": r["fps_tracker"] / b["fps"]})
+    rcols = ["video", "faces", "engine", "detect every", "dlib upsample", "ours tracker FPS", "dlib FPS", "ours / dlib"]
+    ratio_rows = [[x["size"], x["faces"], x["engine"].replace("onnxruntime", "ort"), x["detect_every"],
+                   x["dlib_upsample"], f"{x['ours_fps_tracker']:.1f}", f"{x['dlib_fps']:.1f}", f"{x['ratio']:.2f}x"]
+                  for x in ratios]
+    print_table("Ours (Tracker.track, like dlib without decode/draw/encode) vs dlib", rcols, ratio_rows, console)
+    path = write_json("speed", {
+        "command": "python -m benchmarks.speed" + (f" --model {a.model}" if a.model else ""),
+        "model": model_label(a.model), "frames": a.frames, "seconds": seconds, "runs": runs,
+        "detector_only": floor, "dlib": base, "ratios": ratios,
+        "markdown": {"fps": markdown_table(cols, fps_rows), "stages": markdown_table(scols, stage_rows),
+                     "reference": markdown_table(bcols, base_rows), "ratio": markdown_table(rcols, ratio_rows)}},
+        a.out)
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""Temporal stability of the smoothers: jitter, lag, step response and accuracy against known true tracks.
+
+Sequences come from :mod:`benchmarks.synthetic` (real held-out photos moved along known affine paths, camera
+noise on every frame): ``still`` (no motion), ``sway`` (0.5 Hz head motion), ``fast`` (1.5 Hz), ``step``
+(a sudden shift of 0.45 inter-ocular distances half-way). The real :class:`Tracker` runs every sequence once per
+face; its smoothing stage is a fan-out that feeds the tracker's own per-frame measurements (landmarks, STAR
+covariances, dt, face scale) to every smoother configuration built by the product's ``make_smoother``. The
+tracker's measurement path never reads the smoothed output (crops follow the raw landmarks), so this equals one
+full run per configuration; ``--verify`` re-runs a few configurations as separate Trackers and checks.
+
+Metrics (all normalised by the true inter-ocular distance of the frame, in %):
+
+``jitter``   RMS over landmarks and frames of (frame-to-frame output motion - true motion).
+``lag``      RMS error vs the true track during motion (``sway`` / ``fast``), with each landmark's static bias
+             removed (the raw network's median error in the face's own frame, shared by all smoothers), so it
+             measures what smoothing adds or removes, not the network's fixed offset.
+``delay``    time shift (ms) that best aligns the output's landmark centroid with the true centroid (``sway``).
+``step``     frames after the step until the mean output displacement is within 10 % of the true step.
+``NME``      mean per-frame NME vs the true landmarks over all sequences.
+
+    python -m benchmarks.stability [--model PATH] [--faces 6] [--frames 60]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence as Seq
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from star_track.smoothing import SMOOTHERS, make_smoother
+from star_track.tracker import Tracker
+
+from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_console, markdown_table, model_label,
+                     print_table, write_json)
+from .synthetic import SCHEME, FaceScene, Sequence, standard_sequences
+
+Config = tuple[str, str, dict[str, Any]]
+"""(family label, smoother name, parameters)."""
+
+
+def default_configs() -> list[Config]:
+    """Every smoother and its parameter sweep (the first is the raw output)."""
+    cfgs: list[Config] = [("none", "none", {})]
+    for beta in (1.0, 10.0):
+        cfgs += [(f"one-euro beta={beta:g}", "one-euro", {"min_cutoff": mc, "beta": beta})
+                 for mc in (0.25, 0.5, 1.0, 2.0, 4.0)]
+    # Constant-velocity Kalman with FIXED isotropic noise: STAR covariance ignored (r_scale=0), R = (r_floor s)² I.
+    cfgs += [("kalman fixed-R", "kalman", {"r_scale": 0.0, "r_floor": rf})
+             for rf in (0.002, 0.004, 0.008, 0.016, 0.032)]
+    # STAR-Kalman: R = r_scale Σ_STAR + (0.004 s)² I (the product default: r_scale=1), and without the floor.
+    scales = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    cfgs += [("kalman STAR-R", "kalman", {"r_scale": rs}) for rs in scales]
+    cfgs += [("kalman STAR-R no floor", "kalman", {"r_scale": rs, "r_floor": 0.0}) for rs in scales]
+    return cfgs
+
+
+def compare_at_equal_lag(rows: list[dict], challenger: str, reference: str = "one-euro",
+                         lag_key: str = "lag_sway", jitter_key: str = "jitter_still") -> list[dict]:
+    """For each ``challenger`` config: the lowest-jitter ``reference`` config whose lag is not higher."""
+    refs = [r for r in rows if r["family"].startswith(reference)]
+    out = []
+    for r in (r for r in rows if r["family"] == challenger):
+        ok = [x for x in refs if x[lag_key] <= r[lag_key]]
+        best = min(ok, key=lambda x: x[jitter_key]) if ok else None
+        out.append({"config": r["label"], "lag": r[lag_key], "jitter": r[jitter_key],
+                    "reference": best["label"] if best else None,
+                    "reference_lag": best[lag_key] if best else None,
+                    "reference_jitter": best[jitter_key] if best else None,
+                    "wins": None if best is None else bool(r[jitter_key] < best[jitter_key])})
+    return out
+
+
+def config_label(cfg: Config) -> str:
+    fam, _, p = cfg
+    shown = {k: v for k, v in p.items() if not (fam == "kalman fixed-R" and k == "r_scale")
+             and not (fam == "kalman STAR-R no floor" and k == "r_floor")}
+    head = fam if fam.startswith("kalman") else fam.split()[0]
+    return fam if not p else f"{head} " \
+        + ", ".join(f"{k}={v:g}" for k, v in shown.items() if not (fam.startswith("one-euro") and k == "beta")) \
+        + (f", beta={p['beta']:g}" if fam.startswith("one-euro") else "")
+
+
+class FanOutSmoother:
+    """Benchmark-only smoother: gives the tracker's measurements to several smoothers and keeps every output."""
+
+    live: list["FanOutSmoother"] = []
+
+    def __init__(self, configs: Seq[tuple[str, dict]] = ()):
+        self.filters = [make_smoother(name, **params) for name, params in configs]
+        self.last_points: np.ndarray | None = None
+        self.outputs: list[np.ndarray] = []
+        FanOutSmoother.live.append(self)
+
+    def update(self, points: np.ndarray, cov: np.ndarray, dt: float, scale: float) -> np.ndarray:
+        self.last_points = np.asarray(points, np.float32)
+        self.outputs = [f.update(points, cov, dt, scale) for f in self.filters]
+        return self.outputs[0] if self.outputs else np.asarray(points, np.float64).copy()
+
+    def reset(self) -> None:
+        for f in self.filters:
+            f.reset()
+
+
+SMOOTHERS.setdefault("bench-fanout", FanOutSmoother)  # in-process only; never part of the product
+
+
+def run_sequence(tracker: Tracker, seq: Sequence, n_cfg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Track ``seq``; returns outputs (C, T, 68, 2) per config (NaN where no face) and raw (T, 68, 2)."""
+    tracker.reset()
+    FanOutSmoother.live.clear()
+    T = len(seq.frames)
+    out = np.full((n_cfg, T, 68, 2), np.nan)
+    raw = np.full((T, 68, 2), np.nan)
+    for t, frame in enumerate(seq.frames):
+        faces = tracker.track(frame, t / seq.fps)
+        if not faces:
+            continue
+        centre = seq.truth[t].mean(0)
+        face = min(faces, key=lambda f: float(np.linalg.norm(f.raw_landmarks.mean(0) - centre)))
+        src = next(s for s in FanOutSmoother.live if s.last_points is not None
+                   and np.array_equal(s.last_points, face.raw_landmarks))
+        raw[t] = face.raw_landmarks
+        out[:, t] = np.stack(src.outputs)
+    return out, raw
+
+
+def run_plain(tracker: Tracker, seq: Sequence) -> np.ndarray:
+    """Smoothed landmarks (T, 68, 2) of a normally configured Tracker (for --verify)."""
+    tracker.reset()
+    res = np.full((len(seq.frames), 68, 2), np.nan)
+    for t, frame in enumerate(seq.frames):
+        faces = tracker.track(frame, t / seq.fps)
+        if faces:
+            centre = seq.truth[t].mean(0)
+            res[t] = min(faces, key=lambda f: float(np.linalg.norm(f.raw_landmarks.mean(0) - centre))).landmarks
+    return res
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+def iod(points: np.ndarray) -> np.ndarray:
+    return SCHEME.inter_ocular(points)
+
+
+def jitter(out: np.ndarray, truth: np.ndarray, skip: int = 1) -> float:
+    """RMS of (output motion - true motion) per frame pair, / inter-ocular; frames from ``skip`` on."""
+    d = np.diff(out, axis=0) - np.diff(truth, axis=0)
+    e = np.linalg.norm(d, axis=-1) / iod(truth[1:])[:, None]
+    e = e[max(skip - 1, 0):]
+    return float(np.sqrt(np.nanmean(e ** 2)))
+
+
+def face_frame_error(out: np.ndarray, seq: Sequence) -> np.ndarray:
+    """Errors (T, 68, 2) mapped back through the path's linear part (face frame, canvas-at-rest pixels)."""
+    inv = np.linalg.inv(seq.linear)
+    return np.einsum("tij,tnj->tni", inv, out - seq.truth)
+
+
+def lag(out: np.ndarray, seq: Sequence, bias: np.ndarray, skip: int = 5) -> float:
+    """RMS error vs truth after removing the per-landmark static bias (face frame), / inter-ocular."""
+    e = face_frame_error(out, seq) - bias
+    r = np.linalg.norm(e, axis=-1)[skip:] / iod(seq.truth[0])
+    return float(np.sqrt(np.nanmean(r ** 2)))
+
+
+def delay_ms(out: np.ndarray, seq: Sequence, skip: int = 5, max_frames: float = 10.0) -> float:
+    """Shift tau (ms) minimising RMS(centroid_out(t) - centroid_true(t - tau) - const)."""
+    c_out = np.nanmean(out, axis=1)[skip:]
+    t = np.arange(len(out))[skip:] / seq.fps
+    ok = np.isfinite(c_out).all(1)
+    if ok.sum() < 5:
+        return float("nan")
+    best = (np.inf, float("nan"))
+    for tau in np.arange(-2.0, max_frames + 1e-9, 0.1) / seq.fps:
+        c_true = np.stack([seq.truth_at(ti - tau).mean(0) for ti in t[ok]])
+        r = c_out[ok] - c_true
+        cost = float(np.mean(np.sum((r - r.mean(0)) ** 2, axis=1)))
+        if cost < best[0]:
+            best = (cost, tau * 1e3)
+    return best[1]
+
+
+def step_delay(out: np.ndarray, seq: Sequence, at: int, pre: int = 10) -> float:
+    """Frames from the step until |mean displacement - true step| < 10 % of the step (inf: never)."""
+    true_step = (seq.truth[at] - seq.truth[at - 1]).mean(0)
+    ref = np.nanmean(out[at - pre:at], axis=0)
+    for k, t in enumerate(range(at, len(out))):
+        disp = np.nanmean(out[t] - ref, axis=0)
+        if np.isfinite(disp).all() and np.linalg.norm(disp - true_step) < 0.1 * np.linalg.norm(true_step):
+            return float(k)
+    return float("inf")
+
+
+def nme(out: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-frame NME (T,) (NaN where no face)."""
+    return np.linalg.norm(out - truth, axis=-1).mean(-1) / iod(truth)
+
+
+# -- run -------------------------------------------------------------------------------------------------
+def pick_faces(faces: list, n: int) -> list:
+    """The ``n`` held-out faces with the largest inter-ocular distance (sharp sources when scaled down)."""
+    order = np.argsort([-float(iod(f.landmarks)) for f in faces])
+    return [faces[i] for i in order[:n]]
+
+
+def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[Config], verify: bool) -> dict:
+    faces = pick_faces(load_faces(), n_faces)
+    fan = [(name, params) for _, name, params in configs]
+    per: dict[str, list[dict]] = {config_label(c): [] for c in configs}
+    lost = 0
+    checks = []
+    with Tracker(model, engine="onnxruntime", smoothing="bench-fanout", smoothing_params={"configs": fan},
+                 fps=30.0) as tracker:
+        engine = tracker.engine
+        for fi, f in enumerate(faces):
+            photo = cv2.imread(str(data / "wflw" / f.image))
+            seqs = standard_sequences(FaceScene(photo, f.landmarks), frames, 30.0, seed=fi)
+            results = {}
+            for seq in seqs:
+                out, raw = run_sequence(tracker, seq, len(configs))
+                lost += int(np.isnan(raw[:, 0, 0]).sum())
+                results[seq.name] = (seq, out, raw)
+            # Static bias of the raw network per landmark (face frame), from the motion sequences themselves.
+            for ci, cfg in enumerate(configs):
+                m: dict[str, float] = {}
+                for name in ("sway", "fast"):
+                    seq, out, raw = results[name]
+                    bias = np.nanmedian(face_frame_error(raw, seq), axis=0)
+                    m[f"lag_{name}"] = lag(out[ci], seq, bias)
+                    m[f"jitter_{name}"] = jitter(out[ci], seq.truth, skip=5)
+                seq, out, _ = results["still"]
+                m["jitter_still"] = jitter(out[ci], seq.truth, skip=5)
+                seq, out, _ = results["sway"]
+                m["delay_ms_sway"] = delay_ms(out[ci], seq)
+                seq, out, _ = results["step"]
+                m["step_frames"] = step_delay(out[ci], seq, frames // 2)
+                m["nme"] = float(np.nanmean(np.concatenate([nme(results[s][1][ci], results[s][0].truth)
+                                                             for s in results])))
+                per[config_label(cfg)].append(m)
+            if verify and fi == 0:
+                checks = verify_equivalence(model, engine, configs, [results[s][0] for s in results],
+                                            {s: results[s][1] for s in results})
+        engine_name = engine.name
+    summary = []
+    for cfg in configs:
+        rows = per[config_label(cfg)]
+        agg = {k: float(np.mean([r[k] for r in rows])) if k != "step_frames"
+               else float(np.median([r[k] for r in rows])) for k in rows[0]}
+        summary.append({"family": cfg[0], "smoother": cfg[1], "params": cfg[2], "label": config_label(cfg), **agg,
+                        "per_face": rows})
+    return {"rows": summary, "faces": [f.image for f in faces], "lost_frames": lost, "verify": checks,
+            "engine": engine_name}
+
+
+def verify_equivalence(model, engine, configs: list[Config], seqs: list[Sequence],
+                       fanned: dict[str, np.ndarray]) -> list[dict]:
+    """Re-run one configuration per family as its own Tracker; max |difference| to the fan-out output."""
+    checks = []
+    seen = set()
+    for ci, (fam, name, params) in enumerate(configs):
+        if fam in seen:
+            continue
+        seen.add(fam)
+        with Tracker(model, engine=engine, smoothing=name, smoothing_params=params, fps=30.0) as tr:
+            diff = max(float(np.nanmax(np.abs(run_plain(tr, s) - fanned[s.name][ci]))) for s in seqs)
+        checks.append({"config": config_label(configs[ci]), "max_abs_diff_px": diff})
+    return checks
+
+
+# -- report ----------------------------------------------------------------------------------------------
+SWEPT = ("min_cutoff", "r_scale", "r_floor")
+"""The parameter each family sweeps (first present and non-zero), written next to its points."""
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Jitter (still) vs lag (sway) and vs delay, one curve per smoother family across its sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    fams: dict[str, list[dict]] = {}
+    for r in rows:
+        fams.setdefault(r["family"], []).append(r)
+    for ax, (xkey, xlabel) in zip(axes, (("lag_sway", "lag: RMS error in motion, bias removed (% IOD)"),
+                                         ("delay_ms_sway", "delay in motion (ms)"))):
+        for fam, rs in fams.items():
+            xs = [100 * r[xkey] if xkey.startswith("lag") else r[xkey] for r in rs]
+            ys = [100 * r["jitter_still"] for r in rs]
+            ax.plot(xs, ys, "o" if len(rs) == 1 else ("o--" if "no floor" in fam else "o-"), label=fam, ms=4)
+            for r, x, y in zip(rs, xs, ys):
+                key = next((k for k in SWEPT if k in r["params"] and r["params"][k]), None)
+                if key:
+                    ax.annotate(f"{r['params'][key]:g}", (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("jitter on a still face (% IOD)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Smoothing: jitter vs lag, lower-left is better (labels: min_cutoff / r_floor / r_scale)",
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model path or name (default: the bundled model)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder holding wflw/")
+    p.add_argument("--faces", type=int, default=6, help="held-out faces (largest first)")
+    p.add_argument("--frames", type=int, default=60, help="frames per sequence (30 fps)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-run one config per family as a separate Tracker and compare")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for stability.json")
+    p.add_argument("--docs", type=Path, default=DOCS_DIR, help="folder for the jitter-vs-lag plot")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    res = run(a.model, a.data, a.faces, a.frames, default_configs(), a.verify)
+    cols = ["smoother", "jitter still", "jitter sway", "jitter fast", "lag sway", "lag fast", "delay sway ms",
+            "step frames", "NME"]
+    table = [[r["label"], *(f"{100 * r[k]:.3f}" for k in ("jitter_still", "jitter_sway", "jitter_fast")),
+              *(f"{100 * r[k]:.3f}" for k in ("lag_sway", "lag_fast")), f"{r['delay_ms_sway']:.0f}",
+              f"{r['step_frames']:g}", f"{100 * r['nme']:.2f}"] for r in res["rows"]]
+    console = make_console()
+    print_table(f"Stability: {len(res['faces'])} held-out faces x 4 sequences x {a.frames} frames, "
+                f"model {model_label(a.model)} on {res['engine']} (jitter / lag / NME in % of inter-ocular)",
+                cols, table, console)
+    console.print(f"frames without a face: {res['lost_frames']}")
+    for c in res["verify"]:
+        console.print(f"verify {c['config']}: separate Tracker vs fan-out max |diff| = {c['max_abs_diff_px']:.2e} px")
+    verdict = {fam: compare_at_equal_lag(res["rows"], fam)
+               for fam in ("kalman STAR-R", "kalman STAR-R no floor", "kalman fixed-R")}
+    console.print("Equal-lag comparison (lag = lag sway, jitter = jitter still):")
+    for fam, items in verdict.items():
+        for v in items:
+            ref = (f"best One Euro with lag <= it: {v['reference']}, jitter {100 * v['reference_jitter']:.3f} "
+                   f"lag {100 * v['reference_lag']:.3f}" if v["reference"] else "no One Euro config has lag that low")
+            who = {True: fam.split(" no ")[0] + " better", False: "One Euro better", None: "n/a"}[v["wins"]]
+            console.print(f"  {v['config']}: jitter {100 * v['jitter']:.3f} lag {100 * v['lag']:.3f} | {ref} -> {who}")
+    res["equal_lag_comparison"] = verdict
+    png = plot(res["rows"], a.docs / "stability_jitter_lag.png")
+    console.print(f"plot: {png}")
+    command = "python -m benchmarks.stability" + (f" --model {a.model}" if a.model else "")
+    path = write_json("stability", {"command": command, "model": model_label(a.model), "frames": a.frames,
+                                    "seconds": time.perf_counter() - t0, **res,
+                                    "markdown": markdown_table(cols, table)}, a.out)
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
