@@ -72,3 +72,17 @@ def test_prepare_cli_reports_missing_root(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ema_warm_up_follows_the_model_early():
+    from star_track.network import NetworkConfig, StarNet
+    from train.trainer import EMA
+
+    net = StarNet(NetworkConfig("cofw29", 1, 8, 3, 128))
+    ema = EMA(net, batch_size=32)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net)  # first step: decay (1 + 1) / (10 + 1) = 0.18, the average moves most of the way
+    w, e = next(net.parameters()), next(ema.model.parameters())
+    assert torch.allclose(e, w - 1.0 * (2 / 11), atol=1e-6)

@@ -54,18 +54,26 @@ def setup_distributed() -> DistInfo:
 
 
 class EMA:
-    """Exponential moving average of weights, decay 0.5^(batch / 10000) per step (STAR_SPEC section 5)."""
+    """Exponential moving average of weights, decay 0.5^(batch / 10000) per step (STAR_SPEC section 5).
+
+    With a warm-up, decay_t = min(decay, (1 + t) / (10 + t)): without it the average keeps a large share of
+    the random initial weights for thousands of steps (measured here: after 750 steps at batch 32 the EMA
+    model's NME was 4x the raw model's), which only a 500-epoch schedule can wash out.
+    """
 
     def __init__(self, model: torch.nn.Module, batch_size: int):
         self.decay = 0.5 ** (batch_size / 10000)
+        self.steps = 0
         self.model = copy.deepcopy(model).eval()
         self.model.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
         for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
             if e.dtype.is_floating_point:
-                e.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
             else:
                 e.copy_(p)
 
@@ -143,6 +151,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
         raw.load_state_dict(state["model"])
         if ema is not None and state.get("ema") is not None:
             ema.model.load_state_dict(state["ema"])
+            ema.steps = state.get("ema_steps", 0)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -230,7 +239,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
 
 def _payload(cfg: TrainConfig, model: StarNet, ema: EMA | None, epoch: int, best: float) -> dict:
     return {"config": cfg.network.to_dict(), "train_config": cfg.to_json(), "model": model.state_dict(),
-            "ema": ema.model.state_dict() if ema is not None else None, "epoch": epoch, "best": best}
+            "ema": ema.model.state_dict() if ema is not None else None,
+            "ema_steps": ema.steps if ema is not None else 0, "epoch": epoch, "best": best}
 
 
 class _Progress:
