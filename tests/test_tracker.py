@@ -185,7 +185,7 @@ def test_landmark_score_orders_sharp_above_diffuse():
     sharp = np.tile(np.eye(2) * 0.02**2, (1, 68, 1, 1))
     diffuse = np.tile(np.eye(2) * 0.4**2, (1, 68, 1, 1))
     half = np.tile(np.eye(2) * 0.12**2, (1, 68, 1, 1))
-    s = landmark_score(np.concatenate([sharp, half, diffuse]))
+    s = landmark_score(np.concatenate([sharp, half, diffuse]), uncertainty_half=0.12)
     assert s[0] > 0.99 and s[1] == pytest.approx(0.5) and s[2] < 0.02
 
 
