@@ -72,6 +72,7 @@ class _Track:
     age: int = 0
     box: np.ndarray | None = None  # detector box to (re)start from this frame
     crop: Crop | None = None
+    motion: np.ndarray = field(default_factory=lambda: np.zeros(2))  # landmark-centre shift over the last frame
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -281,6 +282,7 @@ class Tracker:
                 tr.misses = 0
                 if tr.score < self.redetect_below:  # lost its face: restart the crop from the detector box
                     tr.box = dets[di].box
+        self._reacquire(tracks, dets, matched_t, matched_d)
         kept = []
         for i, tr in enumerate(tracks):
             if i not in matched_t:
@@ -293,6 +295,28 @@ class Tracker:
                 continue
             kept.append(_Track(next(self._ids), make_smoother(self.smoothing, **self.smoothing_params), box=d.box))
         return kept
+
+    def _reacquire(self, tracks: list[_Track], dets: list[Detection], matched_t: set[int],
+                   matched_d: set[int]) -> None:
+        """A lost track (low score, no overlapping detection: the face moved faster than the crop followed)
+        takes the nearest unmatched detection within two face sizes, so it keeps its id; its filter restarts."""
+        for ti, tr in enumerate(tracks):
+            if ti in matched_t or tr.score >= self.redetect_below:
+                continue
+            tb = self._track_box(tr)
+            size = max(tb[2] - tb[0], tb[3] - tb[1], 1.0)
+            best, best_d = None, 2.0 * size
+            for di, d in enumerate(dets):
+                if di in matched_d:
+                    continue
+                dist = float(np.hypot(*((d.box[:2] + d.box[2:]) / 2 - (tb[:2] + tb[2:]) / 2)))
+                if dist < best_d:
+                    best, best_d = di, dist
+            if best is not None:
+                matched_t.add(ti)
+                matched_d.add(best)
+                tr.misses, tr.box = 0, dets[best].box
+                tr.smoother.reset()
 
     def _infer(self, frame: np.ndarray, crops: list[Crop]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         """One batched engine call -> frame-pixel means and covariances per crop, and scores."""
@@ -325,11 +349,13 @@ class Tracker:
                 tr.crop = refined if ok else bc
                 tr.box = None
         for tr in tracks:
-            if tr.crop is None:
-                tr.crop = self._landmark_crop(tr.points)
+            if tr.crop is None:  # previous landmarks moved on by the last frame's motion (constant velocity)
+                tr.crop = self._landmark_crop(tr.points + tr.motion)
         # Pass 2: every face of the frame in one batch.
         pts, covs, scores = self._infer(frame, [tr.crop for tr in tracks])
         for tr, p, c, s in zip(tracks, pts, covs, scores):
+            followed = tr.points is not None and s >= self.redetect_below and not any(tr is f for f in fresh)
+            tr.motion = p.mean(0) - tr.points.mean(0) if followed else np.zeros(2)
             tr.points, tr.cov, tr.score = p, c, float(s)
             scale = tr.crop.side / self.meta.crop_scale  # face size in pixels
             tr.smoothed = tr.smoother.update(p, c, dt, scale) if smooth else p

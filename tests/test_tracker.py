@@ -193,3 +193,29 @@ def test_as_bgr_passthrough_is_contiguous():
     f = np.zeros((10, 20, 3), np.uint8)[:, ::2]
     out = as_bgr(f)
     assert out.flags.c_contiguous and out.shape == (10, 10, 3)
+
+
+def test_bundled_model_is_accurate_on_a_moving_real_face(face_photo):
+    """The shipped model (not the stand-in) puts the landmarks on the face along the whole path."""
+    from star_track.schemes import W300_68
+
+    img, pts, box = face_photo
+    frames, truth = affine_path(img, pts, box)
+    with Tracker(smoothing="none") as tr:
+        results = [tr.track(f) for f in frames]
+    assert all(len(r) == 1 for r in results)
+    nme = [np.linalg.norm(r[0].raw_landmarks - t, axis=1).mean() / W300_68.inter_ocular(t)
+           for r, t in zip(results, truth)]
+    assert np.median(nme) < 0.08, nme
+
+
+def test_face_that_jumps_is_reacquired_with_the_same_id(model_path, face_photo):
+    img, pts, box = face_photo
+    frames, _ = affine_path(img, pts, box, n=24)
+    w = frames[0].shape[1]
+    shift = np.float32([[1, 0, w * 0.3], [0, 1, 0]])  # a cut: the face jumps by ~1 face size
+    jumped = cv2.warpAffine(frames[0], shift, (w, frames[0].shape[0]))
+    with Tracker(model=model_path, detect_every=5) as tr:
+        ids = [[f.track_id for f in tr.track(x)] for x in [frames[0]] * 2 + [jumped] * 4]
+    assert ids[-1] == [0], ids
+    assert all(i in ([], [0]) for i in ids), ids
