@@ -151,3 +151,27 @@ def test_dataset_crops_keep_landmarks_on_the_face_and_flip_pairs(tmp_path):
     # after a flip, the image-left outer eye corner (index 36) is still left of 45
     lm = a1["landmarks"].numpy()
     assert lm[36, 0] < lm[45, 0] and lm[0, 0] < lm[16, 0]
+
+
+def test_cofw_mat_reader_on_a_fixture(tmp_path):
+    """The .mat release layout (MATLAB v5 here; v7.3 files go through h5py): images, phis (x, y, occlusion)."""
+    savemat = pytest.importorskip("scipy.io").savemat
+    from train.readers import read_cofw_mat
+
+    rng = np.random.default_rng(0)
+    images = np.empty((2, 1), dtype=object)
+    images[0, 0] = rng.integers(0, 255, (60, 80), dtype=np.uint8)  # grayscale
+    images[1, 0] = rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)  # colour (RGB in the file)
+    pts = rng.uniform(10, 50, (2, 29, 2))
+    occl = np.zeros((2, 29))
+    occl[1, 5] = 1
+    phis = np.concatenate([pts[:, :, 0] + 1, pts[:, :, 1] + 1, occl], 1)  # 1-based in the file
+    savemat(tmp_path / "COFW_test_color.mat", {"IsT": images, "phisT": phis,
+                                               "bboxesT": np.array([[5, 6, 40, 40], [7, 8, 50, 50]])})
+    faces = read_cofw_mat(tmp_path / "COFW_test_color.mat", "test", tmp_path / "imgs")
+    assert len(faces) == 2
+    np.testing.assert_allclose(faces[1].landmarks, pts[1], atol=1e-4)
+    assert faces[1].attributes == ("occluded_5",) and faces[0].attributes == ()
+    assert faces[0].box == (4.0, 5.0, 44.0, 45.0)
+    colour = cv2.imread(str(tmp_path / faces[1].image))
+    np.testing.assert_array_equal(colour[..., ::-1], images[1, 0])  # written as BGR
