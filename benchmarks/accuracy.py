@@ -29,7 +29,8 @@ from star_track.smoothing import make_smoother
 from star_track.tracker import Tracker, _Track
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, DlibPipeline,
-                     load_faces, markdown_table, match_to_gt, model_label, print_table, write_json)
+                     load_faces, markdown_table, match_to_gt, model_info, model_label, print_table,
+                     write_json)
 
 SCHEME = get_scheme("300w68")
 
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CED plot: {ced}")
     path = write_json("accuracy", {
         "command": "python -m benchmarks.accuracy" + (f" --model {a.model}" if a.model else ""),
-        "model": model_label(a.model), "engine": res["engine"], "detector": a.detector,
+        "model": model_label(a.model), "model_info": model_info(a.model), "engine": res["engine"],
+        "detector": a.detector,
         "min_confidence": a.min_confidence, "faces": len(res["faces"]), "images": res["images"],
         "calibration": res["calibration"], "seconds": time.perf_counter() - t0,
         "rows": [{k: v for k, v in r.items() if k != "nme_per_face"} for r in rows],

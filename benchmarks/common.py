@@ -102,7 +102,16 @@ def model_label(model: str | None) -> str:
     from star_track.model_registry import resolve_model
 
     path = resolve_model(model)
-    return f"{path.name}"
+    return path.name
+
+
+def model_info(model: str | None) -> dict[str, str]:
+    """Model file name and sha256 (recorded with results)."""
+    from star_track.detect import sha256_file
+    from star_track.model_registry import resolve_model
+
+    path = resolve_model(model)
+    return {"file": path.name, "sha256": sha256_file(path)}
 
 
 def environment() -> dict[str, Any]:
@@ -111,7 +120,19 @@ def environment() -> dict[str, Any]:
 
     return {"python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "processor": _cpu_name(), "onnxruntime": onnxruntime.__version__,
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "git_commit": _git("rev-parse", "HEAD"), "git_dirty_star_track": bool(_git("status", "--porcelain",
+                                                                                      "star_track")),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _cpu_name() -> str:

@@ -34,7 +34,7 @@ from star_track.tracker import Tracker
 from star_track.video import VideoSink, VideoSource
 
 from .common import (DEFAULT_DATA, RESULTS_DIR, DlibPipeline, load_faces, make_console, markdown_table,
-                     model_label, print_table, write_json)
+                     model_info, model_label, print_table, write_json)
 
 STAGES = ("decode", "detect", "crop", "engine", "back-map", "smooth", "other", "draw", "encode")
 RESOLUTIONS = ((640, 480), (1280, 720))
@@ -249,16 +249,21 @@ def main(argv: list[str] | None = None) -> None:
     report(console, runs, floor, base, a, time.perf_counter() - t_start)
 
 
+def short_engine(name: str) -> str:
+    """``onnxruntime[CPUExecutionProvider]`` -> ``ort-CPU`` (keeps tables narrow)."""
+    return name.replace("onnxruntime", "ort").replace("[", "-").replace("ExecutionProvider]", "")
+
+
 def report(console, runs: list[dict], floor: list[dict], base: list[dict], a, seconds: float) -> None:
     cols = ["video", "faces", "engine", "detect every", "tracked", "FPS end-to-end", "FPS tracker",
             "frame ms med / p90"]
-    fps_rows = [[r["size"], r["faces"], r["engine"].replace("onnxruntime", "ort"), r["detect_every"],
+    fps_rows = [[r["size"], r["faces"], short_engine(r["engine"]), r["detect_every"],
                  f"{r['faces_tracked_mean']:.1f}", f"{r['fps_end_to_end']:.1f}", f"{r['fps_tracker']:.1f}",
                  f"{r['stages']['total']['median_ms']:.1f} / {r['stages']['total']['p90_ms']:.1f}"] for r in runs]
     print_table(f"End-to-end speed (decode -> track -> draw -> encode), model {model_label(a.model)}", cols,
                 fps_rows, console)
     scols = ["video", "faces", "engine", "every", *STAGES]
-    stage_rows = [[r["size"], r["faces"], r["engine"].replace("onnxruntime", "ort"), r["detect_every"],
+    stage_rows = [[r["size"], r["faces"], short_engine(r["engine"]), r["detect_every"],
                    *(f"{r['stages'][s]['median_ms']:.2f}/{r['stages'][s]['p90_ms']:.2f}" for s in STAGES)]
                   for r in runs]
     print_table("Per-stage time per frame, ms (median / p90)", scols, stage_rows, console)
@@ -277,13 +282,14 @@ def report(console, runs: list[dict], floor: list[dict], base: list[dict], a, se
                                "ours_fps_tracker": r["fps_tracker"], "dlib_fps": b["fps"],
                                "ratio": r["fps_tracker"] / b["fps"]})
     rcols = ["video", "faces", "engine", "detect every", "dlib upsample", "ours tracker FPS", "dlib FPS", "ours / dlib"]
-    ratio_rows = [[x["size"], x["faces"], x["engine"].replace("onnxruntime", "ort"), x["detect_every"],
+    ratio_rows = [[x["size"], x["faces"], short_engine(x["engine"]), x["detect_every"],
                    x["dlib_upsample"], f"{x['ours_fps_tracker']:.1f}", f"{x['dlib_fps']:.1f}", f"{x['ratio']:.2f}x"]
                   for x in ratios]
     print_table("Ours (Tracker.track, like dlib without decode/draw/encode) vs dlib", rcols, ratio_rows, console)
     path = write_json("speed", {
         "command": "python -m benchmarks.speed" + (f" --model {a.model}" if a.model else ""),
-        "model": model_label(a.model), "frames": a.frames, "seconds": seconds, "runs": runs,
+        "model": model_label(a.model), "model_info": model_info(a.model), "frames": a.frames, "seconds": seconds,
+        "runs": runs,
         "detector_only": floor, "dlib": base, "ratios": ratios,
         "markdown": {"fps": markdown_table(cols, fps_rows), "stages": markdown_table(scols, stage_rows),
                      "reference": markdown_table(bcols, base_rows), "ratio": markdown_table(rcols, ratio_rows)}},

@@ -34,8 +34,8 @@ import numpy as np
 from star_track.smoothing import SMOOTHERS, make_smoother
 from star_track.tracker import Tracker
 
-from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_console, markdown_table, model_label,
-                     print_table, write_json)
+from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_console, markdown_table, model_info,
+                     model_label, print_table, write_json)
 from .synthetic import SCHEME, FaceScene, Sequence, standard_sequences
 
 Config = tuple[str, str, dict[str, Any]]
@@ -45,16 +45,18 @@ Config = tuple[str, str, dict[str, Any]]
 def default_configs() -> list[Config]:
     """Every smoother and its parameter sweep (the first is the raw output)."""
     cfgs: list[Config] = [("none", "none", {})]
-    for beta in (1.0, 10.0):
+    for beta in (1.0, 10.0, 30.0):
         cfgs += [(f"one-euro beta={beta:g}", "one-euro", {"min_cutoff": mc, "beta": beta})
-                 for mc in (0.25, 0.5, 1.0, 2.0, 4.0)]
+                 for mc in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)]
     # Constant-velocity Kalman with FIXED isotropic noise: STAR covariance ignored (r_scale=0), R = (r_floor s)² I.
     cfgs += [("kalman fixed-R", "kalman", {"r_scale": 0.0, "r_floor": rf})
              for rf in (0.002, 0.004, 0.008, 0.016, 0.032)]
     # STAR-Kalman: R = r_scale Σ_STAR + (0.004 s)² I (the product default: r_scale=1), and without the floor.
-    scales = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    scales = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
     cfgs += [("kalman STAR-R", "kalman", {"r_scale": rs}) for rs in scales]
     cfgs += [("kalman STAR-R no floor", "kalman", {"r_scale": rs, "r_floor": 0.0}) for rs in scales]
+    # Diagnostic, not a product setting: STAR-Kalman with a much lower innovation gate (chi² 2 dof at ~63 %).
+    cfgs += [("kalman STAR-R gate=2", "kalman", {"r_scale": rs, "gate": 2.0}) for rs in scales]
     return cfgs
 
 
@@ -77,7 +79,8 @@ def compare_at_equal_lag(rows: list[dict], challenger: str, reference: str = "on
 def config_label(cfg: Config) -> str:
     fam, _, p = cfg
     shown = {k: v for k, v in p.items() if not (fam == "kalman fixed-R" and k == "r_scale")
-             and not (fam == "kalman STAR-R no floor" and k == "r_floor")}
+             and not (fam == "kalman STAR-R no floor" and k == "r_floor")
+             and not (fam == "kalman STAR-R gate=2" and k == "gate")}
     head = fam if fam.startswith("kalman") else fam.split()[0]
     return fam if not p else f"{head} " \
         + ", ".join(f"{k}={v:g}" for k, v in shown.items() if not (fam.startswith("one-euro") and k == "beta")) \
@@ -108,13 +111,15 @@ class FanOutSmoother:
 SMOOTHERS.setdefault("bench-fanout", FanOutSmoother)  # in-process only; never part of the product
 
 
-def run_sequence(tracker: Tracker, seq: Sequence, n_cfg: int) -> tuple[np.ndarray, np.ndarray]:
-    """Track ``seq``; returns outputs (C, T, 68, 2) per config (NaN where no face) and raw (T, 68, 2)."""
+def run_sequence(tracker: Tracker, seq: Sequence, n_cfg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Track ``seq``; returns outputs (C, T, 68, 2) per config (NaN where no face), raw (T, 68, 2) and the
+    STAR covariances (T, 68, 2, 2) in frame pixels²."""
     tracker.reset()
     FanOutSmoother.live.clear()
     T = len(seq.frames)
     out = np.full((n_cfg, T, 68, 2), np.nan)
     raw = np.full((T, 68, 2), np.nan)
+    cov = np.full((T, 68, 2, 2), np.nan)
     for t, frame in enumerate(seq.frames):
         faces = tracker.track(frame, t / seq.fps)
         if not faces:
@@ -124,8 +129,33 @@ def run_sequence(tracker: Tracker, seq: Sequence, n_cfg: int) -> tuple[np.ndarra
         src = next(s for s in FanOutSmoother.live if s.last_points is not None
                    and np.array_equal(s.last_points, face.raw_landmarks))
         raw[t] = face.raw_landmarks
+        cov[t] = face.covariance
         out[:, t] = np.stack(src.outputs)
-    return out, raw
+    return out, raw, cov
+
+
+def covariance_check(raw: np.ndarray, cov: np.ndarray, skip: int = 5) -> dict[str, float]:
+    """How well the STAR covariance predicts the measured frame-to-frame noise of a still face.
+
+    Per landmark: observed variance of the raw output along the eigenvectors of its mean STAR covariance
+    vs the eigenvalues. Returns the median ratio predicted / observed standard deviation, the rank correlation
+    across landmarks of predicted vs observed spread, and for clearly elongated covariances (λ2/λ1 > 2) the
+    fraction whose observed noise is also larger along the major axis.
+    """
+    from scipy.stats import spearmanr
+
+    r, c = raw[skip:], np.nanmean(cov[skip:], axis=0)
+    d = r - np.nanmean(r, axis=0)
+    lam, vec = np.linalg.eigh(c)  # ascending
+    proj = np.einsum("tni,nij->tnj", d, vec)
+    obs = np.nanmean(proj ** 2, axis=0)  # (68, 2) observed variance along v1, v2
+    pred_sd, obs_sd = np.sqrt(lam.mean(1)), np.sqrt(obs.mean(1))
+    elongated = lam[:, 1] > 2 * lam[:, 0]
+    return {"sigma_ratio": float(np.median(pred_sd / obs_sd)),
+            "spearman": float(spearmanr(pred_sd, obs_sd).statistic),
+            "elongated": int(elongated.sum()),
+            "major_axis_noisier": float(np.mean(obs[elongated, 1] > obs[elongated, 0])) if elongated.any()
+            else float("nan")}
 
 
 def run_plain(tracker: Tracker, seq: Sequence) -> np.ndarray:
@@ -168,7 +198,7 @@ def lag(out: np.ndarray, seq: Sequence, bias: np.ndarray, skip: int = 5) -> floa
 
 def delay_ms(out: np.ndarray, seq: Sequence, skip: int = 5, max_frames: float = 10.0) -> float:
     """Shift tau (ms) minimising RMS(centroid_out(t) - centroid_true(t - tau) - const)."""
-    c_out = np.nanmean(out, axis=1)[skip:]
+    c_out = out.mean(axis=1)[skip:]  # NaN where no face
     t = np.arange(len(out))[skip:] / seq.fps
     ok = np.isfinite(c_out).all(1)
     if ok.sum() < 5:
@@ -211,7 +241,8 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
     fan = [(name, params) for _, name, params in configs]
     per: dict[str, list[dict]] = {config_label(c): [] for c in configs}
     lost = 0
-    checks = []
+    checks: list[dict] = []
+    cov_checks: list[dict] = []
     with Tracker(model, engine="onnxruntime", smoothing="bench-fanout", smoothing_params={"configs": fan},
                  fps=30.0) as tracker:
         engine = tracker.engine
@@ -220,9 +251,11 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
             seqs = standard_sequences(FaceScene(photo, f.landmarks), frames, 30.0, seed=fi)
             results = {}
             for seq in seqs:
-                out, raw = run_sequence(tracker, seq, len(configs))
+                out, raw, cov = run_sequence(tracker, seq, len(configs))
                 lost += int(np.isnan(raw[:, 0, 0]).sum())
                 results[seq.name] = (seq, out, raw)
+                if seq.name == "still":
+                    cov_checks.append(covariance_check(raw, cov))
             # Static bias of the raw network per landmark (face frame), from the motion sequences themselves.
             for ci, cfg in enumerate(configs):
                 m: dict[str, float] = {}
@@ -251,8 +284,9 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
                else float(np.median([r[k] for r in rows])) for k in rows[0]}
         summary.append({"family": cfg[0], "smoother": cfg[1], "params": cfg[2], "label": config_label(cfg), **agg,
                         "per_face": rows})
+    cov_summary = {k: float(np.nanmean([c[k] for c in cov_checks])) for k in cov_checks[0]}
     return {"rows": summary, "faces": [f.image for f in faces], "lost_frames": lost, "verify": checks,
-            "engine": engine_name}
+            "engine": engine_name, "covariance_check": {"mean_over_faces": cov_summary, "per_face": cov_checks}}
 
 
 def verify_equivalence(model, engine, configs: list[Config], seqs: list[Sequence],
@@ -275,30 +309,48 @@ SWEPT = ("min_cutoff", "r_scale", "r_floor")
 """The parameter each family sweeps (first present and non-zero), written next to its points."""
 
 
+FAMILY_COLORS = {"none": "black", "one-euro beta=1": "tab:orange", "one-euro beta=10": "tab:olive",
+                 "one-euro beta=30": "tab:red", "kalman fixed-R": "tab:purple", "kalman STAR-R": "tab:blue",
+                 "kalman STAR-R no floor": "tab:cyan", "kalman STAR-R gate=2": "tab:green"}
+
+
 def plot(rows: list[dict], path: Path) -> Path:
     """Jitter (still) vs lag (sway) and vs delay, one curve per smoother family across its sweep."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
     fams: dict[str, list[dict]] = {}
     for r in rows:
         fams.setdefault(r["family"], []).append(r)
-    for ax, (xkey, xlabel) in zip(axes, (("lag_sway", "lag: RMS error in motion, bias removed (% IOD)"),
-                                         ("delay_ms_sway", "delay in motion (ms)"))):
+    for ax, (xkey, xlabel) in zip(axes, (("lag_sway", "lag, 0.5 Hz sway: RMS error, bias removed (% IOD)"),
+                                         ("lag_fast", "lag, 1.5 Hz fast motion (% IOD)"))):
         for fam, rs in fams.items():
-            xs = [100 * r[xkey] if xkey.startswith("lag") else r[xkey] for r in rs]
+            xs = [100 * r[xkey] for r in rs]
             ys = [100 * r["jitter_still"] for r in rs]
-            ax.plot(xs, ys, "o" if len(rs) == 1 else ("o--" if "no floor" in fam else "o-"), label=fam, ms=4)
+            style = "o" if len(rs) == 1 else (":" if "no floor" in fam else "--" if "gate" in fam else "-")
+            main = fam in ("kalman STAR-R", "none") or fam.startswith("one-euro")
+            ax.plot(xs, ys, style if len(rs) == 1 else "o" + style, label=fam, ms=3.5 if main else 2.5,
+                    lw=1.8 if main else 1.0, zorder=3 if main else 2, color=FAMILY_COLORS.get(fam))
+            if "no floor" in fam or "gate" in fam:
+                continue  # near-duplicates of STAR-R: unlabelled to keep the plot readable
             for r, x, y in zip(rs, xs, ys):
                 key = next((k for k in SWEPT if k in r["params"] and r["params"][k]), None)
                 if key:
                     ax.annotate(f"{r['params'][key]:g}", (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("jitter on a still face (% IOD)")
-        ax.grid(alpha=0.3)
+        ax.set_ylabel("jitter on a still face (% IOD, log)")
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xticks([1, 1.5, 2, 3, 5, 10, 20, 40])
+        ax.set_yticks([0.1, 0.2, 0.3, 0.5, 1, 2])
+        ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     fig.suptitle("Smoothing: jitter vs lag, lower-left is better (labels: min_cutoff / r_floor / r_scale)",
                  fontsize=10)
@@ -332,10 +384,15 @@ def main(argv: list[str] | None = None) -> None:
                 f"model {model_label(a.model)} on {res['engine']} (jitter / lag / NME in % of inter-ocular)",
                 cols, table, console)
     console.print(f"frames without a face: {res['lost_frames']}")
+    cc = res["covariance_check"]["mean_over_faces"]
+    console.print(f"STAR covariance vs measured noise on the still face: predicted / observed sigma "
+                  f"{cc['sigma_ratio']:.1f}x (median landmark), rank correlation across landmarks "
+                  f"{cc['spearman']:.2f}, elongated covariances whose noise is larger along the major axis "
+                  f"{100 * cc['major_axis_noisier']:.0f} % (mean {cc['elongated']:.0f} of 68 landmarks per face)")
     for c in res["verify"]:
         console.print(f"verify {c['config']}: separate Tracker vs fan-out max |diff| = {c['max_abs_diff_px']:.2e} px")
     verdict = {fam: compare_at_equal_lag(res["rows"], fam)
-               for fam in ("kalman STAR-R", "kalman STAR-R no floor", "kalman fixed-R")}
+               for fam in ("kalman STAR-R", "kalman STAR-R no floor", "kalman STAR-R gate=2", "kalman fixed-R")}
     console.print("Equal-lag comparison (lag = lag sway, jitter = jitter still):")
     for fam, items in verdict.items():
         for v in items:
@@ -347,7 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     png = plot(res["rows"], a.docs / "stability_jitter_lag.png")
     console.print(f"plot: {png}")
     command = "python -m benchmarks.stability" + (f" --model {a.model}" if a.model else "")
-    path = write_json("stability", {"command": command, "model": model_label(a.model), "frames": a.frames,
+    path = write_json("stability", {"command": command, "model": model_label(a.model),
+                                    "model_info": model_info(a.model), "frames": a.frames,
                                     "seconds": time.perf_counter() - t0, **res,
                                     "markdown": markdown_table(cols, table)}, a.out)
     console.print(f"results: {path}")
