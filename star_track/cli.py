@@ -18,7 +18,9 @@ import typer
 app = typer.Typer(name="star-track", help="Real-time facial landmark tracking with STAR uncertainty.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="List and manage landmark models.", no_args_is_help=True)
+bench_app = typer.Typer(help="Speed benchmarks (the full suite: python -m benchmarks).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
 
 EXIT_ERROR = 1
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -357,6 +359,25 @@ def models_import(
     with error_boundary(str(checkpoint)):
         path = import_model(checkpoint, name, overwrite)
     typer.echo(f"installed {path.stem}: {path}")
+
+
+@bench_app.command("engines")
+def bench_engines(
+    model: Optional[str] = ModelOpt,
+    engines: str = typer.Option("onnxruntime,torch,tensorrt", "--engines", help="comma-separated engine names"),
+    batches: str = typer.Option("1,4,8", "--batches", help="comma-separated batch sizes"),
+    repeats: int = typer.Option(20, "--repeats", min=1, help="timed runs per batch size (median reported)"),
+) -> None:
+    """Time each available landmark engine at batch 1/4/8 (unavailable engines are listed, not fatal)."""
+    from .bench_engines import print_table, run_engine_bench
+
+    with error_boundary(model or "default model"):
+        try:
+            sizes = [int(b) for b in batches.split(",") if b.strip()]
+        except ValueError:
+            raise fail(f"--batches must be comma-separated integers, got {batches!r}", 2) from None
+        rows = run_engine_bench(model, [e.strip() for e in engines.split(",") if e.strip()], sizes, repeats)
+        print_table(rows)
 
 
 def main() -> None:

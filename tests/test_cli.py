@@ -333,3 +333,11 @@ def test_models_import_installs_a_named_model(tmp_path, monkeypatch):
     # a second import under the same name is refused with one line, and a missing file is named
     assert_one_line_error(run("models", "import", ckpt, "--name", "cofw-test"), "already exists")
     assert_one_line_error(run("models", "import", tmp_path / "nope.pkl"), "nope.pkl")
+
+
+def test_bench_engines_prints_a_table(model_path):
+    r = run("bench", "engines", "-m", model_path, "--engines", "onnxruntime,tensorrt", "--batches", "1,2",
+            "--repeats", "2")
+    assert r.exit_code == 0, r.stderr
+    assert "onnxruntime" in r.stdout and "tensorrt" in r.stdout  # tensorrt: listed as unavailable here
+    assert_one_line_error(run("bench", "engines", "-m", model_path, "--batches", "x"), "--batches", code=2)
