@@ -51,12 +51,14 @@ def default_configs() -> list[Config]:
     # Constant-velocity Kalman with FIXED isotropic noise: STAR covariance ignored (r_scale=0), R = (r_floor s)² I.
     cfgs += [("kalman fixed-R", "kalman", {"r_scale": 0.0, "r_floor": rf})
              for rf in (0.002, 0.004, 0.008, 0.016, 0.032)]
-    # STAR-Kalman: R = r_scale Σ_STAR + (0.004 s)² I (the product default: r_scale=1), and without the floor.
+    # STAR-Kalman: R = r_scale Σ_STAR + (0.004 s)² I (product default r_scale=0.1, speed-adaptive q, gate 2),
+    # and without the floor.
     scales = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
     cfgs += [("kalman STAR-R", "kalman", {"r_scale": rs}) for rs in scales]
     cfgs += [("kalman STAR-R no floor", "kalman", {"r_scale": rs, "r_floor": 0.0}) for rs in scales]
-    # Diagnostic, not a product setting: STAR-Kalman with a much lower innovation gate (chi² 2 dof at ~63 %).
-    cfgs += [("kalman STAR-R gate=2", "kalman", {"r_scale": rs, "gate": 2.0}) for rs in scales]
+    # The earlier product filter, for comparison: constant process noise, 99 % gate.
+    cfgs += [("kalman STAR-R constant q", "kalman", {"r_scale": rs, "q": 1.0, "speed_ref": 0.0, "gate": 9.21})
+             for rs in scales]
     return cfgs
 
 
@@ -80,7 +82,7 @@ def config_label(cfg: Config) -> str:
     fam, _, p = cfg
     shown = {k: v for k, v in p.items() if not (fam == "kalman fixed-R" and k == "r_scale")
              and not (fam == "kalman STAR-R no floor" and k == "r_floor")
-             and not (fam == "kalman STAR-R gate=2" and k == "gate")}
+             and not (fam == "kalman STAR-R constant q" and k in ("gate", "q", "speed_ref"))}
     head = fam if fam.startswith("kalman") else fam.split()[0]
     return fam if not p else f"{head} " \
         + ", ".join(f"{k}={v:g}" for k, v in shown.items() if not (fam.startswith("one-euro") and k == "beta")) \
@@ -311,7 +313,7 @@ SWEPT = ("min_cutoff", "r_scale", "r_floor")
 
 FAMILY_COLORS = {"none": "black", "one-euro beta=1": "tab:orange", "one-euro beta=10": "tab:olive",
                  "one-euro beta=30": "tab:red", "kalman fixed-R": "tab:purple", "kalman STAR-R": "tab:blue",
-                 "kalman STAR-R no floor": "tab:cyan", "kalman STAR-R gate=2": "tab:green"}
+                 "kalman STAR-R no floor": "tab:cyan", "kalman STAR-R constant q": "tab:green"}
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -331,11 +333,11 @@ def plot(rows: list[dict], path: Path) -> Path:
         for fam, rs in fams.items():
             xs = [100 * r[xkey] for r in rs]
             ys = [100 * r["jitter_still"] for r in rs]
-            style = "o" if len(rs) == 1 else (":" if "no floor" in fam else "--" if "gate" in fam else "-")
+            style = "o" if len(rs) == 1 else (":" if "no floor" in fam else "--" if "constant q" in fam else "-")
             main = fam in ("kalman STAR-R", "none") or fam.startswith("one-euro")
             ax.plot(xs, ys, style if len(rs) == 1 else "o" + style, label=fam, ms=3.5 if main else 2.5,
                     lw=1.8 if main else 1.0, zorder=3 if main else 2, color=FAMILY_COLORS.get(fam))
-            if "no floor" in fam or "gate" in fam:
+            if "no floor" in fam or "constant q" in fam:
                 continue  # near-duplicates of STAR-R: unlabelled to keep the plot readable
             for r, x, y in zip(rs, xs, ys):
                 key = next((k for k in SWEPT if k in r["params"] and r["params"][k]), None)
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     for c in res["verify"]:
         console.print(f"verify {c['config']}: separate Tracker vs fan-out max |diff| = {c['max_abs_diff_px']:.2e} px")
     verdict = {fam: compare_at_equal_lag(res["rows"], fam)
-               for fam in ("kalman STAR-R", "kalman STAR-R no floor", "kalman STAR-R gate=2", "kalman fixed-R")}
+               for fam in ("kalman STAR-R", "kalman STAR-R no floor", "kalman STAR-R constant q", "kalman fixed-R")}
     console.print("Equal-lag comparison (lag = lag sway, jitter = jitter still):")
     for fam, items in verdict.items():
         for v in items:

@@ -49,7 +49,7 @@ def test_kalman_smooths_noise_and_is_resolution_independent():
     cov = np.tile(np.eye(2) * 4.0, (5, 1, 1))
     results = []
     for k in (1.0, 10.0):  # the same scene at 10x the resolution
-        f = KalmanSmoother()
+        f = KalmanSmoother(r_scale=1.0)  # here the covariance is the true noise (the product scales it by 0.1)
         outs = np.array([f.update(k * (truth + n), k * k * cov, DT, k * 100.0) for n in noise])
         results.append(outs / k)
     err_raw = np.abs(noise[50:]).mean()
@@ -63,12 +63,29 @@ def test_kalman_gating_catches_up_with_fast_motion():
     cov = np.tile(np.eye(2) * 1.0, (10, 1, 1))
     lags = {}
     for gate in (0.0, 9.21):
-        f = KalmanSmoother(gate=gate)
+        f = KalmanSmoother(gate=gate, speed_ref=0.0)
         _settle(f, z, cov)
         out = f.update(z + [60.0, 0.0], cov, DT, 100.0)  # the head jumps 60 px in one frame
         lags[gate] = 60.0 - out[0, 0]
     assert lags[9.21] < 0.5 * lags[0.0]
     assert lags[9.21] < 10.0
+
+
+def test_kalman_speed_adaptation_cuts_lag_when_moving_not_when_still():
+    rng = np.random.default_rng(2)
+    cov = np.tile(np.eye(2), (5, 1, 1))  # the true noise
+    base = np.tile([[100.0, 80.0]], (5, 1))
+    results = {}
+    for speed_ref in (0.0, 0.1):
+        still, moving = (KalmanSmoother(speed_ref=speed_ref, r_scale=1.0) for _ in range(2))
+        noise = rng.normal(0, 1.0, size=(120, 5, 2))
+        s_out = np.array([still.update(base + n, cov, DT, 100.0) for n in noise])
+        ramp = [base + [3.0 * t, 0.0] for t in range(120)]  # 3 px/frame = 0.9 face sizes/s at 30 fps
+        m_out = np.array([moving.update(z, cov, DT, 100.0) for z in ramp])
+        results[speed_ref] = (np.abs(np.diff(s_out[40:], axis=0)).mean(), np.abs(m_out[40:] - np.array(ramp[40:])).mean())
+    (jit0, lag0), (jit1, lag1) = results[0.0], results[0.1]
+    assert jit1 < 1.3 * jit0  # still: about as smooth
+    assert lag1 < 0.5 * lag0 or lag1 < 0.05  # moving: far less lag
 
 
 def test_kalman_survives_degenerate_covariance():

@@ -25,7 +25,8 @@ class OneEuroSmoother:
         d_cutoff: cutoff in Hz of the low-pass on the derivative.
     """
 
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 1.0, d_cutoff: float = 1.0):
+    # Defaults from the stability sweep (benchmarks/README.md): the best jitter/lag trade-off of One Euro there.
+    def __init__(self, min_cutoff: float = 0.25, beta: float = 30.0, d_cutoff: float = 1.0):
         if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
             raise ValueError("one-euro: min_cutoff and d_cutoff must be > 0 and beta >= 0")
         self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
