@@ -23,10 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from star_track.crop import crop_from_box, crop_from_landmarks
+from star_track.crop import crop_from_box
 from star_track.schemes import get_scheme
 from star_track.smoothing import make_smoother
 from star_track.tracker import Tracker, _Track
+from train.calibrate import box_to_crop
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, DlibPipeline,
                      load_faces, markdown_table, match_to_gt, model_info, model_label, print_table,
@@ -37,14 +38,7 @@ SCHEME = get_scheme("300w68")
 
 def fit_box_to_crop(faces: list, crop_scale: float) -> tuple[float, float, float]:
     """(dx, dy, k) mapping an annotation box to the landmark-defined training crop (medians over ``faces``)."""
-    rows = []
-    for f in faces:
-        if f.box is None:
-            continue
-        x1, y1, x2, y2 = f.box
-        side = max(x2 - x1, y2 - y1)
-        c = crop_from_landmarks(f.landmarks, 1, crop_scale)
-        rows.append(((c.center[0] - (x1 + x2) / 2) / side, (c.center[1] - (y1 + y2) / 2) / side, c.side / side))
+    rows = [box_to_crop(f.box, f.landmarks, crop_scale) for f in faces if f.box is not None]
     return tuple(float(v) for v in np.median(np.asarray(rows), 0))
 
 

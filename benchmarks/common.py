@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from train.calibrate import match_to_face
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
 DOCS_DIR = REPO / "docs"
@@ -81,20 +83,7 @@ class DlibPipeline:
         return boxes, [self.landmarks(g, b) for b in boxes]
 
 
-def match_to_gt(centres: np.ndarray, gt_points: np.ndarray, gt_box: Sequence[float] | None) -> int | None:
-    """Index of the candidate whose centre is nearest the GT landmarks' centre and lies inside the GT box
-    (the landmarks' bounding box when the face has no box); None = missed face."""
-    centres = np.asarray(centres, np.float64).reshape(-1, 2)
-    if len(centres) == 0:
-        return None
-    pts = np.asarray(gt_points, np.float64)
-    box = np.asarray(gt_box if gt_box is not None else [*pts.min(0), *pts.max(0)], np.float64)
-    inside = np.all((centres >= box[:2]) & (centres <= box[2:]), axis=1)
-    if not inside.any():
-        return None
-    d = np.linalg.norm(centres - pts.mean(0), axis=1)
-    d[~inside] = np.inf
-    return int(np.argmin(d))
+match_to_gt = match_to_face  # the same matching rule as the detector calibration
 
 
 def model_label(model: str | None) -> str:

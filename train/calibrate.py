@@ -17,18 +17,28 @@ from star_track.detect import FaceDetector
 from .annotations import FaceAnnotation
 
 
-def match_detection(boxes: np.ndarray, landmarks: np.ndarray) -> int | None:
-    """Index of the box whose centre is nearest the landmarks' centre and lies inside their bounding box."""
-    if len(boxes) == 0:
+def match_to_face(centres: np.ndarray, landmarks: np.ndarray, box=None) -> int | None:
+    """Index of the candidate (detection / prediction centre) nearest the face's landmark centre that lies inside
+    the face's box (its landmarks' bounding box when ``box`` is None); None = the face was missed."""
+    centres = np.asarray(centres, np.float64).reshape(-1, 2)
+    if len(centres) == 0:
         return None
-    lo, hi = landmarks.min(0), landmarks.max(0)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    inside = np.all((centres >= lo) & (centres <= hi), axis=1)
+    pts = np.asarray(landmarks, np.float64)
+    box = np.asarray(box if box is not None else [*pts.min(0), *pts.max(0)], np.float64)
+    inside = np.all((centres >= box[:2]) & (centres <= box[2:]), axis=1)
     if not inside.any():
         return None
-    d = np.linalg.norm(centres - (lo + hi) / 2, axis=1)
+    d = np.linalg.norm(centres - pts.mean(0), axis=1)
     d[~inside] = np.inf
     return int(np.argmin(d))
+
+
+def box_to_crop(box, landmarks: np.ndarray, crop_scale: float = LANDMARK_CROP_SCALE) -> tuple[float, float, float]:
+    """(dx, dy, k) that maps ``box`` onto the landmark-defined crop of the same face (one sample)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1)
+    crop = crop_from_landmarks(landmarks, 1, crop_scale)
+    return ((crop.center[0] - (x1 + x2) / 2) / side, (crop.center[1] - (y1 + y2) / 2) / side, crop.side / side)
 
 
 def fit_box_calibration(faces: list[FaceAnnotation], image_root: str | Path, detector: str = "full",
@@ -44,14 +54,9 @@ def fit_box_calibration(faces: list[FaceAnnotation], image_root: str | Path, det
                     raise FileNotFoundError(f"cannot read image {path}")
                 images_seen[face.image] = np.array([d.box for d in det.detect(img)]).reshape(-1, 4)
             boxes = images_seen[face.image]
-            i = match_detection(boxes, face.landmarks)
-            if i is None:
-                continue
-            x1, y1, x2, y2 = boxes[i]
-            side = max(x2 - x1, y2 - y1)
-            crop = crop_from_landmarks(face.landmarks, 1, crop_scale)
-            rows.append(((crop.center[0] - (x1 + x2) / 2) / side, (crop.center[1] - (y1 + y2) / 2) / side,
-                         crop.side / side))
+            i = match_to_face((boxes[:, :2] + boxes[:, 2:]) / 2, face.landmarks)
+            if i is not None:
+                rows.append(box_to_crop(boxes[i], face.landmarks, crop_scale))
     if len(rows) < 10:
         raise RuntimeError(f"only {len(rows)} faces detected with the {detector} detector; cannot calibrate")
     r = np.asarray(rows)
