@@ -147,6 +147,7 @@ def video(
         if out is not None and landmarks_out is not None and out.resolve() == landmarks_out.resolve():
             raise VideoError(f"{out}: --out and --landmarks-out are the same file")
         source = VideoSource(input)
+        frames_with_faces = 0
         t_start = time.perf_counter()
         try:
             tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, output_68,
@@ -169,6 +170,7 @@ def video(
                                                                       ellipses=ellipses)
                             sink.write(img)
                         frames += 1
+                        frames_with_faces += bool(faces)
                         dt = time.perf_counter() - t0
                         fps_ema = 1 / max(dt, 1e-6) if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
                         advance(fps_ema)
@@ -186,7 +188,10 @@ def video(
         typer.echo(f"star-track: {name}: stopped after {frames} frames; wrote {frames} frames to {targets}",
                    err=True)
         raise typer.Exit(stop.exit_code)
-    typer.echo(f"wrote {frames} frames to {targets} ({frames / max(elapsed, 1e-9):.1f} fps overall)")
+    typer.echo(f"wrote {frames} frames to {targets} ({frames / max(elapsed, 1e-9):.1f} fps overall); "
+               f"faces in {frames_with_faces} of them")
+    if frames and not frames_with_faces:
+        typer.echo(f"star-track: warning: {input.name}: no face found in any frame", err=True)
 
 
 @contextlib.contextmanager

@@ -65,7 +65,7 @@ def test_video_end_to_end(tmp_path, face_video, model_path, fmt):
     out, lm = tmp_path / "out.mp4", tmp_path / f"lm.{fmt}"
     r = run("video", face_video, "--out", out, "--landmarks-out", lm, "--model", model_path, "--ellipses")
     assert r.exit_code == 0, r.stderr
-    assert "wrote 20 frames" in r.stdout
+    assert "wrote 20 frames" in r.stdout and "faces in 20 of them" in r.stdout and not r.stderr
     cap = cv2.VideoCapture(str(out))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
     assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (320, 240)
@@ -155,6 +155,7 @@ def test_zero_faces_video(tmp_path, model_path):
     assert r.exit_code == 0, r.stderr
     assert frame_count(out) == 15
     assert len(lm.read_text().strip().splitlines()) == 1  # header only: no faces
+    assert "no face found in any frame" in r.stderr and "faces in 0 of them" in r.stdout
     assert run("video", src, "-l", lmj, "-m", model_path).exit_code == 0
     doc = json.loads(lmj.read_text())
     assert len(doc["frames"]) == 15 and all(f["faces"] == [] for f in doc["frames"])
