@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -81,8 +82,9 @@ def create_engine(model: str | os.PathLike | None = None, engine: str = "auto") 
     if path.suffix == ".onnx" and has_nvidia_gpu() and importlib.util.find_spec("tensorrt") is not None:
         try:
             return _loader("tensorrt")(path)
-        except Exception:  # any TensorRT failure (build, CUDA, plugin): ONNX Runtime still runs the model
-            pass
+        except Exception as e:  # any TensorRT failure (build, CUDA, plugin): ONNX Runtime still runs the model
+            warnings.warn(f"TensorRT engine unavailable ({type(e).__name__}: {e}); using ONNX Runtime",
+                          RuntimeWarning, stacklevel=2)
     return _loader("onnxruntime")(path)
 
 
