@@ -86,7 +86,8 @@ def evaluate_cmd(checkpoint: Path, annotations: Path, image_root: Path,
 
 @app.command()
 def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/)"),
-         run: Path = typer.Option(Path("runs/compact68"), help="training run folder (resumed if present)"),
+         run: Path = typer.Option(None, help="training run folder (resumed if present; default runs/PRESET)"),
+         preset: str = typer.Option(None, help="training preset (default: the bundled model's)"),
          skip_training: bool = typer.Option(False, help="export the run as it is")):
     """Regenerate the bundled default model (star_track/models/default.onnx + default.md) from the data."""
     from .ship import ship as build
@@ -94,7 +95,19 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     if not (data / "wflw").is_dir():
         typer.echo(f"error: {data / 'wflw'} not found (pass --data pointing at shared/data)", err=True)
         raise typer.Exit(2)
-    build(data, run, train_first=not skip_training)
+    from .config import PRESETS
+    from .ship import PRESET
+
+    preset = preset or PRESET
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    from star_track.engines.base import ModelError
+
+    try:
+        build(data, run, train_first=not skip_training, preset=preset)
+    except ModelError as e:  # e.g. --skip-training with no run to export
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ One command regenerates ``star_track/models/default.onnx`` and ``default.md``::
 
     python -m train ship --data ../shared/data
 
-Every step is resumable (training continues from ``runs/compact68/last.pt``). The shipped weights are the
+Every step is resumable (training continues from ``runs/<preset>/last.pt``). The shipped weights are the
 EMA weights of the LAST epoch, so the held-out NME on the card is not selected on the held-out faces.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ from .annotations import read_annotations
 from .config import PRESETS
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "star_track" / "models"
-PRESET = "compact68-dev"
+PRESET = "compact68x2-dev"
 
 
-def ship(data_root: Path, run_dir: Path = Path("runs/compact68"), ann_dir: Path = Path("data"),
-         out_dir: Path = MODELS_DIR, train_first: bool = True) -> Path:
+def ship(data_root: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
+         out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = PRESET) -> Path:
     import torch
 
     from export.onnx_export import export_onnx, verify_onnx
@@ -37,9 +37,10 @@ def ship(data_root: Path, run_dir: Path = Path("runs/compact68"), ann_dir: Path 
     from .prepare import prepare_shared_wflw68
     from .trainer import evaluate_model, train
 
+    run_dir = run_dir or Path("runs") / preset
     wflw = data_root / "wflw"
     paths = prepare_shared_wflw68(wflw, ann_dir)
-    cfg = replace(PRESETS[PRESET], train_annotations=str(paths["train"]), val_annotations=str(paths["val"]),
+    cfg = replace(PRESETS[preset], train_annotations=str(paths["train"]), val_annotations=str(paths["val"]),
                   image_root=str(wflw))
     if train_first:
         train(cfg, run_dir, resume=True)
@@ -72,7 +73,7 @@ def ship(data_root: Path, run_dir: Path = Path("runs/compact68"), ann_dir: Path 
     if not parity.ok:
         raise RuntimeError(f"exported model disagrees with PyTorch: {parity}")
     latency = _cpu_latency_ms(onnx_path, cfg.network.input_size)
-    card = _model_card(meta, cfg, val, calib_stats, latency, onnx_path, len(train_faces), str(parity))
+    card = _model_card(meta, cfg, val, calib_stats, latency, onnx_path, len(train_faces), str(parity), preset)
     (out_dir / "default.md").write_text(card)
     print(card)
     return onnx_path
@@ -94,14 +95,14 @@ def _cpu_latency_ms(onnx_path: Path, size: int, repeats: int = 50) -> float:
 
 
 def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, path: Path, n_train: int,
-                parity: str) -> str:
+                parity: str, preset: str) -> str:
     net = cfg.network
     size_mb = path.stat().st_size / 1e6
     return f"""# star68-compact — the bundled default model
 
 | | |
 |---|---|
-| architecture | STAR stacked hourglass (ADNet attention heads), {net.num_stacks} stack x {net.channels} channels, hourglass depth {net.depth}, input {net.input_size}x{net.input_size} BGR, heatmaps {net.heatmap_size}x{net.heatmap_size} |
+| architecture | STAR stacked hourglass (ADNet attention heads), {net.num_stacks} stack{"s" if net.num_stacks > 1 else ""} x {net.channels} channels, hourglass depth {net.depth}, input {net.input_size}x{net.input_size} BGR, heatmaps {net.heatmap_size}x{net.heatmap_size} |
 | landmark scheme | 300W 68 points (`{meta.scheme}`) |
 | outputs | landmarks (B,68,2) and STAR covariance (B,68,2,2), decoded in the graph |
 | file | `default.onnx`, {size_mb:.1f} MB, opset 17; ONNX vs PyTorch on 8 held-out crops: {parity} |
@@ -118,7 +119,7 @@ research**; these weights inherit that restriction. Because the faces are WFLW *
 no clean WFLW benchmark number and must not be compared with published WFLW results.
 
 ## Training
-`python -m train ship --data ../shared/data` (preset `{PRESET}`: {cfg.epochs} epochs, batch {cfg.batch_size},
+`python -m train ship --data ../shared/data` (preset `{preset}`: {cfg.epochs} epochs, batch {cfg.batch_size},
 Adam lr {cfg.lr}, steps at {', '.join(str(m) for m in cfg.milestones)} of the schedule, STAR loss {cfg.star_version}
 + AWing on point and edge maps, EMA, the spec's augmentation with flips). CPU only.
 
