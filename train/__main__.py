@@ -42,6 +42,7 @@ def train_cmd(preset: str = typer.Option("compact68-dev", help="configuration pr
               epochs: int = typer.Option(None), batch_size: int = typer.Option(None, help="total over processes"),
               lr: float = typer.Option(None), workers: int = typer.Option(None), seed: int = typer.Option(None),
               star_version: str = typer.Option(None, help="v1 or v2"),
+              init_weights: Path = typer.Option(None, help="start from this checkpoint's weights (fine-tuning)"),
               resume: bool = typer.Option(True, help="continue from OUT/last.pt when present"),
               max_steps: int = typer.Option(None, help="stop after this many steps (smoke tests)")):
     """Train a STAR model. Multi-GPU: ``torchrun --nproc_per_node K -m train train ...``."""
@@ -58,8 +59,8 @@ def train_cmd(preset: str = typer.Option("compact68-dev", help="configuration pr
                              train_annotations=str(train_annotations) if train_annotations else None,
                              val_annotations=str(val_annotations) if val_annotations else None,
                              epochs=epochs, batch_size=batch_size, lr=lr, workers=workers, seed=seed,
-                             star_version=star_version)
-    for name in ("train_annotations", "image_root"):
+                             star_version=star_version, init_weights=str(init_weights) if init_weights else None)
+    for name in ("train_annotations", "image_root", *(("init_weights",) if cfg.init_weights else ())):
         if not Path(getattr(cfg, name)).exists():
             typer.echo(f"error: {name} not found: {getattr(cfg, name)!r} (run `python -m train prepare` first)",
                        err=True)
@@ -82,6 +83,28 @@ def evaluate_cmd(checkpoint: Path, annotations: Path, image_root: Path,
             raise typer.Exit(2)
     results = evaluate(checkpoint, annotations, image_root, norm, threshold, ced)
     print_results(results, load_network(checkpoint).config.scheme, threshold)
+
+
+@app.command("pseudo-label")
+def pseudo_label_cmd(images: Path = typer.Argument(..., help="folder of unlabeled photos (searched recursively)"),
+                     out: Path = typer.Option(..., help="annotation file to write (.jsonl)"),
+                     image_root: Path = typer.Option(..., help="the training image root; paths are written "
+                                                     "relative to it"),
+                     model: str = typer.Option("default", help="teacher model (.onnx path or name)"),
+                     include: Path = typer.Option(None, help="labelled annotations to copy in first"),
+                     min_score: float = typer.Option(0.7, help="minimum teacher confidence"),
+                     min_size: float = typer.Option(80.0, help="minimum face size (landmark box, pixels)")):
+    """Label the faces in unlabeled photos with a teacher model (flip-averaged) for semi-supervised training."""
+    from .annotations import read_annotations, write_annotations
+    from .pseudo_label import pseudo_label
+
+    if not images.is_dir():
+        typer.echo(f"error: not a folder: {images}", err=True)
+        raise typer.Exit(2)
+    faces = pseudo_label(model, images, image_root, min_score, min_size)
+    labelled = read_annotations(include) if include else []
+    write_annotations(labelled + faces, out)
+    typer.echo(f"{len(faces)} pseudo-labelled faces (+{len(labelled)} labelled) -> {out}")
 
 
 @app.command()

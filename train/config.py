@@ -32,6 +32,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     eval_every: int = 1
+    init_weights: str = ""  # checkpoint whose (EMA) weights start a fresh run: fine-tuning, self-training
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

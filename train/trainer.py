@@ -101,6 +101,17 @@ def evaluate_model(model: torch.nn.Module, dataset: FaceCropDataset, device: tor
     return nme_per_face(pred, gt, dataset.scheme, norm)
 
 
+def _initial_weights(cfg: TrainConfig) -> dict:
+    """Weights of ``cfg.init_weights`` (EMA when present); its network must match ``cfg.network``."""
+    from star_track.checkpoint import load_checkpoint
+
+    net, _ = load_checkpoint(cfg.init_weights, prefer_ema=True)
+    if net.config != cfg.network:
+        raise ValueError(f"init_weights {cfg.init_weights}: network {net.config} does not match the run's "
+                         f"{cfg.network}")
+    return net.state_dict()
+
+
 def _save(path: Path, **state) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -132,6 +143,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                         persistent_workers=False, pin_memory=device.type == "cuda")
 
     model = StarNet(cfg.network).to(device)
+    if cfg.init_weights:
+        model.load_state_dict(_initial_weights(cfg))
     ema = EMA(model, cfg.batch_size) if cfg.ema else None
     if info.world > 1:
         if device.type == "cuda":
