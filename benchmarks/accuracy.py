@@ -17,6 +17,7 @@ Two protocols, 68 points, NME normalised by the outer-eye-corner distance (point
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def ours_from_box(tracker: Tracker, image: np.ndarray, box: np.ndarray) -> np.nd
 
 
 def run(model: str | None, data: Path, limit: int | None = None, detector: str = "full",
-        min_confidence: float = 0.5) -> dict:
+        min_confidence: float = 0.5, flip_test: bool = False) -> dict:
     faces = load_faces(VAL_ANNOTATIONS)
     train_faces = load_faces(TRAIN_ANNOTATIONS)
     if limit:
@@ -84,7 +85,7 @@ def run(model: str | None, data: Path, limit: int | None = None, detector: str =
     gray_cache: dict[str, np.ndarray] = {}
 
     with Tracker(model, engine="onnxruntime", smoothing="none", max_faces=64, detector=detector,
-                 min_detection_confidence=min_confidence) as tracker:
+                 min_detection_confidence=min_confidence, flip_test=flip_test) as tracker:
         ours_calib = fit_box_to_crop(train_faces, tracker.meta.crop_scale)
         for image_rel, idx in by_image.items():
             img = cv2.imread(str(root / image_rel))
@@ -160,13 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N faces (quick check)")
     p.add_argument("--detector", default="full", help="BlazeFace model for our pipeline (full / short)")
     p.add_argument("--min-confidence", type=float, default=0.5, help="our detector's score threshold")
+    p.add_argument("--flip-test", action="store_true", help="our pipeline with Tracker(flip_test=True)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for accuracy.json")
     p.add_argument("--docs", type=Path, default=DOCS_DIR, help="folder for the CED plot")
     a = p.parse_args(argv)
     from train.metrics import plot_ced
 
     t0 = time.perf_counter()
-    res = run(a.model, a.data or DEFAULT_DATA, a.limit, a.detector, a.min_confidence)
+    res = run(a.model, a.data or DEFAULT_DATA, a.limit, a.detector, a.min_confidence, a.flip_test)
     rows = summarise(res)
     cols = ["pipeline", "NME %", "FR@0.1 %", "AUC@0.1", "detected %", "faces", "ms / face"]
     table = [[r["pipeline"], f"{100 * r['nme']:.2f}", f"{100 * r['fr@0.1']:.1f}", f"{r['auc@0.1']:.3f}",
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ced = plot_ced({r["pipeline"]: r["nme_per_face"] for r in rows[:4]}, a.docs / "accuracy_ced.png", 0.1)
     print(f"CED plot: {ced}")
     path = write_json("accuracy", {
-        "command": "python -m benchmarks.accuracy" + (f" --model {a.model}" if a.model else ""),
+        "command": " ".join(["python -m benchmarks.accuracy", *(argv if argv is not None else sys.argv[1:])]),
         "model": model_label(a.model), "model_info": model_info(a.model), "engine": res["engine"],
         "detector": a.detector,
         "min_confidence": a.min_confidence, "faces": len(res["faces"]), "images": res["images"],

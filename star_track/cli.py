@@ -92,12 +92,13 @@ class StopFlag:
         return SIGNAL_EXIT.get(self.signum, 0) if self.signum is not None else 0
 
 
-def _make_tracker(model, engine, smoothing, max_faces, detector, detect_every, output_68, fps=30.0):
+def _make_tracker(model, engine, smoothing, max_faces, detector, detect_every, output_68, fps=30.0,
+                  flip_test=False):
     from .tracker import Tracker
 
     return Tracker(model=model, engine=engine, smoothing=smoothing, max_faces=max_faces,
                    detect_every=detect_every, detector=detector, output_scheme="68" if output_68 else None,
-                   fps=fps)
+                   fps=fps, flip_test=flip_test)
 
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Model: 'default', a name in the model cache, or a .onnx path.")
@@ -107,6 +108,7 @@ FacesOpt = typer.Option(4, "--max-faces", min=1, help="Most faces tracked at onc
 DetectorOpt = typer.Option("full", "--detector", help="Face detector: full (default; faces up to ~5 m), short (selfie distance, faster) or a .tflite path.")
 EveryOpt = typer.Option(10, "--detect-every", min=1, help="Run the face detector at least every K frames.")
 Out68Opt = typer.Option(False, "--68", help="Output 300W 68-point landmarks (reduces 98-point models).")
+FlipOpt = typer.Option(False, "--flip-test", help="Also run each face mirrored and average: more accurate, 2x engine time.")
 
 
 @app.command()
@@ -122,6 +124,7 @@ def video(
     detector: str = DetectorOpt,
     detect_every: int = EveryOpt,
     output_68: bool = Out68Opt,
+    flip_test: bool = FlipOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     no_draw: bool = typer.Option(False, "--no-draw", help="Write the frames without annotations."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw each landmark's 2-sigma uncertainty ellipse."),
@@ -151,7 +154,7 @@ def video(
         t_start = time.perf_counter()
         try:
             tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, output_68,
-                                    fps=source.fps)
+                                    fps=source.fps, flip_test=flip_test)
             with tracker, stop:
                 if out is not None:
                     sink = VideoSink(out, source.fps, source.size, overwrite=overwrite)
@@ -222,6 +225,7 @@ def webcam(
     max_faces: int = FacesOpt,
     detector: str = DetectorOpt,
     detect_every: int = EveryOpt,
+    flip_test: bool = FlipOpt,
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
 ) -> None:
     """Live tracking from a camera in a window (q or Esc quits)."""
@@ -236,7 +240,7 @@ def webcam(
         source = VideoSource(camera)
         try:
             tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, False,
-                                    fps=source.fps)
+                                    fps=source.fps, flip_test=flip_test)
             window = "star-track (q to quit)"
             fps, t_last = 0.0, time.perf_counter()
             with tracker, stop:
@@ -269,6 +273,7 @@ def image(
     max_faces: int = FacesOpt,
     detector: str = DetectorOpt,
     output_68: bool = Out68Opt,
+    flip_test: bool = FlipOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
 ) -> None:
@@ -294,7 +299,7 @@ def image(
             raise VideoError(f"{input}: not an image OpenCV can read")
         if img.dtype != "uint8":
             img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
-        tracker = _make_tracker(model, engine, "none", max_faces, detector, 1, output_68)
+        tracker = _make_tracker(model, engine, "none", max_faces, detector, 1, output_68, flip_test=flip_test)
         with tracker:
             faces = tracker.detect_image(img)
         if landmarks_out is not None:

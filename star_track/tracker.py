@@ -40,6 +40,7 @@ from .crop import Crop, crop_from_box, crop_from_landmarks
 from .detect import Detection, FaceDetector
 from .engines import create_engine
 from .engines.base import LandmarkEngine, ModelError
+from .engines.flip_average import FlipAveragedEngine
 from .schemes import LandmarkScheme, get_scheme
 from .smoothing import Smoother, make_smoother
 
@@ -144,6 +145,8 @@ class Tracker:
         fps: frame rate assumed when :meth:`track` gets no timestamps.
         refine_steps: for a new face, how many times the crop is re-framed from its own landmarks before
             the final pass (0 = use the detector box crop directly).
+        flip_test: also run every crop mirrored and average the two predictions
+            (:class:`~star_track.engines.flip_average.FlipAveragedEngine`): lower error, twice the engine time.
 
     Raises:
         ModelError / EngineUnavailable / DetectorError: at construction, when a model cannot be loaded.
@@ -155,7 +158,8 @@ class Tracker:
                  smoothing: str = "kalman", smoothing_params: dict[str, Any] | None = None, max_faces: int = 4,
                  detect_every: int = 10, detector: str | Path = "full", min_detection_confidence: float = 0.5,
                  output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
-                 uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2):
+                 uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
+                 flip_test: bool = False):
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         if detect_every < 1:
@@ -169,6 +173,8 @@ class Tracker:
         self.smoothing_params = dict(smoothing_params or {})
         make_smoother(smoothing, **self.smoothing_params)  # validate now, not on the first face
         self.engine: LandmarkEngine = engine if not isinstance(engine, str) else create_engine(model, engine)
+        if flip_test:
+            self.engine = FlipAveragedEngine(self.engine)
         self.meta = self.engine.meta
         self.model_scheme: LandmarkScheme = get_scheme(self.meta.scheme)
         self.scheme: LandmarkScheme = self.model_scheme

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -342,3 +341,18 @@ def test_bench_engines_prints_a_table(model_path):
     assert r.exit_code == 0, r.stderr
     assert "onnxruntime" in r.stdout and "tensorrt" in r.stdout  # tensorrt: listed as unavailable here
     assert_one_line_error(run("bench", "engines", "-m", model_path, "--batches", "x"), "--batches", code=2)
+
+
+def test_image_flip_test_is_at_least_as_accurate_on_a_real_face(tmp_path, face_photo):
+    img, gt, _ = face_photo
+    src = tmp_path / "face.png"
+    cv2.imwrite(str(src), img)
+    iod = np.linalg.norm(gt[36] - gt[45])
+    nme = {}
+    for flag in ((), ("--flip-test",)):
+        lm = tmp_path / f"lm{len(flag)}.json"
+        r = run("image", src, "-l", lm, *flag)  # bundled model
+        assert r.exit_code == 0, r.stderr
+        pts = np.array(json.loads(lm.read_text())["frames"][0]["faces"][0]["landmarks"])
+        nme[bool(flag)] = np.linalg.norm(pts - gt, axis=1).mean() / iod
+    assert nme[True] < 0.08 and nme[True] <= nme[False] + 0.005

@@ -1,4 +1,4 @@
-"""Semi-supervised pieces: flip-averaged teacher predictions, pseudo-labelling real photos, fine-tuning init."""
+"""Flip averaging (FlipAveragedEngine), pseudo-labelling real photos, and fine-tuning init."""
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,7 +8,8 @@ import pytest
 
 from star_track.model_meta import ModelMeta
 from star_track.schemes import get_scheme
-from train.pseudo_label import flip_averaged, pseudo_label
+from star_track.engines.flip_average import FlipAveragedEngine
+from train.pseudo_label import pseudo_label
 
 SCHEME = get_scheme("300w68")
 
@@ -28,6 +29,7 @@ class DotEngine:
 
     def __init__(self, offsets: np.ndarray, size: int = 32):
         self.offsets = offsets
+        self.name = "dot"
         self.meta = ModelMeta("dot", "300w68", size)
 
     def infer(self, crops):
@@ -37,7 +39,10 @@ class DotEngine:
             dot = (np.array([x, y], np.float32) * 2 + 1) / crop.shape[0] - 1
             means.append(dot + self.offsets)
         means = np.stack(means).astype(np.float32)
-        return means, np.zeros((*means.shape, 2), np.float32)
+        covs = np.zeros((*means.shape, 2), np.float32)
+        covs[..., 0, 0], covs[..., 1, 1] = 0.01, 0.02
+        covs[..., 0, 1] = covs[..., 1, 0] = 0.005 * np.sign(self.offsets[:, 0])  # 0 on the midline, as symmetry demands
+        return means, covs
 
 
 def _dot_crops(size: int = 32) -> np.ndarray:
@@ -50,8 +55,11 @@ def _dot_crops(size: int = 32) -> np.ndarray:
 def test_flip_average_of_a_mirror_consistent_model_is_its_plain_output():
     engine = DotEngine(_mirror_symmetric_offsets(np.random.default_rng(0)))
     crops = _dot_crops()
-    plain, _ = engine.infer(crops)
-    np.testing.assert_allclose(flip_averaged(engine, crops, SCHEME), plain, atol=1e-6)
+    plain, cov = engine.infer(crops)
+    means, covs = FlipAveragedEngine(engine).infer(crops)
+    np.testing.assert_allclose(means, plain, atol=1e-6)
+    # Mirroring flips the sign of the x-y correlation; the mirrored partner's covariance maps back onto it.
+    np.testing.assert_allclose(covs, cov, atol=1e-7)
 
 
 def test_flip_average_cancels_a_left_right_bias():
@@ -61,7 +69,7 @@ def test_flip_average_cancels_a_left_right_bias():
     crops = _dot_crops()
     truth, _ = DotEngine(offsets).infer(crops)
     biased = DotEngine(offsets + np.array([0.1, 0.0], np.float32))
-    np.testing.assert_allclose(flip_averaged(biased, crops, SCHEME), truth, atol=1e-6)
+    np.testing.assert_allclose(FlipAveragedEngine(biased).infer(crops)[0], truth, atol=1e-6)
 
 
 def test_pseudo_labels_on_a_real_photo_sit_on_the_face(tmp_path, face_photo):

@@ -1,9 +1,9 @@
 """Pseudo-labels for unlabeled photos, for semi-supervised training of a compact model.
 
-A teacher model runs through the SDK: its detector finds the faces and its own new-face path frames them
-(``Tracker.detect_image``). Each face is then predicted once more on its landmark crop *and on the mirrored
-crop*, and the two predictions are averaged: the label is better than either single pass, so the student
-(trained on it with the full augmentation) has something to learn beyond the teacher's own output. Faces are
+A teacher model runs through the SDK with flip averaging (``Tracker(flip_test=True)``): its detector finds the
+faces, its new-face path frames them, and each face is predicted once more on a crop framed from its
+landmarks. Every prediction averages the crop and its mirror image, so the label is better than the teacher's
+plain output and the student (trained on it with the full augmentation) has something to learn from it. Faces are
 kept only when the teacher is confident and the face is large enough to be labelled precisely.
 """
 from __future__ import annotations
@@ -14,22 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from star_track.crop import crop_from_landmarks
-from star_track.engines.base import LandmarkEngine
-from star_track.schemes import LandmarkScheme
 
 from .annotations import FaceAnnotation
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-
-
-def flip_averaged(engine: LandmarkEngine, crops: np.ndarray, scheme: LandmarkScheme) -> np.ndarray:
-    """Mean of the prediction on ``crops`` (B, S, S, 3) and the un-mirrored prediction on the mirrored crops,
-    (B, N, 2) in [-1, 1] crop units (u = (2p + 1) / S - 1, so mirroring maps u -> -u)."""
-    both = np.concatenate([crops, np.ascontiguousarray(crops[:, :, ::-1])])
-    means, _ = engine.infer(both)
-    plain, mirrored = means[: len(crops)], means[len(crops):]
-    unflipped = mirrored[:, scheme.flip_permutation()] * np.array([-1.0, 1.0], np.float32)
-    return (plain + unflipped) / 2
 
 
 def pseudo_label(model: str | Path, image_dir: Path, relative_to: Path, min_score: float = 0.7,
@@ -44,7 +32,7 @@ def pseudo_label(model: str | Path, image_dir: Path, relative_to: Path, min_scor
 
     from star_track import Tracker
 
-    tracker = Tracker(model, max_faces=max_faces)
+    tracker = Tracker(model, max_faces=max_faces, flip_test=True)
     meta, scheme = tracker.meta, tracker.model_scheme
     images = sorted(p for p in Path(image_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
@@ -58,9 +46,10 @@ def pseudo_label(model: str | Path, image_dir: Path, relative_to: Path, min_scor
                 if f.score >= min_score and np.ptp(f.raw_landmarks, axis=0).max() >= min_size]
         if not kept:
             continue
+        # One more flip-averaged pass on crops framed from the landmarks, as the tracker frames faces on video.
         crops = [crop_from_landmarks(f.raw_landmarks, meta.input_size, meta.crop_scale, rotate=True,
                                      eye_corners=scheme.outer_eye_corners) for f in kept]
-        means = flip_averaged(tracker.engine, np.stack([c.warp(image) for c in crops]), scheme)
+        means, _ = tracker.engine.infer(np.stack([c.warp(image) for c in crops]))
         rel = os.path.relpath(path, relative_to)
         for face, crop, mean in zip(kept, crops, means):
             points, _ = crop.normalized_to_frame(mean, np.zeros((len(mean), 2, 2), np.float32))
