@@ -138,6 +138,7 @@ def test_torch_engine_cpu_matches_onnxruntime():
     (m1, c1), (m2, c2) = eng.infer(crops), ref.infer(crops)
     assert m1.shape == (2, 68, 2) and c1.shape == (2, 68, 2, 2) and m1.dtype == np.float32
     assert np.abs(m1 - m2).max() < 1e-3  # see test_export: broad maps amplify float32 reordering noise
+    assert np.abs(c1 - c2).max() < 1e-3 * max(1.0, float(np.abs(c2).max()))
 
 
 def test_torch_engine_rejects_onnx():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from star_track.schemes import COFW_29, W300_68, WFLW_98
-from train.annotations import read_annotations, write_annotations
+from train.annotations import read_annotations
 from train.prepare import SplitSizeError, prepare_300w, prepare_shared_wflw68
 from train.readers import DatasetFormatError, read_300w, read_cofw_coco, read_pts, read_wflw_list, read_wflw_subsets
 
