@@ -18,8 +18,8 @@ Confidence score
   For landmark i with covariance Σᵢ in the model's [-1, 1] crop units, σᵢ = det(Σᵢ)^¼ is its geometric-mean
   standard deviation. With u = medianᵢ σᵢ the face score is ``1 / (1 + (u / uncertainty_half)⁴)``: 0.5 when
   the median landmark's spread is ``uncertainty_half`` (default 0.28, i.e. 14 % of the crop side). Measured with
-  the bundled model: u is 0.19 / 0.21 / 0.24 (5th / 50th / 95th percentile) on held-out WFLW face crops,
-  scores 0.65 to 0.84; on random non-face patches u is 0.29 / 0.43 / 0.59, scores 0.48 / 0.15 / 0.05.
+  the bundled model: u is 0.16 / 0.19 / 0.24 (5th / 50th / 95th percentile) on held-out WFLW face crops,
+  scores 0.64 to 0.89; on random non-face patches u is 0.31 / 0.45 / 0.69, scores 0.41 / 0.13 / 0.03.
 
 Thread-safety
   A Tracker holds per-video state (tracks, filters, the detector's clock) and is not thread-safe. Use one

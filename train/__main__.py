@@ -111,7 +111,8 @@ def pseudo_label_cmd(images: Path = typer.Argument(..., help="folder of unlabele
 def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/)"),
          run: Path = typer.Option(None, help="training run folder (resumed if present; default runs/PRESET)"),
          preset: str = typer.Option(None, help="training preset (default: the bundled model's)"),
-         skip_training: bool = typer.Option(False, help="export the run as it is")):
+         skip_training: bool = typer.Option(False, help="export the run as it is"),
+         self_training: bool = typer.Option(True, help="pseudo-label wflw_unlabeled and fine-tune a student")):
     """Regenerate the bundled default model (star_track/models/default.onnx + default.md) from the data."""
     from .ship import ship as build
 
@@ -127,8 +128,8 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     from star_track.engines.base import ModelError
 
     try:
-        build(data, run, train_first=not skip_training, preset=preset)
-    except ModelError as e:  # e.g. --skip-training with no run to export
+        build(data, run, train_first=not skip_training, preset=preset, self_training=self_training)
+    except (ModelError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
 
