@@ -6,8 +6,9 @@ One command regenerates ``star_track/models/default.onnx`` and ``default.md``::
 
     python -m train ship --data ../shared/data
 
-Every step is resumable (training continues from ``runs/<preset>/last.pt``, then ``runs/<preset>-self``). The shipped weights are the
-EMA weights of the LAST epoch, so the held-out NME on the card is not selected on the held-out faces.
+Every step is resumable (training continues from ``runs/<preset>/last.pt``, then ``runs/<preset>-self``). The
+shipped weights are the EMA weights of the LAST epoch, so the held-out NME on the card is not selected on the
+held-out faces.
 """
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ def ship(data_root: Path, run_dir: Path | None = None, ann_dir: Path = Path("dat
         final_dir = run_dir.with_name(run_dir.name + "-self")
         final_cfg = replace(cfg, **SELF_TRAINING, init_weights=str(run_dir / "last.pt"),
                             train_annotations=str(ann_dir / "wflw68_train_pseudo.jsonl"))
-        pseudo = _self_train(data_root, run_dir, final_dir, final_cfg, ann_dir, train_faces, calibrations,
-                             teacher_val, train_first)
+        pseudo = _self_train(data_root, run_dir, final_dir, final_cfg, train_faces, calibrations, teacher_val,
+                             train_first)
         self_note = (f"\n\nThen **self-training**: that model (held-out NME {100 * teacher_val['nme']:.2f} %) "
                      f"labelled {pseudo} faces in the unlabeled WFLW *train* photos of `shared/data/wflw_unlabeled`"
                      " (its own detector and tracker framing, flip-averaged predictions, confidence >= 0.7, faces"
@@ -81,8 +82,8 @@ def ship(data_root: Path, run_dir: Path | None = None, ann_dir: Path = Path("dat
     return onnx_path
 
 
-def _self_train(data_root: Path, teacher_dir: Path, student_dir: Path, student_cfg, ann_dir: Path,
-                train_faces: list, calibrations: dict, teacher_val: dict, train_first: bool) -> int:
+def _self_train(data_root: Path, teacher_dir: Path, student_dir: Path, student_cfg, train_faces: list,
+                calibrations: dict, teacher_val: dict, train_first: bool) -> int:
     """Teacher -> pseudo-labels on ``wflw_unlabeled`` -> student run; returns the number of pseudo-labels."""
     from export.onnx_export import export_onnx
 
