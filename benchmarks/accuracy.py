@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from star_track.crop import crop_from_box
+from star_track.detect import Detection
 from star_track.schemes import get_scheme
 from star_track.smoothing import make_smoother
 from star_track.tracker import Tracker, _Track
@@ -60,7 +61,8 @@ def apply_box_calibration(box, calib: tuple[float, float, float]) -> np.ndarray:
 
 def ours_from_box(tracker: Tracker, image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The tracker's own new-face path (box crop -> landmarks -> refined crop -> landmarks), no smoothing."""
-    tr = _Track(0, make_smoother("none"), box=np.asarray(box, np.float64))
+    start = Detection(np.asarray(box, np.float64), 1.0, np.zeros((6, 2), np.float32))  # no roll: upright box
+    tr = _Track(0, make_smoother("none"), start=start)
     tracker._run(image, [tr], 0.0, smooth=False)  # the exact per-face code path of Tracker.detect_image
     return tr.points
 

@@ -90,15 +90,17 @@ def crop_from_landmarks(points: np.ndarray, size: int, scale: float = LANDMARK_C
 
 
 def crop_from_box(box: np.ndarray | tuple[float, float, float, float], size: int,
-                  calibration: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> Crop:
-    """Crop from a detector box (x1, y1, x2, y2).
+                  calibration: tuple[float, float, float] = (0.0, 0.0, 1.0), angle: float = 0.0) -> Crop:
+    """Crop from a detector box (x1, y1, x2, y2), rolled by ``angle`` radians (e.g. the detector's eye line).
 
     ``calibration`` = (dx, dy, k): centre shift in units of the box side and side multiplier, fitted on data so
     a detector box yields the same framing as :func:`crop_from_landmarks` (stored in the model's metadata).
+    The shift is along the face's own axes, so it turns with ``angle``.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1)
     dx, dy, k = calibration
-    cx = (x1 + x2) / 2 + dx * side
-    cy = (y1 + y2) / 2 + dy * side
-    return Crop((cx, cy), max(side * k, 1.0), 0.0, size)
+    c, s = np.cos(angle), np.sin(angle)
+    cx = (x1 + x2) / 2 + (c * dx - s * dy) * side
+    cy = (y1 + y2) / 2 + (s * dx + c * dy) * side
+    return Crop((cx, cy), max(side * k, 1.0), float(angle), size)

@@ -60,6 +60,12 @@ class Detection:
     keypoints: np.ndarray
     """(6, 2) float32 x, y in frame pixels, in :data:`KEYPOINT_NAMES` order."""
 
+    @property
+    def roll(self) -> float:
+        """Head roll in radians: the angle of the line from the image-left eye to the image-right eye."""
+        d = self.keypoints[1] - self.keypoints[0]
+        return float(np.arctan2(d[1], d[0]))
+
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()

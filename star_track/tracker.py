@@ -72,7 +72,7 @@ class _Track:
     score: float = 0.0
     misses: int = 0
     age: int = 0
-    box: np.ndarray | None = None  # detector box to (re)start from this frame
+    start: Detection | None = None  # detection to (re)start the crop from this frame
     crop: Crop | None = None
     motion: np.ndarray = field(default_factory=lambda: np.zeros(2))  # landmark-centre shift over the last frame
     extra: dict[str, Any] = field(default_factory=dict)
@@ -264,7 +264,7 @@ class Tracker:
         if self._still_detector is None:
             self._still_detector = FaceDetector(self._detector_spec, mode="image", min_confidence=self._min_det)
         dets = self._still_detector.detect(image)[: self.max_faces]
-        tracks = [_Track(i, make_smoother("none"), box=d.box) for i, d in enumerate(dets)]
+        tracks = [_Track(i, make_smoother("none"), start=d) for i, d in enumerate(dets)]
         self._run(image, tracks, 0.0, smooth=False)
         return [self._face(tr) for tr in tracks]
 
@@ -293,7 +293,7 @@ class Tracker:
                 tr = tracks[ti]
                 tr.misses = 0
                 if tr.score < self.redetect_below:  # lost its face: restart the crop from the detector box
-                    tr.box = dets[di].box
+                    tr.start = dets[di]
         self._reacquire(tracks, dets, matched_t, matched_d)
         kept = []
         for i, tr in enumerate(tracks):
@@ -305,7 +305,7 @@ class Tracker:
         for di, d in enumerate(dets):
             if di in matched_d or len(kept) >= self.max_faces:
                 continue
-            kept.append(_Track(next(self._ids), make_smoother(self.smoothing, **self.smoothing_params), box=d.box))
+            kept.append(_Track(next(self._ids), make_smoother(self.smoothing, **self.smoothing_params), start=d))
         return kept
 
     def _reacquire(self, tracks: list[_Track], dets: list[Detection], matched_t: set[int],
@@ -327,7 +327,7 @@ class Tracker:
             if best is not None:
                 matched_t.add(ti)
                 matched_d.add(best)
-                tr.misses, tr.box = 0, dets[best].box
+                tr.misses, tr.start = 0, dets[best]
                 tr.smoother.reset()
 
     def _infer(self, frame: np.ndarray, crops: list[Crop]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
@@ -353,9 +353,9 @@ class Tracker:
         # Pass 1: faces starting from a detector box; re-frame the crop from their own landmarks while
         # confident (each step brings the framing closer to the training crops; on held-out WFLW photos a
         # second step lowered NME from 7.13 % to 7.01 %, benchmarks/accuracy.py).
-        fresh = [tr for tr in tracks if tr.box is not None]
+        fresh = [tr for tr in tracks if tr.start is not None]
         if fresh:
-            crops = [crop_from_box(tr.box, size, self.box_calibration) for tr in fresh]
+            crops = [crop_from_box(tr.start.box, size, self.box_calibration, tr.start.roll) for tr in fresh]
             box_sides = [c.side for c in crops]
             for _ in range(self.refine_steps):
                 pts, _, scores = self._infer(frame, crops)
@@ -364,7 +364,7 @@ class Tracker:
                     if s >= self.redetect_below and 0.5 <= refined.side / box_sides[k] <= 2.0:
                         crops[k] = refined
             for tr, c in zip(fresh, crops):
-                tr.crop, tr.box = c, None
+                tr.crop, tr.start = c, None
         for tr in tracks:
             if tr.crop is None:  # previous landmarks moved on by the last frame's motion (constant velocity)
                 tr.crop = self._landmark_crop(tr.points + tr.motion)

@@ -53,3 +53,19 @@ def test_crop_from_box_calibration():
     crop = crop_from_box((100, 100, 200, 180), 128, calibration=(0.1, -0.05, 1.5))
     assert crop.side == pytest.approx(150)
     assert crop.center == pytest.approx((160, 135))
+
+
+def test_rolled_box_crop_turns_the_calibration_with_the_face():
+    from star_track.detect import Detection
+
+    # Eyes on a line rising 90 degrees in the image (face lying on its side): roll = +pi/2.
+    kps = np.zeros((6, 2), np.float32)
+    kps[0], kps[1] = (100, 100), (100, 140)
+    det = Detection(np.array([80, 80, 180, 180], np.float32), 0.9, kps)
+    assert det.roll == pytest.approx(np.pi / 2)
+    c = crop_from_box(det.box, 64, (0.0, 0.1, 1.0), det.roll)
+    # "Down the face" (+0.1 side along the face's y axis) is image -x when the face is rolled by +90 degrees.
+    assert c.center == pytest.approx((130 - 10, 130))
+    assert c.angle == pytest.approx(np.pi / 2)
+    upright = crop_from_box(det.box, 64, (0.0, 0.1, 1.0))
+    assert upright.center == pytest.approx((130, 140)) and upright.angle == 0.0
