@@ -9,8 +9,8 @@ Per frame
      ``max_faces``), tracks no detection confirms are dropped when they are also unconfident or have missed
      ``max_misses`` detection rounds.
   3. New (and re-acquired) faces are cropped from their detector box with the model's calibration for that
-     detector, then re-cropped from their own landmarks ``refine_steps`` times: each pass frames the face more
-     like the training crops.
+     detector, rolled by the detector's eye keypoints (:attr:`Detection.roll`), then re-cropped from their own
+     landmarks ``refine_steps`` times: each pass frames the face more like the training crops.
   4. All faces of the frame go through the engine in one batched call; outputs are mapped back to frame pixels
      (means and covariances A Σ Aᵀ) and smoothed per track.
 

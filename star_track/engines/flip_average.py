@@ -2,7 +2,7 @@
 
 A network trained with flip augmentation makes slightly different, partly independent errors on a face and on
 its mirror image; averaging the two removes part of them (bundled model, 96 held-out faces with its own
-detector: NME 5.96 % -> 5.81 %, `python -m benchmarks.accuracy --flip-test`) at twice the engine time.
+detector: NME 5.96 % -> 5.80 %, `python -m benchmarks.accuracy --flip-test`) at twice the engine time.
 """
 from __future__ import annotations
 
