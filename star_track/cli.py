@@ -246,7 +246,7 @@ def webcam(
             with tracker, stop:
                 for vf in source:  # ends cleanly when the camera disconnects
                     now = time.perf_counter()
-                    faces = tracker.track(vf.image, now - t_last if frames == 0 else None)
+                    faces = tracker.track(vf.image, vf.time)  # capture times: real gaps when frames are slow
                     inst = 1.0 / max(now - t_last, 1e-6)
                     fps = inst if frames == 0 else 0.9 * fps + 0.1 * inst
                     t_last = now

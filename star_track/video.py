@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -39,12 +40,17 @@ class VideoSource:
 
     Iterate to get :class:`VideoFrame` s; iteration ends at the end of the file or when a camera stops
     delivering frames (disconnect). Use as a context manager or call :meth:`close`.
+
+    Frame times are the file's own timestamps (so variable-frame-rate files give the real gaps, which the
+    smoothers use), falling back to ``index / fps`` where the container has none; for a camera, the time since
+    its first frame was read (``fps`` overrides both with ``index / fps``).
     """
 
     def __init__(self, source: str | os.PathLike | int, fps: float | None = None):
         self.is_camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
         self.name = f"camera {int(source)}" if self.is_camera else str(source)
         self._first: np.ndarray | None = None
+        self._fixed_rate = fps is not None
         if self.is_camera:
             with quiet_native_stderr():  # OpenCV logs its own warning; we raise a clear error below
                 self._cap = cv2.VideoCapture(int(source))
@@ -88,7 +94,8 @@ class VideoSource:
         return self.width, self.height
 
     def __iter__(self) -> Iterator[VideoFrame]:
-        index = 0
+        index, last = 0, 0.0
+        start = time.monotonic()
         if self._first is not None:
             frame, self._first = self._first, None
             yield VideoFrame(0, 0.0, frame)
@@ -97,8 +104,19 @@ class VideoSource:
             ok, frame = self._cap.read()
             if not ok or frame is None:
                 return
-            yield VideoFrame(index, index / self.fps, frame)
+            last = self._frame_time(index, last, start)
+            yield VideoFrame(index, last, frame)
             index += 1
+
+    def _frame_time(self, index: int, last: float, start: float) -> float:
+        if self._fixed_rate:
+            return index / self.fps
+        if self.is_camera:
+            t = time.monotonic() - start
+        else:
+            t = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0  # the frame just read
+        # Containers without timestamps report 0 or repeat values: then assume the nominal rate.
+        return t if np.isfinite(t) and t > last else last + 1.0 / self.fps
 
     def close(self) -> None:
         if self._cap is not None:

@@ -131,3 +131,17 @@ def write_video(path: Path, frames, fps: float = 25.0) -> Path:
     vw.release()
     return path
 
+
+
+def to_variable_rate(src: Path, dst: Path, fast: int) -> tuple[Path, list[float]]:
+    """Re-time ``src`` with ffmpeg: frames 0..fast-1 at 25 fps, then 10 fps (a variable-frame-rate file).
+    Returns the file and the expected frame times in seconds. Skips when imageio-ffmpeg is absent."""
+    import subprocess
+
+    ffmpeg = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+    t_fast = fast * 0.04
+    expr = f"if(lt(N,{fast}),N*0.04,{t_fast}+(N-{fast})*0.1)/TB"
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-i", str(src), "-vf", f"setpts='{expr}'",
+                    "-fps_mode", "vfr", "-c:v", "mpeg4", "-q:v", "3", str(dst)], check=True)
+    n = int(cv2.VideoCapture(str(src)).get(cv2.CAP_PROP_FRAME_COUNT))
+    return dst, [i * 0.04 if i < fast else t_fast + (i - fast) * 0.1 for i in range(n)]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_video
+from conftest import to_variable_rate, write_video
 from star_track.cli import app
 from star_track.landmark_io import read_landmarks_csv
 from test_tracker import affine_path, tile_faces
@@ -356,3 +356,14 @@ def test_image_flip_test_is_at_least_as_accurate_on_a_real_face(tmp_path, face_p
         pts = np.array(json.loads(lm.read_text())["frames"][0]["faces"][0]["landmarks"])
         nme[bool(flag)] = np.linalg.norm(pts - gt, axis=1).mean() / iod
     assert nme[True] < 0.08 and nme[True] <= nme[False] + 0.005
+
+
+def test_variable_frame_rate_video_keeps_every_frame_and_its_time(tmp_path, face_video, model_path):
+    vfr, expected = to_variable_rate(face_video, tmp_path / "vfr.mp4", fast=10)
+    out, lm = tmp_path / "out.mp4", tmp_path / "lm.json"
+    r = run("video", vfr, "-o", out, "-l", lm, "-m", model_path)
+    assert r.exit_code == 0, r.stderr
+    frames = json.loads(lm.read_text())["frames"]
+    assert len(frames) == 20 == frame_count(out)
+    np.testing.assert_allclose([f["time"] for f in frames], expected, atol=0.041)
+    assert sum(len(f["faces"]) > 0 for f in frames) >= 18

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DATA, write_video
+from conftest import DATA, to_variable_rate, write_video
 from star_track.landmark_io import open_landmark_writer, read_landmarks_csv
 from star_track.tracker import Face
 from star_track.video import VideoError, VideoSink, VideoSource, check_output_path
@@ -46,6 +46,23 @@ def test_source_errors(tmp_path):
     (tmp_path / "trunc.mp4").write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoError, match="trunc.mp4"):
         VideoSource(tmp_path / "trunc.mp4")
+    zero = cv2.VideoWriter(str(tmp_path / "zero.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    zero.release()  # a container with a header and no frames
+    with pytest.raises(VideoError, match="zero.mp4"):
+        VideoSource(tmp_path / "zero.mp4")
+
+
+def test_variable_frame_rate_file_gives_its_own_timestamps(tmp_path):
+    src = write_video(tmp_path / "cfr.mp4", _frames(30, 64, 48))
+    vfr, expected = to_variable_rate(src, tmp_path / "vfr.mp4", fast=15)
+    with VideoSource(vfr) as source:
+        times = [f.time for f in source]
+    assert len(times) == 30
+    # The container's time base rounds to 40 ms steps; the 100 ms gaps must survive (index / fps would not).
+    np.testing.assert_allclose(times, expected, atol=0.041)
+    assert np.diff(times)[15:].mean() == pytest.approx(0.1, abs=0.01)
+    with VideoSource(vfr, fps=25) as source:  # an explicit rate overrides the timestamps
+        assert [f.time for f in source][-1] == pytest.approx(29 / 25)
 
 
 def test_no_camera():
