@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,12 +131,16 @@ class VideoSource:
         self.close()
 
 
+MIN_FREE_BYTES = 32 * 2**20
+"""Free space an output folder must have before processing starts (a full disk is refused up front)."""
+
+
 def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail early (before any processing) if ``path`` cannot be written.
 
     Raises:
-        VideoError: the path is a directory, exists and ``overwrite`` is False, or its folder is missing or
-            not writable.
+        VideoError: the path is a directory, exists and ``overwrite`` is False, or its folder is missing, not
+            writable, or has less than :data:`MIN_FREE_BYTES` free.
     """
     p = Path(path)
     if p.is_dir():
@@ -149,6 +154,9 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise VideoError(f"{p}: folder {parent} is not writable")
     if p.exists() and not os.access(p, os.W_OK):
         raise VideoError(f"{p}: file is not writable")
+    free = shutil.disk_usage(parent).free
+    if free < MIN_FREE_BYTES:
+        raise VideoError(f"{p}: disk almost full ({free / 2**20:.1f} MiB free in {parent})")
     return p
 
 

@@ -367,3 +367,34 @@ def test_variable_frame_rate_video_keeps_every_frame_and_its_time(tmp_path, face
     assert len(frames) == 20 == frame_count(out)
     np.testing.assert_allclose([f["time"] for f in frames], expected, atol=0.041)
     assert sum(len(f["faces"]) > 0 for f in frames) >= 18
+
+
+def test_full_disk_is_refused_before_processing(tmp_path, face_video, model_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2**20, 2**20))
+    out = tmp_path / "o.mp4"
+    assert_one_line_error(run("video", face_video, "-o", out, "-m", model_path), "o.mp4", "disk almost full")
+    assert not out.exists()
+
+
+def test_disk_filling_up_mid_run_is_one_line_and_keeps_what_was_written(tmp_path, face_video, model_path,
+                                                                        monkeypatch):
+    import errno
+
+    from star_track.landmark_io import CsvLandmarkWriter
+
+    original = CsvLandmarkWriter.write
+
+    def write(self, frame_index, time, faces):
+        if frame_index == 8:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, frame_index, time, faces)
+
+    monkeypatch.setattr(CsvLandmarkWriter, "write", write)
+    out, lm = tmp_path / "o.mp4", tmp_path / "o.csv"
+    assert_one_line_error(run("video", face_video, "-o", out, "-l", lm, "-m", model_path), "No space left")
+    assert len(lm.read_text().splitlines()) == 1 + 8  # header + the 8 frames before the failure
+    assert frame_count(out) == 8  # the video was closed and is playable
