@@ -50,10 +50,9 @@ def ship(data_root: Path, run_dir: Path | None = None, ann_dir: Path = Path("dat
     train_faces = read_annotations(paths["train"])
     calibrations, calib_stats = _calibrate(train_faces, wflw)
     val_set = _val_set(paths["val"], wflw, cfg)
-    teacher_val = _heldout(load_network(run_dir / "last.pt"), val_set)
-
     final_dir, final_cfg, self_note = run_dir, cfg, ""
     if self_training:
+        teacher_val = _heldout(load_network(run_dir / "last.pt"), val_set)
         final_dir = run_dir.with_name(run_dir.name + "-self")
         final_cfg = replace(cfg, **SELF_TRAINING, init_weights=str(run_dir / "last.pt"),
                             train_annotations=str(ann_dir / "wflw68_train_pseudo.jsonl"))
