@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from star_track.bench_engines import cpu_name
 from train.calibrate import match_to_face
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ def environment() -> dict[str, Any]:
     import onnxruntime
 
     return {"python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "processor": _cpu_name(), "onnxruntime": onnxruntime.__version__,
+            "processor": cpu_name(), "onnxruntime": onnxruntime.__version__,
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "git_commit": _git("rev-parse", "HEAD"), "git_dirty_star_track": bool(_git("status", "--porcelain",
                                                                                       "star_track")),
@@ -122,16 +123,6 @@ def _git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _jsonable(x: Any) -> Any:

@@ -10,7 +10,11 @@ product): ``detect`` (its FaceDetector), ``crop`` (:meth:`Crop.warp`), ``engine`
 frame), ``back-map`` (:meth:`Crop.normalized_to_frame` + confidence score), ``smooth`` (the track smoothers);
 ``other`` is the rest of ``Tracker.track`` (association, crop geometry, bookkeeping). Per frame; median and p90.
 
-    python -m benchmarks.speed [--model PATH] [--frames 90] [--torch-checkpoint runs/x/best.pt]
+Engine vs peer: ms per face of each landmark model (the bundled default, ``star68-accurate``, ``--model``) and of
+MediaPipe's Face Mesh model (LiteRT, the speed peer, :mod:`benchmarks.peer`) on the same real face crops in the
+same process, at batch 1 and per face at batch 4; with ``--loaded`` again while two busy processes run beside it.
+
+    python -m benchmarks.speed [--model PATH] [--frames 90] [--torch-checkpoint runs/x/best.pt] [--loaded]
 """
 from __future__ import annotations
 
@@ -33,12 +37,13 @@ from star_track.engines import create_engine
 from star_track.tracker import Tracker
 from star_track.video import VideoSink, VideoSource
 
-from .common import (DEFAULT_DATA, RESULTS_DIR, DlibPipeline, load_faces, make_console, markdown_table,
-                     model_info, model_label, print_table, write_json)
+from .peer import PEER_MODEL, PeerFaceMesh
+from .common import (DEFAULT_DATA, RESULTS_DIR, DlibPipeline, cpu_name, load_faces, make_console,
+                     markdown_table, model_info, model_label, print_table, write_json)
 
 STAGES = ("decode", "detect", "crop", "engine", "back-map", "smooth", "other", "draw", "encode")
 RESOLUTIONS = ((640, 480), (1280, 720))
-FACE_COUNTS = (1, 3, 8)
+FACE_COUNTS = (1, 4, 8)
 
 
 # -- test videos -----------------------------------------------------------------------------------------
@@ -208,6 +213,60 @@ def run_dlib(video: Path, dlib: DlibPipeline, frames: int, warmup: int = 2) -> d
     return {**stats(t), "fps": len(t) / sum(t), "faces_mean": float(np.mean(found[warmup:]))}
 
 
+# -- engine vs the MediaPipe peer ------------------------------------------------------------------------
+def engine_vs_peer(models: list[str | None], patches: list[np.ndarray], threads: int, repeats: int) -> list[dict]:
+    """Median ms per face of each model (ONNX Runtime, ``threads``) and of the peer (LiteRT, same threads) on
+    the same face patches, interleaved so both see the same machine state."""
+    peer = PeerFaceMesh(PEER_MODEL, threads=threads)
+    engines = [(model_label(m), create_engine(m, "onnxruntime", threads=threads)) for m in models]
+    rows = []
+    for batch in (1, 4):
+        times: dict[str, list[float]] = defaultdict(list)
+        for r in range(repeats + 5):
+            picks = [patches[(r + i) % len(patches)] for i in range(batch)]
+            t0 = time.perf_counter()
+            for p in picks:  # the peer model has a fixed batch of 1
+                peer.run(p)
+            if r >= 5:
+                times["MediaPipe Face Mesh (LiteRT)"].append((time.perf_counter() - t0) / batch)
+            for label, eng in engines:
+                s = eng.meta.input_size
+                crops = np.stack([cv2.resize(p, (s, s), interpolation=cv2.INTER_AREA) for p in picks])
+                t0 = time.perf_counter()
+                eng.infer(crops)
+                if r >= 5:
+                    times[label].append((time.perf_counter() - t0) / batch)
+        peer_ms = 1e3 * float(np.median(times["MediaPipe Face Mesh (LiteRT)"]))
+        for label, t in times.items():
+            ms = 1e3 * float(np.median(t))
+            rows.append({"batch": batch, "model": label, "ms_per_face": ms, "x_peer": ms / peer_ms,
+                         "threads": threads})
+    return rows
+
+
+@contextlib.contextmanager
+def busy_processes(n: int = 2) -> Iterator[None]:
+    """``n`` processes spinning on the CPU beside the benchmark (a loaded machine)."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(1.0)
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def peer_table(console, rows: list[dict], title: str) -> str:
+    cols = ["batch", "model", "ms / face", "x MediaPipe peer"]
+    table = [[r["batch"], r["model"], f"{r['ms_per_face']:.2f}", f"{r['x_peer']:.2f}"] for r in rows]
+    print_table(title, cols, table, console)
+    return markdown_table(cols, table)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="ONNX model path or name (default: the bundled model)")
@@ -217,13 +276,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dlib-frames", type=int, default=20, help="frames timed for dlib per video")
     p.add_argument("--quick", action="store_true", help="640x480, 1 face only")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: the runtime's)")
+    p.add_argument("--peer-repeats", type=int, default=200, help="timed calls per model in the peer comparison")
+    p.add_argument("--loaded", action="store_true", help="repeat the peer comparison beside 2 busy processes")
+    p.add_argument("--peer-only", action="store_true", help="only the engine vs peer comparison")
     a = p.parse_args(argv)
     console = make_console()
     t_start = time.perf_counter()
-    engines = [create_engine(a.model, "onnxruntime")]
+    from star_track.engines.onnxruntime_engine import default_threads
+
+    threads = default_threads() if a.threads is None else a.threads
+    patches = face_patches(load_faces(), a.data, max(FACE_COUNTS))
+    models = [a.model] if a.model else [None, "star68-accurate"]
+    peer = {"idle": engine_vs_peer(models, patches, threads, a.peer_repeats)}
+    peer_md = {"idle": peer_table(console, peer["idle"], f"Engine vs MediaPipe peer, idle, {cpu_name()}, "
+                                                         f"{threads} thread(s)")}
+    if a.loaded:
+        with busy_processes(2):
+            peer["loaded"] = engine_vs_peer(models, patches, threads, a.peer_repeats)
+        peer_md["loaded"] = peer_table(console, peer["loaded"], "Same, beside 2 busy processes")
+    write_json("speed_peer", {"command": "python -m benchmarks.speed --peer-only"
+                              + (" --loaded" if a.loaded else ""), "threads": threads, "runs": peer,
+                              "markdown": peer_md}, a.out)
+    if a.peer_only:
+        return
+    engines = [create_engine(a.model, "onnxruntime", threads=a.threads)]
     if a.torch_checkpoint:
         engines.append(create_engine(a.torch_checkpoint, "torch"))
-    patches = face_patches(load_faces(), a.data, max(FACE_COUNTS))
     dlib = {up: DlibPipeline(upsample=up) for up in (0, 1)}
     resolutions = RESOLUTIONS[:1] if a.quick else RESOLUTIONS
     counts = (1,) if a.quick else FACE_COUNTS

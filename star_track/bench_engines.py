@@ -19,6 +19,19 @@ import numpy as np
 from .engines.base import LandmarkEngine
 
 
+def cpu_name() -> str:
+    """The CPU model as the OS names it (e.g. ``AMD EPYC 9B14``): speed figures mean little without it."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def synthetic_crops(size: int, batch: int = 4, seed: int = 0) -> np.ndarray:
     """Deterministic image-like (B, S, S, 3) uint8 BGR crops: smooth blobs plus noise (not flat noise, so
     activations and heatmaps cover a realistic range)."""

@@ -2,8 +2,9 @@
 
 * ``None`` or ``"default"`` -> the bundled ``star_track/models/default.onnx``;
 * a path (contains a path separator, ends in ``.onnx``/``.pt``/``.engine``, or exists) -> that file;
-* any other name -> ``<cache root>/models/NAME.onnx`` with ``<cache root>`` = ``$STAR_TRACK_CACHE`` or
-  ``~/.cache/star-track`` (TensorRT engines live beside, in ``<cache root>/engines``).
+* any other name -> a bundled ``star_track/models/NAME.onnx`` (e.g. ``star68-accurate``), else
+  ``<cache root>/models/NAME.onnx`` with ``<cache root>`` = ``$STAR_TRACK_CACHE`` or ``~/.cache/star-track``
+  (TensorRT engines live beside, in ``<cache root>/engines``).
 
 A model's card is the ``.md`` file next to it with the same stem (``default.md`` for ``default.onnx``).
 """
@@ -66,7 +67,9 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
         if path.is_dir():
             raise ModelError(f"model {path} is a directory, not a model file")
         return path
-    path = cache_dir() / f"{model}.onnx"
+    path = BUNDLED_DIR / f"{model}.onnx"
+    if not path.is_file():
+        path = cache_dir() / f"{model}.onnx"
     if not path.is_file():
         known = ", ".join(e.name for e in list_models()) or "none"
         raise ModelError(f"no model named {model!r} (looked for {path}; known models: {known})")

@@ -10,7 +10,9 @@ Per frame
      ``max_misses`` detection rounds.
   3. New (and re-acquired) faces are cropped from their detector box with the model's calibration for that
      detector, rolled by the detector's eye keypoints (:attr:`Detection.roll`), then re-cropped from their own
-     landmarks ``refine_steps`` times: each pass frames the face more like the training crops.
+     landmarks up to ``refine_steps`` times: each pass frames the face more like the training crops. Re-framing
+     stops as soon as the new crop is within ``refine_tolerance`` of the last one, whose prediction is then
+     final (all new faces of a frame share each batched pass).
   4. All faces of the frame go through the engine in one batched call; outputs are mapped back to frame pixels
      (means and covariances A Σ Aᵀ) and smoothed per track.
 
@@ -114,6 +116,14 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
+def _same_framing(a: Crop, b: Crop, tolerance: float) -> bool:
+    """Crops within ``tolerance`` of each other: centre shift and side change as fractions of the side, angle
+    in radians. A prediction on ``a`` then stands for one on ``b`` (the network is trained with larger jitter)."""
+    shift = float(np.hypot(a.center[0] - b.center[0], a.center[1] - b.center[1])) / a.side
+    dangle = abs((a.angle - b.angle + np.pi) % (2 * np.pi) - np.pi)
+    return shift <= tolerance and abs(np.log(b.side / a.side)) <= tolerance and dangle <= 2 * tolerance
+
+
 def landmark_score(cov_normalized: np.ndarray, uncertainty_half: float = 0.28) -> np.ndarray:
     """Face confidence (B,) from covariances (B, N, 2, 2) in [-1, 1] crop units (see module docs)."""
     c = np.asarray(cov_normalized, np.float64)
@@ -143,8 +153,11 @@ class Tracker:
         max_misses: detection rounds a confident track may go unconfirmed before it is dropped.
         uncertainty_half: spread (crop units) at which the confidence score is 0.5.
         fps: frame rate assumed when :meth:`track` gets no timestamps.
-        refine_steps: for a new face, how many times the crop is re-framed from its own landmarks before
-            the final pass (0 = use the detector box crop directly).
+        refine_steps: for a new face, at most how many times the crop is re-framed from its own landmarks
+            before the final pass (0 = use the detector box crop directly).
+        refine_tolerance: re-framing stops once the new crop is within this fraction of the crop side (centre
+            shift, size change; twice this in radians of roll) of the one just predicted on: that prediction is
+            kept, so a face the detector framed well costs one engine pass instead of ``1 + refine_steps``.
         flip_test: also run every crop mirrored and average the two predictions
             (:class:`~star_track.engines.flip_average.FlipAveragedEngine`): lower error, twice the engine time.
 
@@ -159,7 +172,7 @@ class Tracker:
                  detect_every: int = 10, detector: str | Path = "full", min_detection_confidence: float = 0.5,
                  output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
                  uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
-                 flip_test: bool = False):
+                 flip_test: bool = False, refine_tolerance: float = 0.05):
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         if detect_every < 1:
@@ -169,6 +182,7 @@ class Tracker:
         if refine_steps < 0:
             raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
         self.refine_steps = int(refine_steps)
+        self.refine_tolerance = float(refine_tolerance)
         self.smoothing = smoothing
         self.smoothing_params = dict(smoothing_params or {})
         make_smoother(smoothing, **self.smoothing_params)  # validate now, not on the first face
@@ -350,27 +364,44 @@ class Tracker:
         if not tracks:
             return
         size = self.meta.input_size
-        # Pass 1: faces starting from a detector box; re-frame the crop from their own landmarks while
-        # confident (each step brings the framing closer to the training crops; on held-out WFLW photos a
-        # second step lowered NME from 7.13 % to 7.01 %, benchmarks/accuracy.py).
+        # Faces starting from a detector box: re-frame the crop from their own landmarks while confident (each
+        # step brings the framing closer to the training crops).
+        # A face whose re-framed crop is (nearly) the crop it was just predicted on has converged: that
+        # prediction is final and costs no further pass, so a well-framed face takes 2 passes, not 1 + steps.
         fresh = [tr for tr in tracks if tr.start is not None]
+        done: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # id(track) -> final (points, cov, score)
         if fresh:
             crops = [crop_from_box(tr.start.box, size, self.box_calibration, tr.start.roll) for tr in fresh]
             box_sides = [c.side for c in crops]
+            active = list(range(len(fresh)))
             for _ in range(self.refine_steps):
-                pts, _, scores = self._infer(frame, crops)
-                for k, (p, s) in enumerate(zip(pts, scores)):
+                pts, covs, scores = self._infer(frame, [crops[k] for k in active])
+                still = []
+                for k, p, c, s in zip(active, pts, covs, scores):
                     refined = self._landmark_crop(p)
-                    if s >= self.redetect_below and 0.5 <= refined.side / box_sides[k] <= 2.0:
-                        crops[k] = refined
+                    unsure = s < self.redetect_below or not 0.5 <= refined.side / box_sides[k] <= 2.0
+                    if unsure or _same_framing(crops[k], refined, self.refine_tolerance):
+                        # Converged, or nothing better to frame from: another pass on this crop would only
+                        # repeat this prediction.
+                        done[id(fresh[k])] = (p, c, float(s))
+                        continue
+                    crops[k] = refined
+                    still.append(k)
+                active = still
+                if not active:
+                    break
             for tr, c in zip(fresh, crops):
                 tr.crop, tr.start = c, None
         for tr in tracks:
             if tr.crop is None:  # previous landmarks moved on by the last frame's motion (constant velocity)
                 tr.crop = self._landmark_crop(tr.points + tr.motion)
-        # Pass 2: every face of the frame in one batch.
-        pts, covs, scores = self._infer(frame, [tr.crop for tr in tracks])
-        for tr, p, c, s in zip(tracks, pts, covs, scores):
+        # Final pass: every face of the frame without a converged result, in one batch.
+        todo = [tr for tr in tracks if id(tr) not in done]
+        if todo:
+            for tr, p, c, s in zip(todo, *self._infer(frame, [tr.crop for tr in todo])):
+                done[id(tr)] = (p, c, float(s))
+        for tr in tracks:
+            p, c, s = done[id(tr)]
             followed = tr.points is not None and s >= self.redetect_below and not any(tr is f for f in fresh)
             tr.motion = p.mean(0) - tr.points.mean(0) if followed else np.zeros(2)
             tr.points, tr.cov, tr.score = p, c, float(s)

@@ -112,8 +112,10 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
          run: Path = typer.Option(None, help="training run folder (resumed if present; default runs/PRESET)"),
          preset: str = typer.Option(None, help="training preset (default: the bundled model's)"),
          skip_training: bool = typer.Option(False, help="export the run as it is"),
-         self_training: bool = typer.Option(True, help="pseudo-label wflw_unlabeled and fine-tune a student")):
-    """Regenerate the bundled default model (star_track/models/default.onnx + default.md) from the data."""
+         self_training: bool = typer.Option(True, help="pseudo-label wflw_unlabeled and fine-tune a student"),
+         fast: bool = typer.Option(True, help="then distil the fast default model (default.onnx) from it")):
+    """Regenerate the bundled models from the data: star68-accurate.onnx, then the fast default.onnx
+    distilled from it (each with its .md card)."""
     from .ship import ship as build
 
     if not (data / "wflw").is_dir():
@@ -128,7 +130,7 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     from star_track.engines.base import ModelError
 
     try:
-        build(data, run, train_first=not skip_training, preset=preset, self_training=self_training)
+        build(data, run, train_first=not skip_training, preset=preset, self_training=self_training, fast=fast)
     except (ModelError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)

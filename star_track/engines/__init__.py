@@ -63,8 +63,12 @@ def _loader(name: str) -> EngineLoader:
         raise EngineUnavailable(f"engine {name!r} is not available in this version of star-track") from None
 
 
-def create_engine(model: str | os.PathLike | None = None, engine: str = "auto") -> LandmarkEngine:
+def create_engine(model: str | os.PathLike | None = None, engine: str = "auto",
+                  threads: int | None = None) -> LandmarkEngine:
     """Load ``model`` (see :func:`star_track.model_registry.resolve_model`) on ``engine``.
+
+    ``threads``: CPU threads for ONNX Runtime (``None``: its measured default, see
+    :func:`star_track.engines.onnxruntime_engine.default_threads`); GPU engines ignore it.
 
     ``"auto"`` tries TensorRT when it is installed and an NVIDIA GPU is present, else ONNX Runtime (which
     itself prefers its CUDA provider when available).
@@ -77,15 +81,21 @@ def create_engine(model: str | os.PathLike | None = None, engine: str = "auto") 
     from ..model_registry import resolve_model
 
     path = resolve_model(model)
-    if engine != "auto":
-        return _loader(engine)(path)
-    if path.suffix == ".onnx" and has_nvidia_gpu() and importlib.util.find_spec("tensorrt") is not None:
-        try:
-            return _loader("tensorrt")(path)
-        except Exception as e:  # any TensorRT failure (build, CUDA, plugin): ONNX Runtime still runs the model
-            warnings.warn(f"TensorRT engine unavailable ({type(e).__name__}: {e}); using ONNX Runtime",
-                          RuntimeWarning, stacklevel=2)
-    return _loader("onnxruntime")(path)
+    if engine == "auto":
+        if _tensorrt_possible(path):
+            try:
+                return _loader("tensorrt")(path)
+            except Exception as e:  # any TensorRT failure (build, CUDA, plugin): ONNX Runtime still runs it
+                warnings.warn(f"TensorRT engine unavailable ({type(e).__name__}: {e}); using ONNX Runtime",
+                              RuntimeWarning, stacklevel=2)
+        engine = "onnxruntime"
+    if engine == "onnxruntime" and engine not in _CUSTOM:
+        return _loader(engine)(path, threads=threads)  # type: ignore[call-arg]
+    return _loader(engine)(path)
+
+
+def _tensorrt_possible(path: Path) -> bool:
+    return path.suffix == ".onnx" and has_nvidia_gpu() and importlib.util.find_spec("tensorrt") is not None
 
 
 __all__ = ["EngineUnavailable", "LandmarkEngine", "ModelError", "create_engine", "engine_names",

@@ -18,6 +18,37 @@ def preferred_providers(available: list[str] | None = None) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def default_threads() -> int:
+    """Intra-op threads when none are asked for: 1.
+
+    Measured with ``python -m benchmarks.speed`` (see benchmarks/README.md): a face costs ~1 ms on one core, where
+    splitting one call over 2 threads loses more to synchronisation than it gains, and one thread per engine is
+    what keeps a busy machine (other processes, several workers of ``star-track batch``) from collapsing.
+    """
+    return 1
+
+
+def session_options(threads: int):
+    """ONNX Runtime session options for the landmark engine.
+
+    ``threads`` intra-op threads (0 = ONNX Runtime's default), full graph optimisation, and thread-pool
+    **spinning off**: idle pool threads otherwise busy-wait between calls, which on a loaded CPU steals the
+    cores other processes need and slows our own calls 5-10x (measured on 2 cores with two busy processes).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
 def read_meta(session, path: Path) -> ModelMeta:
     """The model's :class:`ModelMeta` from the ONNX custom metadata key ``star_track``."""
     props = session.get_modelmeta().custom_metadata_map
@@ -38,14 +69,15 @@ class OnnxRuntimeEngine:
     Args:
         model_path: ``.onnx`` written by :func:`export.onnx_export.export_onnx`.
         providers: execution providers in order of preference (default: CUDA if available, then CPU).
-        threads: intra-op threads (0 = ONNX Runtime's default, one per core).
+        threads: intra-op threads; ``None`` = :func:`default_threads`, 0 = ONNX Runtime's own default (one per
+            core). See :func:`session_options` for why spinning is off.
 
     Raises:
         ModelError: missing file, not an ONNX model, no star-track metadata, or outputs that disagree with
             the metadata (e.g. wrong landmark count for the declared scheme).
     """
 
-    def __init__(self, model_path: str | Path, providers: list[str] | None = None, threads: int = 0):
+    def __init__(self, model_path: str | Path, providers: list[str] | None = None, threads: int | None = None):
         import onnxruntime as ort
 
         path = Path(model_path)
@@ -53,10 +85,10 @@ class OnnxRuntimeEngine:
             raise ModelError(f"model {path} does not exist")
         if not path.is_file():
             raise ModelError(f"model {path} is not a file")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = int(threads)
+        self.threads = default_threads() if threads is None else int(threads)
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {threads}")
+        opts = session_options(self.threads)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts,
                                                  providers=providers or preferred_providers())
