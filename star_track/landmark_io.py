@@ -148,6 +148,15 @@ class NpzLandmarkWriter:
         self._dir.cleanup()
 
 
+def check_landmarks_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """:func:`~star_track.video.check_output_path` plus a supported extension (``.csv``, ``.json``, ``.npz``)."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in FORMATS:
+        raise VideoError(f"{p}: unsupported landmarks format {ext or '(none)'} (use .csv, .json or .npz)")
+    return check_output_path(p, overwrite)
+
+
 def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, fps: float,
                          overwrite: bool = False) -> LandmarkWriter:
     """A writer chosen by extension (``.csv``, ``.json``, ``.npz``).
@@ -155,11 +164,8 @@ def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, 
     Raises:
         VideoError: unknown extension, existing file without ``overwrite``, unwritable location.
     """
-    p = Path(path)
+    p = check_landmarks_path(path, overwrite)
     ext = p.suffix.lower()
-    if ext not in FORMATS:
-        raise VideoError(f"{p}: unsupported landmarks format {ext or '(none)'} (use .csv, .json or .npz)")
-    p = check_output_path(p, overwrite)
     cls = {".csv": CsvLandmarkWriter, ".json": JsonLandmarkWriter, ".npz": NpzLandmarkWriter}[ext]
     try:
         return cls(p, num_points, scheme, fps)

@@ -50,6 +50,8 @@ class VideoSource:
     def __init__(self, source: str | os.PathLike | int, fps: float | None = None):
         self.is_camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
         self.name = f"camera {int(source)}" if self.is_camera else str(source)
+        if self.is_camera and int(source) < 0:  # cv2.VideoCapture(-1) segfaults in some OpenCV builds
+            raise VideoError(f"{self.name}: a camera index must be 0 or more")
         self._first: np.ndarray | None = None
         self._fixed_rate = fps is not None
         if self.is_camera:
@@ -64,11 +66,7 @@ class VideoSource:
                 raise VideoError(f"{self.name}: camera opened but delivers no frames")
             self._first = frame
         else:
-            path = Path(source)
-            if not path.exists():
-                raise VideoError(f"{path}: no such file")
-            if path.is_dir():
-                raise VideoError(f"{path}: is a directory, not a video file")
+            path = check_input_path(source, "a video file")
             if path.stat().st_size == 0:
                 raise VideoError(f"{path}: file is empty")
             with quiet_native_stderr():  # FFmpeg logs e.g. "moov atom not found" itself; we report it below
@@ -131,6 +129,20 @@ class VideoSource:
         self.close()
 
 
+def check_input_path(source: str | os.PathLike, what: str) -> Path:
+    """``source`` as a Path if it is an existing file, else a VideoError naming it as given (``what``: "a video
+    file", "an image"). URLs are refused by name (pathlib would turn ``http://x`` into ``http:/x``)."""
+    text = os.fspath(source)
+    if "://" in str(text):
+        raise VideoError(f"{text}: URLs and streams are not supported (give a local file)")
+    path = Path(text)
+    if not path.exists():
+        raise VideoError(f"{text}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{text}: is a directory, not {what}")
+    return path
+
+
 MIN_FREE_BYTES = 32 * 2**20
 """Free space an output folder must have before processing starts (a full disk is refused up front)."""
 
@@ -149,6 +161,8 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise VideoError(f"{p}: already exists (use --overwrite to replace it)")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
+        if parent.exists():
+            raise VideoError(f"{p}: {parent} is not a folder")
         raise VideoError(f"{p}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise VideoError(f"{p}: folder {parent} is not writable")
@@ -158,6 +172,24 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if free < MIN_FREE_BYTES:
         raise VideoError(f"{p}: disk almost full ({free / 2**20:.1f} MiB free in {parent})")
     return p
+
+
+def check_video_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """:func:`check_output_path` plus a supported video extension (see :data:`SINK_CODECS`)."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in SINK_CODECS:
+        raise VideoError(f"{p}: unsupported output extension {ext or '(none)'} "
+                         f"(use one of {', '.join(sorted(SINK_CODECS))})")
+    return check_output_path(p, overwrite)
+
+
+def check_image_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """:func:`check_output_path` plus an image format OpenCV can write (judged by the extension)."""
+    p = Path(path)
+    if not cv2.haveImageWriter(str(p)):
+        raise VideoError(f"{p}: unsupported image extension {p.suffix or '(none)'} (use e.g. .png or .jpg)")
+    return check_output_path(p, overwrite)
 
 
 class VideoSink:
@@ -173,11 +205,8 @@ class VideoSink:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], overwrite: bool = False):
-        self.path = check_output_path(path, overwrite)
+        self.path = check_video_output(path, overwrite)
         ext = self.path.suffix.lower()
-        if ext not in SINK_CODECS:
-            raise VideoError(f"{self.path}: unsupported output extension {ext or '(none)'} "
-                             f"(use one of {', '.join(sorted(SINK_CODECS))})")
         if fps <= 0:
             raise VideoError(f"{self.path}: invalid frame rate {fps}")
         self.size = (int(size[0]), int(size[1]))
