@@ -128,8 +128,11 @@ class StopFlag:
 
 def _make_tracker(model, engine, smoothing, max_faces, detector, detect_every, output_68, fps=30.0,
                   flip_test=False):
-    from .tracker import Tracker
+    import warnings
 
+    from .tracker import NonFiniteOutputWarning, Tracker
+
+    warnings.simplefilter("ignore", NonFiniteOutputWarning)  # reported as one line by _report_nonfinite
     return Tracker(model=model, engine=engine, smoothing=smoothing, max_faces=max_faces,
                    detect_every=detect_every, detector=detector, output_scheme="68" if output_68 else None,
                    fps=fps, flip_test=flip_test)
@@ -213,6 +216,7 @@ def video(
                 if w is not None:
                     w.close()
     elapsed = time.perf_counter() - t_start
+    _report_nonfinite(tracker, Path(input).name)
     targets = ", ".join(str(p) for p in (out, landmarks_out) if p is not None)
     if stop.signum is not None:
         name = signal.Signals(stop.signum).name
@@ -223,6 +227,14 @@ def video(
                f"faces in {frames_with_faces} of them")
     if frames and not frames_with_faces:
         typer.echo(f"star-track: warning: {Path(input).name}: no face found in any frame", err=True)
+
+
+def _report_nonfinite(tracker, subject: str) -> None:
+    """One warning line when the model's output was NaN/inf for some faces (they were left out)."""
+    n = getattr(tracker, "nonfinite_faces", 0)
+    if n:
+        typer.echo(f"star-track: warning: {subject}: {n} face(s) left out: the model returned non-finite "
+                   "landmarks", err=True)
 
 
 @contextlib.contextmanager
@@ -325,6 +337,7 @@ def image(
         tracker = _make_tracker(model, engine, "none", max_faces, detector, 1, output_68, flip_test=flip_test)
         with tracker:
             faces = tracker.detect_image(img)
+        _report_nonfinite(tracker, Path(input).name)
         if landmarks_out is not None:
             w = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name, 0.0, overwrite)
             w.write(0, 0.0, faces)

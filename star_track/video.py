@@ -192,6 +192,10 @@ def check_image_output(path: str | os.PathLike, overwrite: bool = False) -> Path
     return check_output_path(p, overwrite)
 
 
+MAX_SINK_FPS = 1000.0
+"""Highest frame rate a :class:`VideoSink` accepts."""
+
+
 class VideoSink:
     """Writes BGR frames to a video file (mp4v in .mp4/.mov/.m4v/.mkv, MJPG in .avi).
 
@@ -207,8 +211,14 @@ class VideoSink:
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], overwrite: bool = False):
         self.path = check_video_output(path, overwrite)
         ext = self.path.suffix.lower()
-        if fps <= 0:
-            raise VideoError(f"{self.path}: invalid frame rate {fps}")
+        try:
+            fps = float(fps)
+        except (TypeError, ValueError):
+            raise VideoError(f"{self.path}: invalid frame rate {fps!r}") from None
+        if not (0 < fps <= MAX_SINK_FPS):  # also NaN; an infinite rate makes the encoder spin forever
+            raise VideoError(f"{self.path}: invalid frame rate {fps} (must be > 0 and <= {MAX_SINK_FPS:g})")
+        if len(size) != 2 or min(int(size[0]), int(size[1])) < 1:
+            raise VideoError(f"{self.path}: invalid frame size {size}")
         self.size = (int(size[0]), int(size[1]))
         self.fps = float(fps)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{ext}")
@@ -220,10 +230,25 @@ class VideoSink:
         self.frames_written = 0
 
     def write(self, frame: np.ndarray) -> None:
+        """Append one frame: uint8 (H, W) / (H, W, 1) gray, (H, W, 3) BGR or (H, W, 4) BGRA.
+
+        Raises:
+            ValueError: another dtype or channel count (the encoder would silently drop such frames).
+        """
         if self._writer is None:
             raise VideoError(f"{self.path}: sink is closed")
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+            raise ValueError(f"{self.path}: frames must be uint8 numpy arrays, got "
+                             f"{getattr(frame, 'dtype', type(frame).__name__)}")
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)) or 0 in frame.shape:
+            raise ValueError(f"{self.path}: frames must be (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, "
+                             f"got shape {frame.shape}")
         if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            frame = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_GRAY2BGR)
+        elif frame.shape[2] == 4:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
         if (frame.shape[1], frame.shape[0]) != self.size:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(np.ascontiguousarray(frame))
