@@ -91,9 +91,9 @@ def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwr
     for p, kind in given:
         checks[kind](p, overwrite)
         # Checked even with --overwrite: replacing the input would destroy it (it is read while writing).
-        if src.exists() and p.exists() and p.resolve() == src.resolve():
+        if src.exists() and p.exists() and os.path.realpath(p) == os.path.realpath(src):
             raise VideoError(f"{p}: output would overwrite the input")
-    if len(given) == 2 and given[0][0].resolve() == given[1][0].resolve():
+    if len(given) == 2 and os.path.realpath(given[0][0]) == os.path.realpath(given[1][0]):
         raise VideoError(f"{given[0][0]}: --out and --landmarks-out are the same file")
 
 
@@ -197,6 +197,8 @@ def video(
                     for vf in source:
                         t0 = time.perf_counter()
                         faces = tracker.track(vf.image, vf.time)
+                        if sink is not None:  # stop while the video can still be finished: all files end
+                            sink.ensure_space()  # on the same whole frame
                         if writer is not None:
                             writer.write(vf.index, vf.time, faces)
                         if sink is not None:

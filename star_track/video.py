@@ -157,7 +157,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     p = Path(path)
     if p.is_dir():
         raise VideoError(f"{p}: is a directory")
-    if p.exists() and not overwrite:
+    if os.path.lexists(p) and not overwrite:  # lexists: a symlink, even dangling or looping, is taken
         raise VideoError(f"{p}: already exists (use --overwrite to replace it)")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
@@ -166,7 +166,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise VideoError(f"{p}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise VideoError(f"{p}: folder {parent} is not writable")
-    if p.exists() and not os.access(p, os.W_OK):
+    if p.exists() and not p.is_symlink() and not os.access(p, os.W_OK):
         raise VideoError(f"{p}: file is not writable")
     free = shutil.disk_usage(parent).free
     if free < MIN_FREE_BYTES:
@@ -192,6 +192,8 @@ def check_image_output(path: str | os.PathLike, overwrite: bool = False) -> Path
     return check_output_path(p, overwrite)
 
 
+RESERVE_BYTES = 4 * 2**20
+"""Free space kept on the output disk during a run so that the video can still be finalised."""
 MAX_SINK_FPS = 1000.0
 """Highest frame rate a :class:`VideoSink` accepts."""
 
@@ -221,11 +223,16 @@ class VideoSink:
             raise VideoError(f"{self.path}: invalid frame size {size}")
         self.size = (int(size[0]), int(size[1]))
         self.fps = float(fps)
+        from .output_files import OutputClaim
+
+        self._claim = OutputClaim(self.path, overwrite)  # also removes stale partials of killed runs
         self._tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{ext}")
         self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*SINK_CODECS[ext]), self.fps, self.size)
         if not self._writer.isOpened():
             self._writer.release()
+            self._writer = None
             self._tmp.unlink(missing_ok=True)
+            self._claim.release()
             raise VideoError(f"{self.path}: cannot open a {SINK_CODECS[ext]} encoder for {self.size[0]}x{self.size[1]}")
         self.frames_written = 0
 
@@ -262,8 +269,17 @@ class VideoSink:
         self._writer = None
         if self.frames_written == 0:
             self._tmp.unlink(missing_ok=True)
+            self._claim.release()
             return
-        os.replace(self._tmp, self.path)
+        self._claim.commit(self._tmp)
+
+    def ensure_space(self) -> None:
+        """Raise VideoError when the output's disk is nearly full, while the encoder can still finish the file
+        (an MP4's index is written at the end): call it before writing each frame's outputs."""
+        free = shutil.disk_usage(self._tmp.parent).free
+        if free < RESERVE_BYTES:
+            raise VideoError(f"{self.path}: No space left on device (stopped after {self.frames_written} frames; "
+                             "the outputs are complete up to there)")
 
     def __enter__(self) -> "VideoSink":
         return self
