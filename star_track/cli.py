@@ -219,6 +219,10 @@ def video(
                     w.close()
     elapsed = time.perf_counter() - t_start
     _report_nonfinite(tracker, Path(input).name)
+    if source.ended_early and stop.signum is None:
+        typer.echo(f"star-track: warning: {input}: the file ended early (truncated or damaged?): read "
+                   f"{source.frames_read} of the {source.frame_count} frames its container lists; the results "
+                   "cover those frames", err=True)
     targets = ", ".join(str(p) for p in (out, landmarks_out) if p is not None)
     if stop.signum is not None:
         name = signal.Signals(stop.signum).name

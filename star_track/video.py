@@ -54,6 +54,9 @@ class VideoSource:
             raise VideoError(f"{self.name}: a camera index must be 0 or more")
         self._first: np.ndarray | None = None
         self._fixed_rate = fps is not None
+        self._ended = False
+        self.frames_read = 0
+        """Frames delivered so far."""
         if self.is_camera:
             with quiet_native_stderr():  # OpenCV logs its own warning; we raise a clear error below
                 self._cap = cv2.VideoCapture(int(source))
@@ -97,15 +100,25 @@ class VideoSource:
         start = time.monotonic()
         if self._first is not None:
             frame, self._first = self._first, None
+            self.frames_read = 1
             yield VideoFrame(0, 0.0, frame)
             index = 1
         while self._cap is not None:
             ok, frame = self._cap.read()
             if not ok or frame is None:
+                self._ended = True
                 return
             last = self._frame_time(index, last, start)
+            self.frames_read = index + 1
             yield VideoFrame(index, last, frame)
             index += 1
+
+    @property
+    def ended_early(self) -> bool:
+        """True when reading stopped well before the frame count the container lists: a truncated or
+        damaged file (the frames before the damage are still delivered). Meaningful once iteration ended."""
+        count = self.frame_count
+        return bool(self._ended and count and self.frames_read < 0.99 * count - 1)
 
     def _frame_time(self, index: int, last: float, start: float) -> float:
         if self._fixed_rate:
