@@ -214,9 +214,7 @@ def video(
                             break
         finally:
             source.close()
-            for w in (sink, writer):
-                if w is not None:
-                    w.close()
+            _close_all(sink, writer)
     elapsed = time.perf_counter() - t_start
     _report_nonfinite(tracker, Path(input).name)
     if source.ended_early and stop.signum is None:
@@ -233,6 +231,20 @@ def video(
                f"faces in {frames_with_faces} of them")
     if frames and not frames_with_faces:
         typer.echo(f"star-track: warning: {Path(input).name}: no face found in any frame", err=True)
+
+
+def _close_all(*outputs) -> None:
+    """Close every output even when one of them fails (the first failure is raised after all are closed)."""
+    first: Exception | None = None
+    for out in outputs:
+        if out is None:
+            continue
+        try:
+            out.close()
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            first = first or e
+    if first is not None:
+        raise first
 
 
 def _report_nonfinite(tracker, subject: str) -> None:

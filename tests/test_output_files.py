@@ -144,3 +144,13 @@ def test_claim_release_is_idempotent(tmp_path):
     c.release()
     c.release()
     OutputClaim(tmp_path / "x.mp4", overwrite=False).release()  # free again
+
+
+def test_every_output_is_closed_even_when_one_fails_to_close(tmp_path, face_video, model_path, monkeypatch):
+    def fail_close(self):
+        raise VideoError(f"{self.path}: simulated failure while finishing")
+
+    monkeypatch.setattr(VideoSink, "close", fail_close)
+    out, lm = tmp_path / "o.mp4", tmp_path / "o.npz"  # .npz: written only when closed
+    assert_one_line_error(run("video", face_video, "-o", out, "-l", lm, "-m", model_path), "simulated failure")
+    assert int(np.load(lm)["frame_count"]) == 20  # the landmarks file was still finished
