@@ -16,6 +16,8 @@ from typing import Iterator, Optional
 
 import typer
 
+from ._entry import SIGNAL_EXIT, Interrupted, install_handlers, interrupted_by
+
 app = typer.Typer(name="star-track", help="Real-time facial landmark tracking with STAR uncertainty.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="List and manage landmark models.", no_args_is_help=True)
@@ -26,7 +28,6 @@ app.add_typer(bench_app, name="bench")
 EXIT_ERROR = 1
 _REAL_STDERR: int | None = None
 """While :func:`main` keeps native logs off the terminal: the descriptor of the real stderr (else None)."""
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @app.callback()
@@ -66,17 +67,18 @@ def error_boundary(subject: str) -> Iterator[None]:
         raise
     except (VideoError, ModelError, DetectorError, EngineUnavailable) as e:
         raise fail(str(e)) from None
-    except KeyboardInterrupt as e:
-        code = _interrupt_code(e)
-        raise fail(f"{subject}: {'terminated' if code == 143 else 'interrupted'}", code) from None
+    except KeyboardInterrupt:  # a second Ctrl-C while StopFlag waits for the frame to finish
+        raise fail(f"{subject}: interrupted", 130) from None
+    except Interrupted as e:
+        raise fail(f"{subject}: {e.word}", e.exit_code) from None
     except ValueError as e:
         raise fail(f"{subject}: {e}") from None
     except MemoryError:
         raise fail(f"{subject}: out of memory") from None
     except Exception as e:  # the boundary: never a traceback
-        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):  # e.g. "Error calling __set_name__"
-            code = _interrupt_code(e.__cause__ or e.__context__)
-            raise fail(f"{subject}: {'terminated' if code == 143 else 'interrupted'}", code) from None
+        hit = interrupted_by(e)  # e.g. RuntimeError "Error calling __set_name__" around the signal
+        if hit is not None:
+            raise fail(f"{subject}: {hit.word}", hit.exit_code) from None
         raise fail(f"{subject}: {type(e).__name__}: {e}") from None
 
 
@@ -107,7 +109,8 @@ class StopFlag:
     def __enter__(self) -> "StopFlag":
         for s in SIGNAL_EXIT:
             try:
-                self._old[s] = signal.signal(s, self._handle)
+                if signal.getsignal(s) is not signal.SIG_IGN:  # ignored by the parent: stays ignored
+                    self._old[s] = signal.signal(s, self._handle)
             except ValueError:  # not the main thread: keep default behaviour
                 pass
         return self
@@ -446,22 +449,6 @@ def bench_engines(
         print_table(rows)
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM outside a command's own handling (start-up, model loading): ``signum`` says which."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_interrupted(signum, _frame) -> None:
-    raise Interrupted(signum)
-
-
-def _interrupt_code(exc: BaseException) -> int:
-    return SIGNAL_EXIT.get(getattr(exc, "signum", signal.SIGINT), 130)
-
-
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
@@ -491,19 +478,21 @@ def main() -> None:
     """Console-script entry point.
 
     SIGINT and SIGTERM are one line and exit 130 / 143 in every phase: start-up and model loading (the handler
-    raises :class:`Interrupted`), processing (:class:`StopFlag`), and the interpreter's teardown, where the
-    signals are ignored so a second Ctrl-C cannot turn the exit code into death-by-signal and native
-    libraries' shutdown logs stay off the terminal.
+    raises :class:`~star_track._entry.Interrupted`), processing (:class:`StopFlag`), and the interpreter's
+    teardown, where the signals are ignored so a second Ctrl-C cannot turn the exit code into death-by-signal
+    and native libraries' shutdown logs stay off the terminal.
     """
-    for s in SIGNAL_EXIT:
-        signal.signal(s, _raise_interrupted)
+    install_handlers()  # already done by star_track._entry; here too when main() is called directly
     _silence_native_stderr()
     try:
         code = run_cli()
-    except KeyboardInterrupt as e:  # e.g. during argument parsing or imports inside a command
-        code = _interrupt_code(e)
+    except BaseException as e:  # noqa: BLE001 - interrupts outside a command's boundary (parsing, imports)
+        hit = interrupted_by(e) or (Interrupted(signal.SIGINT) if isinstance(e, KeyboardInterrupt) else None)
+        if hit is None:
+            raise
+        code = hit.exit_code
         with contextlib.suppress(Exception):
-            typer.echo(f"star-track: {'terminated' if code == 143 else 'interrupted'}", err=True)
+            typer.echo(f"star-track: {hit.word}", err=True)
     _quiet_exit(code)
 
 

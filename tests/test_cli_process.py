@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,11 +16,11 @@ from conftest import write_video
 from test_cli import face_video, run  # noqa: F401 (fixture)
 
 
-def run_main(args, hook: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
-    """``star-track ARGS`` through :func:`star_track.cli.main`, after running the Python ``hook``."""
-    code = textwrap.dedent(hook) + "\nfrom star_track.cli import main\nmain()\n"
+def run_main(args, hook: str = "", timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """``star-track ARGS`` through the console script's entry point, after running the Python ``hook``."""
+    code = textwrap.dedent(hook) + "\nfrom star_track._entry import main\nmain()\n"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, **kw)
 
 
 def lines(text: str) -> list[str]:
@@ -113,9 +114,35 @@ def test_a_truncated_faststart_mp4_warns_and_keeps_its_frames(tmp_path, model_pa
     assert 50 < n < 200 and f"read {n} of the 200" in warning[0]
 
 
-def test_the_entry_point_module_does_not_import_the_heavy_libraries():
-    """`star-track` installs its signal handlers in main(); everything it imports before that is a window in
-    which Ctrl-C is Python's traceback, so importing star_track.cli must not pull in numpy/OpenCV/mediapipe."""
-    code = "import sys, star_track.cli; print(sorted(m for m in ('numpy', 'cv2', 'mediapipe') if m in sys.modules))"
+def test_the_entry_point_installs_its_handlers_before_any_heavy_import():
+    """Everything imported before the handlers is a window in which Ctrl-C is Python's traceback: the console
+    script's module imports neither typer nor numpy/OpenCV/mediapipe, and the package imports lazily."""
+    code = ("import sys, star_track._entry; "
+            "print(sorted(m for m in ('typer', 'numpy', 'cv2', 'mediapipe') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+    assert 'star-track = "star_track._entry:main"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+
+
+SIGNAL_BEFORE_THE_BOUNDARY = """
+import os, signal
+import star_track.cli as cli
+_init = cli.StopFlag.__init__
+def init(self):  # inside the command, before its error boundary: typer would swallow a KeyboardInterrupt
+    _init(self)
+    os.kill(os.getpid(), signal.SIGTERM)
+cli.StopFlag.__init__ = init
+"""
+
+
+def test_sigterm_while_typer_runs_the_command_keeps_its_code_and_message(tmp_path, face_video, model_path):
+    r = run_main(["video", face_video, "-l", tmp_path / "o.csv", "-m", model_path], SIGNAL_BEFORE_THE_BOUNDARY)
+    assert r.returncode == 143 and lines(r.stderr) == ["star-track: terminated"], (r.returncode, r.stderr)
+
+
+def test_a_signal_the_parent_ignores_stays_ignored(tmp_path, face_video, model_path):
+    """nohup / a shell's background job start star-track with SIGINT ignored: it must not stop the run."""
+    r = run_main(["video", face_video, "-l", tmp_path / "o.csv", "-m", model_path, "--no-progress"],
+                 SIGNAL_DURING_LOAD.format(sig="SIGINT"),
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 0 and "wrote 20 frames" in r.stdout, (r.returncode, r.stderr)
