@@ -366,9 +366,13 @@ def image(
         if out is not None:
             from .tracker import as_bgr
 
+            from .output_files import write_exclusive
+
             canvas = draw_faces(as_bgr(img).copy(), faces, tracker.scheme, ellipses=ellipses)
-            if not cv2.imwrite(str(out), canvas):
-                raise VideoError(f"{out}: could not write the image (unsupported extension?)")
+            ok, encoded = cv2.imencode(out.suffix, canvas)
+            if not ok:
+                raise VideoError(f"{out}: could not encode the image (unsupported extension?)")
+            write_exclusive(out, encoded.tobytes(), overwrite)  # same name rules as every other output
     typer.echo(f"{len(faces)} face(s) in {input}" + "".join(f"; wrote {p}" for p in (out, landmarks_out) if p))
 
 

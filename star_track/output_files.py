@@ -61,6 +61,7 @@ def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
 def open_exclusive(path: Path, overwrite: bool, binary: bool = False):
     """Open ``path`` for writing under the rules above (unbuffered binary or UTF-8 text)."""
     path = Path(path)
+    clean_stale_partials(path.parent if str(path.parent) else Path("."))
     if overwrite and path.is_symlink():
         path.unlink()  # replace the link, never write through it
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_TRUNC if overwrite else os.O_EXCL)
@@ -75,6 +76,18 @@ def open_exclusive(path: Path, overwrite: bool, binary: bool = False):
     if binary:
         return open(fd, "wb", buffering=0)
     return open(fd, "w", newline="", encoding="utf-8")
+
+
+def write_exclusive(path: str | os.PathLike, data: bytes, overwrite: bool) -> None:
+    """Write a whole small file (e.g. an image) under the rules above."""
+    path = Path(path)
+    with open_exclusive(path, overwrite, binary=True) as f:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[f.write(view):]
+        except OSError as e:
+            raise VideoError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 class OutputClaim:

@@ -154,3 +154,19 @@ def test_every_output_is_closed_even_when_one_fails_to_close(tmp_path, face_vide
     out, lm = tmp_path / "o.mp4", tmp_path / "o.npz"  # .npz: written only when closed
     assert_one_line_error(run("video", face_video, "-o", out, "-l", lm, "-m", model_path), "simulated failure")
     assert int(np.load(lm)["frame_count"]) == 20  # the landmarks file was still finished
+
+
+def test_image_output_follows_the_same_name_rules(tmp_path, face_photo, model_path):
+    import cv2
+
+    src = tmp_path / "face.png"
+    cv2.imwrite(str(src), face_photo[0])
+    target = tmp_path / "target.png"
+    target.write_bytes(b"precious")
+    link = tmp_path / "link.png"
+    os.symlink(target, link)
+    assert_one_line_error(run("image", src, "-o", link, "-m", model_path), "link.png", "already exists")
+    r = run("image", src, "-o", link, "-m", model_path, "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert not link.is_symlink() and cv2.imread(str(link)) is not None
+    assert target.read_bytes() == b"precious"  # not written through the link
