@@ -13,11 +13,12 @@ console = Console(stderr=True, soft_wrap=True, highlight=False)
 TRAIN_HINT = 'pip install "star-track[train]"'
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one ``error:`` line (never wrapped: soft_wrap) and return the Exit to raise."""
     from rich.markup import escape
 
     console.print(f"[red]error:[/red] {escape(message)}")  # escape: keeps the [gpu] in install hints
-    return typer.Exit(1)
+    return typer.Exit(code)
 
 
 @app.command()
@@ -35,10 +36,11 @@ def export(
     precision: Annotated[str, typer.Option(help="TensorRT precision: fp16 or fp32")] = "fp16",
 ) -> None:
     """Export CHECKPOINT to ONNX, check it (onnx.checker + parity with PyTorch), optionally build TensorRT."""
+    # One unwrapped line (a usage error's rich box would wrap long paths at the terminal width).
     if not checkpoint.is_file():
-        raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="CHECKPOINT")
+        raise _fail(f"{checkpoint}: does not exist" if not checkpoint.exists() else f"{checkpoint}: not a file")
     if precision not in ("fp16", "fp32"):
-        raise typer.BadParameter("must be fp16 or fp32", param_hint="--precision")
+        raise _fail(f"--precision must be fp16 or fp32, got {precision!r}", 2)
     if tensorrt:
         _check_gpu_dependencies()
     try:

@@ -7,17 +7,31 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .detect import Detection, DetectorError, FaceDetector
-from .draw import draw_faces
-from .engines import EngineUnavailable, create_engine
-from .engines.base import LandmarkEngine, ModelError
-from .engines.flip_average import FlipAveragedEngine
-from .landmark_io import open_landmark_writer
-from .model_meta import ModelMeta
-from .model_registry import list_models, resolve_model
-from .smoothing import make_smoother
-from .tracker import Face, Tracker
-from .video import VideoError, VideoSink, VideoSource
+import importlib
+
+# Public names are imported on first use (PEP 562), so `star-track` installs its signal handlers before the
+# heavy imports (numpy, OpenCV, mediapipe): a Ctrl-C in the first moments is one line, not a traceback.
+_EXPORTS = {
+    "Detection": ".detect", "DetectorError": ".detect", "FaceDetector": ".detect", "draw_faces": ".draw",
+    "EngineUnavailable": ".engines", "create_engine": ".engines", "LandmarkEngine": ".engines.base",
+    "ModelError": ".engines.base", "FlipAveragedEngine": ".engines.flip_average",
+    "open_landmark_writer": ".landmark_io", "ModelMeta": ".model_meta", "list_models": ".model_registry",
+    "resolve_model": ".model_registry", "make_smoother": ".smoothing", "Face": ".tracker", "Tracker": ".tracker",
+    "VideoError": ".video", "VideoSink": ".video", "VideoSource": ".video",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "Detection", "DetectorError", "EngineUnavailable", "Face", "FaceDetector", "FlipAveragedEngine",

@@ -6,6 +6,7 @@ Every failure is reported as one line on stderr naming the input and the reason,
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -15,6 +16,8 @@ from typing import Iterator, Optional
 
 import typer
 
+from ._entry import SIGNAL_EXIT, Interrupted, install_handlers, interrupted_by
+
 app = typer.Typer(name="star-track", help="Real-time facial landmark tracking with STAR uncertainty.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="List and manage landmark models.", no_args_is_help=True)
@@ -23,7 +26,18 @@ app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 
 EXIT_ERROR = 1
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_REAL_STDERR: int | None = None
+"""While :func:`main` keeps native logs off the terminal: the descriptor of the real stderr (else None)."""
+
+
+@app.callback()
+def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Also show the native libraries' "
+                                                 "own log lines (FFmpeg, OpenCV, LiteRT).")) -> None:
+    """Real-time facial landmark tracking with STAR uncertainty."""
+    if verbose and _REAL_STDERR is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+            os.dup2(_REAL_STDERR, 2)
 
 
 class Smoothing(str, Enum):
@@ -53,14 +67,36 @@ def error_boundary(subject: str) -> Iterator[None]:
         raise
     except (VideoError, ModelError, DetectorError, EngineUnavailable) as e:
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C while StopFlag waits for the frame to finish
         raise fail(f"{subject}: interrupted", 130) from None
+    except Interrupted as e:
+        raise fail(f"{subject}: {e.word}", e.exit_code) from None
     except ValueError as e:
         raise fail(f"{subject}: {e}") from None
     except MemoryError:
         raise fail(f"{subject}: out of memory") from None
     except Exception as e:  # the boundary: never a traceback
+        hit = interrupted_by(e)  # e.g. RuntimeError "Error calling __set_name__" around the signal
+        if hit is not None:
+            raise fail(f"{subject}: {hit.word}", hit.exit_code) from None
         raise fail(f"{subject}: {type(e).__name__}: {e}") from None
+
+
+def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwrite: bool) -> None:
+    """Validate every output (kind ``video``, ``image`` or ``landmarks``) before any work or any write."""
+    from .landmark_io import check_landmarks_path
+    from .video import VideoError, check_image_output, check_video_output
+
+    checks = {"video": check_video_output, "image": check_image_output, "landmarks": check_landmarks_path}
+    src = Path(input)
+    given = [(p, kind) for p, kind in outputs if p is not None]
+    for p, kind in given:
+        checks[kind](p, overwrite)
+        # Checked even with --overwrite: replacing the input would destroy it (it is read while writing).
+        if src.exists() and p.exists() and os.path.realpath(p) == os.path.realpath(src):
+            raise VideoError(f"{p}: output would overwrite the input")
+    if len(given) == 2 and os.path.realpath(given[0][0]) == os.path.realpath(given[1][0]):
+        raise VideoError(f"{given[0][0]}: --out and --landmarks-out are the same file")
 
 
 class StopFlag:
@@ -73,7 +109,8 @@ class StopFlag:
     def __enter__(self) -> "StopFlag":
         for s in SIGNAL_EXIT:
             try:
-                self._old[s] = signal.signal(s, self._handle)
+                if signal.getsignal(s) is not signal.SIG_IGN:  # ignored by the parent: stays ignored
+                    self._old[s] = signal.signal(s, self._handle)
             except ValueError:  # not the main thread: keep default behaviour
                 pass
         return self
@@ -94,8 +131,11 @@ class StopFlag:
 
 def _make_tracker(model, engine, smoothing, max_faces, detector, detect_every, output_68, fps=30.0,
                   flip_test=False):
-    from .tracker import Tracker
+    import warnings
 
+    from .tracker import NonFiniteOutputWarning, Tracker
+
+    warnings.simplefilter("ignore", NonFiniteOutputWarning)  # reported as one line by _report_nonfinite
     return Tracker(model=model, engine=engine, smoothing=smoothing, max_faces=max_faces,
                    detect_every=detect_every, detector=detector, output_scheme="68" if output_68 else None,
                    fps=fps, flip_test=flip_test)
@@ -113,7 +153,7 @@ FlipOpt = typer.Option(False, "--flip-test", help="Also run each face mirrored a
 
 @app.command()
 def video(
-    input: Path = typer.Argument(..., help="Input video file."),
+    input: str = typer.Argument(..., help="Input video file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4, .avi, .mov, .mkv)."),
     landmarks_out: Optional[Path] = typer.Option(None, "--landmarks-out", "-l",
                                                  help="Landmarks file: .csv, .json or .npz."),
@@ -135,20 +175,14 @@ def video(
         raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
     from .draw import draw_faces
     from .landmark_io import open_landmark_writer
-    from .video import VideoError, VideoSink, VideoSource, check_output_path
+    from .video import VideoSink, VideoSource
 
     sink = writer = None
     frames = 0
     stop = StopFlag()
-    with error_boundary(str(input)):
+    with error_boundary(input):
         # Outputs are checked before any work so a bad path never costs a full run.
-        for p in (out, landmarks_out):
-            if p is not None:
-                check_output_path(p, overwrite)
-                if input.exists() and p.exists() and p.resolve() == input.resolve():
-                    raise VideoError(f"{p}: output would overwrite the input")
-        if out is not None and landmarks_out is not None and out.resolve() == landmarks_out.resolve():
-            raise VideoError(f"{out}: --out and --landmarks-out are the same file")
+        _check_outputs(input, [(out, "video"), (landmarks_out, "landmarks")], overwrite)
         source = VideoSource(input)
         frames_with_faces = 0
         t_start = time.perf_counter()
@@ -161,11 +195,13 @@ def video(
                 if landmarks_out is not None:
                     writer = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name,
                                                   source.fps, overwrite=overwrite)
-                with _progress(progress, source.frame_count, input.name) as advance:
+                with _progress(progress, source.frame_count, Path(input).name) as advance:
                     fps_ema = None
                     for vf in source:
                         t0 = time.perf_counter()
                         faces = tracker.track(vf.image, vf.time)
+                        if sink is not None:  # stop while the video can still be finished: all files end
+                            sink.ensure_space()  # on the same whole frame
                         if writer is not None:
                             writer.write(vf.index, vf.time, faces)
                         if sink is not None:
@@ -181,10 +217,13 @@ def video(
                             break
         finally:
             source.close()
-            for w in (sink, writer):
-                if w is not None:
-                    w.close()
+            _close_all(sink, writer)
     elapsed = time.perf_counter() - t_start
+    _report_nonfinite(tracker, Path(input).name)
+    if source.ended_early and stop.signum is None:
+        typer.echo(f"star-track: warning: {input}: the file ended early (truncated or damaged?): read "
+                   f"{source.frames_read} of the {source.frame_count} frames its container lists; the results "
+                   "cover those frames", err=True)
     targets = ", ".join(str(p) for p in (out, landmarks_out) if p is not None)
     if stop.signum is not None:
         name = signal.Signals(stop.signum).name
@@ -194,7 +233,29 @@ def video(
     typer.echo(f"wrote {frames} frames to {targets} ({frames / max(elapsed, 1e-9):.1f} fps overall); "
                f"faces in {frames_with_faces} of them")
     if frames and not frames_with_faces:
-        typer.echo(f"star-track: warning: {input.name}: no face found in any frame", err=True)
+        typer.echo(f"star-track: warning: {Path(input).name}: no face found in any frame", err=True)
+
+
+def _close_all(*outputs) -> None:
+    """Close every output even when one of them fails (the first failure is raised after all are closed)."""
+    first: Exception | None = None
+    for out in outputs:
+        if out is None:
+            continue
+        try:
+            out.close()
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            first = first or e
+    if first is not None:
+        raise first
+
+
+def _report_nonfinite(tracker, subject: str) -> None:
+    """One warning line when the model's output was NaN/inf for some faces (they were left out)."""
+    n = getattr(tracker, "nonfinite_faces", 0)
+    if n:
+        typer.echo(f"star-track: warning: {subject}: {n} face(s) left out: the model returned non-finite "
+                   "landmarks", err=True)
 
 
 @contextlib.contextmanager
@@ -218,7 +279,7 @@ def _progress(enabled: bool, total: int | None, label: str):
 
 @app.command()
 def webcam(
-    camera: int = typer.Option(0, "--camera", "-c", help="Camera index."),
+    camera: int = typer.Option(0, "--camera", "-c", min=0, help="Camera index (0, 1, ...)."),
     smoothing: Smoothing = SmoothOpt,
     model: Optional[str] = ModelOpt,
     engine: str = EngineOpt,
@@ -265,7 +326,7 @@ def webcam(
 
 @app.command()
 def image(
-    input: Path = typer.Argument(..., help="Input image."),
+    input: str = typer.Argument(..., help="Input image."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Annotated output image."),
     landmarks_out: Optional[Path] = typer.Option(None, "--landmarks-out", "-l", help="Landmarks .csv/.json/.npz."),
     model: Optional[str] = ModelOpt,
@@ -284,17 +345,12 @@ def image(
 
     from .draw import draw_faces
     from .landmark_io import open_landmark_writer
-    from .video import VideoError, check_output_path
+    from .video import VideoError, check_input_path
 
-    with error_boundary(str(input)):
-        for p in (out, landmarks_out):
-            if p is not None:
-                check_output_path(p, overwrite)
-        if not input.exists():
-            raise VideoError(f"{input}: no such file")
-        if input.is_dir():
-            raise VideoError(f"{input}: is a directory, not an image")
-        img = cv2.imread(str(input), cv2.IMREAD_UNCHANGED)
+    with error_boundary(input):
+        _check_outputs(input, [(out, "image"), (landmarks_out, "landmarks")], overwrite)
+        src = check_input_path(input, "an image")
+        img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
         if img is None:
             raise VideoError(f"{input}: not an image OpenCV can read")
         if img.dtype != "uint8":
@@ -302,6 +358,7 @@ def image(
         tracker = _make_tracker(model, engine, "none", max_faces, detector, 1, output_68, flip_test=flip_test)
         with tracker:
             faces = tracker.detect_image(img)
+        _report_nonfinite(tracker, Path(input).name)
         if landmarks_out is not None:
             w = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name, 0.0, overwrite)
             w.write(0, 0.0, faces)
@@ -309,9 +366,13 @@ def image(
         if out is not None:
             from .tracker import as_bgr
 
+            from .output_files import write_exclusive
+
             canvas = draw_faces(as_bgr(img).copy(), faces, tracker.scheme, ellipses=ellipses)
-            if not cv2.imwrite(str(out), canvas):
-                raise VideoError(f"{out}: could not write the image (unsupported extension?)")
+            ok, encoded = cv2.imencode(out.suffix, canvas)
+            if not ok:
+                raise VideoError(f"{out}: could not encode the image (unsupported extension?)")
+            write_exclusive(out, encoded.tobytes(), overwrite)  # same name rules as every other output
     typer.echo(f"{len(faces)} face(s) in {input}" + "".join(f"; wrote {p}" for p in (out, landmarks_out) if p))
 
 
@@ -385,18 +446,89 @@ def bench_engines(
         try:
             sizes = [int(b) for b in batches.split(",") if b.strip()]
         except ValueError:
-            raise fail(f"--batches must be comma-separated integers, got {batches!r}", 2) from None
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            raise fail(f"--batches must be comma-separated integers >= 1, got {batches!r}", 2)
         rows = run_engine_bench(model, [e.strip() for e in engines.split(",") if e.strip()], sizes, repeats)
         print_table(rows)
 
 
-def main() -> None:
-    """Console-script entry point."""
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+
+    Unlike typer's standalone mode, a usage error (bad option value, unknown option, missing argument) is one
+    line on stderr with exit code 2, like every other error.
+    """
     try:
-        app()
-    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (e.g. during imports)
-        typer.echo("star-track: interrupted", err=True)
-        sys.exit(130)
+        rv = app(args=argv, prog_name="star-track", standalone_mode=False)
+    except typer.TyperException as e:  # click's ClickException family (vendored by typer)
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `star-track` / `star-track models`: the help
+            from typer import core as typer_core
+
+            if not getattr(typer_core, "HAS_RICH", True):  # rich help is printed as it is built
+                e.show()
+            return e.exit_code
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        fail(f"{e.format_message()}{hint}")
+        return getattr(e, "exit_code", 2)
+    except typer.Abort:
+        fail("aborted")
+        return EXIT_ERROR
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> None:
+    """Console-script entry point.
+
+    SIGINT and SIGTERM are one line and exit 130 / 143 in every phase: start-up and model loading (the handler
+    raises :class:`~star_track._entry.Interrupted`), processing (:class:`StopFlag`), and the interpreter's
+    teardown, where the signals are ignored so a second Ctrl-C cannot turn the exit code into death-by-signal
+    and native libraries' shutdown logs stay off the terminal.
+    """
+    install_handlers()  # already done by star_track._entry; here too when main() is called directly
+    _silence_native_stderr()
+    try:
+        code = run_cli()
+    except BaseException as e:  # noqa: BLE001 - interrupts outside a command's boundary (parsing, imports)
+        hit = interrupted_by(e) or (Interrupted(signal.SIGINT) if isinstance(e, KeyboardInterrupt) else None)
+        if hit is None:
+            raise
+        code = hit.exit_code
+        with contextlib.suppress(Exception):
+            typer.echo(f"star-track: {hit.word}", err=True)
+    _quiet_exit(code)
+
+
+def _silence_native_stderr() -> None:
+    """Point descriptor 2, where FFmpeg, OpenCV and LiteRT write their log lines, at /dev/null, and give
+    Python's ``sys.stderr`` (our one-line errors, warnings, the progress bar) its own copy of the real stderr.
+    ``--verbose`` undoes it."""
+    global _REAL_STDERR
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        return
+    sys.stderr = open(real, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                      errors="backslashreplace", closefd=False)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    _REAL_STDERR = real
+
+
+def _quiet_exit(code: int) -> None:
+    """Exit with ``code``: further SIGINT/SIGTERM ignored, native teardown logs silenced."""
+    for s in SIGNAL_EXIT:
+        signal.signal(s, signal.SIG_IGN)  # Python resets only its own handlers to SIG_DFL at exit, not SIG_IGN
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

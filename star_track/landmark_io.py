@@ -14,7 +14,10 @@ Every record holds the frame index, time (s), track id, score, box (x1, y1, x2, 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import json
 import os
 import tempfile
@@ -23,7 +26,23 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .output_files import OutputClaim, open_exclusive
 from .video import VideoError, check_output_path
+
+_os_write = os.write  # the one low-level write (tests simulate a disk filling up mid-write through it)
+
+
+def _write_all(f, data: bytes) -> None:
+    """Write all of ``data`` to the unbuffered file ``f`` (os.write may write part of it)."""
+    view = memoryview(data)
+    while view:
+        n = _os_write(f.fileno(), view)
+        view = view[n:]
+
+
+def _write_failed(path: Path, e: OSError, frames: int) -> VideoError:
+    reason = "No space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    return VideoError(f"{path}: {reason} (kept the {frames} complete frames written before)")
 
 FORMATS = (".csv", ".json", ".npz")
 
@@ -38,28 +57,40 @@ class LandmarkWriter(Protocol):
 
 
 class CsvLandmarkWriter:
-    """See module docs."""
+    """See module docs. Each frame's rows go to disk in one piece; if a write fails (disk full) the file is
+    cut back to the last whole frame, so it stays readable by :func:`read_landmarks_csv`."""
 
-    def __init__(self, path: Path, num_points: int, scheme: str, fps: float):
-        self.path = path
+    def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False):
+        self.path = Path(path)
         self.frames_written = 0
-        self._f = open(path, "w", newline="", encoding="utf-8")
-        self._w = csv.writer(self._f)
         header = ["frame", "time", "track_id", "score", "x1", "y1", "x2", "y2"]
         header += [f"{a}{i}" for i in range(num_points) for a in ("x", "y")]
         header += [f"{c}{i}" for i in range(num_points) for c in ("cxx", "cxy", "cyy")]
-        self._w.writerow(header)
-        self._f.flush()
+        self._f = open_exclusive(self.path, overwrite, binary=True)
+        self._good = 0  # file size after the last complete frame
+        self._append([header])
+
+    def _append(self, rows: list) -> None:
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        try:
+            _write_all(self._f, buf.getvalue().encode("utf-8"))
+        except OSError as e:
+            os.ftruncate(self._f.fileno(), self._good)  # shrinking needs no space
+            raise _write_failed(self.path, e, self.frames_written) from None
+        self._good = self._f.tell()
 
     def write(self, frame_index: int, time: float, faces: Sequence) -> None:
+        rows = []
         for f in faces:
             cov = np.asarray(f.covariance)
             row = [frame_index, f"{time:.6f}", f.track_id, f"{f.score:.5f}"]
             row += [f"{v:.3f}" for v in np.asarray(f.box).ravel()]
             row += [f"{v:.3f}" for v in np.asarray(f.landmarks).ravel()]
             row += [f"{v:.5g}" for v in np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1).ravel()]
-            self._w.writerow(row)
-        self._f.flush()
+            rows.append(row)
+        if rows:
+            self._append(rows)
         self.frames_written += 1
 
     def close(self) -> None:
@@ -80,25 +111,32 @@ class JsonLandmarkWriter:
 
     _TAIL = b"\n]}\n"
 
-    def __init__(self, path: Path, num_points: int, scheme: str, fps: float):
-        self.path = path
+    def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False):
+        self.path = Path(path)
         self.frames_written = 0
-        self._f = open(path, "wb")
+        self._f = open_exclusive(self.path, overwrite, binary=True)
         head = json.dumps({"scheme": scheme, "num_points": num_points, "fps": fps,
-                           "covariance_layout": ["xx", "xy", "yy"]})
-        self._f.write(head[:-1].encode() + b', "frames": [')
-        self._end = self._f.tell()
-        self._f.write(self._TAIL)
-        self._f.flush()
+                           "covariance_layout": ["xx", "xy", "yy"]}, allow_nan=False)
+        self._end = 0
+        self._append(head[:-1].encode() + b', "frames": [')
+
+    def _append(self, data: bytes) -> None:
+        """Write ``data`` + the closing brackets at the end of the frame list. If that fails (disk full) the
+        previous closing brackets are put back (over bytes that are already allocated) and the file cut there."""
+        try:
+            self._f.seek(self._end)
+            _write_all(self._f, data + self._TAIL)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.pwrite(self._f.fileno(), self._TAIL, self._end)
+                os.ftruncate(self._f.fileno(), self._end + len(self._TAIL))
+            raise _write_failed(self.path, e, self.frames_written) from None
+        self._end += len(data)
 
     def write(self, frame_index: int, time: float, faces: Sequence) -> None:
         rec = json.dumps({"frame": int(frame_index), "time": round(float(time), 6),
-                          "faces": [_face_dict(f) for f in faces]}, separators=(",", ":"))
-        self._f.seek(self._end)
-        self._f.write((b",\n" if self.frames_written else b"\n") + rec.encode())
-        self._end = self._f.tell()
-        self._f.write(self._TAIL)
-        self._f.flush()
+                          "faces": [_face_dict(f) for f in faces]}, separators=(",", ":"), allow_nan=False)
+        self._append((b",\n" if self.frames_written else b"\n") + rec.encode())
         self.frames_written += 1
 
     def close(self) -> None:
@@ -112,11 +150,13 @@ class NpzLandmarkWriter:
     _FIELDS = {"frame": np.int64, "time": np.float64, "track_id": np.int64, "score": np.float32,
                "box": np.float32, "landmarks": np.float32, "raw_landmarks": np.float32, "covariance": np.float32}
 
-    def __init__(self, path: Path, num_points: int, scheme: str, fps: float):
-        self.path = path
+    def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False):
+        self.path = Path(path)
         self.frames_written = 0
         self.num_points, self.scheme, self.fps = num_points, scheme, fps
-        self._dir = tempfile.TemporaryDirectory(prefix=".star-track-", dir=path.parent)
+        self._claim = OutputClaim(self.path, overwrite)  # also removes stale spools of killed runs
+        # The pid in the name lets a later run recognise the spool of a killed one (output_files).
+        self._dir = tempfile.TemporaryDirectory(prefix=f".star-track-{os.getpid()}-", dir=self.path.parent)
         self._spool = {k: open(Path(self._dir.name) / k, "wb") for k in self._FIELDS}
         self._rows = 0
         self._closed = False
@@ -141,11 +181,27 @@ class NpzLandmarkWriter:
             self._spool[k].close()
             data = np.fromfile(Path(self._dir.name) / k, dtype=dtype)
             arrays[k] = data.reshape((self._rows, *shapes.get(k, ())))
-        tmp = self.path.with_name(f".{self.path.name}.partial.npz")
-        np.savez(tmp, frame_count=np.int64(self.frames_written), fps=np.float64(self.fps),
-                 scheme=np.array(self.scheme), **arrays)
-        os.replace(tmp, self.path)
-        self._dir.cleanup()
+        tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}.npz")
+        try:
+            np.savez(tmp, frame_count=np.int64(self.frames_written), fps=np.float64(self.fps),
+                     scheme=np.array(self.scheme), **arrays)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            self._claim.release()
+            reason = "No space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise VideoError(f"{self.path}: {reason} (the archive could not be written)") from None
+        finally:
+            self._dir.cleanup()
+        self._claim.commit(tmp)
+
+
+def check_landmarks_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """:func:`~star_track.video.check_output_path` plus a supported extension (``.csv``, ``.json``, ``.npz``)."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in FORMATS:
+        raise VideoError(f"{p}: unsupported landmarks format {ext or '(none)'} (use .csv, .json or .npz)")
+    return check_output_path(p, overwrite)
 
 
 def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, fps: float,
@@ -155,14 +211,11 @@ def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, 
     Raises:
         VideoError: unknown extension, existing file without ``overwrite``, unwritable location.
     """
-    p = Path(path)
+    p = check_landmarks_path(path, overwrite)
     ext = p.suffix.lower()
-    if ext not in FORMATS:
-        raise VideoError(f"{p}: unsupported landmarks format {ext or '(none)'} (use .csv, .json or .npz)")
-    p = check_output_path(p, overwrite)
     cls = {".csv": CsvLandmarkWriter, ".json": JsonLandmarkWriter, ".npz": NpzLandmarkWriter}[ext]
     try:
-        return cls(p, num_points, scheme, fps)
+        return cls(p, num_points, scheme, fps, overwrite=overwrite)
     except OSError as e:
         raise VideoError(f"{p}: cannot write ({e.strerror or e})") from None
 

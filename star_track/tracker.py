@@ -25,15 +25,25 @@ Confidence score
 
 Thread-safety
   A Tracker holds per-video state (tracks, filters, the detector's clock) and is not thread-safe. Use one
-  Tracker per thread / per video stream; separate Trackers may run concurrently.
+  Tracker per thread / per video stream; separate Trackers may run concurrently. A call that overlaps another
+  call on the same Tracker raises :class:`ConcurrentUseError` instead of mixing the two streams' state.
+
+Non-finite model outputs
+  A face whose landmarks or covariances come out NaN/inf (a broken model or engine) is left out of that frame's
+  results, its filter untouched; :attr:`Tracker.nonfinite_faces` counts them and a
+  :class:`NonFiniteOutputWarning` is issued once per Tracker.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import os
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -45,6 +55,20 @@ from .engines.base import LandmarkEngine, ModelError
 from .engines.flip_average import FlipAveragedEngine
 from .schemes import LandmarkScheme, get_scheme
 from .smoothing import Smoother, make_smoother
+
+
+MAX_TIMESTAMP_S = 1e12
+"""Largest accepted timestamp magnitude (seconds; epoch times fit comfortably)."""
+MAX_GAP_S = 2.0
+"""A jump in time longer than this restarts every track's smoothing (the face may be anywhere by then)."""
+
+
+class ConcurrentUseError(RuntimeError):
+    """One Tracker was called from two threads at once (unsupported: use one Tracker per thread)."""
+
+
+class NonFiniteOutputWarning(RuntimeWarning):
+    """The model produced NaN/inf landmarks; such faces are dropped from the frame's results."""
 
 
 @dataclass
@@ -77,6 +101,7 @@ class _Track:
     start: Detection | None = None  # detection to (re)start the crop from this frame
     crop: Crop | None = None
     motion: np.ndarray = field(default_factory=lambda: np.zeros(2))  # landmark-centre shift over the last frame
+    valid: bool = True  # False: this frame's output was non-finite (not reported, filter untouched)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,6 +127,16 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
     if frame.shape[2] == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(frame)
+
+
+def _check_timestamp(timestamp: float) -> float:
+    try:
+        t = float(timestamp)
+    except (TypeError, ValueError):
+        raise ValueError(f"timestamp must be a number of seconds, got {timestamp!r}") from None
+    if not math.isfinite(t) or abs(t) > MAX_TIMESTAMP_S:
+        raise ValueError(f"timestamp must be a finite number of seconds within +-{MAX_TIMESTAMP_S:g}, got {t}")
+    return t
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -213,6 +248,9 @@ class Tracker:
         calib_for = getattr(self.meta, "calibration_for", None)
         self.box_calibration = tuple(calib_for(str(detector)) if calib_for else self.meta.box_calibration)
         self._still_detector: FaceDetector | None = None
+        self._busy = threading.Lock()  # detects overlapping calls (see module docs); never waited on
+        self.nonfinite_faces = 0
+        """Faces dropped because the model returned non-finite landmarks or covariances."""
         self.reset()
 
     # -- state -----------------------------------------------------------------------------------------
@@ -252,11 +290,33 @@ class Tracker:
         Returns:
             Faces sorted by track id.
         Raises:
-            ValueError: wrong dtype / shape.
+            ValueError: wrong dtype / shape, or a timestamp that is not a finite number within
+                :data:`MAX_TIMESTAMP_S`. A timestamp that goes backwards counts as one frame interval; a
+                jump of more than :data:`MAX_GAP_S` restarts the smoothing of every track.
+            ConcurrentUseError: another thread is inside a call on this Tracker.
         """
+        with self._exclusive():
+            return self._track(frame, timestamp)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Claim the Tracker for one call; raise at once if another thread holds it."""
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError("this Tracker is already in use by another thread (a Tracker is not "
+                                     "thread-safe: use one Tracker per thread or stream)")
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    def _track(self, frame: np.ndarray, timestamp: float | None) -> list[Face]:
         frame = as_bgr(frame)
-        t = self._frame_index / self.fps if timestamp is None else float(timestamp)
+        t = self._frame_index / self.fps if timestamp is None else _check_timestamp(timestamp)
         dt = 1.0 / self.fps if self._last_t is None or t <= self._last_t else t - self._last_t
+        if dt > MAX_GAP_S:  # a long gap: old velocities and positions say nothing about now
+            for tr in self._tracks:
+                tr.smoother.reset()
+            dt = 1.0 / self.fps
         tracks = self._tracks
         need_detect = (not tracks or self._frame_index - self._last_detect >= self.detect_every
                        or any(tr.score < self.redetect_below for tr in tracks))
@@ -264,23 +324,27 @@ class Tracker:
             self._last_detect = self._frame_index
             dets = self.detector.detect(frame, int(round((t + self._t_offset) * 1000)))
             tracks = self._associate(tracks, dets)
-        self._run(frame, tracks, dt, smooth=True)
+        tracks = self._run(frame, tracks, dt, smooth=True)
         self._tracks = self._dedupe(tracks)
         self._frame_index += 1
         self._last_t = t
         self._t_end = max(self._t_end, t + self._t_offset + dt)
-        return [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id)]
+        return [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id) if tr.valid]
 
     def detect_image(self, image: np.ndarray) -> list[Face]:
         """Landmarks of every face (up to ``max_faces``) in a still image: IMAGE-mode detection, no smoothing,
         no effect on the video tracks. Faces are numbered 0.. in detector-score order."""
+        with self._exclusive():
+            return self._detect_image(image)
+
+    def _detect_image(self, image: np.ndarray) -> list[Face]:
         image = as_bgr(image)
         if self._still_detector is None:
             self._still_detector = FaceDetector(self._detector_spec, mode="image", min_confidence=self._min_det)
         dets = self._still_detector.detect(image)[: self.max_faces]
         tracks = [_Track(i, make_smoother("none"), start=d) for i, d in enumerate(dets)]
-        self._run(image, tracks, 0.0, smooth=False)
-        return [self._face(tr) for tr in tracks]
+        tracks = self._run(image, tracks, 0.0, smooth=False)
+        return [self._face(tr) for tr in tracks if tr.valid]
 
     # -- internals -------------------------------------------------------------------------------------
     def _track_box(self, tr: _Track) -> np.ndarray:
@@ -348,21 +412,24 @@ class Tracker:
         """One batched engine call -> frame-pixel means and covariances per crop, and scores."""
         batch = np.stack([c.warp(frame) for c in crops])
         mean, cov = self.engine.infer(batch)
-        scores = landmark_score(cov, self.uncertainty_half)
-        pts, covs = [], []
-        for c, m, s in zip(crops, mean, cov):
-            p, sf = c.normalized_to_frame(m.astype(np.float64), s.astype(np.float64))
-            pts.append(p)
-            covs.append(sf)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite outputs are handled by _run
+            scores = landmark_score(cov, self.uncertainty_half)
+            pts, covs = [], []
+            for c, m, s in zip(crops, mean, cov):
+                p, sf = c.normalized_to_frame(m.astype(np.float64), s.astype(np.float64))
+                pts.append(p)
+                covs.append(sf)
         return pts, covs, scores
 
     def _landmark_crop(self, points: np.ndarray) -> Crop:
         return crop_from_landmarks(points, self.meta.input_size, self.meta.crop_scale, rotate=True,
                                    eye_corners=self.model_scheme.outer_eye_corners)
 
-    def _run(self, frame: np.ndarray, tracks: list[_Track], dt: float, smooth: bool) -> None:
+    def _run(self, frame: np.ndarray, tracks: list[_Track], dt: float, smooth: bool) -> list[_Track]:
+        """Landmarks for every track (updated in place); returns the tracks kept (new faces whose first
+        output is non-finite are dropped)."""
         if not tracks:
-            return
+            return tracks
         size = self.meta.input_size
         # Faces starting from a detector box: re-frame the crop from their own landmarks while confident (each
         # step brings the framing closer to the training crops).
@@ -378,6 +445,9 @@ class Tracker:
                 pts, covs, scores = self._infer(frame, [crops[k] for k in active])
                 still = []
                 for k, p, c, s in zip(active, pts, covs, scores):
+                    if not np.isfinite(p).all():  # judged (and dropped) with the final results below
+                        done[id(fresh[k])] = (p, c, float(s))
+                        continue
                     refined = self._landmark_crop(p)
                     unsure = s < self.redetect_below or not 0.5 <= refined.side / box_sides[k] <= 2.0
                     if unsure or _same_framing(crops[k], refined, self.refine_tolerance):
@@ -400,8 +470,17 @@ class Tracker:
         if todo:
             for tr, p, c, s in zip(todo, *self._infer(frame, [tr.crop for tr in todo])):
                 done[id(tr)] = (p, c, float(s))
+        kept = []
         for tr in tracks:
             p, c, s = done[id(tr)]
+            tr.valid = bool(np.isfinite(p).all() and np.isfinite(c).all())
+            if not tr.valid:  # never let NaN/inf reach the filter or the outputs
+                self._count_nonfinite()
+                tr.crop, tr.score, tr.motion = None, 0.0, np.zeros(2)  # score 0: re-detect next frame
+                if tr.points is not None:
+                    kept.append(tr)
+                continue
+            kept.append(tr)
             followed = tr.points is not None and s >= self.redetect_below and not any(tr is f for f in fresh)
             tr.motion = p.mean(0) - tr.points.mean(0) if followed else np.zeros(2)
             tr.points, tr.cov, tr.score = p, c, float(s)
@@ -409,6 +488,13 @@ class Tracker:
             tr.smoothed = tr.smoother.update(p, c, dt, scale) if smooth else p
             tr.crop = None
             tr.age += 1
+        return kept
+
+    def _count_nonfinite(self) -> None:
+        self.nonfinite_faces += 1
+        if self.nonfinite_faces == 1:
+            warnings.warn("the model returned non-finite (NaN/inf) landmarks; such faces are left out of the "
+                          "results (count: Tracker.nonfinite_faces)", NonFiniteOutputWarning, stacklevel=5)
 
     def _dedupe(self, tracks: list[_Track]) -> list[_Track]:
         """Two tracks that converged onto one face: keep the more confident (older on ties)."""

@@ -13,6 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
+# CLI output must not depend on the terminal running the tests: rich wraps at $COLUMNS and styles by TERM.
+os.environ.update(COLUMNS="200", NO_COLOR="1", TERM="dumb")
+
 
 @functools.lru_cache(maxsize=1)
 def _gpu_skip_reason() -> str | None:

@@ -122,9 +122,12 @@ def test_cli_rejects_missing_checkpoint(tmp_path):
 
     from export.cli import app
 
-    result = CliRunner().invoke(app, [str(tmp_path / "missing.pt")])
-    assert result.exit_code != 0
-    assert "does not exist" in result.output
+    # a long path must not be wrapped onto several lines (the message stays greppable on any terminal)
+    missing = tmp_path / ("d" * 150) / "missing.pt"
+    result = CliRunner().invoke(app, [str(missing)])
+    assert result.exit_code == 1
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"{missing}: does not exist" in lines[0], result.output
 
 
 def test_small_config_matches_the_brief():

@@ -16,6 +16,8 @@ from .base import ModelError
 if TYPE_CHECKING:
     import onnx
 
+CONVERTER_VERSION = 1
+"""Bump when the conversion's output changes: it is part of the TensorRT engine cache key."""
 BOUNDARY_TENSOR = "heatmaps"
 """Tensor where FP16 ends: the fused heatmaps, named so by :func:`export.onnx_export.export_onnx`."""
 KEEP_FP32_OPS = frozenset({"InstanceNormalization"})

@@ -1,15 +1,17 @@
 """TensorRT FP16 engine: build (cached) from the exported ONNX and run with the TensorRT 10+ tensor API.
 
-Precision by TensorRT version (read from ``tensorrt.__version__`` at run time):
-
-* TensorRT 10: the FP32 ONNX is parsed and built with ``BuilderFlag.FP16`` (weak typing: TensorRT picks
-  per layer).
-* TensorRT 11+: weak typing and ``BuilderFlag.FP16`` are gone; the ONNX is first converted to mixed precision
-  (:mod:`star_track.engines.onnx_fp16`: FP16 body, FP32 decoding and IO) and built strongly typed.
+Precision, the same on TensorRT 10 and 11: every network is built strongly typed
+(``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: required on 10.x, accepted and ignored on 11.x where strong
+typing is the only mode), so the ONNX's own types decide. ``fp16`` first converts the ONNX to mixed precision
+(:mod:`star_track.engines.onnx_fp16`: FP16 body, FP32 InstanceNorm, decoding and IO): TensorRT 10 and 11 then
+compute the same precisions (the deprecated ``BuilderFlag.FP16`` let TensorRT 10 run the decoding in FP16 too).
+``fp32`` clears ``BuilderFlag.TF32`` (on by default), so it is IEEE FP32, not TF32.
 
 Built engines are cached under ``$STAR_TRACK_CACHE/engines`` (default ``~/.cache/star-track/engines``), keyed by
-the ONNX file's sha256, TensorRT version, GPU name, compute capability, precision and batch profile. A cached
-engine that fails to deserialise (other GPU / TensorRT build) is rebuilt, not fatal.
+the ONNX file's sha256, TensorRT version, GPU name and compute capability of the current CUDA device, precision,
+the FP16 converter's version and the batch profile. Files are written to a unique temporary name, fsynced and
+renamed, so concurrent builders never see each other's half-written files. A cached engine that fails to
+deserialise (other GPU / TensorRT build) is rebuilt, not fatal.
 
 Device buffers are torch CUDA tensors (torch is the one CUDA runtime the GPU install already needs for the
 torch engine; it keeps this module free of raw CUDA bindings). tensorrt and torch are imported lazily.
@@ -18,10 +20,12 @@ Status: written against the documented TensorRT 10/11 Python API; not yet run on
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -73,13 +77,25 @@ def trt_major(version: str) -> int:
         raise ModelError(f"cannot parse TensorRT version {version!r}") from exc
 
 
-def uses_fp16_builder_flag(version: str) -> bool:
-    """True where FP16 is requested with ``BuilderFlag.FP16`` (TensorRT < 11); False where the network must
-    be strongly typed from an FP16 ONNX (TensorRT 11 removed the flag)."""
+def check_trt_version(version: str) -> int:
+    """The TensorRT major version, or EngineUnavailable for versions older than 10."""
     major = trt_major(version)
     if major < 10:
         raise EngineUnavailable(f"TensorRT {version} is too old: star-track needs TensorRT 10 or newer ({GPU_HINT})")
-    return major < 11
+    return major
+
+
+def network_flags(trt: Any) -> int:
+    """``create_network`` flags: strongly typed (explicit batch is the only mode since TensorRT 10; on 11 the
+    strong-typing flag is accepted and ignored, strong typing being the only mode)."""
+    flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
+def configure_precision(trt: Any, config: Any, precision: str) -> None:
+    """Builder settings for ``precision``: never a weak-typing flag; fp32 without TF32."""
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default: 10-bit mantissa products
 
 
 def engine_cache_dir() -> Path:
@@ -110,6 +126,8 @@ class EngineSpec:
     min_batch: int
     opt_batch: int
     max_batch: int
+    converter: str = ""
+    """Version of the FP16 ONNX conversion the engine was built from ("" for fp32)."""
 
     def key(self) -> str:
         """Stable short hash of all fields."""
@@ -121,9 +139,12 @@ class EngineSpec:
         return f"{stem}.{self.precision}.b{self.max_batch}.{self.key()}.engine"
 
 
-def gpu_identity(device: int = 0) -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") of a CUDA device, via torch."""
+def gpu_identity(device: int | None = None) -> tuple[str, str]:
+    """(GPU name, compute capability "major.minor") of a CUDA device (default: the current one, where the
+    engine will run), via torch."""
     torch = require_cuda_torch()
+    if device is None:
+        device = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(device)
     return torch.cuda.get_device_name(device), f"{major}.{minor}"
 
@@ -136,9 +157,31 @@ def make_spec(onnx_path: str | Path, trt_version: str, gpu_name: str, compute_ca
     if max_batch < 1:
         raise ModelError(f"max_batch must be >= 1, got {max_batch}")
     opt = max(1, min(opt_batch or max_batch, max_batch))
+    if precision == "fp16":
+        from .onnx_fp16 import CONVERTER_VERSION
+
+        converter = f"onnx_fp16/{CONVERTER_VERSION}"
+    else:
+        converter = ""
     return EngineSpec(onnx_sha256=file_sha256(onnx_path), trt_version=str(trt_version), gpu_name=gpu_name,
                       compute_capability=compute_capability, precision=precision, min_batch=1,
-                      opt_batch=opt, max_batch=max_batch)
+                      opt_batch=opt, max_batch=max_batch, converter=converter)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a unique temporary file in the same folder (mkstemp), fsync and
+    ``os.replace``: readers and concurrent writers only ever see a whole file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _stderr(msg: str) -> None:
@@ -154,6 +197,7 @@ def build_engine(onnx_path: str | Path, max_batch: int = 8, precision: str = "fp
     ``force`` rebuilds even when a cached file exists.
     """
     trt = require_tensorrt()
+    check_trt_version(trt.__version__)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ModelError(f"ONNX model not found: {onnx_path}")
@@ -164,37 +208,50 @@ def build_engine(onnx_path: str | Path, max_batch: int = 8, precision: str = "fp
     if path.is_file() and not force:
         return path
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir)
     log(f"Building TensorRT {trt.__version__} {precision} engine for {onnx_path.name} on {name} (sm {cc}), "
         f"batch 1..{max_batch}; this takes a minute or more, once per model/GPU/TensorRT version...")
     t0 = time.perf_counter()
     plan = _build_plan(trt, onnx_path, spec, workspace_gib, out_dir)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(plan)
-    os.replace(tmp, path)  # never leave a truncated engine under the final name
-    path.with_suffix(".json").write_text(json.dumps(asdict(spec), indent=1, sort_keys=True))
+    atomic_write(path, plan)  # never a truncated engine under the final name, even with concurrent builders
+    atomic_write(path.with_suffix(".json"), json.dumps(asdict(spec), indent=1, sort_keys=True).encode())
     log(f"TensorRT engine built in {time.perf_counter() - t0:.0f} s -> {path}")
     return path
 
 
+def _remove_leftovers(out_dir: Path) -> None:
+    """FP16 ONNX files earlier versions kept beside the engines, and temporary files of killed builders."""
+    from ..output_files import clean_stale_partials
+
+    for old in out_dir.glob("*.fp16.onnx"):
+        with contextlib.suppress(OSError):
+            old.unlink()
+    clean_stale_partials(out_dir)
+
+
 def _build_plan(trt: Any, onnx_path: Path, spec: EngineSpec, workspace_gib: float, work_dir: Path) -> bytes:
+    if spec.precision != "fp16":
+        return _build_from(trt, onnx_path, onnx_path, spec, workspace_gib)
+    from .onnx_fp16 import write_fp16_onnx
+
+    # The mixed-precision ONNX is only an input to the build: a private temporary folder, always removed.
+    # The pid in the name lets clean_stale_partials remove the folder of a builder that was killed.
+    with tempfile.TemporaryDirectory(prefix=f".star-track-{os.getpid()}-fp16-", dir=work_dir) as tmp:
+        source = write_fp16_onnx(onnx_path, Path(tmp) / f"{onnx_path.stem}.fp16.onnx")
+        return _build_from(trt, onnx_path, source, spec, workspace_gib)
+
+
+def _build_from(trt: Any, onnx_path: Path, source: Path, spec: EngineSpec, workspace_gib: float) -> bytes:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flag_fp16 = uses_fp16_builder_flag(spec.trt_version)
-    source = onnx_path
-    if spec.precision == "fp16" and not flag_fp16:
-        from .onnx_fp16 import write_fp16_onnx
-
-        source = write_fp16_onnx(onnx_path, work_dir / f"{onnx_path.stem}.{spec.onnx_sha256[:16]}.fp16.onnx")
-    # Flags 0: explicit batch is the only mode since TensorRT 10, strong typing the only mode since 11.
-    network = builder.create_network(0)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(source)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"TensorRT could not parse {source}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if spec.precision == "fp16" and flag_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
+    configure_precision(trt, config, spec.precision)
     inp = next((network.get_input(i) for i in range(network.num_inputs)
                 if network.get_input(i).name == INPUT_NAME), None)
     if inp is None:

@@ -5,7 +5,9 @@ a checkpoint, so a freshly trained model can be tracked with before it is export
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import copy
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,8 @@ class TorchEngine:
             raise ModelError(f"device {self.device} requested but torch sees no CUDA GPU")
         self.fp16 = (self.device.type == "cuda") if fp16 is None else bool(fp16)
         self._dtype = torch.float16 if self.fp16 else torch.float32
+        if isinstance(model_path_or_checkpoint, tuple):  # the caller's own network: .to() would convert it
+            net = copy.deepcopy(net)
         # decode_heatmaps_torch casts the heatmaps to float32 itself, so only the network runs in FP16.
         self._module = StarInference(net.to(self.device, self._dtype).eval()).eval()
         self.name = f"torch[{self.device.type}{'-fp16' if self.fp16 else ''}]"
@@ -58,9 +62,33 @@ class TorchEngine:
         if len(crops) == 0:
             return empty_outputs(self.meta)
         x = torch.from_numpy(to_nchw_float(crops)).to(self.device, self._dtype, non_blocking=True)
-        with torch.inference_mode():
+        with torch.inference_mode(), _ieee_fp32(torch, self.device.type == "cuda" and not self.fp16):
             mean, cov = self._module(x)
         return mean.float().cpu().numpy(), cov.float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def _ieee_fp32(torch: Any, enabled: bool) -> Iterator[None]:
+    """FP32 on CUDA means IEEE FP32 here, not TF32 (cuDNN convolutions default to TF32): set for the call only,
+    since these switches are process-wide."""
+    if not enabled:
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        saved = conv.fp32_precision
+        conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = saved
+    else:
+        saved = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = saved
 
 
 def empty_outputs(meta: ModelMeta) -> tuple[np.ndarray, np.ndarray]:

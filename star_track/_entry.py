@@ -1,0 +1,75 @@
+"""The ``star-track`` console script: signal handlers first, then the (heavier) command line.
+
+Everything imported before the handlers are installed is a window in which Ctrl-C is Python's traceback and
+SIGTERM a silent death, so this module imports nothing but :mod:`signal` and :mod:`sys` before installing them.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM outside a command's own handling (start-up, imports, model loading).
+
+    A BaseException but not a KeyboardInterrupt: typer turns a KeyboardInterrupt into a silent exit 130 (even
+    for SIGTERM), while this one reaches :func:`star_track.cli.main`, which prints one line with the signal's
+    own exit code.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return SIGNAL_EXIT.get(self.signum, 130)
+
+    @property
+    def word(self) -> str:
+        return "terminated" if self.signum == signal.SIGTERM else "interrupted"
+
+
+def _raise_interrupted(signum, _frame) -> None:
+    raise Interrupted(signum)
+
+
+def install_handlers() -> None:
+    """Raise :class:`Interrupted` on SIGINT/SIGTERM; a signal the parent ignores (``nohup``, a shell's
+    background job) stays ignored."""
+    for s in SIGNAL_EXIT:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, _raise_interrupted)
+
+
+def interrupted_by(exc: BaseException) -> Interrupted | None:
+    """The :class:`Interrupted` that ``exc`` is or wraps (class creation wraps it: "Error calling __set_name__")."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    install_handlers()
+    try:
+        from .cli import main as cli_main
+    except BaseException as e:  # noqa: BLE001 - only interrupts are handled here
+        hit = interrupted_by(e)
+        if hit is None:
+            raise
+        for s in SIGNAL_EXIT:
+            signal.signal(s, signal.SIG_IGN)
+        sys.stderr.write(f"star-track: {hit.word}\n")
+        sys.exit(hit.exit_code)
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

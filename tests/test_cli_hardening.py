@@ -1,0 +1,75 @@
+"""CLI hardening (issue 15): usage errors, cameras, outputs validated before writing, paths named as given."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from star_track.cli import run_cli
+from star_track.video import VideoError, VideoSource
+from test_cli import assert_one_line_error, run
+
+
+def one_line(capsys, code, *needles):
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return code
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """A small readable image (no face needed: these errors come before any model is loaded)."""
+    p = tmp_path / "f.png"
+    cv2.imwrite(str(p), np.full((32, 32, 3), 128, np.uint8))
+    return p
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-faces", "0"], "--max-faces"),
+    (["--detect-every", "-1"], "--detect-every"),
+    (["--smoothing", "bogus"], "bogus"),
+    (["--no-such-option"], "--no-such-option"),
+])
+def test_usage_errors_are_one_line_with_exit_2(capsys, tmp_path, args, needle):
+    code = run_cli(["video", str(tmp_path / "in.mp4"), "-l", str(tmp_path / "o.csv"), *args])
+    assert one_line(capsys, code, needle, "star-track: error:") == 2
+
+
+def test_negative_camera_index_is_refused_before_opencv(capsys):
+    with pytest.raises(VideoError, match="camera -1"):
+        VideoSource(-1)  # cv2.VideoCapture(-1) segfaults in this OpenCV build
+    assert one_line(capsys, run_cli(["webcam", "--camera", "-2"]), "--camera") == 2
+
+
+def test_image_never_overwrites_its_input(photo):
+    before = photo.read_bytes()
+    assert_one_line_error(run("image", photo, "-o", photo, "--overwrite"), "f.png", "overwrite the input")
+    assert photo.read_bytes() == before
+
+
+@pytest.mark.parametrize("bad_out", ["img.xyz", "noext", "/dev/null"])
+def test_image_outputs_are_all_validated_before_any_is_written(tmp_path, photo, bad_out):
+    out = bad_out if bad_out.startswith("/") else tmp_path / bad_out
+    lm = tmp_path / "img.json"
+    r = run("image", photo, "-o", out, "-l", lm, "--overwrite")
+    assert_one_line_error(r, str(out))
+    assert "cv2" not in r.stderr and "OpenCV(" not in r.stderr
+    assert not lm.exists()  # a rerun is not refused with "already exists"
+
+
+def test_paths_are_reported_as_given(tmp_path):
+    r = run("video", "http://x/y.mp4", "-l", tmp_path / "o.csv")
+    assert_one_line_error(r, "http://x/y.mp4", "not supported")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = run("video", "in.mp4", "-l", afile / "o.csv")
+    assert_one_line_error(r, "is not a folder")
+    assert "does not exist" not in r.stderr
+
+
+def test_bench_batches_must_be_positive(model_path):
+    for bad in ("0", "1,-2", ","):
+        assert_one_line_error(run("bench", "engines", "-m", model_path, "--batches", bad), "--batches", code=2)
