@@ -24,7 +24,7 @@ Time budget
     One detector call costs about the same whatever the image size (~5 ms on a laptop CPU core: the model runs
     at 192 x 192; only the resize grows with the image). Photo mode makes ``1 + tiles`` calls, where tiles grow
     with the image area: ``ceil((W - o) / (t - o)) * ceil((H - o) / (t - o))`` for tile side ``t`` and overlap
-    ``o`` pixels; a 1024 x 768 photo gets 6 tiles, a 2 MP one 12. Beyond ``max_tiles`` the tiles are made larger
+    ``o`` pixels; a 1024 x 768 photo gets 6 tiles, a 1600 x 1200 one 12. Beyond ``max_tiles`` the tiles are made larger
     instead of more numerous, so a call never makes more than ``1 + max_tiles`` detector calls, plus the same
     again per rotation when the rolled passes run (on 80 held-out WFLW photos, ~1000 x 800, they ran for a few
     upright photos and for most photos turned by 60 degrees). Images no larger than ``tile`` get no tiles.
