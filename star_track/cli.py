@@ -331,14 +331,16 @@ def image(
     landmarks_out: Optional[Path] = typer.Option(None, "--landmarks-out", "-l", help="Landmarks .csv/.json/.npz."),
     model: Optional[str] = ModelOpt,
     engine: str = EngineOpt,
-    max_faces: int = FacesOpt,
+    max_faces: Optional[int] = typer.Option(None, "--max-faces", min=1, help="Most faces returned (default: all)."),
     detector: str = DetectorOpt,
     output_68: bool = Out68Opt,
     flip_test: bool = FlipOpt,
+    single_pass: bool = typer.Option(False, "--single-pass", help="One whole-image detector pass (fast, as in video) "
+                                     "instead of photo mode's tiles and rolled passes: misses small and rolled faces."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
 ) -> None:
-    """Landmarks of every face in a single image."""
+    """Landmarks of every face in a single image (photo mode: small and rolled faces too)."""
     if out is None and landmarks_out is None:
         raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
     import cv2
@@ -355,9 +357,9 @@ def image(
             raise VideoError(f"{input}: not an image OpenCV can read")
         if img.dtype != "uint8":
             img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
-        tracker = _make_tracker(model, engine, "none", max_faces, detector, 1, output_68, flip_test=flip_test)
+        tracker = _make_tracker(model, engine, "none", max_faces or 1, detector, 1, output_68, flip_test=flip_test)
         with tracker:
-            faces = tracker.detect_image(img)
+            faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
         _report_nonfinite(tracker, Path(input).name)
         if landmarks_out is not None:
             w = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name, 0.0, overwrite)

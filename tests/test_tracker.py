@@ -244,7 +244,7 @@ def test_new_face_stops_refining_once_the_framing_converges(face_photo):
     for tol in (0.05, 0.0):
         counting = _CountingEngine(engine)
         with Tracker(engine=counting, refine_steps=3, refine_tolerance=tol) as tr:
-            faces = tr.detect_image(img)
+            faces = tr.detect_image(img, search="single")
         assert len(faces) == 1
         results[tol] = (sum(counting.calls), faces[0].raw_landmarks)
     assert results[0.05][0] <= 2, results
