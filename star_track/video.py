@@ -1,8 +1,11 @@
-"""Video input and output: :class:`VideoSource` (file or camera) and :class:`VideoSink` (mp4v via OpenCV)."""
+"""Video input and output: :class:`VideoSource` (file, stream, device or camera) and :class:`VideoSink` (H.264 with
+the input's audio, via PyAV)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +16,8 @@ import numpy as np
 
 from .detect import quiet_native_stderr
 
-SINK_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+SINK_CODECS = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "mjpeg"}
+"""Output extensions and the codec each gets by default (``codec=`` / ``--codec`` chooses another)."""
 
 
 class VideoError(RuntimeError):
@@ -30,36 +34,44 @@ class VideoFrame:
 
 
 class VideoSource:
-    """Frames from a video file or a camera.
+    """Frames from a video file, a stream (``rtsp://``, ``http(s)://``, ...), a capture device path or a camera.
 
     Args:
-        source: a file path, or a camera index (int, or a string of digits).
+        source: a file path, a stream URL, a device path such as ``/dev/video0`` (decoded by FFmpeg through
+            PyAV), or a camera index (int, or a string of digits; read through OpenCV).
         fps: override the frame rate (cameras often report 0).
 
     Raises:
-        VideoError: missing file, a directory, not a decodable video, no frames, or no such camera.
+        VideoError: missing file, a directory, not a decodable video, no frames, a stream that cannot be
+            opened, or no such camera (a negative index is refused before OpenCV sees it).
 
-    Iterate to get :class:`VideoFrame` s; iteration ends at the end of the file or when a camera stops
-    delivering frames (disconnect). Use as a context manager or call :meth:`close`.
+    Iterate to get :class:`VideoFrame` s; iteration ends at the end of the file or when a camera or stream
+    stops delivering frames (disconnect). Use as a context manager or call :meth:`close`.
 
-    Frame times are the file's own timestamps (so variable-frame-rate files give the real gaps, which the
-    smoothers use), falling back to ``index / fps`` where the container has none; for a camera, the time since
-    its first frame was read (``fps`` overrides both with ``index / fps``).
+    Frame times are the container's own timestamps (PTS) counted from the first frame (so variable-frame-rate
+    files give the real gaps, which the smoothers use), falling back to ``index / fps`` where there are none;
+    for a camera index, the time since its first frame was read (``fps`` overrides both with ``index / fps``).
+    The input's audio, if any, can be copied to a :class:`VideoSink` (``audio_from=source``; create the sink
+    before iterating).
     """
 
     def __init__(self, source: str | os.PathLike | int, fps: float | None = None):
-        self.is_camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
-        self.name = f"camera {int(source)}" if self.is_camera else str(source)
-        if self.is_camera and int(source) < 0:  # cv2.VideoCapture(-1) segfaults in some OpenCV builds
+        spec = source if isinstance(source, int) else os.fspath(source)
+        self.is_camera = isinstance(spec, int) or bool(_INT.fullmatch(str(spec).strip()))
+        self.name = f"camera {int(spec)}" if self.is_camera else str(spec)
+        if self.is_camera and int(spec) < 0:  # cv2.VideoCapture(-1) segfaults in some OpenCV builds
             raise VideoError(f"{self.name}: a camera index must be 0 or more")
         self._first: np.ndarray | None = None
         self._fixed_rate = fps is not None
         self._ended = False
+        self._cap = self._av = None
+        self.origin = 0.0
+        """Container time (s) of the first frame: frame times count from it."""
         self.frames_read = 0
         """Frames delivered so far."""
         if self.is_camera:
             with quiet_native_stderr():  # OpenCV logs its own warning; we raise a clear error below
-                self._cap = cv2.VideoCapture(int(source))
+                self._cap = cv2.VideoCapture(int(spec))
                 opened = self._cap.isOpened()
             if not opened:
                 raise VideoError(f"{self.name}: no such camera or it cannot be opened")
@@ -68,32 +80,31 @@ class VideoSource:
                 self._cap.release()
                 raise VideoError(f"{self.name}: camera opened but delivers no frames")
             self._first = frame
+            reported = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
+            count = 0
         else:
-            path = check_input_path(source, "a video file")
-            if path.stat().st_size == 0:
-                raise VideoError(f"{path}: file is empty")
-            with quiet_native_stderr():  # FFmpeg logs e.g. "moov atom not found" itself; we report it below
-                self._cap = cv2.VideoCapture(str(path))
-                opened = self._cap.isOpened()
-            if not opened:
-                raise VideoError(f"{path}: not a video OpenCV can decode (unknown format, or truncated/corrupt)")
-            with quiet_native_stderr():
-                ok, frame = self._cap.read()
-            if not ok or frame is None:
-                self._cap.release()
-                raise VideoError(f"{path}: contains no decodable frames")
-            self._first = frame
-        reported = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
+            self._av = _open_av(str(spec))
+            first = self._av.read()
+            if first is None:
+                self._av.close()
+                raise VideoError(f"{self.name}: contains no decodable frames")
+            t0, self._first = first
+            self.origin = float(t0) if t0 is not None else 0.0
+            reported, count = self._av.rate, self._av.frame_count
         self.fps = float(fps) if fps else (float(reported) if 0 < reported < 1000 else 30.0)
         self.height, self.width = self._first.shape[:2]
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count: int | None = None if self.is_camera or count <= 0 else count
-        """Frames the container reports (an estimate; None for cameras / unknown)."""
+        """Frames the container reports (an estimate; None for cameras, streams / unknown)."""
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.width, self.height
+
+    @property
+    def has_audio(self) -> bool:
+        """True when the input has an audio stream (a :class:`VideoSink` can copy it)."""
+        return self._av is not None and self._av.audio is not None
 
     def __iter__(self) -> Iterator[VideoFrame]:
         index, last = 0, 0.0
@@ -103,15 +114,29 @@ class VideoSource:
             self.frames_read = 1
             yield VideoFrame(0, 0.0, frame)
             index = 1
-        while self._cap is not None:
-            ok, frame = self._cap.read()
+        while self._cap is not None or self._av is not None:
+            if self._av is not None:
+                if self._av.audio_wanted is None:
+                    self._av.audio_wanted = False  # iteration began without a sink asking for the audio
+                    self._av.audio_packets.clear()
+                got = self._av.read()
+                ok = got is not None
+                pts, frame = got if ok else (None, None)
+            else:
+                ok, frame = self._cap.read()
+                pts = None
             if not ok or frame is None:
                 self._ended = True
                 return
-            last = self._frame_time(index, last, start)
+            last = self._frame_time(index, last, start, pts)
             self.frames_read = index + 1
             yield VideoFrame(index, last, frame)
             index += 1
+
+    @property
+    def ended(self) -> bool:
+        """True once iteration reached the end of the input."""
+        return self._ended
 
     @property
     def ended_early(self) -> bool:
@@ -120,20 +145,23 @@ class VideoSource:
         count = self.frame_count
         return bool(self._ended and count and self.frames_read < 0.99 * count - 1)
 
-    def _frame_time(self, index: int, last: float, start: float) -> float:
+    def _frame_time(self, index: int, last: float, start: float, pts: float | None) -> float:
         if self._fixed_rate:
             return index / self.fps
         if self.is_camera:
             t = time.monotonic() - start
         else:
-            t = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0  # the frame just read
-        # Containers without timestamps report 0 or repeat values: then assume the nominal rate.
+            t = float(pts) - self.origin if pts is not None else float("nan")
+        # Frames without timestamps, or repeated ones: assume the nominal rate.
         return t if np.isfinite(t) and t > last else last + 1.0 / self.fps
 
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+        if self._av is not None:
+            self._av.close()
+            self._av = None
 
     def __enter__(self) -> "VideoSource":
         return self
@@ -142,11 +170,46 @@ class VideoSource:
         self.close()
 
 
-def check_input_path(source: str | os.PathLike, what: str) -> Path:
+_INT = re.compile(r"[+-]?\d+")
+
+
+def camera_source(spec: str | int) -> int | str:
+    """Parse ``--camera``: an index (>= 0), a stream URL or an existing device path / file.
+
+    Raises:
+        VideoError: a negative index, or a path that does not exist (checked before OpenCV or FFmpeg see it).
+    """
+    text = str(spec).strip()
+    if _INT.fullmatch(text):
+        if int(text) < 0:
+            raise VideoError(f"camera {text}: a camera index must be 0 or more")
+        return int(text)
+    if "://" in text:
+        return text
+    if not os.path.exists(text):
+        raise VideoError(f"camera {text}: no such device or file")
+    return text
+
+
+def _open_av(spec: str):
+    """An :class:`~star_track.av_video.AvReader` on a stream URL, a capture device or a file."""
+    from .av_video import AvReader
+
+    if "://" in spec:
+        return AvReader(spec, spec, live=True)
+    path = check_input_path(spec, "a video file", allow_devices=True)
+    if path.is_char_device():  # /dev/video0: a V4L2 capture device
+        return AvReader(str(path), spec, fmt="v4l2" if sys.platform.startswith("linux") else None, live=True)
+    if path.stat().st_size == 0:
+        raise VideoError(f"{spec}: file is empty")
+    return AvReader(str(path), spec)
+
+
+def check_input_path(source: str | os.PathLike, what: str, allow_devices: bool = False) -> Path:
     """``source`` as a Path if it is an existing file, else a VideoError naming it as given (``what``: "a video
     file", "an image"). URLs are refused by name (pathlib would turn ``http://x`` into ``http:/x``)."""
     text = os.fspath(source)
-    if "://" in str(text):
+    if "://" in str(text) and not allow_devices:
         raise VideoError(f"{text}: URLs and streams are not supported (give a local file)")
     path = Path(text)
     if not path.exists():
@@ -212,18 +275,27 @@ MAX_SINK_FPS = 1000.0
 
 
 class VideoSink:
-    """Writes BGR frames to a video file (mp4v in .mp4/.mov/.m4v/.mkv, MJPG in .avi).
+    """Writes BGR frames to a video file: H.264 (libx264, yuv420p) in .mp4/.m4v/.mov/.mkv by default, MJPEG in
+    .avi; ``codec`` picks ``h264``, ``hevc``, ``vp9``, ``av1`` or ``mpeg4``, ``crf``/``preset`` the quality.
 
     Frames go to a hidden temporary file beside ``path`` that is renamed to ``path`` by :meth:`close`, so a
     finished (or cleanly interrupted) run leaves a complete, playable file and a crashed run never leaves a
-    half-written file under the final name. Frames of another size are resized to the sink's size.
+    half-written file under the final name. Frames of another size are resized to the sink's size. An odd
+    width or height is padded to even (the last column/row repeated) because yuv420p needs even sizes:
+    :attr:`padded` says so, nothing is cropped.
+
+    With ``audio_from=source`` (a :class:`VideoSource` created before iterating) the input's audio is copied
+    as is (re-encoded to AAC when the container cannot hold its codec), in sync with the frame times given to
+    :meth:`write`; the sink holds the audio up to its last frame, all of it when the source was read to the end.
 
     Raises:
-        VideoError: unsupported extension, unwritable path, existing file without ``overwrite``, or the
-            encoder cannot be opened.
+        VideoError: unsupported extension or codec setting, unwritable path, existing file without
+            ``overwrite``, or the encoder cannot be opened.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], overwrite: bool = False):
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], overwrite: bool = False, *,
+                 codec: str | None = None, crf: int | None = None, preset: str | None = None,
+                 audio_from: "VideoSource | None" = None):
         self.path = check_video_output(path, overwrite)
         ext = self.path.suffix.lower()
         try:
@@ -234,23 +306,39 @@ class VideoSink:
             raise VideoError(f"{self.path}: invalid frame rate {fps} (must be > 0 and <= {MAX_SINK_FPS:g})")
         if len(size) != 2 or min(int(size[0]), int(size[1])) < 1:
             raise VideoError(f"{self.path}: invalid frame size {size}")
+        from .av_video import CODECS, AvWriter, encoder_options
+
+        self.codec = codec or SINK_CODECS[ext]
+        if self.codec not in CODECS:
+            raise VideoError(f"{self.path}: unknown codec {self.codec} (use one of {', '.join(CODECS)})")
+        if ext == ".avi" and self.codec != "mjpeg":
+            raise VideoError(f"{self.path}: .avi holds MJPEG only here (use .mp4, .mov or .mkv for {self.codec})")
+        options = encoder_options(self.codec, crf, preset)
         self.size = (int(size[0]), int(size[1]))
+        self.padded = (self.size[0] + self.size[0] % 2, self.size[1] + self.size[1] % 2)
+        """The encoded (even) size: ``size`` plus the repeated last column/row where ``size`` is odd."""
         self.fps = float(fps)
         from .output_files import OutputClaim
 
         self._claim = OutputClaim(self.path, overwrite)  # also removes stale partials of killed runs
         self._tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{ext}")
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*SINK_CODECS[ext]), self.fps, self.size)
-        if not self._writer.isOpened():
-            self._writer.release()
+        self._source = audio_from
+        reader = getattr(audio_from, "_av", None)
+        try:
+            self._writer = AvWriter(str(self._tmp), self.codec, self.fps, self.padded, options, reader,
+                                    getattr(audio_from, "origin", 0.0))
+        except VideoError as e:
             self._writer = None
             self._tmp.unlink(missing_ok=True)
             self._claim.release()
-            raise VideoError(f"{self.path}: cannot open a {SINK_CODECS[ext]} encoder for {self.size[0]}x{self.size[1]}")
+            raise VideoError(f"{self.path}: {e}") from None
+        self.has_audio = self._writer._audio_out is not None
+        """True when the input's audio is being copied."""
         self.frames_written = 0
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append one frame: uint8 (H, W) / (H, W, 1) gray, (H, W, 3) BGR or (H, W, 4) BGRA.
+    def write(self, frame: np.ndarray, time: float | None = None) -> None:
+        """Append one frame: uint8 (H, W) / (H, W, 1) gray, (H, W, 3) BGR or (H, W, 4) BGRA, shown at
+        ``time`` seconds (default: ``frames_written / fps``; times must increase).
 
         Raises:
             ValueError: another dtype or channel count (the encoder would silently drop such frames).
@@ -271,15 +359,28 @@ class VideoSink:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
         if (frame.shape[1], frame.shape[0]) != self.size:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(np.ascontiguousarray(frame))
+        if self.padded != self.size:
+            frame = cv2.copyMakeBorder(frame, 0, self.padded[1] - self.size[1], 0, self.padded[0] - self.size[0],
+                                       cv2.BORDER_REPLICATE)
+        t = self.frames_written / self.fps if time is None else float(time)
+        try:
+            self._writer.write(np.ascontiguousarray(frame), t)
+        except OSError as e:
+            raise VideoError(f"{self.path}: {e.strerror or e} (stopped after {self.frames_written} frames)") from None
         self.frames_written += 1
 
     def close(self) -> None:
-        """Finish the file and move it to its final name (idempotent)."""
+        """Finish the file (audio up to the last frame, or all of it when the source ended) and move it to its
+        final name (idempotent)."""
         if self._writer is None:
             return
-        self._writer.release()
-        self._writer = None
+        writer, self._writer = self._writer, None
+        try:
+            writer.close(source_ended=bool(getattr(self._source, "ended", False)))
+        except Exception as e:  # noqa: BLE001 - the partial file is dropped, the name released
+            self._tmp.unlink(missing_ok=True)
+            self._claim.release()
+            raise VideoError(f"{self.path}: cannot finish the video ({e})") from None
         if self.frames_written == 0:
             self._tmp.unlink(missing_ok=True)
             self._claim.release()

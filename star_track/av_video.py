@@ -1,0 +1,218 @@
+"""PyAV (FFmpeg) decoding and encoding behind :class:`~star_track.video.VideoSource` and
+:class:`~star_track.video.VideoSink`: container timestamps, H.264/HEVC/VP9/AV1/MPEG-4 output, audio copied.
+
+FFmpeg's own log lines are off unless :func:`set_verbose` turned them on (``star-track --verbose``).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections import deque
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from .video import VideoError
+
+CODECS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1", "mpeg4": "mpeg4",
+          "mjpeg": "mjpeg"}
+"""``--codec`` name -> FFmpeg encoder."""
+DEFAULT_CODEC = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "mjpeg"}
+"""Codec used for each output extension when none is asked for."""
+PRESETS = {"h264": None, "hevc": None, "av1": range(0, 14)}  # x264/x265 take names, SVT-AV1 numbers 0..13
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+TIME_BASE = Fraction(1, 60000)
+"""Output video time base: fine enough for any frame time, within MPEG-4 Part 2's limit (denominator < 65536)."""
+_AUDIO_HOLD = 4096
+"""Audio packets kept while no sink has asked for them (a few minutes of AAC); then they are dropped."""
+
+
+def set_verbose(on: bool) -> None:
+    """Let FFmpeg's log lines through to stderr (``--verbose``) or keep them hidden (the default)."""
+    av.logging.set_level(av.logging.INFO if on else None)
+
+
+def _reason(e: Exception) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return text.split(": '")[0] if text else type(e).__name__
+
+
+class AvReader:
+    """Decoded BGR frames with their presentation times, and the audio packets read along the way."""
+
+    def __init__(self, target: str, name: str, fmt: str | None = None, live: bool = False):
+        self.name = name
+        options = {"rtsp_transport": "tcp"} if target.startswith("rtsp://") else {}
+        try:
+            self.container = av.open(target, format=fmt, options=options, timeout=(10.0, 10.0))
+        except av.FFmpegError as e:
+            what = "cannot open the stream" if live else "not a video FFmpeg can decode (unknown format, or truncated/corrupt)"
+            raise VideoError(f"{name}: {what} ({_reason(e)})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoError(f"{name}: has no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        self.audio_packets: deque = deque()
+        self.audio_wanted: bool | None = None  # None: undecided (kept, up to _AUDIO_HOLD packets)
+        self._frames = self._decode()
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.rate = float(rate) if rate else 0.0
+        self.frame_count = int(self.stream.frames or 0)
+
+    def _decode(self):
+        streams = [self.stream] + ([self.audio] if self.audio is not None else [])
+        try:
+            for packet in self.container.demux(*streams):
+                if packet.stream.type == "audio":
+                    self._keep_audio(packet)
+                    continue
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError:  # a damaged packet: skip it, keep the rest
+                    continue
+                for frame in decoded:
+                    yield frame.time, frame.to_ndarray(format="bgr24")
+        except (av.FFmpegError, OSError):  # truncated file, dropped stream: the frames so far stand
+            return
+
+    def _keep_audio(self, packet) -> None:
+        if packet.dts is None or packet.size == 0 or self.audio_wanted is False:
+            return
+        self.audio_packets.append(packet)
+        if self.audio_wanted is None and len(self.audio_packets) > _AUDIO_HOLD:
+            self.audio_packets.popleft()
+
+    def read(self) -> tuple[float | None, np.ndarray] | None:
+        """The next (time in s or None, BGR image), or None at the end."""
+        return next(self._frames, None)
+
+    def close(self) -> None:
+        self._frames.close()
+        self.container.close()
+        self.audio_packets.clear()
+
+
+def encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[str, str]:
+    """FFmpeg options for ``--crf``/``--preset``; VideoError when the codec has no such setting."""
+    opts: dict[str, str] = {}
+    if crf is not None:
+        limit = 63 if codec in ("vp9", "av1") else 51
+        if codec not in ("h264", "hevc", "vp9", "av1") or not 0 <= crf <= limit:
+            raise VideoError(f"--crf {crf}: use 0..51 with h264/hevc, 0..63 with vp9/av1"
+                             + ("" if codec in ("h264", "hevc", "vp9", "av1") else f" (not {codec})"))
+        opts["crf"] = str(crf)
+        if codec == "vp9":
+            opts["b"] = "0"  # constant quality
+    if preset is not None:
+        if codec in ("h264", "hevc") and preset in X26X_PRESETS:
+            opts["preset"] = preset
+        elif codec == "av1" and preset.isdigit() and int(preset) in PRESETS["av1"]:
+            opts["preset"] = preset
+        else:
+            raise VideoError(f"--preset {preset}: use one of {', '.join(X26X_PRESETS)} with h264/hevc, "
+                             f"0..13 with av1 (codec here: {codec})")
+    return opts
+
+
+class AvWriter:
+    """Encodes BGR frames at given times into ``path`` (its extension picks the container) and copies the
+    audio packets of an :class:`AvReader` up to the last frame written (to the end when the reader ended)."""
+
+    def __init__(self, path: str, codec: str, fps: float, size: tuple[int, int], options: dict[str, str],
+                 audio_from: AvReader | None = None, audio_origin: float = 0.0):
+        self.cfr = codec == "mjpeg"  # AVI: constant rate, frame-numbered
+        self.fps = fps
+        try:
+            self.container = av.open(path, "w")
+            rate = Fraction(fps).limit_denominator(1001000)
+            self.stream = self.container.add_stream(CODECS[codec], rate=rate, options=options)
+            self.stream.width, self.stream.height = size
+            self.stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+            self.stream.codec_context.time_base = 1 / rate if self.cfr else TIME_BASE
+            self.stream.time_base = self.stream.codec_context.time_base
+            self.stream.codec_context.open()
+        except (av.FFmpegError, ValueError) as e:
+            with contextlib.suppress(Exception):
+                self.container.close()
+            raise VideoError(f"cannot open a {codec} encoder for {size[0]}x{size[1]} ({_reason(e)})") from None
+        self._audio_in = audio_from
+        self._audio_out = None
+        self._transcode = None
+        if audio_from is not None and audio_from.audio is not None:
+            self._audio_out, self._transcode = self._add_audio(audio_from.audio)
+            audio_from.audio_wanted = True
+            tb = audio_from.audio.time_base
+            self._shift = int(round(audio_origin / tb)) if tb else 0
+        self._last_pts = -1
+        self._end_time = 0.0
+
+    def _add_audio(self, src):
+        name = src.codec_context.name
+        if name in self.container.supported_codecs:  # copied as is
+            return self.container.add_stream_from_template(src), None
+        out = self.container.add_stream("aac", rate=src.codec_context.sample_rate or 48000)
+        return out, av.AudioResampler(format=out.codec_context.format, layout=out.codec_context.layout,
+                                      rate=out.codec_context.sample_rate)
+
+    def write(self, image: np.ndarray, time: float) -> None:
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        pts = self._last_pts + 1 if self.cfr else max(int(round(time / TIME_BASE)), self._last_pts + 1)
+        frame.pts, frame.time_base = pts, self.stream.codec_context.time_base
+        self._last_pts = pts
+        self._end_time = float(pts * frame.time_base) + 1.0 / self.fps
+        self._mux(self.stream.encode(frame))
+        self._copy_audio(self._end_time)
+
+    def _mux(self, packets) -> None:
+        try:
+            self.container.mux(packets)
+        except av.FFmpegError as e:
+            if getattr(e, "errno", None) == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, "No space left on device") from None
+            raise
+
+    def _copy_audio(self, until: float | None) -> None:
+        """Mux the reader's audio packets that start before ``until`` seconds of output time (None: all)."""
+        if self._audio_out is None:
+            return
+        queue, tb = self._audio_in.audio_packets, self._audio_in.audio.time_base
+        while queue:
+            p = queue[0]
+            start = (p.pts if p.pts is not None else p.dts) - self._shift
+            if until is not None and start * tb >= until:
+                break
+            queue.popleft()
+            if self._transcode is not None:
+                self._encode_audio(p, start)
+                continue
+            p.pts = None if p.pts is None else p.pts - self._shift
+            p.dts = p.dts - self._shift
+            p.stream = self._audio_out
+            self._mux(p)
+
+    def _encode_audio(self, packet, start) -> None:
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            return
+        for f in frames:
+            if start < 0:
+                continue
+            f.pts = None
+            for r in self._transcode.resample(f):
+                self._mux(self._audio_out.encode(r))
+
+    def close(self, source_ended: bool) -> None:
+        """Copy the remaining audio (all of it when the source ended, else up to the last frame), flush the
+        encoders and write the container's index."""
+        try:
+            self._copy_audio(None if source_ended else self._end_time)
+            self._mux(self.stream.encode(None))
+            if self._transcode is not None:
+                self._mux(self._audio_out.encode(None))
+        finally:
+            self.container.close()
+
