@@ -34,10 +34,26 @@ _REAL_STDERR: int | None = None
 def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Also show the native libraries' "
                                                  "own log lines (FFmpeg, OpenCV, LiteRT).")) -> None:
     """Real-time facial landmark tracking with STAR uncertainty."""
+    if verbose:
+        from .av_video import set_verbose
+
+        set_verbose(True)  # FFmpeg's log lines through PyAV (they are off by default)
     if verbose and _REAL_STDERR is not None:
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.flush()
             os.dup2(_REAL_STDERR, 2)
+
+
+class Codec(str, Enum):
+    h264 = "h264"
+    hevc = "hevc"
+    vp9 = "vp9"
+    av1 = "av1"
+    mpeg4 = "mpeg4"
+
+
+STDOUT = "-"
+"""``--landmarks-out -``: landmarks to stdout (CSV for video, JSON for image)."""
 
 
 class Smoothing(str, Enum):
@@ -89,7 +105,7 @@ def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwr
 
     checks = {"video": check_video_output, "image": check_image_output, "landmarks": check_landmarks_path}
     src = Path(input)
-    given = [(p, kind) for p, kind in outputs if p is not None]
+    given = [(p, kind) for p, kind in outputs if p is not None and str(p) != STDOUT]
     for p, kind in given:
         checks[kind](p, overwrite)
         # Checked even with --overwrite: replacing the input would destroy it (it is read while writing).
@@ -153,10 +169,18 @@ FlipOpt = typer.Option(False, "--flip-test", help="Also run each face mirrored a
 
 @app.command()
 def video(
-    input: str = typer.Argument(..., help="Input video file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4, .avi, .mov, .mkv)."),
+    input: str = typer.Argument(..., help="Input video file, stream URL (rtsp://, http(s)://) or device path."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4, .mov, .mkv: H.264 by "
+                                       "default; .avi: MJPEG), with the input's audio."),
     landmarks_out: Optional[Path] = typer.Option(None, "--landmarks-out", "-l",
-                                                 help="Landmarks file: .csv, .json or .npz."),
+                                                 help="Landmarks file: .csv, .json, .npz or .parquet; - for CSV "
+                                                 "on stdout."),
+    codec: Optional[Codec] = typer.Option(None, "--codec", help="Output video codec (default h264)."),
+    crf: Optional[int] = typer.Option(None, "--crf", help="Constant quality: lower is better and bigger "
+                                      "(h264/hevc 0-51, default 23/28; vp9/av1 0-63)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Encoder speed: ultrafast..veryslow "
+                                         "(h264/hevc), 0-13 (av1)."),
+    no_audio: bool = typer.Option(False, "--no-audio", help="Leave the input's audio out of the output video."),
     smoothing: Smoothing = SmoothOpt,
     model: Optional[str] = ModelOpt,
     engine: str = EngineOpt,
@@ -170,13 +194,15 @@ def video(
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw each landmark's 2-sigma uncertainty ellipse."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Track faces in a video file; write an annotated video and/or a landmarks file."""
+    """Track faces in a video file or stream; write an annotated video and/or a landmarks file."""
     if out is None and landmarks_out is None:
         raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
     from .draw import draw_faces
-    from .landmark_io import open_landmark_writer
+    from .landmark_io import CsvLandmarkWriter, open_landmark_writer
     from .video import VideoSink, VideoSource
 
+    to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT
+    say = (lambda m: typer.echo(m, err=True)) if to_stdout else typer.echo  # stdout carries the landmarks
     sink = writer = None
     frames = 0
     stop = StopFlag()
@@ -191,8 +217,17 @@ def video(
                                     fps=source.fps, flip_test=flip_test)
             with tracker, stop:
                 if out is not None:
-                    sink = VideoSink(out, source.fps, source.size, overwrite=overwrite)
-                if landmarks_out is not None:
+                    sink = VideoSink(out, source.fps, source.size, overwrite=overwrite,
+                                     codec=codec.value if codec else None, crf=crf, preset=preset,
+                                     audio_from=None if no_audio else source)
+                    if sink.padded != sink.size:
+                        typer.echo(f"star-track: note: {source.width}x{source.height} is odd-sized: the video is "
+                                   f"padded to {sink.padded[0]}x{sink.padded[1]} (last column/row repeated; "
+                                   "nothing cropped)", err=True)
+                if to_stdout:
+                    writer = CsvLandmarkWriter(Path("<stdout>"), tracker.scheme.num_points, tracker.scheme.name,
+                                               source.fps, stream=typer.get_binary_stream("stdout"))
+                elif landmarks_out is not None:
                     writer = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name,
                                                   source.fps, overwrite=overwrite)
                 with _progress(progress, source.frame_count, Path(input).name) as advance:
@@ -207,7 +242,7 @@ def video(
                         if sink is not None:
                             img = vf.image if no_draw else draw_faces(vf.image, faces, tracker.scheme,
                                                                       ellipses=ellipses)
-                            sink.write(img)
+                            sink.write(img, vf.time)
                         frames += 1
                         frames_with_faces += bool(faces)
                         dt = time.perf_counter() - t0
@@ -224,14 +259,14 @@ def video(
         typer.echo(f"star-track: warning: {input}: the file ended early (truncated or damaged?): read "
                    f"{source.frames_read} of the {source.frame_count} frames its container lists; the results "
                    "cover those frames", err=True)
-    targets = ", ".join(str(p) for p in (out, landmarks_out) if p is not None)
+    targets = ", ".join("stdout" if str(p) == STDOUT else str(p) for p in (out, landmarks_out) if p is not None)
     if stop.signum is not None:
         name = signal.Signals(stop.signum).name
         typer.echo(f"star-track: {name}: stopped after {frames} frames; wrote {frames} frames to {targets}",
                    err=True)
         raise typer.Exit(stop.exit_code)
-    typer.echo(f"wrote {frames} frames to {targets} ({frames / max(elapsed, 1e-9):.1f} fps overall); "
-               f"faces in {frames_with_faces} of them")
+    say(f"wrote {frames} frames to {targets} ({frames / max(elapsed, 1e-9):.1f} fps overall); "
+        f"faces in {frames_with_faces} of them")
     if frames and not frames_with_faces:
         typer.echo(f"star-track: warning: {Path(input).name}: no face found in any frame", err=True)
 
@@ -279,7 +314,8 @@ def _progress(enabled: bool, total: int | None, label: str):
 
 @app.command()
 def webcam(
-    camera: int = typer.Option(0, "--camera", "-c", min=0, help="Camera index (0, 1, ...)."),
+    camera: str = typer.Option("0", "--camera", "-c", help="Camera index (0, 1, ...), device path "
+                               "(/dev/video0) or stream URL (rtsp://, http(s)://)."),
     smoothing: Smoothing = SmoothOpt,
     model: Optional[str] = ModelOpt,
     engine: str = EngineOpt,
@@ -293,12 +329,15 @@ def webcam(
     import cv2
 
     from .draw import draw_faces
-    from .video import VideoSource
+    from .video import VideoSource, camera_source
 
     frames = 0
     stop = StopFlag()
-    with error_boundary(f"camera {camera}"):
-        source = VideoSource(camera)
+    label = f"camera {camera}"
+    with error_boundary(label):
+        spec = camera_source(camera)  # a negative index never reaches OpenCV (it segfaults there)
+        label = f"camera {spec}" if isinstance(spec, int) else str(camera)
+        source = VideoSource(spec)
         try:
             tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, False,
                                     fps=source.fps, flip_test=flip_test)
@@ -319,7 +358,7 @@ def webcam(
             source.close()
             with contextlib.suppress(Exception):
                 cv2.destroyAllWindows()
-    typer.echo(f"processed {frames} frames from camera {camera}")
+    typer.echo(f"processed {frames} frames from {label}")
     if stop.signum is not None:
         raise typer.Exit(stop.exit_code)
 
@@ -328,7 +367,9 @@ def webcam(
 def image(
     input: str = typer.Argument(..., help="Input image."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Annotated output image."),
-    landmarks_out: Optional[Path] = typer.Option(None, "--landmarks-out", "-l", help="Landmarks .csv/.json/.npz."),
+    landmarks_out: Optional[Path] = typer.Option(None, "--landmarks-out", "-l", help="Landmarks "
+                                                 ".csv/.json/.npz/.parquet; without -o and -l (or with -l -) "
+                                                 "the faces are printed as JSON on stdout."),
     model: Optional[str] = ModelOpt,
     engine: str = EngineOpt,
     max_faces: Optional[int] = typer.Option(None, "--max-faces", min=1, help="Most faces returned (default: all)."),
@@ -341,8 +382,9 @@ def image(
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
 ) -> None:
     """Landmarks of every face in a single image (photo mode: small and rolled faces too)."""
-    if out is None and landmarks_out is None:
-        raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
+    to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT or (out is None and landmarks_out is None)
+    if to_stdout:
+        landmarks_out = None
     import cv2
 
     from .draw import draw_faces
@@ -361,6 +403,8 @@ def image(
         with tracker:
             faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
         _report_nonfinite(tracker, Path(input).name)
+        if to_stdout:
+            _print_faces_json(faces, tracker.scheme, input)
         if landmarks_out is not None:
             w = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name, 0.0, overwrite)
             w.write(0, 0.0, faces)
@@ -375,7 +419,19 @@ def image(
             if not ok:
                 raise VideoError(f"{out}: could not encode the image (unsupported extension?)")
             write_exclusive(out, encoded.tobytes(), overwrite)  # same name rules as every other output
-    typer.echo(f"{len(faces)} face(s) in {input}" + "".join(f"; wrote {p}" for p in (out, landmarks_out) if p))
+    summary = f"{len(faces)} face(s) in {input}" + "".join(f"; wrote {p}" for p in (out, landmarks_out) if p)
+    typer.echo(summary, err=to_stdout)  # stdout holds only the JSON then
+
+
+def _print_faces_json(faces, scheme, input: str) -> None:
+    """``{"image", "scheme", "num_points", "covariance_layout", "faces": [...]}`` as one strict-JSON line."""
+    import json
+
+    from .landmark_io import face_dict
+
+    doc = {"image": input, "scheme": scheme.name, "num_points": scheme.num_points,
+           "covariance_layout": ["xx", "xy", "yy"], "faces": [face_dict(f) for f in faces]}
+    typer.echo(json.dumps(doc, allow_nan=False, separators=(",", ":")))
 
 
 @app.command()

@@ -1,9 +1,12 @@
 """Landmark files: one record per (frame, face) in ``.csv``, ``.json`` or ``.npz``, written as frames arrive.
 
 Every record holds the frame index, time (s), track id, score, box (x1, y1, x2, y2), the smoothed landmarks
-(x, y) and each landmark's covariance (xx, xy, yy) in frame pixels.
+(x, y) and each landmark's covariance (xx, xy, yy) in frame pixels. No file ever holds ``NaN``/``Infinity``:
+a non-finite number is ``null`` in JSON and an empty field in CSV (strict JSON parsers accept the files).
 
-* ``.csv`` — one row per face and frame, flushed after every frame; frames without faces have no row.
+* ``.csv`` — one row per face and frame, flushed after every frame; frames without faces have no row. Columns
+  (all names unique): ``frame, time, track_id, score, box_x1, box_y1, box_x2, box_y2, x0, y0, x1, y1, ...,
+  cxx0, cxy0, cyy0, cxx1, ...`` (:func:`csv_header`). ``-`` as the path writes it to stdout.
 * ``.json`` — ``{"scheme", "num_points", "fps", "frames": [{"frame", "time", "faces": [...]}, ...]}`` with
   every frame listed (also those without faces). The file is rewritten in place so that it is a complete,
   valid JSON document after every flushed frame.
@@ -11,6 +14,11 @@ Every record holds the frame index, time (s), track id, score, box (x1, y1, x2, 
   ``raw_landmarks`` (M, N, 2), ``covariance`` (M, N, 2, 2) with M = number of (frame, face) records, plus
   ``frame_count``, ``fps``, ``scheme``. Records are spooled to disk while running (bounded memory) and the
   archive is assembled by :meth:`close`, so it needs a clean finish (normal end, Ctrl-C, SIGTERM).
+* ``.parquet`` (needs ``pyarrow``: the ``parquet`` extra) — one row per face and frame with columns ``frame``,
+  ``time``, ``track_id``, ``score`` and list columns ``box`` (4), ``landmarks`` (2N: x0, y0, x1, ...),
+  ``covariance`` (3N: xx0, xy0, yy0, ...); ``scheme``, ``num_points``, ``fps`` and ``frame_count`` in the
+  schema metadata. ``pandas.read_parquet(path)`` / ``polars.read_parquet(path)`` read it. Written like
+  ``.npz``: on a clean finish.
 """
 from __future__ import annotations
 
@@ -44,7 +52,7 @@ def _write_failed(path: Path, e: OSError, frames: int) -> VideoError:
     reason = "No space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
     return VideoError(f"{path}: {reason} (kept the {frames} complete frames written before)")
 
-FORMATS = (".csv", ".json", ".npz")
+FORMATS = (".csv", ".json", ".npz", ".parquet")
 
 
 class LandmarkWriter(Protocol):
@@ -56,17 +64,45 @@ class LandmarkWriter(Protocol):
     def close(self) -> None: ...
 
 
+def csv_header(num_points: int) -> list[str]:
+    """The CSV columns: ``frame, time, track_id, score, box_x1..box_y2, x0, y0, ..., cxx0, cxy0, cyy0, ...``."""
+    header = ["frame", "time", "track_id", "score", "box_x1", "box_y1", "box_x2", "box_y2"]
+    header += [f"{a}{i}" for i in range(num_points) for a in ("x", "y")]
+    header += [f"{c}{i}" for i in range(num_points) for c in ("cxx", "cxy", "cyy")]
+    return header
+
+
+def _fmt(values, spec: str) -> list[str]:
+    """Numbers as CSV fields; non-finite ones as empty fields (never ``nan``/``inf``)."""
+    return [format(v, spec) if np.isfinite(v) else "" for v in np.asarray(values, np.float64).ravel()]
+
+
+def _finite_or_none(a):
+    """Nested lists of floats with non-finite values as None (JSON ``null``)."""
+    a = np.asarray(a, np.float64)
+    out = np.where(np.isfinite(a), a, 0.0).tolist()
+    if np.isfinite(a).all():
+        return out
+    mask = np.isfinite(a).tolist()
+
+    def merge(v, m):
+        return [merge(x, y) for x, y in zip(v, m)] if isinstance(v, list) else (v if m else None)
+
+    return merge(out, mask)
+
+
 class CsvLandmarkWriter:
     """See module docs. Each frame's rows go to disk in one piece; if a write fails (disk full) the file is
-    cut back to the last whole frame, so it stays readable by :func:`read_landmarks_csv`."""
+    cut back to the last whole frame, so it stays readable by :func:`read_landmarks_csv`. ``stream`` (an open
+    binary file such as stdout) is written instead of ``path`` when given."""
 
-    def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False):
+    def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False,
+                 stream=None):
         self.path = Path(path)
         self.frames_written = 0
-        header = ["frame", "time", "track_id", "score", "x1", "y1", "x2", "y2"]
-        header += [f"{a}{i}" for i in range(num_points) for a in ("x", "y")]
-        header += [f"{c}{i}" for i in range(num_points) for c in ("cxx", "cxy", "cyy")]
-        self._f = open_exclusive(self.path, overwrite, binary=True)
+        header = csv_header(num_points)
+        self._f = stream if stream is not None else open_exclusive(self.path, overwrite, binary=True)
+        self._stream = stream is not None
         self._good = 0  # file size after the last complete frame
         self._append([header])
 
@@ -74,8 +110,14 @@ class CsvLandmarkWriter:
         buf = io.StringIO()
         csv.writer(buf).writerows(rows)
         try:
+            if self._stream:
+                self._f.write(buf.getvalue().encode("utf-8"))
+                self._f.flush()
+                return
             _write_all(self._f, buf.getvalue().encode("utf-8"))
         except OSError as e:
+            if self._stream:
+                raise _write_failed(self.path, e, self.frames_written) from None
             os.ftruncate(self._f.fileno(), self._good)  # shrinking needs no space
             raise _write_failed(self.path, e, self.frames_written) from None
         self._good = self._f.tell()
@@ -84,26 +126,29 @@ class CsvLandmarkWriter:
         rows = []
         for f in faces:
             cov = np.asarray(f.covariance)
-            row = [frame_index, f"{time:.6f}", f.track_id, f"{f.score:.5f}"]
-            row += [f"{v:.3f}" for v in np.asarray(f.box).ravel()]
-            row += [f"{v:.3f}" for v in np.asarray(f.landmarks).ravel()]
-            row += [f"{v:.5g}" for v in np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1).ravel()]
+            row = [frame_index, *_fmt([time], ".6f"), f.track_id, *_fmt([f.score], ".5f")]
+            row += _fmt(f.box, ".3f") + _fmt(f.landmarks, ".3f")
+            row += _fmt(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), ".5g")
             rows.append(row)
         if rows:
             self._append(rows)
         self.frames_written += 1
 
     def close(self) -> None:
+        if self._stream:
+            return
         if not self._f.closed:
             self._f.close()
 
 
-def _face_dict(f) -> dict:
+def face_dict(f) -> dict:
+    """One face as a JSON-ready dict (``track_id, score, box, landmarks, covariance``); non-finite -> None."""
     cov = np.asarray(f.covariance, np.float64)
-    return {"track_id": int(f.track_id), "score": round(float(f.score), 5),
-            "box": [round(float(v), 3) for v in np.asarray(f.box).ravel()],
-            "landmarks": np.round(np.asarray(f.landmarks, np.float64), 3).tolist(),
-            "covariance": np.round(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), 5).tolist()}
+    score = float(f.score)
+    return {"track_id": int(f.track_id), "score": round(score, 5) if np.isfinite(score) else None,
+            "box": _finite_or_none(np.round(np.asarray(f.box, np.float64).ravel(), 3)),
+            "landmarks": _finite_or_none(np.round(np.asarray(f.landmarks, np.float64), 3)),
+            "covariance": _finite_or_none(np.round(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), 5))}
 
 
 class JsonLandmarkWriter:
@@ -134,8 +179,8 @@ class JsonLandmarkWriter:
         self._end += len(data)
 
     def write(self, frame_index: int, time: float, faces: Sequence) -> None:
-        rec = json.dumps({"frame": int(frame_index), "time": round(float(time), 6),
-                          "faces": [_face_dict(f) for f in faces]}, separators=(",", ":"), allow_nan=False)
+        rec = json.dumps({"frame": int(frame_index), "time": round(float(time), 6) if np.isfinite(time) else None,
+                          "faces": [face_dict(f) for f in faces]}, separators=(",", ":"), allow_nan=False)
         self._append((b",\n" if self.frames_written else b"\n") + rec.encode())
         self.frames_written += 1
 
@@ -196,24 +241,33 @@ class NpzLandmarkWriter:
 
 
 def check_landmarks_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """:func:`~star_track.video.check_output_path` plus a supported extension (``.csv``, ``.json``, ``.npz``)."""
+    """:func:`~star_track.video.check_output_path` plus a supported extension (``.csv``, ``.json``, ``.npz``,
+    ``.parquet``; the last needs pyarrow)."""
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in FORMATS:
-        raise VideoError(f"{p}: unsupported landmarks format {ext or '(none)'} (use .csv, .json or .npz)")
+        raise VideoError(f"{p}: unsupported landmarks format {ext or '(none)'} (use .csv, .json, .npz or .parquet)")
+    if ext == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise VideoError(f"{p}: .parquet needs pyarrow (pip install 'star-track[parquet]')") from None
     return check_output_path(p, overwrite)
 
 
 def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, fps: float,
                          overwrite: bool = False) -> LandmarkWriter:
-    """A writer chosen by extension (``.csv``, ``.json``, ``.npz``).
+    """A writer chosen by extension (``.csv``, ``.json``, ``.npz``, ``.parquet``).
 
     Raises:
         VideoError: unknown extension, existing file without ``overwrite``, unwritable location.
     """
     p = check_landmarks_path(path, overwrite)
     ext = p.suffix.lower()
-    cls = {".csv": CsvLandmarkWriter, ".json": JsonLandmarkWriter, ".npz": NpzLandmarkWriter}[ext]
+    if ext == ".parquet":
+        from .parquet_io import ParquetLandmarkWriter as cls
+    else:
+        cls = {".csv": CsvLandmarkWriter, ".json": JsonLandmarkWriter, ".npz": NpzLandmarkWriter}[ext]
     try:
         return cls(p, num_points, scheme, fps, overwrite=overwrite)
     except OSError as e:
@@ -221,9 +275,11 @@ def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, 
 
 
 def read_landmarks_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load a landmarks CSV back: ``frame``, ``time``, ``track_id``, ``score``, ``box``, ``landmarks``, ``covariance``."""
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    n = (data.shape[1] - 8) // 5
+    """Load a landmarks CSV back (empty fields as NaN): ``frame``, ``time``, ``track_id``, ``score``, ``box``, ``landmarks``, ``covariance``."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    n = (len(lines[0].split(",")) - 8) // 5 if lines else 0
+    rows = [[float(v) if v else np.nan for v in ln.split(",")] for ln in lines[1:] if ln.strip()]
+    data = np.array(rows, np.float64).reshape(len(rows), 8 + 5 * n)
     cov = data[:, 8 + 2 * n:].reshape(-1, n, 3)
     full = np.stack([np.stack([cov[..., 0], cov[..., 1]], -1), np.stack([cov[..., 1], cov[..., 2]], -1)], -2)
     return {"frame": data[:, 0].astype(int), "time": data[:, 1], "track_id": data[:, 2].astype(int),

@@ -41,7 +41,16 @@ def test_usage_errors_are_one_line_with_exit_2(capsys, tmp_path, args, needle):
 def test_negative_camera_index_is_refused_before_opencv(capsys):
     with pytest.raises(VideoError, match="camera -1"):
         VideoSource(-1)  # cv2.VideoCapture(-1) segfaults in this OpenCV build
-    assert one_line(capsys, run_cli(["webcam", "--camera", "-2"]), "--camera") == 2
+    with pytest.raises(VideoError, match="camera -1"):
+        VideoSource("-1")  # also as text (it is not a file name)
+    assert one_line(capsys, run_cli(["webcam", "--camera", "-2"]), "camera -2", "0 or more") == 1
+
+
+@pytest.mark.parametrize("camera,needle", [("-1", "0 or more"), ("/dev/video9", "no such device"),
+                                           ("rtsp://127.0.0.1:1/x", "cannot open the stream")])
+def test_bad_cameras_end_with_one_line_and_exit_1(capsys, camera, needle):
+    """Issue 12: an index, a device path or a stream URL; each failure is one line naming it, exit 1."""
+    assert one_line(capsys, run_cli(["webcam", "--camera", camera]), camera, needle) == 1
 
 
 def test_image_never_overwrites_its_input(photo):
@@ -61,8 +70,8 @@ def test_image_outputs_are_all_validated_before_any_is_written(tmp_path, photo, 
 
 
 def test_paths_are_reported_as_given(tmp_path):
-    r = run("video", "http://x/y.mp4", "-l", tmp_path / "o.csv")
-    assert_one_line_error(r, "http://x/y.mp4", "not supported")
+    r = run("video", "http://127.0.0.1:1/y.mp4", "-l", tmp_path / "o.csv")  # streams are read (issue 12)
+    assert_one_line_error(r, "http://127.0.0.1:1/y.mp4", "cannot open the stream")
     afile = tmp_path / "afile"
     afile.write_text("x")
     r = run("video", "in.mp4", "-l", afile / "o.csv")
