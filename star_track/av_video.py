@@ -146,6 +146,7 @@ class AvWriter:
             audio_from.audio_wanted = True
             tb = audio_from.audio.time_base
             self._shift = int(round(audio_origin / tb)) if tb else 0
+        self._negative_ok = "mp4" in self.container.format.name or "mov" in self.container.format.name
         self._last_pts = -1
         self._end_time = 0.0
 
@@ -185,6 +186,8 @@ class AvWriter:
             if until is not None and start * tb >= until:
                 break
             queue.popleft()
+            if start < 0 and not self._negative_ok:  # encoder priming before the first frame: MP4/MOV keep
+                continue  # it in an edit list; other containers would shift every timestamp to make room
             if self._transcode is not None:
                 self._encode_audio(p, start)
                 continue

@@ -1,0 +1,270 @@
+"""Issue 12: video on PyAV (H.264 with the input's audio, exact timestamps, codecs, odd sizes, streams), landmark
+files with unique column names and parquet, strict JSON, stdout modes. Real talking-head clips with AAC audio."""
+from __future__ import annotations
+
+import errno
+import io
+import json
+import signal
+import subprocess
+import time
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATA
+from star_track.landmark_io import CsvLandmarkWriter, csv_header, open_landmark_writer, read_landmarks_csv
+from star_track.tracker import Face
+from star_track.video import VideoError, VideoSink, VideoSource
+from test_cli import _cli_cmd, assert_one_line_error, face_video, run  # noqa: F401 (fixture)
+
+CLIP = DATA / "videos" / "RD_Radio2_000.mp4"
+FRAME = 0.04  # the clips are 25 fps
+
+
+def _ffmpeg():
+    return pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory):
+    """The first 20 frames (0.8 s) of a real 512x512 talking-head clip with its AAC audio, stream-copied."""
+    if not CLIP.exists():
+        pytest.skip("real clips not available")
+    out = tmp_path_factory.mktemp("talk") / "talk.mp4"
+    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(CLIP), "-t", "0.8", "-c", "copy", str(out)],
+                   check=True)
+    return out
+
+
+def probe(path):
+    """(video codec, frame times, audio codec or None, audio duration in s)."""
+    with av.open(str(path)) as c:
+        vcodec = c.streams.video[0].codec_context.name
+        times = [f.time for f in c.decode(video=0)]
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return vcodec, times, None, 0.0
+        a = c.streams.audio[0]
+        pk = [p for p in c.demux(a) if p.size]
+        end = max(float((p.pts + p.duration) * a.time_base) for p in pk)
+        start = min(float(p.pts * a.time_base) for p in pk)
+        return vcodec, times, a.codec_context.name, end - max(start, 0.0)
+
+
+def test_video_output_is_h264_with_the_audio_and_the_same_timestamps(tmp_path, talk, model_path):
+    out = tmp_path / "o.mp4"
+    r = run("video", talk, "-o", out, "-m", model_path, "--no-progress")
+    assert r.exit_code == 0, r.stderr
+    codec, times, acodec, adur = probe(out)
+    _, in_times, in_acodec, in_adur = probe(talk)
+    assert codec == "h264" and len(times) == len(in_times) == 20
+    np.testing.assert_allclose(times, in_times, atol=1e-3)
+    assert acodec == in_acodec == "aac" and abs(adur - in_adur) < FRAME, (adur, in_adur)
+    assert "odd-sized" not in r.stderr
+    r = run("video", talk, "-o", tmp_path / "silent.mp4", "-m", model_path, "--no-audio")
+    assert r.exit_code == 0 and probe(tmp_path / "silent.mp4")[2] is None
+
+
+def test_sdk_sink_copies_audio_from_a_source(tmp_path, talk):
+    with VideoSource(talk) as src:
+        assert src.has_audio and src.size == (512, 512)
+        with VideoSink(tmp_path / "o.mkv", src.fps, src.size, audio_from=src, crf=30, preset="ultrafast") as sink:
+            assert sink.has_audio
+            for vf in src:
+                sink.write(vf.image, vf.time)
+    codec, times, acodec, adur = probe(tmp_path / "o.mkv")
+    assert codec == "h264" and len(times) == 20 and acodec == "aac" and abs(adur - probe(talk)[3]) < FRAME
+
+
+@pytest.mark.parametrize("codec,name,ext", [("hevc", "hevc", ".mp4"), ("vp9", "vp9", ".mkv"),
+                                            ("av1", "av1", ".mkv"), ("mpeg4", "mpeg4", ".mp4")])
+def test_codec_choice(tmp_path, codec, name, ext):
+    out = tmp_path / f"o{ext}"
+    with VideoSink(out, 25, (64, 48), codec=codec) as sink:
+        for i in range(5):
+            sink.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    c, times, _, _ = probe(out)
+    assert (c == name or c.startswith(name) or name in c) and len(times) == 5, c
+
+
+def test_codec_settings_are_checked_before_anything_is_written(tmp_path):
+    with pytest.raises(VideoError, match="--crf"):
+        VideoSink(tmp_path / "o.mp4", 25, (64, 48), crf=99)
+    with pytest.raises(VideoError, match="--preset"):
+        VideoSink(tmp_path / "o.mp4", 25, (64, 48), preset="warp")
+    with pytest.raises(VideoError, match="unknown codec"):
+        VideoSink(tmp_path / "o.mp4", 25, (64, 48), codec="theora")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_odd_sized_input_is_padded_not_cropped(tmp_path, model_path):
+    """641x479: the last column and row are white; both survive (plus one repeated column/row of padding)."""
+    src = tmp_path / "odd.mkv"
+    with av.open(str(src), "w") as c:  # lossless, odd-sized input
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 641, 479, "bgr0"
+        img = np.full((479, 641, 3), 60, np.uint8)
+        img[:, -1] = 255
+        img[-1, :] = 255
+        for _ in range(3):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
+        c.mux(s.encode(None))
+    with VideoSource(src) as vs:
+        assert vs.size == (641, 479)
+    out = tmp_path / "o.mp4"
+    r = run("video", src, "-o", out, "-m", model_path, "--no-draw", "--crf", "0")
+    assert r.exit_code == 0, r.stderr
+    assert [ln for ln in r.stderr.splitlines() if "padded to 642x480" in ln]  # said once, with the sizes
+    with av.open(str(out)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    assert frame.shape == (480, 642, 3)
+    assert frame[:, 640:].mean() > 240 and frame[478:, :].mean() > 240  # last column/row kept and repeated
+    assert abs(frame[:478, :639].mean() - 60) < 3  # the rest unchanged
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_leaves_playable_h264_with_audio_up_to_the_stop(tmp_path, model_path, sig, code):
+    if not CLIP.exists():
+        pytest.skip("real clips not available")
+    out, lm = tmp_path / "o.mp4", tmp_path / "o.json"
+    proc = subprocess.Popen(_cli_cmd("video", CLIP, "-o", out, "-l", lm, "-m", model_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # wait until some frames are done
+        if lm.exists() and lm.stat().st_size > 30000:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, (stdout, stderr)
+    n = len(json.loads(lm.read_text())["frames"])
+    assert 0 < n < 200
+    codec, times, acodec, adur = probe(out)
+    assert codec == "h264" and len(times) == n and acodec == "aac"
+    assert abs(adur - n * FRAME) < 2 * FRAME + 0.064, (adur, n)  # up to the stop (one AAC packet = 64 ms)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.json", "o.mp4"]
+
+
+def test_disk_filling_up_keeps_a_playable_h264_file_with_audio(tmp_path, talk, model_path, monkeypatch):
+    original = CsvLandmarkWriter.write
+
+    def write(self, frame_index, time, faces):
+        if frame_index == 8:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, frame_index, time, faces)
+
+    monkeypatch.setattr(CsvLandmarkWriter, "write", write)
+    out, lm = tmp_path / "o.mp4", tmp_path / "o.csv"
+    assert_one_line_error(run("video", talk, "-o", out, "-l", lm, "-m", model_path), "No space left")
+    assert len(lm.read_text().splitlines()) == 1 + 8
+    codec, times, acodec, adur = probe(out)
+    assert codec == "h264" and len(times) == 8 and acodec == "aac" and abs(adur - 8 * FRAME) < 2 * FRAME + 0.064
+
+
+def test_streams_are_read_through_ffmpeg(talk):
+    with VideoSource(f"file://{talk}") as src:  # a URL: the stream path (rtsp/http take the same one)
+        assert src.size == (512, 512) and src.has_audio
+        assert len(list(src)) == 20
+
+
+def _face(track_id, n=68, seed=0, nan=False):
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, 100, (n, 2)).astype(np.float32)
+    cov = np.tile(np.array([[4.0, 1.0], [1.0, 2.0]], np.float32), (n, 1, 1))
+    if nan:
+        pts[3] = np.nan
+        cov[5, 0, 0] = np.inf
+    return Face(track_id, np.array([*pts.min(0), *pts.max(0)], np.float32), 0.8, pts, pts + 1, cov)
+
+
+def _strict(token):
+    raise AssertionError(f"not strict JSON: {token}")
+
+
+def test_csv_and_parquet_have_unique_names_and_the_same_numbers(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frames = [(0, 0.0, [_face(0, seed=1), _face(3, seed=2)]), (1, 0.04, []), (2, 0.08, [_face(0, seed=3)])]
+    for ext in (".csv", ".parquet"):
+        w = open_landmark_writer(tmp_path / f"lm{ext}", 68, "300w68", 25.0)
+        for f in frames:
+            w.write(*f)
+        w.close()
+    c = pd.read_csv(tmp_path / "lm.csv")
+    q = pd.read_parquet(tmp_path / "lm.parquet")
+    assert c.columns.is_unique and list(c.columns) == csv_header(68)
+    assert list(c.columns[:8]) == ["frame", "time", "track_id", "score", "box_x1", "box_y1", "box_x2", "box_y2"]
+    assert q.columns.is_unique and list(q.columns) == ["frame", "time", "track_id", "score", "box", "landmarks",
+                                                       "covariance"]
+    assert list(c["frame"]) == list(q["frame"]) == [0, 0, 2] and list(c["track_id"]) == list(q["track_id"])
+    np.testing.assert_allclose(c[["box_x1", "box_y1", "box_x2", "box_y2"]].to_numpy(), np.stack(q["box"]), atol=2e-3)
+    xy = c[[f"{a}{i}" for i in range(68) for a in "xy"]].to_numpy()
+    np.testing.assert_allclose(xy, np.stack(q["landmarks"]), atol=2e-3)
+    cov = c[[f"{k}{i}" for i in range(68) for k in ("cxx", "cxy", "cyy")]].to_numpy()
+    np.testing.assert_allclose(cov, np.stack(q["covariance"]), rtol=1e-4)
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(tmp_path / "lm.parquet").metadata
+    assert json.loads(meta[b"star_track"])["scheme"] == "300w68"
+    assert pq.read_metadata(tmp_path / "lm.parquet").metadata[b"frame_count"] == b"3"
+
+
+def test_nonfinite_values_are_null_in_json_and_empty_in_csv(tmp_path):
+    for ext in (".json", ".csv"):
+        w = open_landmark_writer(tmp_path / f"lm{ext}", 68, "300w68", 25.0)
+        w.write(0, 0.0, [_face(0, nan=True)])
+        w.close()
+    doc = json.loads((tmp_path / "lm.json").read_text(), parse_constant=_strict)
+    face = doc["frames"][0]["faces"][0]
+    assert face["landmarks"][3] == [None, None] and face["covariance"][5][0] is None
+    text = (tmp_path / "lm.csv").read_text().lower()
+    assert "nan" not in text and "inf" not in text
+    d = read_landmarks_csv(tmp_path / "lm.csv")
+    assert np.isnan(d["landmarks"][0, 3]).all() and np.isfinite(d["landmarks"][0, 4]).all()
+
+
+def test_video_run_with_a_nan_model_writes_strict_json_and_csv(tmp_path, face_video, model_path, monkeypatch):
+    import star_track.tracker as tracker_mod
+    from star_track.engines import create_engine
+    from test_sdk_hardening import ScriptedEngine
+
+    engines = []
+
+    def poisoned(model, engine):
+        e = ScriptedEngine(create_engine(model, "onnxruntime"))
+        engines.append(e)
+        return e
+
+    monkeypatch.setattr(tracker_mod, "create_engine", poisoned)
+    for ext in (".json", ".csv"):
+        monkeypatch.setattr(ScriptedEngine, "poison", True, raising=False)
+        r = run("video", face_video, "-l", tmp_path / f"o{ext}", "-m", model_path, "--no-progress")
+        assert r.exit_code == 0, r.stderr
+    doc = json.loads((tmp_path / "o.json").read_text(), parse_constant=_strict)
+    assert len(doc["frames"]) == 20
+    text = (tmp_path / "o.csv").read_text().lower()
+    assert "nan" not in text and "inf" not in text
+
+
+def test_image_without_outputs_prints_json_on_stdout(tmp_path, face_photo, model_path):
+    src = tmp_path / "face.png"
+    cv2.imwrite(str(src), face_photo[0])
+    r = run("image", src, "-m", model_path)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout, parse_constant=_strict)  # stdout is only the JSON
+    assert doc["scheme"] and len(doc["faces"]) == 1 and len(doc["faces"][0]["landmarks"]) == doc["num_points"]
+    assert json.loads(run("image", src, "-m", model_path, "-l", "-").stdout)["faces"] == doc["faces"]
+
+
+def test_video_landmarks_to_stdout(tmp_path, face_video, model_path):
+    pd = pytest.importorskip("pandas")
+    r = run("video", face_video, "-l", "-", "-m", model_path, "--no-progress")
+    assert r.exit_code == 0, r.stderr
+    assert "wrote 20 frames to stdout" in r.stderr  # the summary leaves stdout to the landmarks
+    piped = pd.read_csv(io.StringIO(r.stdout))
+    assert run("video", face_video, "-l", tmp_path / "f.csv", "-m", model_path).exit_code == 0
+    pd.testing.assert_frame_equal(piped, pd.read_csv(tmp_path / "f.csv"))
