@@ -268,3 +268,18 @@ def test_video_landmarks_to_stdout(tmp_path, face_video, model_path):
     piped = pd.read_csv(io.StringIO(r.stdout))
     assert run("video", face_video, "-l", tmp_path / "f.csv", "-m", model_path).exit_code == 0
     pd.testing.assert_frame_equal(piped, pd.read_csv(tmp_path / "f.csv"))
+
+
+def test_audio_the_container_cannot_hold_is_reencoded_to_aac(tmp_path):
+    src = tmp_path / "opus.mkv"
+    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-f",
+                    "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "0.8", "-c:v", "mpeg4", "-c:a",
+                    "libopus", str(src)], check=True)
+    out = tmp_path / "o.avi"  # AVI cannot hold Opus
+    with VideoSource(src) as vs, VideoSink(out, vs.fps, vs.size, audio_from=vs) as sink:
+        for vf in vs:
+            sink.write(vf.image, vf.time)
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == "aac" and c.streams.video[0].codec_context.name == "mjpeg"
+        seconds = sum(f.samples for f in c.decode(audio=0)) / c.streams.audio[0].codec_context.sample_rate
+    assert abs(seconds - 0.8) < 2 * FRAME
