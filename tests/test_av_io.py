@@ -283,3 +283,14 @@ def test_audio_the_container_cannot_hold_is_reencoded_to_aac(tmp_path):
         assert c.streams.audio[0].codec_context.name == "aac" and c.streams.video[0].codec_context.name == "mjpeg"
         seconds = sum(f.samples for f in c.decode(audio=0)) / c.streams.audio[0].codec_context.sample_rate
     assert abs(seconds - 0.8) < 2 * FRAME
+
+
+def test_variable_frame_rate_output_keeps_the_input_timestamps(tmp_path, face_video, model_path):
+    from conftest import to_variable_rate
+
+    vfr, expected = to_variable_rate(face_video, tmp_path / "vfr.mp4", fast=10)
+    out = tmp_path / "o.mp4"
+    assert run("video", vfr, "-o", out, "-m", model_path, "--no-progress").exit_code == 0
+    in_times, out_times = probe(vfr)[1], probe(out)[1]
+    assert len(out_times) == 20 and np.diff(out_times)[12:].mean() == pytest.approx(0.1, abs=0.01)
+    np.testing.assert_allclose(np.array(out_times) - out_times[0], np.array(in_times) - in_times[0], atol=1e-3)
