@@ -196,6 +196,8 @@ class Tracker:
             kept, so a face the detector framed well costs one engine pass instead of ``1 + refine_steps``.
         flip_test: also run every crop mirrored and average the two predictions
             (:class:`~star_track.engines.flip_average.FlipAveragedEngine`): lower error, twice the engine time.
+        threads: CPU threads of the ONNX Runtime engine (``None``: 1, measured as the fastest per face and the
+            most robust on a busy machine; see :func:`star_track.engines.onnxruntime_engine.default_threads`).
 
     Raises:
         ModelError / EngineUnavailable / DetectorError: at construction, when a model cannot be loaded.
@@ -208,7 +210,7 @@ class Tracker:
                  detect_every: int = 10, detector: str | Path = "full", min_detection_confidence: float = 0.5,
                  output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
                  uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
-                 flip_test: bool = False, refine_tolerance: float = 0.05):
+                 flip_test: bool = False, refine_tolerance: float = 0.05, threads: int | None = None):
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         if detect_every < 1:
@@ -222,7 +224,8 @@ class Tracker:
         self.smoothing = smoothing
         self.smoothing_params = dict(smoothing_params or {})
         make_smoother(smoothing, **self.smoothing_params)  # validate now, not on the first face
-        self.engine: LandmarkEngine = engine if not isinstance(engine, str) else create_engine(model, engine)
+        self.engine: LandmarkEngine = (engine if not isinstance(engine, str)
+                                       else create_engine(model, engine, threads=threads))
         if flip_test:
             self.engine = FlipAveragedEngine(self.engine)
         self.meta = self.engine.meta
