@@ -113,7 +113,9 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
          preset: str = typer.Option(None, help="training preset (default: the bundled model's)"),
          skip_training: bool = typer.Option(False, help="export the run as it is"),
          self_training: bool = typer.Option(True, help="pseudo-label wflw_unlabeled and fine-tune a student"),
-         fast: bool = typer.Option(True, help="then distil the fast default model (default.onnx) from it")):
+         fast: bool = typer.Option(True, help="then distil the fast default model (default.onnx) from it"),
+         fast_only: bool = typer.Option(False, help="only the fast default model, distilled from the bundled "
+                                        "star68-accurate.onnx (no teacher runs needed)")):
     """Regenerate the bundled models from the data: star68-accurate.onnx, then the fast default.onnx
     distilled from it (each with its .md card)."""
     from .ship import ship as build
@@ -130,7 +132,13 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     from star_track.engines.base import ModelError
 
     try:
-        build(data, run, train_first=not skip_training, preset=preset, self_training=self_training, fast=fast)
+        if fast_only:
+            from .ship import ACCURATE_NAME, MODELS_DIR, ship_fast
+
+            ship_fast(data, MODELS_DIR / f"{ACCURATE_NAME}.onnx", run_dir=run, train_first=not skip_training)
+        else:
+            build(data, run, train_first=not skip_training, preset=preset, self_training=self_training,
+                  fast=fast)
     except (ModelError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
