@@ -1,14 +1,18 @@
 """Landmark files: one record per (frame, face) in ``.csv``, ``.json`` or ``.npz``, written as frames arrive.
 
 Every record holds the frame index, time (s), track id, score, box (x1, y1, x2, y2), the smoothed landmarks
-(x, y) and each landmark's covariance (xx, xy, yy) in frame pixels.
+(x, y), each landmark's covariance (xx, xy, yy) in frame pixels² and the face's ``expected_error``. The
+covariance is the *calibrated* error covariance (``Face.covariance``, see :mod:`star_track.uncertainty`), not
+the raw STAR heatmap spread; ``expected_error`` is the predicted NME (fraction of the outer-eye-corner
+distance): filter bad frames by it.
 
-* ``.csv`` — one row per face and frame, flushed after every frame; frames without faces have no row.
+* ``.csv`` — one row per face and frame, flushed after every frame; frames without faces have no row; the
+  last column is ``expected_error``.
 * ``.json`` — ``{"scheme", "num_points", "fps", "frames": [{"frame", "time", "faces": [...]}, ...]}`` with
   every frame listed (also those without faces). The file is rewritten in place so that it is a complete,
   valid JSON document after every flushed frame.
-* ``.npz`` — arrays ``frame``, ``time``, ``track_id``, ``score`` (M,), ``box`` (M, 4), ``landmarks``,
-  ``raw_landmarks`` (M, N, 2), ``covariance`` (M, N, 2, 2) with M = number of (frame, face) records, plus
+* ``.npz`` — arrays ``frame``, ``time``, ``track_id``, ``score``, ``expected_error`` (M,), ``box`` (M, 4),
+  ``landmarks``, ``raw_landmarks`` (M, N, 2), ``covariance`` (M, N, 2, 2) with M = number of (frame, face) records, plus
   ``frame_count``, ``fps``, ``scheme``. Records are spooled to disk while running (bounded memory) and the
   archive is assembled by :meth:`close`, so it needs a clean finish (normal end, Ctrl-C, SIGTERM).
 """
@@ -66,6 +70,7 @@ class CsvLandmarkWriter:
         header = ["frame", "time", "track_id", "score", "x1", "y1", "x2", "y2"]
         header += [f"{a}{i}" for i in range(num_points) for a in ("x", "y")]
         header += [f"{c}{i}" for i in range(num_points) for c in ("cxx", "cxy", "cyy")]
+        header += ["expected_error"]
         self._f = open_exclusive(self.path, overwrite, binary=True)
         self._good = 0  # file size after the last complete frame
         self._append([header])
@@ -88,6 +93,7 @@ class CsvLandmarkWriter:
             row += [f"{v:.3f}" for v in np.asarray(f.box).ravel()]
             row += [f"{v:.3f}" for v in np.asarray(f.landmarks).ravel()]
             row += [f"{v:.5g}" for v in np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1).ravel()]
+            row += [f"{_expected_error(f):.5g}"]
             rows.append(row)
         if rows:
             self._append(rows)
@@ -98,12 +104,21 @@ class CsvLandmarkWriter:
             self._f.close()
 
 
+def _expected_error(f) -> float:
+    return float(getattr(f, "expected_error", float("nan")))
+
+
 def _face_dict(f) -> dict:
     cov = np.asarray(f.covariance, np.float64)
     return {"track_id": int(f.track_id), "score": round(float(f.score), 5),
             "box": [round(float(v), 3) for v in np.asarray(f.box).ravel()],
             "landmarks": np.round(np.asarray(f.landmarks, np.float64), 3).tolist(),
-            "covariance": np.round(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), 5).tolist()}
+            "covariance": np.round(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), 5).tolist(),
+            "expected_error": _json_float(_expected_error(f))}
+
+
+def _json_float(v: float) -> float | None:
+    return round(v, 6) if np.isfinite(v) else None
 
 
 class JsonLandmarkWriter:
@@ -116,7 +131,8 @@ class JsonLandmarkWriter:
         self.frames_written = 0
         self._f = open_exclusive(self.path, overwrite, binary=True)
         head = json.dumps({"scheme": scheme, "num_points": num_points, "fps": fps,
-                           "covariance_layout": ["xx", "xy", "yy"]}, allow_nan=False)
+                           "covariance_layout": ["xx", "xy", "yy"],
+                           "covariance_kind": "calibrated error covariance (frame px^2)"}, allow_nan=False)
         self._end = 0
         self._append(head[:-1].encode() + b', "frames": [')
 
@@ -148,7 +164,8 @@ class NpzLandmarkWriter:
     """See module docs."""
 
     _FIELDS = {"frame": np.int64, "time": np.float64, "track_id": np.int64, "score": np.float32,
-               "box": np.float32, "landmarks": np.float32, "raw_landmarks": np.float32, "covariance": np.float32}
+               "box": np.float32, "landmarks": np.float32, "raw_landmarks": np.float32, "covariance": np.float32,
+               "expected_error": np.float32}
 
     def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False):
         self.path = Path(path)
@@ -164,7 +181,8 @@ class NpzLandmarkWriter:
     def write(self, frame_index: int, time: float, faces: Sequence) -> None:
         for f in faces:
             vals = {"frame": frame_index, "time": time, "track_id": f.track_id, "score": f.score, "box": f.box,
-                    "landmarks": f.landmarks, "raw_landmarks": f.raw_landmarks, "covariance": f.covariance}
+                    "landmarks": f.landmarks, "raw_landmarks": f.raw_landmarks, "covariance": f.covariance,
+                    "expected_error": _expected_error(f)}
             for k, dtype in self._FIELDS.items():
                 self._spool[k].write(np.asarray(vals[k], dtype).tobytes())
             self._rows += 1
@@ -221,11 +239,12 @@ def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, 
 
 
 def read_landmarks_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load a landmarks CSV back: ``frame``, ``time``, ``track_id``, ``score``, ``box``, ``landmarks``, ``covariance``."""
+    """Load a landmarks CSV back: ``frame``, ``time``, ``track_id``, ``score``, ``box``, ``landmarks``, ``covariance``,
+    ``expected_error``."""
     data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    n = (data.shape[1] - 8) // 5
-    cov = data[:, 8 + 2 * n:].reshape(-1, n, 3)
+    n = (data.shape[1] - 9) // 5
+    cov = data[:, 8 + 2 * n:8 + 5 * n].reshape(-1, n, 3)
     full = np.stack([np.stack([cov[..., 0], cov[..., 1]], -1), np.stack([cov[..., 1], cov[..., 2]], -1)], -2)
     return {"frame": data[:, 0].astype(int), "time": data[:, 1], "track_id": data[:, 2].astype(int),
             "score": data[:, 3], "box": data[:, 4:8], "landmarks": data[:, 8:8 + 2 * n].reshape(-1, n, 2),
-            "covariance": full}
+            "covariance": full, "expected_error": data[:, -1]}
