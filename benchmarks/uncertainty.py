@@ -132,8 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--models", nargs="*", type=Path, default=None, help="default: every bundled .onnx model")
+    ap.add_argument("--model", default=None, help="one model path or name (as the other benchmarks take)")
     args = ap.parse_args(argv)
     faces = load_faces()
+    if args.model:
+        from star_track.model_registry import resolve_model
+
+        args.models = [resolve_model(args.model)]
     models = args.models or sorted(MODELS_DIR.glob("*.onnx"))
     results = [evaluate_model(m, faces, args.data / "wflw") for m in models]
     console = make_console()
