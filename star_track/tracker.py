@@ -30,7 +30,9 @@ Uncertainty
   heatmap's spread, several times larger), which the confidence score above is defined on. A model without a
   calibration (e.g. an imported checkpoint) reports the raw covariance as ``Face.covariance`` too and the
   Tracker warns once (:class:`~star_track.uncertainty.UncalibratedUncertaintyWarning`);
-  :attr:`Tracker.uncertainty_calibrated` tells which. ``Face.expected_error`` is the face's predicted NME
+  :attr:`Tracker.uncertainty_calibrated` tells which. The Kalman smoother's default ``r_scale`` (3) is for
+  calibrated covariances; with an uncalibrated model pass ``smoothing_params={"r_scale": 0.1}`` (the former
+  default on the raw covariance, same jitter and lag in ``benchmarks/stability.py``). ``Face.expected_error`` is the face's predicted NME
   (:func:`~star_track.uncertainty.expected_error`): rank frames by it to drop bad ones without ground truth.
 
 Thread-safety
@@ -249,7 +251,7 @@ class Tracker:
         if not self.uncertainty_calibrated:
             warnings.warn(f"model {getattr(self.meta, 'name', '?')!r} has no uncertainty calibration: "
                           "Face.covariance is the raw STAR covariance (too large); fit one with `python -m train "
-                          "calibrate-uncertainty MODEL.onnx`", UncalibratedUncertaintyWarning, stacklevel=2)
+                          "calibrate-uncertainty MODEL.onnx`, or smooth with r_scale=0.1", UncalibratedUncertaintyWarning, stacklevel=2)
         self.scheme: LandmarkScheme = self.model_scheme
         if output_scheme not in (None, "68", "300w68", 68):
             raise ValueError(f"output_scheme must be None or '68', got {output_scheme!r}")
