@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from . import accuracy, clips, roll, speed, stability
+from . import accuracy, clips, roll, speed, stability, uncertainty
 
 
 def main() -> None:
     args = sys.argv[1:]
-    for mod in (accuracy, roll, stability, clips, speed):
+    for mod in (accuracy, roll, uncertainty, stability, clips, speed):
         print(f"\n=== {mod.__name__} ===", flush=True)
         mod.main(args)
 

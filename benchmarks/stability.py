@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from star_track.smoothing import SMOOTHERS, make_smoother
+from star_track.smoothing.kalman import KalmanSmoother
 from star_track.tracker import Tracker
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_console, markdown_table, model_info,
@@ -51,10 +52,12 @@ def default_configs() -> list[Config]:
     # Constant-velocity Kalman with FIXED isotropic noise: STAR covariance ignored (r_scale=0), R = (r_floor s)² I.
     cfgs += [("kalman fixed-R", "kalman", {"r_scale": 0.0, "r_floor": rf})
              for rf in (0.002, 0.004, 0.008, 0.016, 0.032)]
-    # STAR-Kalman: R = r_scale Σ_STAR + (0.004 s)² I (product default r_scale=0.1, speed-adaptive q, gate 2),
-    # and without the floor.
-    scales = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    # STAR-Kalman: R = r_scale Σ + (0.004 s)² I with Σ the calibrated covariance (Face.covariance; speed-adaptive
+    # q, gate 2), and without the floor.
+    scales = (0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 3.0, 10.0)
     cfgs += [("kalman STAR-R", "kalman", {"r_scale": rs}) for rs in scales]
+    # Before the calibration: the same filter on the raw STAR covariance (its old default was r_scale=0.1).
+    cfgs += [("kalman raw STAR-R", "bench-raw-kalman", {"r_scale": rs}) for rs in (0.03, 0.1, 0.3, 1.0)]
     cfgs += [("kalman STAR-R no floor", "kalman", {"r_scale": rs, "r_floor": 0.0}) for rs in scales]
     # The earlier product filter, for comparison: constant process noise, 99 % gate.
     cfgs += [("kalman STAR-R constant q", "kalman", {"r_scale": rs, "q": 1.0, "speed_ref": 0.0, "gate": 9.21})
@@ -110,7 +113,25 @@ class FanOutSmoother:
             f.reset()
 
 
+class RawCovarianceKalman(KalmanSmoother):
+    """Benchmark-only: the STAR-Kalman fed the raw STAR covariance (as before the calibration). The tracker hands
+    smoothers the calibrated covariance; this undoes the model's eigenvalue map (monotone, so invertible) in crop
+    units. :attr:`calibration` and :attr:`crop_scale` are set from the Tracker by :func:`run`."""
+
+    calibration = None
+    crop_scale = 1.0
+
+    def update(self, points: np.ndarray, cov: np.ndarray, dt: float = 1 / 30, scale: float = 100.0) -> np.ndarray:
+        cal = RawCovarianceKalman.calibration
+        half2 = (max(float(scale), 1.0) * RawCovarianceKalman.crop_scale / 2) ** 2  # (crop side / 2)²
+        lam, vec = np.linalg.eigh(np.asarray(cov, np.float64) / half2)
+        lam = (np.clip(lam, 1e-300, None) / np.exp(cal.log_scale[:, None])) ** (1 / cal.power[:, None])
+        raw = (vec * lam[..., None, :]) @ np.swapaxes(vec, -1, -2) * half2
+        return super().update(points, raw, dt, scale)
+
+
 SMOOTHERS.setdefault("bench-fanout", FanOutSmoother)  # in-process only; never part of the product
+SMOOTHERS.setdefault("bench-raw-kalman", RawCovarianceKalman)
 
 
 def run_sequence(tracker: Tracker, seq: Sequence, n_cfg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -248,6 +269,7 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
     with Tracker(model, engine="onnxruntime", smoothing="bench-fanout", smoothing_params={"configs": fan},
                  fps=30.0) as tracker:
         engine = tracker.engine
+        RawCovarianceKalman.calibration, RawCovarianceKalman.crop_scale = tracker.uncertainty, tracker.meta.crop_scale
         for fi, f in enumerate(faces):
             photo = cv2.imread(str(data / "wflw" / f.image))
             seqs = standard_sequences(FaceScene(photo, f.landmarks), frames, 30.0, seed=fi)
@@ -313,7 +335,8 @@ SWEPT = ("min_cutoff", "r_scale", "r_floor")
 
 FAMILY_COLORS = {"none": "black", "one-euro beta=1": "tab:orange", "one-euro beta=10": "tab:olive",
                  "one-euro beta=30": "tab:red", "kalman fixed-R": "tab:purple", "kalman STAR-R": "tab:blue",
-                 "kalman STAR-R no floor": "tab:cyan", "kalman STAR-R constant q": "tab:green"}
+                 "kalman STAR-R no floor": "tab:cyan", "kalman STAR-R constant q": "tab:green",
+                 "kalman raw STAR-R": "tab:gray"}
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -334,7 +357,7 @@ def plot(rows: list[dict], path: Path) -> Path:
             xs = [100 * r[xkey] for r in rs]
             ys = [100 * r["jitter_still"] for r in rs]
             style = "o" if len(rs) == 1 else (":" if "no floor" in fam else "--" if "constant q" in fam else "-")
-            main = fam in ("kalman STAR-R", "none") or fam.startswith("one-euro")
+            main = fam in ("kalman STAR-R", "kalman raw STAR-R", "none") or fam.startswith("one-euro")
             ax.plot(xs, ys, style if len(rs) == 1 else "o" + style, label=fam, ms=3.5 if main else 2.5,
                     lw=1.8 if main else 1.0, zorder=3 if main else 2, color=FAMILY_COLORS.get(fam))
             if "no floor" in fam or "constant q" in fam:
@@ -394,7 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     for c in res["verify"]:
         console.print(f"verify {c['config']}: separate Tracker vs fan-out max |diff| = {c['max_abs_diff_px']:.2e} px")
     verdict = {fam: compare_at_equal_lag(res["rows"], fam)
-               for fam in ("kalman STAR-R", "kalman STAR-R no floor", "kalman STAR-R constant q", "kalman fixed-R")}
+               for fam in ("kalman STAR-R", "kalman raw STAR-R", "kalman STAR-R no floor", "kalman STAR-R constant q",
+                           "kalman fixed-R")}
     console.print("Equal-lag comparison (lag = lag sway, jitter = jitter still):")
     for fam, items in verdict.items():
         for v in items:

@@ -19,11 +19,13 @@ def main(path: str) -> None:
     if not faces:
         sys.exit(f"{path}: no face found")
     for face in faces:
-        # Eigen-decomposition of each landmark's 2x2 STAR covariance: the major axis is the ambiguous direction.
+        # Eigen-decomposition of each landmark's calibrated 2x2 error covariance (face.star_covariance is the raw
+        # heatmap spread): the major axis is the ambiguous direction, its sd the expected error along it.
         lam, vec = np.linalg.eigh(face.covariance.astype(np.float64))
         major_sd = np.sqrt(lam[:, 1])
         worst = np.argsort(major_sd)[::-1][:5]
-        print(f"face {face.track_id}: score {face.score:.2f}")
+        print(f"face {face.track_id}: score {face.score:.2f}, expected error {100 * face.expected_error:.1f} % "
+              "of the eye distance")
         for i in worst:
             dx, dy = vec[i, :, 1]
             print(f"  landmark {i:2d} ({tracker.scheme.names[i]}): sd {major_sd[i]:.1f} px along "

@@ -1,22 +1,25 @@
 """Landmark files: one record per (frame, face) in ``.csv``, ``.json`` or ``.npz``, written as frames arrive.
 
 Every record holds the frame index, time (s), track id, score, box (x1, y1, x2, y2), the smoothed landmarks
-(x, y) and each landmark's covariance (xx, xy, yy) in frame pixels. No file ever holds ``NaN``/``Infinity``:
-a non-finite number is ``null`` in JSON and an empty field in CSV (strict JSON parsers accept the files).
+(x, y), each landmark's covariance (xx, xy, yy) in frame pixels² and the face's ``expected_error``. The
+covariance is the *calibrated* error covariance (``Face.covariance``, see :mod:`star_track.uncertainty`), not
+the raw STAR heatmap spread; ``expected_error`` is the predicted NME (fraction of the outer-eye-corner
+distance): filter bad frames by it. No file ever holds ``NaN``/``Infinity``: a non-finite number is ``null``
+in JSON and an empty field in CSV (strict JSON parsers accept the files).
 
 * ``.csv`` — one row per face and frame, flushed after every frame; frames without faces have no row. Columns
   (all names unique): ``frame, time, track_id, score, box_x1, box_y1, box_x2, box_y2, x0, y0, x1, y1, ...,
-  cxx0, cxy0, cyy0, cxx1, ...`` (:func:`csv_header`). ``-`` as the path writes it to stdout.
+  cxx0, cxy0, cyy0, cxx1, ..., expected_error`` (:func:`csv_header`). ``-`` as the path writes it to stdout.
 * ``.json`` — ``{"scheme", "num_points", "fps", "frames": [{"frame", "time", "faces": [...]}, ...]}`` with
   every frame listed (also those without faces). The file is rewritten in place so that it is a complete,
   valid JSON document after every flushed frame.
-* ``.npz`` — arrays ``frame``, ``time``, ``track_id``, ``score`` (M,), ``box`` (M, 4), ``landmarks``,
-  ``raw_landmarks`` (M, N, 2), ``covariance`` (M, N, 2, 2) with M = number of (frame, face) records, plus
+* ``.npz`` — arrays ``frame``, ``time``, ``track_id``, ``score``, ``expected_error`` (M,), ``box`` (M, 4),
+  ``landmarks``, ``raw_landmarks`` (M, N, 2), ``covariance`` (M, N, 2, 2) with M = number of (frame, face) records, plus
   ``frame_count``, ``fps``, ``scheme``. Records are spooled to disk while running (bounded memory) and the
   archive is assembled by :meth:`close`, so it needs a clean finish (normal end, Ctrl-C, SIGTERM).
 * ``.parquet`` (needs ``pyarrow``: the ``parquet`` extra) — one row per face and frame with columns ``frame``,
   ``time``, ``track_id``, ``score`` and list columns ``box`` (4), ``landmarks`` (2N: x0, y0, x1, ...),
-  ``covariance`` (3N: xx0, xy0, yy0, ...); ``scheme``, ``num_points``, ``fps`` and ``frame_count`` in the
+  ``covariance`` (3N: xx0, xy0, yy0, ...) and ``expected_error``; ``scheme``, ``num_points``, ``fps`` and ``frame_count`` in the
   schema metadata. ``pandas.read_parquet(path)`` / ``polars.read_parquet(path)`` read it. Written like
   ``.npz``: on a clean finish.
 """
@@ -65,11 +68,12 @@ class LandmarkWriter(Protocol):
 
 
 def csv_header(num_points: int) -> list[str]:
-    """The CSV columns: ``frame, time, track_id, score, box_x1..box_y2, x0, y0, ..., cxx0, cxy0, cyy0, ...``."""
+    """The CSV columns: ``frame, time, track_id, score, box_x1..box_y2, x0, y0, ..., cxx0, cxy0, cyy0, ...,
+    expected_error``."""
     header = ["frame", "time", "track_id", "score", "box_x1", "box_y1", "box_x2", "box_y2"]
     header += [f"{a}{i}" for i in range(num_points) for a in ("x", "y")]
     header += [f"{c}{i}" for i in range(num_points) for c in ("cxx", "cxy", "cyy")]
-    return header
+    return header + ["expected_error"]
 
 
 def _fmt(values, spec: str) -> list[str]:
@@ -129,6 +133,7 @@ class CsvLandmarkWriter:
             row = [frame_index, *_fmt([time], ".6f"), f.track_id, *_fmt([f.score], ".5f")]
             row += _fmt(f.box, ".3f") + _fmt(f.landmarks, ".3f")
             row += _fmt(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), ".5g")
+            row += _fmt([_expected_error(f)], ".5g")
             rows.append(row)
         if rows:
             self._append(rows)
@@ -141,14 +146,20 @@ class CsvLandmarkWriter:
             self._f.close()
 
 
+def _expected_error(f) -> float:
+    return float(getattr(f, "expected_error", float("nan")))
+
+
 def face_dict(f) -> dict:
-    """One face as a JSON-ready dict (``track_id, score, box, landmarks, covariance``); non-finite -> None."""
+    """One face as a JSON-ready dict (``track_id, score, box, landmarks, covariance, expected_error``);
+    non-finite numbers -> None."""
     cov = np.asarray(f.covariance, np.float64)
-    score = float(f.score)
+    score, err = float(f.score), _expected_error(f)
     return {"track_id": int(f.track_id), "score": round(score, 5) if np.isfinite(score) else None,
             "box": _finite_or_none(np.round(np.asarray(f.box, np.float64).ravel(), 3)),
             "landmarks": _finite_or_none(np.round(np.asarray(f.landmarks, np.float64), 3)),
-            "covariance": _finite_or_none(np.round(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), 5))}
+            "covariance": _finite_or_none(np.round(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1), 5)),
+            "expected_error": round(err, 6) if np.isfinite(err) else None}
 
 
 class JsonLandmarkWriter:
@@ -161,7 +172,8 @@ class JsonLandmarkWriter:
         self.frames_written = 0
         self._f = open_exclusive(self.path, overwrite, binary=True)
         head = json.dumps({"scheme": scheme, "num_points": num_points, "fps": fps,
-                           "covariance_layout": ["xx", "xy", "yy"]}, allow_nan=False)
+                           "covariance_layout": ["xx", "xy", "yy"],
+                           "covariance_kind": "calibrated error covariance (frame px^2)"}, allow_nan=False)
         self._end = 0
         self._append(head[:-1].encode() + b', "frames": [')
 
@@ -193,7 +205,8 @@ class NpzLandmarkWriter:
     """See module docs."""
 
     _FIELDS = {"frame": np.int64, "time": np.float64, "track_id": np.int64, "score": np.float32,
-               "box": np.float32, "landmarks": np.float32, "raw_landmarks": np.float32, "covariance": np.float32}
+               "box": np.float32, "landmarks": np.float32, "raw_landmarks": np.float32, "covariance": np.float32,
+               "expected_error": np.float32}
 
     def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False):
         self.path = Path(path)
@@ -209,7 +222,8 @@ class NpzLandmarkWriter:
     def write(self, frame_index: int, time: float, faces: Sequence) -> None:
         for f in faces:
             vals = {"frame": frame_index, "time": time, "track_id": f.track_id, "score": f.score, "box": f.box,
-                    "landmarks": f.landmarks, "raw_landmarks": f.raw_landmarks, "covariance": f.covariance}
+                    "landmarks": f.landmarks, "raw_landmarks": f.raw_landmarks, "covariance": f.covariance,
+                    "expected_error": _expected_error(f)}
             for k, dtype in self._FIELDS.items():
                 self._spool[k].write(np.asarray(vals[k], dtype).tobytes())
             self._rows += 1
@@ -275,13 +289,14 @@ def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, 
 
 
 def read_landmarks_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load a landmarks CSV back (empty fields as NaN): ``frame``, ``time``, ``track_id``, ``score``, ``box``, ``landmarks``, ``covariance``."""
+    """Load a landmarks CSV back (empty fields as NaN): ``frame``, ``time``, ``track_id``, ``score``, ``box``,
+    ``landmarks``, ``covariance``, ``expected_error``."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
-    n = (len(lines[0].split(",")) - 8) // 5 if lines else 0
+    n = (len(lines[0].split(",")) - 9) // 5 if lines else 0
     rows = [[float(v) if v else np.nan for v in ln.split(",")] for ln in lines[1:] if ln.strip()]
-    data = np.array(rows, np.float64).reshape(len(rows), 8 + 5 * n)
-    cov = data[:, 8 + 2 * n:].reshape(-1, n, 3)
+    data = np.array(rows, np.float64).reshape(len(rows), 9 + 5 * n)
+    cov = data[:, 8 + 2 * n:8 + 5 * n].reshape(-1, n, 3)
     full = np.stack([np.stack([cov[..., 0], cov[..., 1]], -1), np.stack([cov[..., 1], cov[..., 2]], -1)], -2)
     return {"frame": data[:, 0].astype(int), "time": data[:, 1], "track_id": data[:, 2].astype(int),
             "score": data[:, 3], "box": data[:, 4:8], "landmarks": data[:, 8:8 + 2 * n].reshape(-1, n, 2),
-            "covariance": full}
+            "covariance": full, "expected_error": data[:, -1]}

@@ -26,6 +26,9 @@ class ModelMeta:
     """(dx, dy, k) for :func:`star_track.crop.crop_from_box`: the default for detectors not listed below."""
     box_calibrations: dict = field(default_factory=dict)
     """Per bundled detector name (``"short"``, ``"full"``): its own (dx, dy, k), fitted on labelled faces."""
+    uncertainty: dict = field(default_factory=dict)
+    """Calibration of the STAR covariance into the real error covariance (:mod:`star_track.uncertainty`),
+    fitted on held-out faces by ``python -m train calibrate-uncertainty``; empty = uncalibrated."""
     extra: dict = field(default_factory=dict)
 
     def calibration_for(self, detector: str) -> tuple[float, float, float]:

@@ -30,7 +30,7 @@ def _schema(num_points: int, scheme: str, fps: float) -> pa.Schema:
                                       "covariance_layout": "xx0,xy0,yy0,xx1,..."})}
     return pa.schema([("frame", pa.int64()), ("time", pa.float64()), ("track_id", pa.int64()), ("score", f32),
                       ("box", pa.list_(f32, 4)), ("landmarks", pa.list_(f32, 2 * num_points)),
-                      ("covariance", pa.list_(f32, 3 * num_points))], metadata=meta)
+                      ("covariance", pa.list_(f32, 3 * num_points)), ("expected_error", f32)], metadata=meta)
 
 
 class ParquetLandmarkWriter:
@@ -62,6 +62,7 @@ class ParquetLandmarkWriter:
             r["box"].append(np.asarray(f.box, np.float32).ravel())
             r["landmarks"].append(np.asarray(f.landmarks, np.float32).ravel())
             r["covariance"].append(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1).ravel())
+            r["expected_error"].append(float(getattr(f, "expected_error", float("nan"))))
         self.frames_written += 1
         if self.frames_written % ROW_GROUP_FRAMES == 0:
             self._flush()

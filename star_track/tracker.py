@@ -23,6 +23,18 @@ Confidence score
   the bundled model: u is 0.16 / 0.19 / 0.24 (5th / 50th / 95th percentile) on held-out WFLW face crops,
   scores 0.64 to 0.89; on random non-face patches u is 0.31 / 0.45 / 0.69, scores 0.41 / 0.13 / 0.03.
 
+Uncertainty
+  ``Face.covariance`` is the *calibrated* covariance of each landmark's real error in frame pixels² (the model's
+  :mod:`star_track.uncertainty` calibration applied in crop units, then mapped to the frame): its 2-σ ellipse
+  holds the true point about 86 % of the time. ``Face.star_covariance`` is the raw decoded STAR covariance (the
+  heatmap's spread, several times larger), which the confidence score above is defined on. A model without a
+  calibration (e.g. an imported checkpoint) reports the raw covariance as ``Face.covariance`` too and the
+  Tracker warns once (:class:`~star_track.uncertainty.UncalibratedUncertaintyWarning`);
+  :attr:`Tracker.uncertainty_calibrated` tells which. The Kalman smoother's default ``r_scale`` (3) is for
+  calibrated covariances; with an uncalibrated model pass ``smoothing_params={"r_scale": 0.1}`` (the former
+  default on the raw covariance, same jitter and lag in ``benchmarks/stability.py``). ``Face.expected_error`` is the face's predicted NME
+  (:func:`~star_track.uncertainty.expected_error`): rank frames by it to drop bad ones without ground truth.
+
 Thread-safety
   A Tracker holds per-video state (tracks, filters, the detector's clock) and is not thread-safe. Use one
   Tracker per thread / per video stream; separate Trackers may run concurrently. A call that overlaps another
@@ -56,6 +68,7 @@ from .engines.flip_average import FlipAveragedEngine
 from .photo import PhotoSearch, photo_detect_sources
 from .schemes import LandmarkScheme, get_scheme
 from .smoothing import Smoother, make_smoother
+from .uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
 
 
 MAX_TIMESTAMP_S = 1e12
@@ -86,7 +99,11 @@ class Face:
     raw_landmarks: np.ndarray
     """(N, 2) this frame's network output before smoothing."""
     covariance: np.ndarray
-    """(N, 2, 2) STAR covariance of each raw landmark in frame pixels²."""
+    """(N, 2, 2) calibrated covariance of each raw landmark's error in frame pixels² (see module docs)."""
+    star_covariance: np.ndarray | None = None
+    """(N, 2, 2) raw decoded STAR covariance (heatmap spread) in frame pixels²."""
+    expected_error: float = float("nan")
+    """Predicted NME of this face (mean expected landmark error / outer-eye-corner distance, a fraction)."""
 
 
 @dataclass
@@ -94,7 +111,8 @@ class _Track:
     track_id: int
     smoother: Smoother
     points: np.ndarray | None = None  # raw landmarks in the model's scheme
-    cov: np.ndarray | None = None
+    cov: np.ndarray | None = None  # calibrated
+    star_cov: np.ndarray | None = None  # raw
     smoothed: np.ndarray | None = None
     score: float = 0.0
     misses: int = 0
@@ -230,6 +248,13 @@ class Tracker:
             self.engine = FlipAveragedEngine(self.engine)
         self.meta = self.engine.meta
         self.model_scheme: LandmarkScheme = get_scheme(self.meta.scheme)
+        self.uncertainty = UncertaintyCalibration.from_meta(self.meta, self.model_scheme.num_points)
+        self.uncertainty_calibrated = self.uncertainty.fitted
+        """False: the model has no uncertainty calibration and ``Face.covariance`` is the raw STAR one."""
+        if not self.uncertainty_calibrated:
+            warnings.warn(f"model {getattr(self.meta, 'name', '?')!r} has no uncertainty calibration: "
+                          "Face.covariance is the raw STAR covariance (too large); fit one with `python -m train "
+                          "calibrate-uncertainty MODEL.onnx`, or smooth with r_scale=0.1", UncalibratedUncertaintyWarning, stacklevel=2)
         self.scheme: LandmarkScheme = self.model_scheme
         if output_scheme not in (None, "68", "300w68", 68):
             raise ValueError(f"output_scheme must be None or '68', got {output_scheme!r}")
@@ -440,17 +465,18 @@ class Tracker:
                 tr.misses, tr.start = 0, dets[best]
                 tr.smoother.reset()
 
-    def _infer(self, frame: np.ndarray, crops: list[Crop]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """One batched engine call -> frame-pixel means and covariances per crop, and scores."""
+    def _infer(self, frame: np.ndarray, crops: list[Crop]) -> tuple[list[np.ndarray], list[tuple], np.ndarray]:
+        """One batched engine call -> per crop frame-pixel means and (calibrated, raw) covariances, and scores."""
         batch = np.stack([c.warp(frame) for c in crops])
         mean, cov = self.engine.infer(batch)
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite outputs are handled by _run
             scores = landmark_score(cov, self.uncertainty_half)
+            calibrated = self.uncertainty.apply(cov)  # in crop units: the calibration is scale-free
             pts, covs = [], []
-            for c, m, s in zip(crops, mean, cov):
-                p, sf = c.normalized_to_frame(m.astype(np.float64), s.astype(np.float64))
+            for c, m, s, k in zip(crops, mean, cov, calibrated):
+                p, raw = c.normalized_to_frame(m.astype(np.float64), s.astype(np.float64))
+                covs.append((c.normalized_to_frame(m.astype(np.float64), k)[1], raw))
                 pts.append(p)
-                covs.append(sf)
         return pts, covs, scores
 
     def _landmark_crop(self, points: np.ndarray) -> Crop:
@@ -505,6 +531,7 @@ class Tracker:
         kept = []
         for tr in tracks:
             p, c, s = done[id(tr)]
+            c, star_c = c
             tr.valid = bool(np.isfinite(p).all() and np.isfinite(c).all())
             if not tr.valid:  # never let NaN/inf reach the filter or the outputs
                 self._count_nonfinite()
@@ -515,7 +542,7 @@ class Tracker:
             kept.append(tr)
             followed = tr.points is not None and s >= self.redetect_below and not any(tr is f for f in fresh)
             tr.motion = p.mean(0) - tr.points.mean(0) if followed else np.zeros(2)
-            tr.points, tr.cov, tr.score = p, c, float(s)
+            tr.points, tr.cov, tr.star_cov, tr.score = p, c, star_c, float(s)
             scale = tr.crop.side / self.meta.crop_scale  # face size in pixels
             tr.smoothed = tr.smoother.update(p, c, dt, scale) if smooth else p
             tr.crop = None
@@ -541,10 +568,12 @@ class Tracker:
         return [tracks[i] for i in sorted(keep)]
 
     def _face(self, tr: _Track) -> Face:
-        raw, smoothed, cov = tr.points, tr.smoothed, tr.cov
+        raw, smoothed, cov, star_cov = tr.points, tr.smoothed, tr.cov, tr.star_cov
+        err = expected_error(raw, cov, self.model_scheme.outer_eye_corners)  # on the model's own points
         if self._reduce:
             idx = list(self.model_scheme.to_68)
-            raw, smoothed, cov = raw[idx], smoothed[idx], cov[idx]
+            raw, smoothed, cov, star_cov = raw[idx], smoothed[idx], cov[idx], star_cov[idx]
         box = np.array([*raw.min(0), *raw.max(0)], np.float32)
         return Face(track_id=tr.track_id, box=box, score=tr.score, landmarks=smoothed.astype(np.float32),
-                    raw_landmarks=raw.astype(np.float32), covariance=cov.astype(np.float32))
+                    raw_landmarks=raw.astype(np.float32), covariance=cov.astype(np.float32),
+                    star_covariance=star_cov.astype(np.float32), expected_error=float(err))

@@ -178,7 +178,8 @@ def _face(track_id, n=68, seed=0, nan=False):
     if nan:
         pts[3] = np.nan
         cov[5, 0, 0] = np.inf
-    return Face(track_id, np.array([*pts.min(0), *pts.max(0)], np.float32), 0.8, pts, pts + 1, cov)
+    return Face(track_id, np.array([*pts.min(0), *pts.max(0)], np.float32), 0.8, pts, pts + 1, cov,
+                expected_error=0.05 + seed / 100)
 
 
 def _strict(token):
@@ -199,13 +200,14 @@ def test_csv_and_parquet_have_unique_names_and_the_same_numbers(tmp_path):
     assert c.columns.is_unique and list(c.columns) == csv_header(68)
     assert list(c.columns[:8]) == ["frame", "time", "track_id", "score", "box_x1", "box_y1", "box_x2", "box_y2"]
     assert q.columns.is_unique and list(q.columns) == ["frame", "time", "track_id", "score", "box", "landmarks",
-                                                       "covariance"]
+                                                       "covariance", "expected_error"]
     assert list(c["frame"]) == list(q["frame"]) == [0, 0, 2] and list(c["track_id"]) == list(q["track_id"])
     np.testing.assert_allclose(c[["box_x1", "box_y1", "box_x2", "box_y2"]].to_numpy(), np.stack(q["box"]), atol=2e-3)
     xy = c[[f"{a}{i}" for i in range(68) for a in "xy"]].to_numpy()
     np.testing.assert_allclose(xy, np.stack(q["landmarks"]), atol=2e-3)
     cov = c[[f"{k}{i}" for i in range(68) for k in ("cxx", "cxy", "cyy")]].to_numpy()
     np.testing.assert_allclose(cov, np.stack(q["covariance"]), rtol=1e-4)
+    np.testing.assert_allclose(c["expected_error"], q["expected_error"], rtol=1e-4)
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(tmp_path / "lm.parquet").metadata

@@ -107,6 +107,27 @@ def pseudo_label_cmd(images: Path = typer.Argument(..., help="folder of unlabele
     typer.echo(f"{len(faces)} pseudo-labelled faces (+{len(labelled)} labelled) -> {out}")
 
 
+@app.command("calibrate-uncertainty")
+def calibrate_uncertainty_cmd(
+        model: Path = typer.Argument(..., help="exported .onnx model (rewritten in place)"),
+        data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/)"),
+        annotations: Path = typer.Option(Path("data/wflw68_val.jsonl"), help="held-out faces to fit on")):
+    """Fit the covariance calibration (star_track.uncertainty) on held-out faces and store it in the model."""
+    from .annotations import read_annotations
+    from .uncertainty import calibrate_model
+
+    for p in (model, annotations, data / "wflw"):
+        if not p.exists():
+            typer.echo(f"error: not found: {p}", err=True)
+            raise typer.Exit(2)
+    res = calibrate_model(model, read_annotations(annotations), data / "wflw")
+    typer.echo(f"{model}: {res['calibration']['fitted_on_faces']} faces; (a, b) per group "
+               f"{res['calibration']['params']}")
+    for key in ("coverage_raw", "coverage_calibrated_in_sample"):
+        typer.echo(f"  {key}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in res[key].items()))
+    typer.echo("  (out-of-sample coverage: python -m benchmarks.uncertainty)")
+
+
 @app.command()
 def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/)"),
          run: Path = typer.Option(None, help="training run folder (resumed if present; default runs/PRESET)"),

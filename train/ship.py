@@ -140,12 +140,21 @@ def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, c
     parity = verify_onnx(onnx_path, net, crops)  # on real held-out face crops
     if not parity.ok:
         raise RuntimeError(f"exported model disagrees with PyTorch: {parity}")
+    uncertainty = _calibrate_uncertainty(onnx_path, val_set)
     latency = _cpu_latency_ms(onnx_path, cfg.network.input_size)
     card = _model_card(meta, cfg, val, calib_stats, latency, conv_macs(onnx_path), onnx_path, n_train,
-                       str(parity), preset, note)
+                       str(parity), preset, note, uncertainty)
     onnx_path.with_suffix(".md").write_text(card)
     print(card)
     return onnx_path
+
+
+def _calibrate_uncertainty(onnx_path: Path, val_set) -> dict:
+    """Fit the covariance calibration on the held-out faces and store it in the exported model (as
+    ``python -m train calibrate-uncertainty`` does)."""
+    from .uncertainty import calibrate_model
+
+    return calibrate_model(onnx_path, val_set.faces, val_set.root)
 
 
 def _self_train(data_root: Path, teacher_dir: Path, student_dir: Path, student_cfg, train_faces: list,
@@ -224,6 +233,16 @@ def _meta(cfg, calibrations: dict, val: dict, epoch: int, name: str = ACCURATE_N
                "license": "weights trained on WFLW (non-commercial research use only)"})
 
 
+def _uncertainty_row(res: dict | None) -> str:
+    if not res:
+        return "none (Face.covariance is the raw STAR covariance)"
+    cov = lambda d: " / ".join(f"{100 * v:.1f}" for v in d.values())  # noqa: E731
+    return (f"eigenvalue map per landmark group fitted on {res['calibration']['fitted_on_faces']} held-out faces "
+            f"(`star_track.uncertainty`); 1/2/3-σ coverage raw {cov(res['coverage_raw'])} %, calibrated "
+            f"{cov(res['coverage_calibrated_in_sample'])} % in-sample (cross-validated: `python -m "
+            "benchmarks.uncertainty`)")
+
+
 def _cpu_latency_ms(onnx_path: Path, size: int, repeats: int = 100) -> float:
     """Median ms per face at batch 1 through the runtime's engine (its default threads and session options)."""
     from star_track.bench_engines import synthetic_crops
@@ -242,7 +261,7 @@ def _cpu_latency_ms(onnx_path: Path, size: int, repeats: int = 100) -> float:
 
 
 def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, macs: int, path: Path,
-                n_train: int, parity: str, preset: str, note: str = "") -> str:
+                n_train: int, parity: str, preset: str, note: str = "", uncertainty: dict | None = None) -> str:
     from star_track.bench_engines import cpu_name
     from star_track.engines.onnxruntime_engine import default_threads
 
@@ -262,6 +281,7 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
 | file | `{path.name}`, {size_mb:.1f} MB, opset 17; ONNX vs PyTorch on 8 held-out crops: {parity} |
 | CPU latency | {latency:.2f} ms per face, ONNX Runtime, batch 1, {default_threads()} thread, measured when the card was written on the build machine: {cpu_name()}, {os.cpu_count()} cores. Compare models within one run: `python -m benchmarks.speed --peer-only` |
 | held-out NME | **{100 * val['nme']:.2f} %** inter-ocular (outer eye corners), FR@10 {100 * val['fr@0.1']:.1f} %, AUC@10 {val['auc@0.1']:.3f}, on {val['count']} held-out faces, crops framed from the true landmarks (last epoch, EMA weights; end-to-end figures with the detector are in `benchmarks/README.md`) |
+| uncertainty calibration | {_uncertainty_row(uncertainty)} |
 | detector calibration | BlazeFace box -> crop (dx, dy, k): full {tuple(round(v, 4) for v in meta.box_calibrations['full'])} ({calib['full']['matched']}/{calib['full']['faces']} faces detected), short {tuple(round(v, 4) for v in meta.box_calibrations['short'])} ({calib['short']['matched']}/{calib['short']['faces']}) |
 
 ## Training data and terms

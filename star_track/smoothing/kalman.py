@@ -1,8 +1,8 @@
 """Uncertainty-aware constant-velocity Kalman filter, vectorised over all landmarks of a face.
 
 Each landmark has state (x, y, vx, vy) in frame pixels and pixels per second. What makes it STAR-specific is
-the measurement noise: R = r_scale * Σ + (r_floor * scale)² I, with Σ the landmark's decoded STAR covariance in
-frame pixels. Where the heatmap is spread along a direction (e.g. along the jaw line) the filter trusts the
+the measurement noise: R = r_scale * Σ + (r_floor * scale)² I, with Σ the landmark's calibrated covariance in
+frame pixels (``Face.covariance``: the STAR covariance mapped to the real error, :mod:`star_track.uncertainty`). Where the heatmap is spread along a direction (e.g. along the jaw line) the filter trusts the
 measurement less in that direction only, so points slide less along contours while staying responsive across
 them.
 
@@ -30,7 +30,7 @@ class KalmanSmoother:
 
     Args:
         q: process-noise density in (face sizes / s²)² per Hz. Larger = follows faster, smooths less.
-        r_scale: multiplier on the STAR covariance used as measurement noise. Larger = smoother.
+        r_scale: multiplier on the calibrated covariance used as measurement noise. Larger = smoother.
         r_floor: measurement-noise floor as a standard deviation in face sizes (keeps R invertible and guards
             against over-confident heatmaps).
         gate: squared-Mahalanobis threshold (of the face's median innovation or the landmark's own) above which
@@ -40,10 +40,12 @@ class KalmanSmoother:
             speed adaptation (constant q).
     """
 
-    # Defaults measured with the bundled model (benchmarks/stability.py, benchmarks/README.md): the STAR
-    # covariance is ~50x the real frame-to-frame noise in standard deviation, so R uses 0.1 of it; q is small
-    # for a still face and grows with speed; a low face-level gate follows sudden jumps at once.
-    def __init__(self, q: float = 0.1, r_scale: float = 0.1, r_floor: float = 0.004,
+    # Defaults measured with the bundled model (benchmarks/stability.py, benchmarks/README.md). The covariance is
+    # the calibrated one, so R is on the scale of the real error (no 0.1 fudge for the heatmap's spread any
+    # more); r_scale=3 keeps the jitter/lag of the former default (0.1 x raw STAR covariance) in the same run,
+    # and the whole r_scale curve matches or beats the raw one at equal lag. q is small for a still face and
+    # grows with speed; a low face-level gate follows sudden jumps at once.
+    def __init__(self, q: float = 0.1, r_scale: float = 3.0, r_floor: float = 0.004,
                  gate: float = 2.0, init_velocity_std: float = 2.0, speed_ref: float = 0.1):
         if q <= 0 or r_scale < 0 or r_floor < 0 or gate < 0 or init_velocity_std <= 0 or speed_ref < 0:
             raise ValueError("kalman: q and init_velocity_std must be > 0; r_scale, r_floor, gate, speed_ref "

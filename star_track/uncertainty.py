@@ -1,0 +1,93 @@
+"""Calibrated landmark uncertainty: the decoded STAR covariance -> the covariance of the real landmark error.
+
+The heatmap's spread is not the landmark's error: even a perfect prediction is a blob as wide as the training
+target's Gaussian, so the raw STAR covariance is several times too large and nearly round. A model's metadata
+(:attr:`ModelMeta.uncertainty`, fitted on held-out faces by ``python -m train calibrate-uncertainty``) holds a
+monotone map of the covariance's eigenvalues per landmark group, in the model's [-1, 1] crop units::
+
+    λ_cal = exp(a_g) · λ_raw ** b_g        (same eigenvectors: the direction of the spread is kept)
+
+so an ellipse from the calibrated covariance holds the true point as often as a Gaussian of that covariance
+would (1-σ 39 %, 2-σ 86 %, 3-σ 99 %, measured by ``python -m benchmarks.uncertainty``).
+
+Models without a calibration (e.g. imported checkpoints) keep the raw covariance (the identity map), and the
+tracker warns once (:class:`UncalibratedUncertaintyWarning`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+CALIBRATION_VERSION = 1
+LAMBDA_FLOOR = 1e-10  # crop units²; eigenvalues of a degenerate heatmap are clipped here before the power map
+
+
+class UncalibratedUncertaintyWarning(UserWarning):
+    """The model has no uncertainty calibration: ``Face.covariance`` is the raw (too large) STAR covariance."""
+
+
+@dataclass(frozen=True)
+class UncertaintyCalibration:
+    """Per-landmark eigenvalue map ``λ_cal = exp(a) λ_raw^b``; the identity when ``a = 0, b = 1``.
+
+    Args:
+        log_scale: (N,) ``a`` per landmark (crop units²).
+        power: (N,) ``b`` per landmark.
+        fitted: False for the identity fallback of an uncalibrated model.
+    """
+
+    log_scale: np.ndarray
+    power: np.ndarray
+    fitted: bool = True
+
+    @classmethod
+    def identity(cls, num_points: int) -> "UncertaintyCalibration":
+        """The raw STAR covariance unchanged (models without a calibration)."""
+        return cls(np.zeros(num_points), np.ones(num_points), fitted=False)
+
+    @classmethod
+    def from_groups(cls, groups: dict[str, list[int]], params: dict[str, tuple[float, float]],
+                    num_points: int) -> "UncertaintyCalibration":
+        """Per-group (a, b) expanded to every landmark of the group."""
+        a, b = np.zeros(num_points), np.ones(num_points)
+        for name, idx in groups.items():
+            a[list(idx)], b[list(idx)] = params[name]
+        return cls(a, b)
+
+    @classmethod
+    def from_meta(cls, meta, num_points: int) -> "UncertaintyCalibration":
+        """The calibration stored in a :class:`~star_track.model_meta.ModelMeta` (identity when absent)."""
+        d = getattr(meta, "uncertainty", None) or {}
+        if d.get("version") != CALIBRATION_VERSION or "groups" not in d:
+            return cls.identity(num_points)
+        params = {k: (float(v[0]), float(v[1])) for k, v in d["params"].items()}
+        return cls.from_groups(d["groups"], params, num_points)
+
+    def apply(self, cov: np.ndarray) -> np.ndarray:
+        """Calibrate covariances (..., N, 2, 2) in crop units (non-finite entries stay non-finite)."""
+        c = np.asarray(cov, np.float64)
+        if not self.fitted:
+            return c.copy()
+        c = 0.5 * (c + np.swapaxes(c, -1, -2))
+        finite = np.isfinite(c).all(axis=(-1, -2))
+        safe = np.where(finite[..., None, None], c, np.eye(2))
+        lam, vec = np.linalg.eigh(safe)
+        lam = np.exp(self.log_scale[:, None]) * np.clip(lam, LAMBDA_FLOOR, None) ** self.power[:, None]
+        out = (vec * lam[..., None, :]) @ np.swapaxes(vec, -1, -2)
+        return np.where(finite[..., None, None], out, np.nan)
+
+
+def expected_error(points: np.ndarray, cov: np.ndarray, eye_corners: tuple[int, int]) -> float:
+    """Predicted NME of a face: the mean expected landmark distance under the calibrated covariances, over the
+    distance between the outer eye corners (the NME the benchmarks report), as a fraction.
+
+    E|e| for a 2-D Gaussian is approximated by ``sqrt(π tr Σ) / 2`` (exact for round covariances).
+    """
+    p = np.asarray(points, np.float64)
+    c = np.asarray(cov, np.float64)
+    iod = float(np.hypot(*(p[eye_corners[1]] - p[eye_corners[0]])))
+    tr = np.clip(c[:, 0, 0] + c[:, 1, 1], 0, None)
+    e = float(np.mean(np.sqrt(math.pi * tr) / 2))
+    return e / max(iod, 1e-6) if math.isfinite(e) else float("nan")
