@@ -32,6 +32,9 @@ PRESET = "compact68x2-dev"
 FAST_PRESET = "fast68-dev"
 ACCURATE_NAME, FAST_NAME = "star68-accurate", "star68-fast"
 SELF_TRAINING = dict(epochs=40, lr=1e-3)  # the student's fine-tuning schedule
+FAST_SECOND_CYCLE = dict(epochs=40, lr=1e-3)
+"""The fast model's second training cycle (warm restart from the first cycle's weights): after 36 epochs the
+small network is still learning (held-out NME 7.8 % when the first cycle's rate dropped)."""
 
 
 def ship(data_root: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
@@ -99,6 +102,10 @@ def ship_fast(data_root: Path, teacher: Path, run_dir: Path | None = None, ann_d
             counts = build_distillation_set(teacher, data_root, paths["train"], distill_path)
             print(f"distillation set: {counts}")
         train(cfg, run_dir, resume=True)
+    final_dir = run_dir.with_name(run_dir.name + "-cycle2")
+    final_cfg = replace(cfg, **FAST_SECOND_CYCLE, init_weights=str(run_dir / "last.pt"))
+    if train_first:
+        train(final_cfg, final_dir, resume=True)
     if not distill_path.is_file():
         raise FileNotFoundError(f"{distill_path} not found: run `python -m train ship` without --skip-training")
     faces = read_annotations(distill_path)
@@ -115,8 +122,10 @@ def ship_fast(data_root: Path, teacher: Path, run_dir: Path | None = None, ann_d
             + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sources.items())
             + ". True labels where they exist; elsewhere the teacher's flip-averaged landmarks from its own "
               "detector and tracker framing (confidence >= 0.7, faces >= 80 px; 300W photos of the fixed "
-              "by-image held-out split left out), `train.distill`.")
-    return _export_with_card(run_dir, cfg, FAST_NAME, out_dir / "default.onnx", val_set, calibrations,
+              "by-image held-out split left out), `train.distill`. A second cycle of "
+              f"{final_cfg.epochs} epochs from those weights at Adam lr {final_cfg.lr} (same steps) follows the "
+              "first.")
+    return _export_with_card(final_dir, cfg, FAST_NAME, out_dir / "default.onnx", val_set, calibrations,
                              calib_stats, len(train_faces), preset, note)
 
 
