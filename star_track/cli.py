@@ -448,10 +448,10 @@ def info(model: Optional[str] = ModelOpt, engine: str = EngineOpt) -> None:
         p = MODELS_DIR / fname
         state = "missing" if not p.is_file() else ("ok" if sha256_file(p) == digest else "CORRUPT (sha256 mismatch)")
         typer.echo(f"detector {name}: {fname} [{state}]")
-    from .model_registry import BUNDLED_DIR, model_card, resolve_model
+    from .model_registry import default_model_path, model_card, resolve_model
 
-    if model is None and not (BUNDLED_DIR / "default.onnx").is_file():
-        typer.echo(f"model: none (the bundled model {BUNDLED_DIR / 'default.onnx'} is not installed; "
+    if model is None and not default_model_path().is_file():
+        typer.echo(f"model: none (the bundled model {default_model_path()} is not installed; "
                    "use --model PATH.onnx)")
         return
     with error_boundary(model or "default model"):

@@ -1,12 +1,12 @@
 """Where models live: resolve the ``model`` argument to a file.
 
-* ``None`` or ``"default"`` -> the bundled ``star_track/models/default.onnx``;
+* ``None`` or ``"default"`` -> the bundled default model, ``star_track/models/<DEFAULT_BUNDLED>.onnx``;
 * a path (contains a path separator, ends in ``.onnx``/``.pt``/``.engine``, or exists) -> that file;
 * any other name -> a bundled ``star_track/models/NAME.onnx`` (e.g. ``star68-accurate``), else
   ``<cache root>/models/NAME.onnx`` with ``<cache root>`` = ``$STAR_TRACK_CACHE`` or ``~/.cache/star-track``
   (TensorRT engines live beside, in ``<cache root>/engines``).
 
-A model's card is the ``.md`` file next to it with the same stem (``default.md`` for ``default.onnx``).
+A model's card is the ``.md`` file next to it with the same stem (``star68-fast.md`` for ``star68-fast.onnx``).
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from .engines.base import ModelError
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "default"
+DEFAULT_BUNDLED = "star68-accurate"
+"""Which bundled model ``"default"`` means. ``star68-fast`` (5x less CPU per face) becomes the default once it is
+as accurate on the held-out faces (issue "Fast STAR"; figures in both model cards)."""
 CACHE_ENV = "STAR_TRACK_CACHE"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".engine", ".plan")
 
@@ -55,7 +58,7 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
         ModelError: the file does not exist (message lists the models that do).
     """
     if model is None or model == DEFAULT_MODEL:
-        path = BUNDLED_DIR / "default.onnx"
+        path = default_model_path()
         if not path.is_file():
             raise ModelError(f"the bundled model {path} is not installed; pass --model PATH.onnx "
                              "or a model name from `star-track models list`")
@@ -74,6 +77,11 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
         known = ", ".join(e.name for e in list_models()) or "none"
         raise ModelError(f"no model named {model!r} (looked for {path}; known models: {known})")
     return path
+
+
+def default_model_path() -> Path:
+    """The file ``"default"`` resolves to (it may be missing in a broken install)."""
+    return BUNDLED_DIR / f"{DEFAULT_BUNDLED}.onnx"
 
 
 def list_models() -> list[ModelEntry]:

@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 DATA = Path(os.environ.get("STAR_TRACK_DATA", "/work/shared/data"))
-BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "star_track" / "models" / "default.onnx"
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "star_track" / "models" / "star68-accurate.onnx"
 # A real WFLW photo with one large, frontal face (box from list_68pt_rect_attr_test.txt).
 FACE_IMAGE = "wflw/WFLW_images/{}"
 

@@ -134,11 +134,11 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
          preset: str = typer.Option(None, help="training preset (default: the bundled model's)"),
          skip_training: bool = typer.Option(False, help="export the run as it is"),
          self_training: bool = typer.Option(True, help="pseudo-label wflw_unlabeled and fine-tune a student"),
-         fast: bool = typer.Option(True, help="then distil the fast default model (default.onnx) from it"),
-         fast_only: bool = typer.Option(False, help="only the fast default model, distilled from the bundled "
+         fast: bool = typer.Option(True, help="then distil the fast model (star68-fast.onnx) from it"),
+         fast_only: bool = typer.Option(False, help="only the fast model, distilled from the bundled "
                                         "star68-accurate.onnx (no teacher runs needed)")):
-    """Regenerate the bundled models from the data: star68-accurate.onnx, then the fast default.onnx
-    distilled from it (each with its .md card)."""
+    """Regenerate the bundled models from the data: star68-accurate.onnx, then star68-fast.onnx distilled
+    from it (each with its .md card)."""
     from .ship import ship as build
 
     if not (data / "wflw").is_dir():

@@ -3,8 +3,10 @@
 1. **star68-accurate** (2 stacks x 128, bottleneck blocks): prepare -> train the teacher -> calibrate the
    detector boxes -> pseudo-label the unlabeled photos -> fine-tune a student on labelled + pseudo-labelled
    faces -> export ``star68-accurate.onnx`` + card.
-2. **star68-fast**, the default (1 stack x 64, inverted-residual blocks): distillation data from (1) on every
-   photo and clip frame (:mod:`train.distill`) -> train from scratch -> export ``default.onnx`` + card.
+2. **star68-fast** (1 stack x 64, inverted-residual blocks): distillation data from (1) on every photo and clip
+   frame (:mod:`train.distill`) -> train from scratch in two cycles -> export ``star68-fast.onnx`` + card.
+
+Which of the two ``"default"`` means is :data:`star_track.model_registry.DEFAULT_BUNDLED`.
 
 One command regenerates both::
 
@@ -40,9 +42,8 @@ small network is still learning (held-out NME 7.8 % when the first cycle's rate 
 def ship(data_root: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
          out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = PRESET,
          self_training: bool = True, fast: bool = True) -> Path:
-    """Build ``star68-accurate.onnx`` and (``fast``) the default ``default.onnx``, each with its card; with
-    ``train_first=False`` export existing runs. Returns the default model's path (the accurate one when
-    ``fast`` is off)."""
+    """Build ``star68-accurate.onnx`` and (``fast``) ``star68-fast.onnx``, each with its card; with
+    ``train_first=False`` export existing runs. Returns the last model's path."""
     accurate = ship_accurate(data_root, run_dir, ann_dir, out_dir, train_first, preset, self_training)
     if not fast:
         return accurate
@@ -86,7 +87,7 @@ def ship_accurate(data_root: Path, run_dir: Path | None = None, ann_dir: Path = 
 
 def ship_fast(data_root: Path, teacher: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
               out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = FAST_PRESET) -> Path:
-    """Distil ``teacher`` into the fast preset -> ``out_dir/default.onnx`` + ``default.md``."""
+    """Distil ``teacher`` into the fast preset -> ``out_dir/star68-fast.onnx`` + ``.md``."""
     from .distill import build_distillation_set
     from .prepare import prepare_shared_wflw68
     from .trainer import train
@@ -125,7 +126,7 @@ def ship_fast(data_root: Path, teacher: Path, run_dir: Path | None = None, ann_d
               "by-image held-out split left out), `train.distill`. A second cycle of "
               f"{final_cfg.epochs} epochs from those weights at Adam lr {final_cfg.lr} (same steps) follows the "
               "first.")
-    return _export_with_card(final_dir, cfg, FAST_NAME, out_dir / "default.onnx", val_set, calibrations,
+    return _export_with_card(final_dir, cfg, FAST_NAME, out_dir / f"{FAST_NAME}.onnx", val_set, calibrations,
                              calib_stats, len(train_faces), preset, note)
 
 
@@ -278,7 +279,9 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
     size_mb = path.stat().st_size / 1e6
     blocks = "inverted-residual blocks (1x1 expand, 3x3 depthwise, 1x1 project)" if net.block == "inverted" \
         else "pre-activation bottleneck blocks"
-    role = "the bundled default model" if path.stem == "default" else f"bundled, `--model {meta.name}`"
+    from star_track.model_registry import DEFAULT_BUNDLED
+
+    role = f"bundled, `--model {meta.name}`" + (" (the default)" if meta.name == DEFAULT_BUNDLED else "")
     return f"""# {meta.name} — {role}
 
 | | |

@@ -9,7 +9,7 @@
    than a Gaussian, and the coverages are what apps read off the ellipses.
 3. :func:`write_calibration` stores it in the ONNX file's ``star_track`` metadata.
 
-    python -m train calibrate-uncertainty star_track/models/default.onnx --data ../shared/data
+    python -m train calibrate-uncertainty star_track/models/star68-fast.onnx --data ../shared/data
 """
 from __future__ import annotations
 
