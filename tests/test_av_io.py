@@ -234,7 +234,7 @@ def test_video_run_with_a_nan_model_writes_strict_json_and_csv(tmp_path, face_vi
 
     engines = []
 
-    def poisoned(model, engine):
+    def poisoned(model, engine, **kw):
         e = ScriptedEngine(create_engine(model, "onnxruntime"))
         engines.append(e)
         return e

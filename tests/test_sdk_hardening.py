@@ -95,7 +95,7 @@ def test_cli_with_a_nonfinite_model_writes_valid_files_and_one_warning(tmp_path,
                                                                        monkeypatch):
     import star_track.tracker as tracker_mod
 
-    def poisoned(model, engine):
+    def poisoned(model, engine, **kw):
         e = ScriptedEngine(create_engine(model, "onnxruntime"))
         e.poison = True
         return e
