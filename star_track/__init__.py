@@ -1,7 +1,8 @@
 """star-track: real-time facial landmark tracking for video with STAR (CVPR 2023).
 
 Data flow: :class:`VideoSource` -> :class:`FaceDetector` -> crop -> engine -> decode -> smoothing ->
-:func:`draw_faces` / :class:`VideoSink` / landmark writer, orchestrated by :class:`Tracker`.
+:func:`draw_faces` / :class:`VideoSink` / landmark writer, orchestrated by :class:`Tracker`; the frame loop
+over a whole video is :func:`process_video`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ _EXPORTS = {
     "Detection": ".detect", "DetectorError": ".detect", "FaceDetector": ".detect", "draw_faces": ".draw",
     "EngineUnavailable": ".engines", "create_engine": ".engines", "LandmarkEngine": ".engines.base",
     "ModelError": ".engines.base", "FlipAveragedEngine": ".engines.flip_average",
-    "open_landmark_writer": ".landmark_io", "ModelMeta": ".model_meta", "list_models": ".model_registry",
+    "open_landmark_writer": ".landmark_io", "process_video": ".pipeline", "VideoSummary": ".pipeline", "ModelMeta": ".model_meta", "list_models": ".model_registry",
     "resolve_model": ".model_registry", "make_smoother": ".smoothing", "Face": ".tracker", "Tracker": ".tracker",
     "VideoError": ".video", "VideoSink": ".video", "VideoSource": ".video",
 }
@@ -36,6 +37,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Detection", "DetectorError", "EngineUnavailable", "Face", "FaceDetector", "FlipAveragedEngine",
     "LandmarkEngine", "ModelError",
-    "ModelMeta", "Tracker", "VideoError", "VideoSink", "VideoSource", "create_engine", "draw_faces",
-    "list_models", "make_smoother", "open_landmark_writer", "resolve_model", "__version__",
+    "ModelMeta", "Tracker", "VideoError", "VideoSink", "VideoSource", "VideoSummary", "create_engine",
+    "draw_faces", "list_models", "make_smoother", "open_landmark_writer", "process_video", "resolve_model",
+    "__version__",
 ]

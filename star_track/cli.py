@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 import typer
 
 from ._entry import SIGNAL_EXIT, Interrupted, install_handlers, interrupted_by
+from .pipeline import StopFlag
 
 app = typer.Typer(name="star-track", help="Real-time facial landmark tracking with STAR uncertainty.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -115,36 +116,6 @@ def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwr
         raise VideoError(f"{given[0][0]}: --out and --landmarks-out are the same file")
 
 
-class StopFlag:
-    """Records SIGINT/SIGTERM instead of raising, so the current frame finishes and files get closed."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> "StopFlag":
-        for s in SIGNAL_EXIT:
-            try:
-                if signal.getsignal(s) is not signal.SIG_IGN:  # ignored by the parent: stays ignored
-                    self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread: keep default behaviour
-                pass
-        return self
-
-    def _handle(self, signum, _frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: give up waiting
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-
-    @property
-    def exit_code(self) -> int:
-        return SIGNAL_EXIT.get(self.signum, 0) if self.signum is not None else 0
-
-
 def _make_tracker(model, engine, smoothing, max_faces, detector, detect_every, output_68, fps=30.0,
                   flip_test=False):
     import warnings
@@ -197,25 +168,22 @@ def video(
     """Track faces in a video file or stream; write an annotated video and/or a landmarks file."""
     if out is None and landmarks_out is None:
         raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
-    from .draw import draw_faces
     from .landmark_io import CsvLandmarkWriter, open_landmark_writer
+    from .pipeline import process_video
     from .video import VideoSink, VideoSource
 
     to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT
     say = (lambda m: typer.echo(m, err=True)) if to_stdout else typer.echo  # stdout carries the landmarks
     sink = writer = None
-    frames = 0
     stop = StopFlag()
     with error_boundary(input):
         # Outputs are checked before any work so a bad path never costs a full run.
         _check_outputs(input, [(out, "video"), (landmarks_out, "landmarks")], overwrite)
         source = VideoSource(input)
-        frames_with_faces = 0
-        t_start = time.perf_counter()
         try:
             tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, output_68,
                                     fps=source.fps, flip_test=flip_test)
-            with tracker, stop:
+            with tracker:
                 if out is not None:
                     sink = VideoSink(out, source.fps, source.size, overwrite=overwrite,
                                      codec=codec.value if codec else None, crf=crf, preset=preset,
@@ -230,44 +198,26 @@ def video(
                 elif landmarks_out is not None:
                     writer = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name,
                                                   source.fps, overwrite=overwrite)
-                with _progress(progress, source.frame_count, Path(input).name) as advance:
-                    fps_ema = None
-                    for vf in source:
-                        t0 = time.perf_counter()
-                        faces = tracker.track(vf.image, vf.time)
-                        if sink is not None:  # stop while the video can still be finished: all files end
-                            sink.ensure_space()  # on the same whole frame
-                        if writer is not None:
-                            writer.write(vf.index, vf.time, faces)
-                        if sink is not None:
-                            img = vf.image if no_draw else draw_faces(vf.image, faces, tracker.scheme,
-                                                                      ellipses=ellipses)
-                            sink.write(img, vf.time)
-                        frames += 1
-                        frames_with_faces += bool(faces)
-                        dt = time.perf_counter() - t0
-                        fps_ema = 1 / max(dt, 1e-6) if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
-                        advance(fps_ema)
-                        if stop.signum is not None:
-                            break
+                summary = process_video(source, tracker, sink=sink, landmark_writer=writer, draw=not no_draw,
+                                        ellipses=ellipses, progress=progress, label=Path(input).name, stop=stop)
         finally:
             source.close()
             _close_all(sink, writer)
-    elapsed = time.perf_counter() - t_start
     _report_nonfinite(tracker, Path(input).name)
-    if source.ended_early and stop.signum is None:
+    if summary.ended_early and not summary.interrupted:
         typer.echo(f"star-track: warning: {input}: the file ended early (truncated or damaged?): read "
                    f"{source.frames_read} of the {source.frame_count} frames its container lists; the results "
                    "cover those frames", err=True)
+    frames = summary.frames
     targets = ", ".join("stdout" if str(p) == STDOUT else str(p) for p in (out, landmarks_out) if p is not None)
-    if stop.signum is not None:
-        name = signal.Signals(stop.signum).name
+    if summary.signal is not None:
+        name = signal.Signals(summary.signal).name
         typer.echo(f"star-track: {name}: stopped after {frames} frames; wrote {frames} frames to {targets}",
                    err=True)
         raise typer.Exit(stop.exit_code)
-    say(f"wrote {frames} frames to {targets} ({frames / max(elapsed, 1e-9):.1f} fps overall); "
-        f"faces in {frames_with_faces} of them")
-    if frames and not frames_with_faces:
+    say(f"wrote {frames} frames to {targets} ({summary.fps:.1f} fps overall); "
+        f"faces in {summary.frames_with_faces} of them")
+    if frames and not summary.frames_with_faces:
         typer.echo(f"star-track: warning: {Path(input).name}: no face found in any frame", err=True)
 
 
@@ -293,25 +243,6 @@ def _report_nonfinite(tracker, subject: str) -> None:
                    "landmarks", err=True)
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int | None, label: str):
-    """Rich progress bar on stderr with fps and ETA; yields ``advance(fps)``."""
-    if not enabled:
-        yield lambda fps: None
-        return
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    console = Console(stderr=True)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[fps]:>6.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as prog:
-        task = prog.add_task(label, total=total, fps=0.0)
-        yield lambda fps: prog.update(task, advance=1, fps=fps or 0.0)
-
-
 @app.command()
 def webcam(
     camera: str = typer.Option("0", "--camera", "-c", help="Camera index (0, 1, ...), device path "
@@ -329,9 +260,9 @@ def webcam(
     import cv2
 
     from .draw import draw_faces
+    from .pipeline import process_video
     from .video import VideoSource, camera_source
 
-    frames = 0
     stop = StopFlag()
     label = f"camera {camera}"
     with error_boundary(label):
@@ -342,24 +273,24 @@ def webcam(
             tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, False,
                                     fps=source.fps, flip_test=flip_test)
             window = "star-track (q to quit)"
-            fps, t_last = 0.0, time.perf_counter()
-            with tracker, stop:
-                for vf in source:  # ends cleanly when the camera disconnects
-                    now = time.perf_counter()
-                    faces = tracker.track(vf.image, vf.time)  # capture times: real gaps when frames are slow
-                    inst = 1.0 / max(now - t_last, 1e-6)
-                    fps = inst if frames == 0 else 0.9 * fps + 0.1 * inst
-                    t_last = now
-                    cv2.imshow(window, draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses, fps=fps))
-                    frames += 1
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27) or stop.signum is not None:
-                        break
+            rate = {"fps": 0.0, "last": time.perf_counter(), "frames": 0}
+
+            def show(vf, faces) -> bool:  # the window's fps: real frame-to-frame time, waiting for the camera too
+                now = time.perf_counter()
+                inst = 1.0 / max(now - rate["last"], 1e-6)
+                rate["fps"] = inst if rate["frames"] == 0 else 0.9 * rate["fps"] + 0.1 * inst
+                rate["last"], rate["frames"] = now, rate["frames"] + 1
+                cv2.imshow(window, draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses, fps=rate["fps"]))
+                return cv2.waitKey(1) & 0xFF in (ord("q"), 27)
+
+            with tracker:  # ends cleanly when the camera disconnects; capture times: real gaps when frames are slow
+                summary = process_video(source, tracker, on_frame=show, stop=stop)
         finally:
             source.close()
             with contextlib.suppress(Exception):
                 cv2.destroyAllWindows()
-    typer.echo(f"processed {frames} frames from {label}")
-    if stop.signum is not None:
+    typer.echo(f"processed {summary.frames} frames from {label}")
+    if summary.interrupted:
         raise typer.Exit(stop.exit_code)
 
 

@@ -154,3 +154,17 @@ class OutputClaim:
             with contextlib.suppress(OSError):
                 os.unlink(self._claim)
             self._claim = None
+
+
+class ClosedOnExit:
+    """Mixin: ``with writer:`` calls ``writer.close()`` at the end of the block, also on an error, so the
+    output is finished (or cleaned up) exactly as after an explicit :meth:`close`."""
+
+    def close(self) -> None:  # overridden by every writer
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
