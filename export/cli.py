@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from star_track.errors import TRAIN_HINT
+
 app = typer.Typer(add_completion=False, help=__doc__)
 console = Console(stderr=True, soft_wrap=True, highlight=False)
-TRAIN_HINT = 'pip install "star-track[train]"'
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -51,14 +52,14 @@ def export(
     from dataclasses import replace
 
     from star_track.checkpoint import load_checkpoint
-    from star_track.engines.base import ModelError
+    from star_track.errors import StarTrackError
     from star_track.network import count_parameters
 
     from .onnx_export import export_onnx, verify_onnx
 
     try:
         net, meta = load_checkpoint(checkpoint, prefer_ema=ema, input_size=input_size)
-    except ModelError as exc:
+    except StarTrackError as exc:
         raise _fail(str(exc)) from None
     if name:
         meta = replace(meta, name=name)
@@ -85,7 +86,8 @@ def export(
 
 def _check_gpu_dependencies() -> None:
     """Fail early, with the install hint, before spending time on the ONNX export."""
-    from star_track.engines.tensorrt_engine import EngineUnavailable, require_cuda_torch, require_tensorrt
+    from star_track.engines.tensorrt_engine import require_cuda_torch, require_tensorrt
+    from star_track.errors import EngineUnavailable
 
     try:
         require_tensorrt()

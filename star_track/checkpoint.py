@@ -37,11 +37,9 @@ _OPTIONAL = re.compile(r"num_batches_tracked$")
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # the runtime install has no torch
-        raise ModelError('loading checkpoints needs torch: pip install "star-track[train]"') from exc
-    return torch
+    from .errors import require_torch  # the runtime install has no torch
+
+    return require_torch("loading checkpoints")
 
 
 def load_checkpoint(path: str | Path, prefer_ema: bool = True,

@@ -72,17 +72,15 @@ def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
 
 @contextlib.contextmanager
 def error_boundary(subject: str) -> Iterator[None]:
-    """Turn any exception into one stderr line mentioning ``subject`` (known errors already name it)."""
-    from .detect import DetectorError
-    from .engines import EngineUnavailable
-    from .engines.base import ModelError
-    from .video import VideoError
+    """Turn any exception into one stderr line mentioning ``subject`` (a :class:`StarTrackError` already names
+    it)."""
+    from .errors import StarTrackError
 
     try:
         yield
     except (typer.Exit, typer.Abort, typer.BadParameter):
         raise
-    except (VideoError, ModelError, DetectorError, EngineUnavailable) as e:
+    except StarTrackError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:  # a second Ctrl-C while StopFlag waits for the frame to finish
         raise fail(f"{subject}: interrupted", 130) from None

@@ -19,6 +19,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from .errors import DetectorError
+
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 BUNDLED_DETECTORS: dict[str, tuple[str, str]] = {
@@ -44,10 +46,6 @@ def _close_all() -> None:
             det.close()
         except Exception:
             pass
-
-
-class DetectorError(RuntimeError):
-    """The face-detector model is missing, corrupt, or could not be loaded."""
 
 
 @dataclass(frozen=True)

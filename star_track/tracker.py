@@ -51,7 +51,8 @@ import numpy as np
 from .crop import Crop, crop_from_box, crop_from_landmarks
 from .detect import Detection, FaceDetector
 from .engines import create_engine
-from .engines.base import LandmarkEngine, ModelError
+from .engines.base import LandmarkEngine
+from .errors import ConcurrentUseError, ModelError
 from .engines.flip_average import FlipAveragedEngine
 from .photo import PhotoSearch, photo_detect_sources
 from .schemes import LandmarkScheme, get_scheme
@@ -62,10 +63,6 @@ MAX_TIMESTAMP_S = 1e12
 """Largest accepted timestamp magnitude (seconds; epoch times fit comfortably)."""
 MAX_GAP_S = 2.0
 """A jump in time longer than this restarts every track's smoothing (the face may be anywhere by then)."""
-
-
-class ConcurrentUseError(RuntimeError):
-    """One Tracker was called from two threads at once (unsupported: use one Tracker per thread)."""
 
 
 class NonFiniteOutputWarning(RuntimeWarning):

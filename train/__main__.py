@@ -127,11 +127,11 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     preset = preset or PRESET
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    from star_track.engines.base import ModelError
+    from star_track.errors import StarTrackError
 
     try:
         build(data, run, train_first=not skip_training, preset=preset, self_training=self_training, fast=fast)
-    except (ModelError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
+    except (StarTrackError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
 

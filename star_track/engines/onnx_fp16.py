@@ -174,7 +174,9 @@ def write_fp16_onnx(src: str | Path, dst: str | Path) -> Path:
     try:
         import onnx
     except ImportError as exc:
-        raise ModelError('FP16 conversion needs the onnx package: pip install "star-track[gpu]"') from exc
+        from ..errors import MissingDependency
+
+        raise MissingDependency('FP16 conversion needs the onnx package: pip install "star-track[gpu]"') from exc
     converted = convert_onnx_fp16(onnx.load(str(src)))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -37,13 +37,8 @@ import numpy as np
 from ..model_meta import METADATA_KEY, ModelMeta
 from .base import ModelError, check_crops, to_nchw_float
 
-try:  # the registry's error type, so create_engine("auto") falls back to ONNX Runtime
-    from . import GPU_HINT, EngineUnavailable
-except ImportError:  # registry not present (older checkout)
-    GPU_HINT = 'pip install "star-track[gpu]"'
-
-    class EngineUnavailable(RuntimeError):  # type: ignore[no-redef]
-        """The requested engine cannot run here (package not installed, no GPU)."""
+from ..errors import EngineUnavailable, MissingDependency
+from . import GPU_HINT
 INPUT_NAME = "images"
 PRECISIONS = ("fp16", "fp32")
 
@@ -53,7 +48,7 @@ def require_tensorrt() -> Any:
     try:
         import tensorrt
     except ImportError as exc:
-        raise EngineUnavailable(f"TensorRT is not installed: {GPU_HINT}") from exc
+        raise MissingDependency(f"TensorRT is not installed: {GPU_HINT}") from exc
     return tensorrt
 
 
@@ -62,7 +57,7 @@ def require_cuda_torch() -> Any:
     try:
         import torch
     except ImportError as exc:
-        raise EngineUnavailable(f"GPU engines need torch with CUDA for device buffers: {GPU_HINT}") from exc
+        raise MissingDependency(f"GPU engines need torch with CUDA for device buffers: {GPU_HINT}") from exc
     if not torch.cuda.is_available():
         raise EngineUnavailable("no CUDA GPU visible (torch.cuda.is_available() is False): "
                                 "TensorRT needs an NVIDIA GPU")
