@@ -55,7 +55,7 @@ def export(
     from star_track.errors import StarTrackError
     from star_track.network import count_parameters
 
-    from .onnx_export import export_onnx, verify_onnx
+    from star_track.onnx_export import export_onnx, verify_onnx
 
     try:
         net, meta = load_checkpoint(checkpoint, prefer_ema=ema, input_size=input_size)

@@ -29,9 +29,8 @@ def import_model(checkpoint: str | Path, name: str | None = None, overwrite: boo
     if out.exists() and not overwrite:
         raise ModelError(f"a model named {name!r} already exists ({out}); pass overwrite to replace it")
     try:
-        from export.onnx_export import export_onnx, verify_onnx
-
         from .checkpoint import load_checkpoint
+        from .onnx_export import export_onnx, verify_onnx
     except ImportError as e:
         raise MissingDependency(f"importing checkpoints needs torch and onnx ({e.name} is missing): {TRAIN_HINT}") from None
     net, meta = load_checkpoint(checkpoint)

@@ -34,12 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ..model_meta import METADATA_KEY, ModelMeta
+from ..model_meta import INPUT_NAME, OUTPUT_NAMES, ModelMeta, meta_from_properties
 from .base import ModelError, check_crops, to_nchw_float
 
 from ..errors import EngineUnavailable, MissingDependency
 from . import GPU_HINT
-INPUT_NAME = "images"
 PRECISIONS = ("fp16", "fp32")
 
 
@@ -303,9 +302,7 @@ def read_onnx_meta(onnx_path: str | Path) -> ModelMeta:
 
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         props = sess.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in props:
-        raise ModelError(f"{onnx_path} has no star-track metadata: export it with `python -m export`")
-    return ModelMeta.from_json(props[METADATA_KEY])
+    return meta_from_properties(props, onnx_path)
 
 
 class TensorRTEngine:
@@ -329,7 +326,7 @@ class TensorRTEngine:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtypes = {n: _torch_dtype(torch, trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        missing = {"landmarks", "covariance"} - set(self._outputs)
+        missing = set(OUTPUT_NAMES) - set(self._outputs)
         if INPUT_NAME not in names or missing:
             raise ModelError(f"engine IO {names} lacks {INPUT_NAME!r} or {sorted(missing)}")
         self._device = torch.device("cuda", torch.cuda.current_device())
