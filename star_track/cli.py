@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 import typer
 
 from ._entry import SIGNAL_EXIT, Interrupted, install_handlers, interrupted_by
+from .cli_options import OPTIONS, TrackerOptions, tracker_options
 from .pipeline import StopFlag
 
 app = typer.Typer(name="star-track", help="Real-time facial landmark tracking with STAR uncertainty.",
@@ -55,12 +56,6 @@ class Codec(str, Enum):
 
 STDOUT = "-"
 """``--landmarks-out -``: landmarks to stdout (CSV for video, JSON for image)."""
-
-
-class Smoothing(str, Enum):
-    kalman = "kalman"
-    one_euro = "one-euro"
-    none = "none"
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
@@ -114,29 +109,9 @@ def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwr
         raise VideoError(f"{given[0][0]}: --out and --landmarks-out are the same file")
 
 
-def _make_tracker(model, engine, smoothing, max_faces, detector, detect_every, output_68, fps=30.0,
-                  flip_test=False):
-    import warnings
-
-    from .tracker import NonFiniteOutputWarning, Tracker
-
-    warnings.simplefilter("ignore", NonFiniteOutputWarning)  # reported as one line by _report_nonfinite
-    return Tracker(model=model, engine=engine, smoothing=smoothing, max_faces=max_faces,
-                   detect_every=detect_every, detector=detector, output_scheme="68" if output_68 else None,
-                   fps=fps, flip_test=flip_test)
-
-
-ModelOpt = typer.Option(None, "--model", "-m", help="Model: 'default', a name in the model cache, or a .onnx path.")
-EngineOpt = typer.Option("auto", "--engine", "-e", help="auto, onnxruntime, tensorrt or torch.")
-SmoothOpt = typer.Option(Smoothing.kalman, "--smoothing", "-s", help="Temporal smoothing.")
-FacesOpt = typer.Option(4, "--max-faces", min=1, help="Most faces tracked at once.")
-DetectorOpt = typer.Option("full", "--detector", help="Face detector: full (default; faces up to ~5 m), short (selfie distance, faster) or a .tflite path.")
-EveryOpt = typer.Option(10, "--detect-every", min=1, help="Run the face detector at least every K frames.")
-Out68Opt = typer.Option(False, "--68", help="Output 300W 68-point landmarks (reduces 98-point models).")
-FlipOpt = typer.Option(False, "--flip-test", help="Also run each face mirrored and average: more accurate, 2x engine time.")
-
-
 @app.command()
+@tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "output_68", "flip_test",
+                 "threads")
 def video(
     input: str = typer.Argument(..., help="Input video file, stream URL (rtsp://, http(s)://) or device path."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4, .mov, .mkv: H.264 by "
@@ -150,18 +125,11 @@ def video(
     preset: Optional[str] = typer.Option(None, "--preset", help="Encoder speed: ultrafast..veryslow "
                                          "(h264/hevc), 0-13 (av1)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the input's audio out of the output video."),
-    smoothing: Smoothing = SmoothOpt,
-    model: Optional[str] = ModelOpt,
-    engine: str = EngineOpt,
-    max_faces: int = FacesOpt,
-    detector: str = DetectorOpt,
-    detect_every: int = EveryOpt,
-    output_68: bool = Out68Opt,
-    flip_test: bool = FlipOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     no_draw: bool = typer.Option(False, "--no-draw", help="Write the frames without annotations."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw each landmark's 2-sigma uncertainty ellipse."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    tracker_options: TrackerOptions = TrackerOptions(),
 ) -> None:
     """Track faces in a video file or stream; write an annotated video and/or a landmarks file."""
     if out is None and landmarks_out is None:
@@ -179,8 +147,7 @@ def video(
         _check_outputs(input, [(out, "video"), (landmarks_out, "landmarks")], overwrite)
         source = VideoSource(input)
         try:
-            tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, output_68,
-                                    fps=source.fps, flip_test=flip_test)
+            tracker = tracker_options.tracker(fps=source.fps)
             with tracker:
                 if out is not None:
                     sink = VideoSink(out, source.fps, source.size, overwrite=overwrite,
@@ -242,17 +209,12 @@ def _report_nonfinite(tracker, subject: str) -> None:
 
 
 @app.command()
+@tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "flip_test", "threads")
 def webcam(
     camera: str = typer.Option("0", "--camera", "-c", help="Camera index (0, 1, ...), device path "
                                "(/dev/video0) or stream URL (rtsp://, http(s)://)."),
-    smoothing: Smoothing = SmoothOpt,
-    model: Optional[str] = ModelOpt,
-    engine: str = EngineOpt,
-    max_faces: int = FacesOpt,
-    detector: str = DetectorOpt,
-    detect_every: int = EveryOpt,
-    flip_test: bool = FlipOpt,
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
+    tracker_options: TrackerOptions = TrackerOptions(),
 ) -> None:
     """Live tracking from a camera in a window (q or Esc quits)."""
     import cv2
@@ -268,8 +230,7 @@ def webcam(
         label = f"camera {spec}" if isinstance(spec, int) else str(camera)
         source = VideoSource(spec)
         try:
-            tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, False,
-                                    fps=source.fps, flip_test=flip_test)
+            tracker = tracker_options.tracker(fps=source.fps)
             window = "star-track (q to quit)"
             rate = {"fps": 0.0, "last": time.perf_counter(), "frames": 0}
 
@@ -292,23 +253,24 @@ def webcam(
         raise typer.Exit(stop.exit_code)
 
 
+_IMAGE_MAX_FACES = (Optional[int], typer.Option(None, "--max-faces", min=1, help="Most faces returned "
+                                                 "(default: all)."))
+
+
 @app.command()
+@tracker_options("model", "engine", "max_faces", "detector", "output_68", "flip_test", "threads",
+                 max_faces=_IMAGE_MAX_FACES)
 def image(
     input: str = typer.Argument(..., help="Input image."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Annotated output image."),
     landmarks_out: Optional[Path] = typer.Option(None, "--landmarks-out", "-l", help="Landmarks "
                                                  ".csv/.json/.npz/.parquet; without -o and -l (or with -l -) "
                                                  "the faces are printed as JSON on stdout."),
-    model: Optional[str] = ModelOpt,
-    engine: str = EngineOpt,
-    max_faces: Optional[int] = typer.Option(None, "--max-faces", min=1, help="Most faces returned (default: all)."),
-    detector: str = DetectorOpt,
-    output_68: bool = Out68Opt,
-    flip_test: bool = FlipOpt,
     single_pass: bool = typer.Option(False, "--single-pass", help="One whole-image detector pass (fast, as in video) "
                                      "instead of photo mode's tiles and rolled passes: misses small and rolled faces."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
+    tracker_options: TrackerOptions = TrackerOptions(),
 ) -> None:
     """Landmarks of every face in a single image (photo mode: small and rolled faces too)."""
     to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT or (out is None and landmarks_out is None)
@@ -328,7 +290,8 @@ def image(
             raise VideoError(f"{input}: not an image OpenCV can read")
         if img.dtype != "uint8":
             img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
-        tracker = _make_tracker(model, engine, "none", max_faces or 1, detector, 1, output_68, flip_test=flip_test)
+        max_faces = tracker_options.max_faces
+        tracker = tracker_options.tracker(smoothing="none", detect_every=1)
         with tracker:
             faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
         _report_nonfinite(tracker, Path(input).name)
@@ -364,7 +327,7 @@ def _print_faces_json(faces, scheme, input: str) -> None:
 
 
 @app.command()
-def info(model: Optional[str] = ModelOpt, engine: str = EngineOpt) -> None:
+def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engine"][1]) -> None:
     """Engine, execution providers, model metadata and model card."""
     import onnxruntime as ort
 
@@ -421,7 +384,7 @@ def models_import(
 
 @bench_app.command("engines")
 def bench_engines(
-    model: Optional[str] = ModelOpt,
+    model: Optional[str] = OPTIONS["model"][1],
     engines: str = typer.Option("onnxruntime,torch,tensorrt", "--engines", help="comma-separated engine names"),
     batches: str = typer.Option("1,4,8", "--batches", help="comma-separated batch sizes"),
     repeats: int = typer.Option(20, "--repeats", min=1, help="timed runs per batch size (median reported)"),
