@@ -331,7 +331,8 @@ def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engi
     """Engine, execution providers, model metadata and model card."""
     import onnxruntime as ort
 
-    from .detect import BUNDLED_DETECTORS, MODELS_DIR, sha256_file
+    from .detect import BUNDLED_DETECTORS, MODELS_DIR
+    from .hashing import sha256_file
     from .engines import create_engine, engine_names, has_nvidia_gpu
 
     typer.echo(f"onnxruntime {ort.__version__}; providers: {', '.join(ort.get_available_providers())}")

@@ -38,6 +38,7 @@ from ..model_meta import INPUT_NAME, OUTPUT_NAMES, ModelMeta, meta_from_properti
 from .base import ModelError, check_crops, to_nchw_float
 
 from ..errors import EngineUnavailable, MissingDependency
+from ..hashing import sha256_file
 from . import GPU_HINT
 PRECISIONS = ("fp16", "fp32")
 
@@ -99,15 +100,6 @@ def engine_cache_dir() -> Path:
     return cache_root() / "engines"
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class EngineSpec:
     """Everything a serialised engine depends on; its hash names the cache file."""
@@ -157,7 +149,7 @@ def make_spec(onnx_path: str | Path, trt_version: str, gpu_name: str, compute_ca
         converter = f"onnx_fp16/{CONVERTER_VERSION}"
     else:
         converter = ""
-    return EngineSpec(onnx_sha256=file_sha256(onnx_path), trt_version=str(trt_version), gpu_name=gpu_name,
+    return EngineSpec(onnx_sha256=sha256_file(onnx_path), trt_version=str(trt_version), gpu_name=gpu_name,
                       compute_capability=compute_capability, precision=precision, min_batch=1,
                       opt_batch=opt, max_batch=max_batch, converter=converter)
 
