@@ -15,11 +15,10 @@ console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one ``error:`` line (never wrapped: soft_wrap) and return the Exit to raise."""
-    from rich.markup import escape
+    """Print ``python -m export: error: message`` (star-track's one error style) and return the Exit to raise."""
+    from star_track.cli import fail
 
-    console.print(f"[red]error:[/red] {escape(message)}")  # escape: keeps the [gpu] in install hints
-    return typer.Exit(code)
+    return fail(message, code, prog="python -m export")
 
 
 @app.command()

@@ -58,10 +58,11 @@ STDOUT = "-"
 """``--landmarks-out -``: landmarks to stdout (CSV for video, JSON for image)."""
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    """Print ``star-track: error: message`` (one line) to stderr and return the Exit to raise."""
+def fail(message: str, code: int = EXIT_ERROR, prog: str = "star-track") -> typer.Exit:
+    """Print ``PROG: error: message`` (one line) to stderr and return the Exit to raise: the one error style
+    of ``star-track``, ``python -m train`` and ``python -m export``."""
     text = " ".join(str(message).split())
-    typer.echo(f"star-track: error: {text}", err=True)
+    typer.echo(f"{prog}: error: {text}", err=True)
     return typer.Exit(code)
 
 
@@ -134,13 +135,14 @@ def video(
     """Track faces in a video file or stream; write an annotated video and/or a landmarks file."""
     if out is None and landmarks_out is None:
         raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
-    from .landmark_io import CsvLandmarkWriter, open_landmark_writer
+    from .landmark_io import CsvLandmarkWriter, LandmarkWriter, open_landmark_writer
     from .pipeline import process_video
     from .video import VideoSink, VideoSource
 
     to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT
     say = (lambda m: typer.echo(m, err=True)) if to_stdout else typer.echo  # stdout carries the landmarks
-    sink = writer = None
+    sink: VideoSink | None = None
+    writer: LandmarkWriter | None = None
     stop = StopFlag()
     with error_boundary(input):
         # Outputs are checked before any work so a bad path never costs a full run.
@@ -417,7 +419,7 @@ def run_cli(argv: list[str] | None = None) -> int:
             from typer import core as typer_core
 
             if not getattr(typer_core, "HAS_RICH", True):  # rich help is printed as it is built
-                e.show()
+                e.show()  # type: ignore[attr-defined]  # click's, not in typer's stubs
             return e.exit_code
         ctx = getattr(e, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""

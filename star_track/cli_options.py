@@ -93,9 +93,9 @@ def tracker_options(*names: str, **overrides: tuple[Any, Any]) -> Callable[[Call
                if p.name != "tracker_options"]
         added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp)
                  for n, (tp, opt) in table.items()]
-        run.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-                                              + added)  # type: ignore[attr-defined]
-        run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}  # type: ignore[attr-defined]
+        signature = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added)
+        run.__signature__ = signature  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
         del run.__wrapped__  # typer must see the new signature, not the command's own
         return run
 

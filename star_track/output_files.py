@@ -36,7 +36,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
+def clean_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove hidden partial files, claims and spool folders of star-track processes that no longer exist.
 
     Returns the paths removed (errors are ignored: cleaning is best effort)."""

@@ -55,8 +55,8 @@ from .crop import Crop, crop_from_box, crop_from_landmarks
 from .detect import Detection, FaceDetector
 from .engines import create_engine
 from .engines.base import LandmarkEngine
-from .errors import ConcurrentUseError, ModelError
 from .engines.flip_average import FlipAveragedEngine
+from .errors import ConcurrentUseError, ModelError
 from .photo import PhotoSearch, photo_detect_sources
 from .schemes import LandmarkScheme, get_scheme
 from .smoothing import Smoother, make_smoother

@@ -106,6 +106,7 @@ class VideoSource:
     def __iter__(self) -> Iterator[VideoFrame]:
         index, last = 0, 0.0
         start = time.monotonic()
+        frame: np.ndarray | None
         if self._first is not None:
             frame, self._first = self._first, None
             self.frames_read = 1
@@ -120,6 +121,7 @@ class VideoSource:
                 ok = got is not None
                 pts, frame = got if ok else (None, None)
             else:
+                assert self._cap is not None  # the loop's condition
                 ok, frame = self._cap.read()
                 pts = None
             if not ok or frame is None:
@@ -322,14 +324,14 @@ class VideoSink:
         self._source = audio_from
         reader = getattr(audio_from, "_av", None)
         try:
-            self._writer = AvWriter(str(self._tmp), self.codec, self.fps, self.padded, options, reader,
+            self._writer: AvWriter | None = AvWriter(str(self._tmp), self.codec, self.fps, self.padded, options, reader,
                                     getattr(audio_from, "origin", 0.0))
         except VideoError as e:
             self._writer = None
             self._tmp.unlink(missing_ok=True)
             self._claim.release()
             raise VideoError(f"{self.path}: {e}") from None
-        self.has_audio = self._writer._audio_out is not None
+        self.has_audio = self._writer is not None and self._writer._audio_out is not None
         """True when the input's audio is being copied."""
         self.frames_written = 0
 

@@ -5,7 +5,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError as ModelError  # re-exported: its old home
 from ..model_meta import ModelMeta
 
 

@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from ..model_meta import INPUT_NAME, OUTPUT_NAMES, ModelMeta, meta_from_properties
-from .base import ModelError, check_crops, to_nchw_float
-
 from ..errors import EngineUnavailable, MissingDependency
 from ..hashing import sha256_file
+from ..model_meta import INPUT_NAME, OUTPUT_NAMES, ModelMeta, meta_from_properties
 from . import GPU_HINT
+from .base import ModelError, check_crops, to_nchw_float
+
 PRECISIONS = ("fp16", "fp32")
 
 
