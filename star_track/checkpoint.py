@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .engines.base import ModelError
+from .errors import ModelError
 from .model_meta import ModelMeta
 
 if TYPE_CHECKING:
