@@ -28,10 +28,8 @@ import cv2
 import numpy as np
 
 from star_track.crop import crop_from_box
-from star_track.detect import Detection
 from star_track.schemes import get_scheme
-from star_track.smoothing import make_smoother
-from star_track.tracker import Tracker, _Track
+from star_track.tracker import Tracker
 from train.calibrate import box_to_crop
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, DlibPipeline,
@@ -62,12 +60,10 @@ def apply_box_calibration(box, calib: tuple[float, float, float]) -> np.ndarray:
     return np.array([c.center[0] - h, c.center[1] - h, c.center[0] + h, c.center[1] + h])
 
 
-def ours_from_box(tracker: Tracker, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+def ours_from_box(tracker: Tracker, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     """The tracker's own new-face path (box crop -> landmarks -> refined crop -> landmarks), no smoothing."""
-    start = Detection(np.asarray(box, np.float64), 1.0, np.zeros((6, 2), np.float32))  # no roll: upright box
-    tr = _Track(0, make_smoother("none"), start=start)
-    tracker._run(image, [tr], 0.0, smooth=False)  # the exact per-face code path of Tracker.detect_image
-    return tr.points
+    face = tracker.landmarks_for_boxes(image, [box])[0]  # the exact per-face code path of Tracker.detect_image
+    return None if face is None else face.raw_landmarks
 
 
 def run(model: str | None, data: Path, limit: int | None = None, detector: str = "full",

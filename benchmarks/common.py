@@ -97,7 +97,7 @@ def model_label(model: str | None) -> str:
 
 def model_info(model: str | None) -> dict[str, str]:
     """Model file name and sha256 (recorded with results)."""
-    from star_track.detect import sha256_file
+    from star_track.hashing import sha256_file
     from star_track.model_registry import resolve_model
 
     path = resolve_model(model)

@@ -5,10 +5,10 @@ drifting a few pixels per frame, camera noise), written to mp4 and decoded back,
 Each frame goes through what ``star-track video --out`` does: decode (:class:`VideoSource`) ->
 :meth:`Tracker.track` -> :func:`draw_faces` -> encode (:class:`VideoSink`).
 
-Stages inside the tracker are timed on the real Tracker by wrapping its parts in place (no code change in the
-product): ``detect`` (its FaceDetector), ``crop`` (:meth:`Crop.warp`), ``engine`` (``engine.infer``, batched per
-frame), ``back-map`` (:meth:`Crop.normalized_to_frame` + confidence score), ``smooth`` (the track smoothers);
-``other`` is the rest of ``Tracker.track`` (association, crop geometry, bookkeeping). Per frame; median and p90.
+Stages inside the tracker are timed by its public hook :attr:`Tracker.on_stage`: ``detect``, ``crop``,
+``engine`` (batched per frame; decoding runs inside the ONNX graph), ``back-map`` (to frame pixels + confidence
+score), ``smooth``; ``other`` is the rest of ``Tracker.track`` (association, crop geometry, bookkeeping). Per
+frame; median and p90.
 
 Engine vs peer: ms per face of each landmark model (the bundled default, ``star68-accurate``, ``--model``) and of
 MediaPipe's Face Mesh model (LiteRT, the speed peer, :mod:`benchmarks.peer`) on the same real face crops in the
@@ -24,13 +24,11 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
 
-import star_track.tracker as tracker_mod
-from star_track.crop import Crop
 from star_track.detect import FaceDetector
 from star_track.draw import draw_faces
 from star_track.engines import create_engine
@@ -113,35 +111,14 @@ class StageClock:
         return timed
 
 
-class _Timed:
-    """Proxy for a tracker part: one method timed, everything else passed through."""
-
-    def __init__(self, inner: Any, method: str, clock: StageClock, stage: str):
-        self._inner = inner
-        setattr(self, method, clock.wrap(stage, getattr(inner, method)))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 @contextlib.contextmanager
 def instrument(tracker: Tracker, clock: StageClock) -> Iterator[None]:
-    """Time the tracker's stages in place: detector, engine and smoothers by proxy, crop / back-map / score by
-    wrapping the functions the tracker calls; everything is restored on exit."""
-    saved = (Crop.warp, Crop.normalized_to_frame, tracker_mod.landmark_score, tracker_mod.make_smoother,
-             tracker.detector, tracker.engine)
-    Crop.warp = clock.wrap("crop", Crop.warp)
-    Crop.normalized_to_frame = clock.wrap("back-map", Crop.normalized_to_frame)
-    tracker_mod.landmark_score = clock.wrap("back-map", tracker_mod.landmark_score)
-    make = tracker_mod.make_smoother
-    tracker_mod.make_smoother = lambda *a, **k: _Timed(make(*a, **k), "update", clock, "smooth")
-    tracker.detector = _Timed(tracker.detector, "detect", clock, "detect")
-    tracker.engine = _Timed(tracker.engine, "infer", clock, "engine")
+    """Time the tracker's stages through its public timing hook (:attr:`Tracker.on_stage`)."""
+    tracker.on_stage = clock.add
     try:
         yield
     finally:
-        (Crop.warp, Crop.normalized_to_frame, tracker_mod.landmark_score, tracker_mod.make_smoother,
-         tracker.detector, tracker.engine) = saved
+        tracker.on_stage = None
 
 
 # -- runs -------------------------------------------------------------------------------------------------

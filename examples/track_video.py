@@ -1,24 +1,20 @@
-"""Track faces in a video with the SDK: annotated video + a CSV of landmarks and their STAR covariances.
+"""Track faces in a video with the SDK: annotated video (with the input's audio) + a CSV of landmarks and
+their STAR covariances.
 
     python examples/track_video.py in.mp4 out.mp4 landmarks.csv
 """
 import sys
 
-from star_track import Tracker, VideoSink, VideoSource, draw_faces, open_landmark_writer
+from star_track import Tracker, VideoSink, VideoSource, open_landmark_writer, process_video
 
 
 def main(src: str, out: str, csv: str) -> None:
     with VideoSource(src) as video, Tracker(smoothing="kalman", max_faces=2, fps=video.fps) as tracker, \
-            VideoSink(out, video.fps, video.size, overwrite=True) as sink:
-        writer = open_landmark_writer(csv, tracker.scheme.num_points, tracker.scheme.name, video.fps,
-                                      overwrite=True)
-        try:
-            for frame in video:
-                faces = tracker.track(frame.image, frame.time)
-                writer.write(frame.index, frame.time, faces)
-                sink.write(draw_faces(frame.image, faces, tracker.scheme, ellipses=True))
-        finally:
-            writer.close()
+            VideoSink(out, video.fps, video.size, overwrite=True, audio_from=video) as sink, \
+            open_landmark_writer(csv, tracker.scheme.num_points, tracker.scheme.name, video.fps,
+                                 overwrite=True) as writer:
+        summary = process_video(video, tracker, sink=sink, landmark_writer=writer, ellipses=True)
+    print(f"{summary.frames} frames ({summary.frames_with_faces} with faces) in {summary.seconds:.1f} s")
 
 
 if __name__ == "__main__":

@@ -8,17 +8,17 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from star_track.errors import TRAIN_HINT
+
 app = typer.Typer(add_completion=False, help=__doc__)
 console = Console(stderr=True, soft_wrap=True, highlight=False)
-TRAIN_HINT = 'pip install "star-track[train]"'
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one ``error:`` line (never wrapped: soft_wrap) and return the Exit to raise."""
-    from rich.markup import escape
+    """Print ``python -m export: error: message`` (star-track's one error style) and return the Exit to raise."""
+    from star_track.cli import fail
 
-    console.print(f"[red]error:[/red] {escape(message)}")  # escape: keeps the [gpu] in install hints
-    return typer.Exit(code)
+    return fail(message, code, prog="python -m export")
 
 
 @app.command()
@@ -51,14 +51,14 @@ def export(
     from dataclasses import replace
 
     from star_track.checkpoint import load_checkpoint
-    from star_track.engines.base import ModelError
+    from star_track.errors import StarTrackError
     from star_track.network import count_parameters
 
-    from .onnx_export import export_onnx, verify_onnx
+    from star_track.onnx_export import export_onnx, verify_onnx
 
     try:
         net, meta = load_checkpoint(checkpoint, prefer_ema=ema, input_size=input_size)
-    except ModelError as exc:
+    except StarTrackError as exc:
         raise _fail(str(exc)) from None
     if name:
         meta = replace(meta, name=name)
@@ -85,7 +85,8 @@ def export(
 
 def _check_gpu_dependencies() -> None:
     """Fail early, with the install hint, before spending time on the ONNX export."""
-    from star_track.engines.tensorrt_engine import EngineUnavailable, require_cuda_torch, require_tensorrt
+    from star_track.engines.tensorrt_engine import require_cuda_torch, require_tensorrt
+    from star_track.errors import EngineUnavailable
 
     try:
         require_tensorrt()

@@ -1,7 +1,8 @@
 """star-track: real-time facial landmark tracking for video with STAR (CVPR 2023).
 
 Data flow: :class:`VideoSource` -> :class:`FaceDetector` -> crop -> engine -> decode -> smoothing ->
-:func:`draw_faces` / :class:`VideoSink` / landmark writer, orchestrated by :class:`Tracker`.
+:func:`draw_faces` / :class:`VideoSink` / landmark writer, orchestrated by :class:`Tracker`; the frame loop
+over a whole video is :func:`process_video`.
 """
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import importlib
 # Public names are imported on first use (PEP 562), so `star-track` installs its signal handlers before the
 # heavy imports (numpy, OpenCV, mediapipe): a Ctrl-C in the first moments is one line, not a traceback.
 _EXPORTS = {
-    "Detection": ".detect", "DetectorError": ".detect", "FaceDetector": ".detect", "draw_faces": ".draw",
-    "EngineUnavailable": ".engines", "create_engine": ".engines", "LandmarkEngine": ".engines.base",
-    "ModelError": ".engines.base", "FlipAveragedEngine": ".engines.flip_average",
-    "open_landmark_writer": ".landmark_io", "ModelMeta": ".model_meta", "list_models": ".model_registry",
+    "Detection": ".detect", "DetectorError": ".errors", "FaceDetector": ".detect", "draw_faces": ".draw",
+    "EngineUnavailable": ".errors", "create_engine": ".engines", "LandmarkEngine": ".engines.base",
+    "ModelError": ".errors", "StarTrackError": ".errors", "MissingDependency": ".errors",
+    "OutputError": ".errors", "ConcurrentUseError": ".errors", "FlipAveragedEngine": ".engines.flip_average",
+    "open_landmark_writer": ".landmark_io", "process_video": ".pipeline", "VideoSummary": ".pipeline", "ModelMeta": ".model_meta", "list_models": ".model_registry",
     "resolve_model": ".model_registry", "make_smoother": ".smoothing", "Face": ".tracker", "Tracker": ".tracker",
-    "VideoError": ".video", "VideoSink": ".video", "VideoSource": ".video",
+    "VideoError": ".errors", "VideoSink": ".video", "VideoSource": ".video",
 }
 
 
@@ -34,8 +36,9 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Detection", "DetectorError", "EngineUnavailable", "Face", "FaceDetector", "FlipAveragedEngine",
-    "LandmarkEngine", "ModelError",
-    "ModelMeta", "Tracker", "VideoError", "VideoSink", "VideoSource", "create_engine", "draw_faces",
-    "list_models", "make_smoother", "open_landmark_writer", "resolve_model", "__version__",
+    "ConcurrentUseError", "Detection", "DetectorError", "EngineUnavailable", "Face", "FaceDetector",
+    "FlipAveragedEngine", "LandmarkEngine", "MissingDependency", "ModelError", "OutputError", "StarTrackError",
+    "ModelMeta", "Tracker", "VideoError", "VideoSink", "VideoSource", "VideoSummary", "create_engine",
+    "draw_faces", "list_models", "make_smoother", "open_landmark_writer", "process_video", "resolve_model",
+    "__version__",
 ]

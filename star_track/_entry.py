@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class Interrupted(BaseException):
@@ -47,11 +47,12 @@ def install_handlers() -> None:
 def interrupted_by(exc: BaseException) -> Interrupted | None:
     """The :class:`Interrupted` that ``exc`` is or wraps (class creation wraps it: "Error calling __set_name__")."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, Interrupted):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, Interrupted):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
     return None
 
 

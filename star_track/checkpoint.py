@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .engines.base import ModelError
+from .errors import ModelError
 from .model_meta import ModelMeta
 
 if TYPE_CHECKING:
@@ -37,11 +37,9 @@ _OPTIONAL = re.compile(r"num_batches_tracked$")
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # the runtime install has no torch
-        raise ModelError('loading checkpoints needs torch: pip install "star-track[train]"') from exc
-    return torch
+    from .errors import require_torch  # the runtime install has no torch
+
+    return require_torch("loading checkpoints")
 
 
 def load_checkpoint(path: str | Path, prefer_ema: bool = True,
@@ -212,11 +210,21 @@ def save_checkpoint(net: "StarNet", path: str | Path, meta: ModelMeta | None = N
     """Write ``net`` in our checkpoint layout (``config``, ``model``, optional ``ema`` and ``meta``)."""
     from dataclasses import asdict
 
-    torch = _torch()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": net.config.to_dict(), "model": net.state_dict(),
                "ema": dict(ema_state) if ema_state is not None else None,
                "meta": asdict(meta) if meta is not None else None}
-    torch.save(payload, str(path))
+    return write_checkpoint(path, payload)
+
+
+def write_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """``torch.save(state)`` to ``path`` through a ``.tmp`` file renamed into place, so a checkpoint is never
+    left half-written (the one checkpoint writer: :func:`save_checkpoint` and the training loop use it)."""
+    import os
+
+    torch = _torch()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(dict(state), str(tmp))
+    os.replace(tmp, path)
     return path

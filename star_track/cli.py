@@ -17,6 +17,8 @@ from typing import Iterator, Optional
 import typer
 
 from ._entry import SIGNAL_EXIT, Interrupted, install_handlers, interrupted_by
+from .cli_options import OPTIONS, TrackerOptions, tracker_options
+from .pipeline import StopFlag
 
 app = typer.Typer(name="star-track", help="Real-time facial landmark tracking with STAR uncertainty.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -56,32 +58,25 @@ STDOUT = "-"
 """``--landmarks-out -``: landmarks to stdout (CSV for video, JSON for image)."""
 
 
-class Smoothing(str, Enum):
-    kalman = "kalman"
-    one_euro = "one-euro"
-    none = "none"
-
-
-def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    """Print ``star-track: error: message`` (one line) to stderr and return the Exit to raise."""
+def fail(message: str, code: int = EXIT_ERROR, prog: str = "star-track") -> typer.Exit:
+    """Print ``PROG: error: message`` (one line) to stderr and return the Exit to raise: the one error style
+    of ``star-track``, ``python -m train`` and ``python -m export``."""
     text = " ".join(str(message).split())
-    typer.echo(f"star-track: error: {text}", err=True)
+    typer.echo(f"{prog}: error: {text}", err=True)
     return typer.Exit(code)
 
 
 @contextlib.contextmanager
 def error_boundary(subject: str) -> Iterator[None]:
-    """Turn any exception into one stderr line mentioning ``subject`` (known errors already name it)."""
-    from .detect import DetectorError
-    from .engines import EngineUnavailable
-    from .engines.base import ModelError
-    from .video import VideoError
+    """Turn any exception into one stderr line mentioning ``subject`` (a :class:`StarTrackError` already names
+    it)."""
+    from .errors import StarTrackError
 
     try:
         yield
     except (typer.Exit, typer.Abort, typer.BadParameter):
         raise
-    except (VideoError, ModelError, DetectorError, EngineUnavailable) as e:
+    except StarTrackError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:  # a second Ctrl-C while StopFlag waits for the frame to finish
         raise fail(f"{subject}: interrupted", 130) from None
@@ -115,59 +110,9 @@ def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwr
         raise VideoError(f"{given[0][0]}: --out and --landmarks-out are the same file")
 
 
-class StopFlag:
-    """Records SIGINT/SIGTERM instead of raising, so the current frame finishes and files get closed."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> "StopFlag":
-        for s in SIGNAL_EXIT:
-            try:
-                if signal.getsignal(s) is not signal.SIG_IGN:  # ignored by the parent: stays ignored
-                    self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread: keep default behaviour
-                pass
-        return self
-
-    def _handle(self, signum, _frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: give up waiting
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-
-    @property
-    def exit_code(self) -> int:
-        return SIGNAL_EXIT.get(self.signum, 0) if self.signum is not None else 0
-
-
-def _make_tracker(model, engine, smoothing, max_faces, detector, detect_every, output_68, fps=30.0,
-                  flip_test=False):
-    import warnings
-
-    from .tracker import NonFiniteOutputWarning, Tracker
-
-    warnings.simplefilter("ignore", NonFiniteOutputWarning)  # reported as one line by _report_nonfinite
-    return Tracker(model=model, engine=engine, smoothing=smoothing, max_faces=max_faces,
-                   detect_every=detect_every, detector=detector, output_scheme="68" if output_68 else None,
-                   fps=fps, flip_test=flip_test)
-
-
-ModelOpt = typer.Option(None, "--model", "-m", help="Model: 'default', a name in the model cache, or a .onnx path.")
-EngineOpt = typer.Option("auto", "--engine", "-e", help="auto, onnxruntime, tensorrt or torch.")
-SmoothOpt = typer.Option(Smoothing.kalman, "--smoothing", "-s", help="Temporal smoothing.")
-FacesOpt = typer.Option(4, "--max-faces", min=1, help="Most faces tracked at once.")
-DetectorOpt = typer.Option("full", "--detector", help="Face detector: full (default; faces up to ~5 m), short (selfie distance, faster) or a .tflite path.")
-EveryOpt = typer.Option(10, "--detect-every", min=1, help="Run the face detector at least every K frames.")
-Out68Opt = typer.Option(False, "--68", help="Output 300W 68-point landmarks (reduces 98-point models).")
-FlipOpt = typer.Option(False, "--flip-test", help="Also run each face mirrored and average: more accurate, 2x engine time.")
-
-
 @app.command()
+@tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "output_68", "flip_test",
+                 "threads")
 def video(
     input: str = typer.Argument(..., help="Input video file, stream URL (rtsp://, http(s)://) or device path."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4, .mov, .mkv: H.264 by "
@@ -181,41 +126,31 @@ def video(
     preset: Optional[str] = typer.Option(None, "--preset", help="Encoder speed: ultrafast..veryslow "
                                          "(h264/hevc), 0-13 (av1)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the input's audio out of the output video."),
-    smoothing: Smoothing = SmoothOpt,
-    model: Optional[str] = ModelOpt,
-    engine: str = EngineOpt,
-    max_faces: int = FacesOpt,
-    detector: str = DetectorOpt,
-    detect_every: int = EveryOpt,
-    output_68: bool = Out68Opt,
-    flip_test: bool = FlipOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     no_draw: bool = typer.Option(False, "--no-draw", help="Write the frames without annotations."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw each landmark's 2-sigma uncertainty ellipse."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    tracker_options: TrackerOptions = TrackerOptions(),
 ) -> None:
     """Track faces in a video file or stream; write an annotated video and/or a landmarks file."""
     if out is None and landmarks_out is None:
         raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
-    from .draw import draw_faces
-    from .landmark_io import CsvLandmarkWriter, open_landmark_writer
+    from .landmark_io import CsvLandmarkWriter, LandmarkWriter, open_landmark_writer
+    from .pipeline import process_video
     from .video import VideoSink, VideoSource
 
     to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT
     say = (lambda m: typer.echo(m, err=True)) if to_stdout else typer.echo  # stdout carries the landmarks
-    sink = writer = None
-    frames = 0
+    sink: VideoSink | None = None
+    writer: LandmarkWriter | None = None
     stop = StopFlag()
     with error_boundary(input):
         # Outputs are checked before any work so a bad path never costs a full run.
         _check_outputs(input, [(out, "video"), (landmarks_out, "landmarks")], overwrite)
         source = VideoSource(input)
-        frames_with_faces = 0
-        t_start = time.perf_counter()
         try:
-            tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, output_68,
-                                    fps=source.fps, flip_test=flip_test)
-            with tracker, stop:
+            tracker = tracker_options.tracker(fps=source.fps)
+            with tracker:
                 if out is not None:
                     sink = VideoSink(out, source.fps, source.size, overwrite=overwrite,
                                      codec=codec.value if codec else None, crf=crf, preset=preset,
@@ -230,44 +165,26 @@ def video(
                 elif landmarks_out is not None:
                     writer = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name,
                                                   source.fps, overwrite=overwrite)
-                with _progress(progress, source.frame_count, Path(input).name) as advance:
-                    fps_ema = None
-                    for vf in source:
-                        t0 = time.perf_counter()
-                        faces = tracker.track(vf.image, vf.time)
-                        if sink is not None:  # stop while the video can still be finished: all files end
-                            sink.ensure_space()  # on the same whole frame
-                        if writer is not None:
-                            writer.write(vf.index, vf.time, faces)
-                        if sink is not None:
-                            img = vf.image if no_draw else draw_faces(vf.image, faces, tracker.scheme,
-                                                                      ellipses=ellipses)
-                            sink.write(img, vf.time)
-                        frames += 1
-                        frames_with_faces += bool(faces)
-                        dt = time.perf_counter() - t0
-                        fps_ema = 1 / max(dt, 1e-6) if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
-                        advance(fps_ema)
-                        if stop.signum is not None:
-                            break
+                summary = process_video(source, tracker, sink=sink, landmark_writer=writer, draw=not no_draw,
+                                        ellipses=ellipses, progress=progress, label=Path(input).name, stop=stop)
         finally:
             source.close()
             _close_all(sink, writer)
-    elapsed = time.perf_counter() - t_start
     _report_nonfinite(tracker, Path(input).name)
-    if source.ended_early and stop.signum is None:
+    if summary.ended_early and not summary.interrupted:
         typer.echo(f"star-track: warning: {input}: the file ended early (truncated or damaged?): read "
                    f"{source.frames_read} of the {source.frame_count} frames its container lists; the results "
                    "cover those frames", err=True)
+    frames = summary.frames
     targets = ", ".join("stdout" if str(p) == STDOUT else str(p) for p in (out, landmarks_out) if p is not None)
-    if stop.signum is not None:
-        name = signal.Signals(stop.signum).name
+    if summary.signal is not None:
+        name = signal.Signals(summary.signal).name
         typer.echo(f"star-track: {name}: stopped after {frames} frames; wrote {frames} frames to {targets}",
                    err=True)
         raise typer.Exit(stop.exit_code)
-    say(f"wrote {frames} frames to {targets} ({frames / max(elapsed, 1e-9):.1f} fps overall); "
-        f"faces in {frames_with_faces} of them")
-    if frames and not frames_with_faces:
+    say(f"wrote {frames} frames to {targets} ({summary.fps:.1f} fps overall); "
+        f"faces in {summary.frames_with_faces} of them")
+    if frames and not summary.frames_with_faces:
         typer.echo(f"star-track: warning: {Path(input).name}: no face found in any frame", err=True)
 
 
@@ -293,45 +210,21 @@ def _report_nonfinite(tracker, subject: str) -> None:
                    "landmarks", err=True)
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int | None, label: str):
-    """Rich progress bar on stderr with fps and ETA; yields ``advance(fps)``."""
-    if not enabled:
-        yield lambda fps: None
-        return
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    console = Console(stderr=True)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[fps]:>6.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as prog:
-        task = prog.add_task(label, total=total, fps=0.0)
-        yield lambda fps: prog.update(task, advance=1, fps=fps or 0.0)
-
-
 @app.command()
+@tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "flip_test", "threads")
 def webcam(
     camera: str = typer.Option("0", "--camera", "-c", help="Camera index (0, 1, ...), device path "
                                "(/dev/video0) or stream URL (rtsp://, http(s)://)."),
-    smoothing: Smoothing = SmoothOpt,
-    model: Optional[str] = ModelOpt,
-    engine: str = EngineOpt,
-    max_faces: int = FacesOpt,
-    detector: str = DetectorOpt,
-    detect_every: int = EveryOpt,
-    flip_test: bool = FlipOpt,
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
+    tracker_options: TrackerOptions = TrackerOptions(),
 ) -> None:
     """Live tracking from a camera in a window (q or Esc quits)."""
     import cv2
 
     from .draw import draw_faces
+    from .pipeline import process_video
     from .video import VideoSource, camera_source
 
-    frames = 0
     stop = StopFlag()
     label = f"camera {camera}"
     with error_boundary(label):
@@ -339,47 +232,47 @@ def webcam(
         label = f"camera {spec}" if isinstance(spec, int) else str(camera)
         source = VideoSource(spec)
         try:
-            tracker = _make_tracker(model, engine, smoothing.value, max_faces, detector, detect_every, False,
-                                    fps=source.fps, flip_test=flip_test)
+            tracker = tracker_options.tracker(fps=source.fps)
             window = "star-track (q to quit)"
-            fps, t_last = 0.0, time.perf_counter()
-            with tracker, stop:
-                for vf in source:  # ends cleanly when the camera disconnects
-                    now = time.perf_counter()
-                    faces = tracker.track(vf.image, vf.time)  # capture times: real gaps when frames are slow
-                    inst = 1.0 / max(now - t_last, 1e-6)
-                    fps = inst if frames == 0 else 0.9 * fps + 0.1 * inst
-                    t_last = now
-                    cv2.imshow(window, draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses, fps=fps))
-                    frames += 1
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27) or stop.signum is not None:
-                        break
+            rate = {"fps": 0.0, "last": time.perf_counter(), "frames": 0}
+
+            def show(vf, faces) -> bool:  # the window's fps: real frame-to-frame time, waiting for the camera too
+                now = time.perf_counter()
+                inst = 1.0 / max(now - rate["last"], 1e-6)
+                rate["fps"] = inst if rate["frames"] == 0 else 0.9 * rate["fps"] + 0.1 * inst
+                rate["last"], rate["frames"] = now, rate["frames"] + 1
+                cv2.imshow(window, draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses, fps=rate["fps"]))
+                return cv2.waitKey(1) & 0xFF in (ord("q"), 27)
+
+            with tracker:  # ends cleanly when the camera disconnects; capture times: real gaps when frames are slow
+                summary = process_video(source, tracker, on_frame=show, stop=stop)
         finally:
             source.close()
             with contextlib.suppress(Exception):
                 cv2.destroyAllWindows()
-    typer.echo(f"processed {frames} frames from {label}")
-    if stop.signum is not None:
+    typer.echo(f"processed {summary.frames} frames from {label}")
+    if summary.interrupted:
         raise typer.Exit(stop.exit_code)
 
 
+_IMAGE_MAX_FACES = (Optional[int], typer.Option(None, "--max-faces", min=1, help="Most faces returned "
+                                                 "(default: all)."))
+
+
 @app.command()
+@tracker_options("model", "engine", "max_faces", "detector", "output_68", "flip_test", "threads",
+                 max_faces=_IMAGE_MAX_FACES)
 def image(
     input: str = typer.Argument(..., help="Input image."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Annotated output image."),
     landmarks_out: Optional[Path] = typer.Option(None, "--landmarks-out", "-l", help="Landmarks "
                                                  ".csv/.json/.npz/.parquet; without -o and -l (or with -l -) "
                                                  "the faces are printed as JSON on stdout."),
-    model: Optional[str] = ModelOpt,
-    engine: str = EngineOpt,
-    max_faces: Optional[int] = typer.Option(None, "--max-faces", min=1, help="Most faces returned (default: all)."),
-    detector: str = DetectorOpt,
-    output_68: bool = Out68Opt,
-    flip_test: bool = FlipOpt,
     single_pass: bool = typer.Option(False, "--single-pass", help="One whole-image detector pass (fast, as in video) "
                                      "instead of photo mode's tiles and rolled passes: misses small and rolled faces."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
+    tracker_options: TrackerOptions = TrackerOptions(),
 ) -> None:
     """Landmarks of every face in a single image (photo mode: small and rolled faces too)."""
     to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT or (out is None and landmarks_out is None)
@@ -399,7 +292,8 @@ def image(
             raise VideoError(f"{input}: not an image OpenCV can read")
         if img.dtype != "uint8":
             img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
-        tracker = _make_tracker(model, engine, "none", max_faces or 1, detector, 1, output_68, flip_test=flip_test)
+        max_faces = tracker_options.max_faces
+        tracker = tracker_options.tracker(smoothing="none", detect_every=1)
         with tracker:
             faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
         _report_nonfinite(tracker, Path(input).name)
@@ -435,11 +329,12 @@ def _print_faces_json(faces, scheme, input: str) -> None:
 
 
 @app.command()
-def info(model: Optional[str] = ModelOpt, engine: str = EngineOpt) -> None:
+def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engine"][1]) -> None:
     """Engine, execution providers, model metadata and model card."""
     import onnxruntime as ort
 
-    from .detect import BUNDLED_DETECTORS, MODELS_DIR, sha256_file
+    from .detect import BUNDLED_DETECTORS, MODELS_DIR
+    from .hashing import sha256_file
     from .engines import create_engine, engine_names, has_nvidia_gpu
 
     typer.echo(f"onnxruntime {ort.__version__}; providers: {', '.join(ort.get_available_providers())}")
@@ -492,7 +387,7 @@ def models_import(
 
 @bench_app.command("engines")
 def bench_engines(
-    model: Optional[str] = ModelOpt,
+    model: Optional[str] = OPTIONS["model"][1],
     engines: str = typer.Option("onnxruntime,torch,tensorrt", "--engines", help="comma-separated engine names"),
     batches: str = typer.Option("1,4,8", "--batches", help="comma-separated batch sizes"),
     repeats: int = typer.Option(20, "--repeats", min=1, help="timed runs per batch size (median reported)"),
@@ -524,7 +419,7 @@ def run_cli(argv: list[str] | None = None) -> int:
             from typer import core as typer_core
 
             if not getattr(typer_core, "HAS_RICH", True):  # rich help is printed as it is built
-                e.show()
+                e.show()  # type: ignore[attr-defined]  # click's, not in typer's stubs
             return e.exit_code
         ctx = getattr(e, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""

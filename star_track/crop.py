@@ -57,15 +57,26 @@ class Crop:
 
     def normalized_to_frame(self, mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model output in [-1, 1] crop units -> frame pixels: means (N, 2) and covariances (N, 2, 2)."""
-        # Crop pixel p relates to normalised u as u = (2p + 1) / size - 1 (STAR_SPEC section 4).
-        crop_pts = (mean + 1.0) * self.size / 2.0 - 0.5
+        crop_pts = normalized_to_crop_pixels(mean, self.size)
         a = self.inverse[:, :2] * (self.size / 2.0)  # d(frame) / d(normalised)
         return self.to_frame(crop_pts), a @ cov @ a.T
 
 
+def normalized_to_crop_pixels(normalized: np.ndarray, size: int) -> np.ndarray:
+    """The model's [-1, 1] coordinates -> pixels of a ``size`` crop: u = (2p + 1) / size - 1 (STAR_SPEC
+    section 4), the one definition of that mapping (inverse: :func:`crop_pixels_to_normalized`)."""
+    return (normalized + 1.0) * size / 2.0 - 0.5
+
+
+def crop_pixels_to_normalized(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Pixels of a ``size`` crop -> the model's [-1, 1] coordinates (inverse of
+    :func:`normalized_to_crop_pixels`)."""
+    return (pixels * 2 + 1) / size - 1
+
+
 def frame_to_normalized(crop: Crop, frame_pts: np.ndarray) -> np.ndarray:
     """Frame pixels -> the model's [-1, 1] target coordinates for this crop."""
-    return (crop.to_crop(frame_pts) * 2 + 1) / crop.size - 1
+    return crop_pixels_to_normalized(crop.to_crop(frame_pts), crop.size)
 
 
 def crop_from_landmarks(points: np.ndarray, size: int, scale: float = LANDMARK_CROP_SCALE,

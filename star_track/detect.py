@@ -19,6 +19,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from .errors import DetectorError
+from .hashing import sha256_file as sha256_file  # re-exported: its old home
+
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 BUNDLED_DETECTORS: dict[str, tuple[str, str]] = {
@@ -46,10 +49,6 @@ def _close_all() -> None:
             pass
 
 
-class DetectorError(RuntimeError):
-    """The face-detector model is missing, corrupt, or could not be loaded."""
-
-
 @dataclass(frozen=True)
 class Detection:
     """One detected face in frame pixels."""
@@ -65,14 +64,6 @@ class Detection:
         """Head roll in radians: the angle of the line from the image-left eye to the image-right eye."""
         d = self.keypoints[1] - self.keypoints[0]
         return float(np.arctan2(d[1], d[0]))
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_detector(detector: str | Path) -> tuple[Path, str | None]:
@@ -148,7 +139,7 @@ class FaceDetector:
         if not path.is_file():
             raise DetectorError(f"face detector model {path} is not a file")
         data = path.read_bytes()
-        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:  # bytes already read: no 2nd read
             raise DetectorError(f"face detector model {path} is corrupt (sha256 mismatch); reinstall star-track")
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions

@@ -37,7 +37,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .output_files import OutputClaim, open_exclusive
+from .output_files import ClosedOnExit, OutputClaim, open_exclusive
 from .video import VideoError, check_output_path
 
 _os_write = os.write  # the one low-level write (tests simulate a disk filling up mid-write through it)
@@ -59,12 +59,18 @@ FORMATS = (".csv", ".json", ".npz", ".parquet")
 
 
 class LandmarkWriter(Protocol):
+    """What every landmark writer offers; ``with writer:`` closes it (the file is complete afterwards)."""
+
     path: Path
     frames_written: int
 
     def write(self, frame_index: int, time: float, faces: Sequence) -> None: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> "LandmarkWriter": ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 def csv_header(num_points: int) -> list[str]:
@@ -95,7 +101,7 @@ def _finite_or_none(a):
     return merge(out, mask)
 
 
-class CsvLandmarkWriter:
+class CsvLandmarkWriter(ClosedOnExit):
     """See module docs. Each frame's rows go to disk in one piece; if a write fails (disk full) the file is
     cut back to the last whole frame, so it stays readable by :func:`read_landmarks_csv`. ``stream`` (an open
     binary file such as stdout) is written instead of ``path`` when given."""
@@ -162,7 +168,7 @@ def face_dict(f) -> dict:
             "expected_error": round(err, 6) if np.isfinite(err) else None}
 
 
-class JsonLandmarkWriter:
+class JsonLandmarkWriter(ClosedOnExit):
     """See module docs: valid JSON after every frame (the closing brackets are rewritten each time)."""
 
     _TAIL = b"\n]}\n"
@@ -201,7 +207,7 @@ class JsonLandmarkWriter:
             self._f.close()
 
 
-class NpzLandmarkWriter:
+class NpzLandmarkWriter(ClosedOnExit):
     """See module docs."""
 
     _FIELDS = {"frame": np.int64, "time": np.float64, "track_id": np.int64, "score": np.float32,

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engines.base import ModelError
+from .errors import TRAIN_HINT, MissingDependency, ModelError
 from .model_registry import cache_dir
-
-TRAIN_HINT = 'pip install "star-track[train]"'
 
 
 def import_model(checkpoint: str | Path, name: str | None = None, overwrite: bool = False,
@@ -19,7 +17,7 @@ def import_model(checkpoint: str | Path, name: str | None = None, overwrite: boo
 
     Raises:
         ModelError: unreadable checkpoint, a name already taken (without ``overwrite``), failed parity.
-        RuntimeError: torch/onnx missing (the message says what to install).
+        MissingDependency: torch/onnx missing (the message says what to install).
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -31,11 +29,10 @@ def import_model(checkpoint: str | Path, name: str | None = None, overwrite: boo
     if out.exists() and not overwrite:
         raise ModelError(f"a model named {name!r} already exists ({out}); pass overwrite to replace it")
     try:
-        from export.onnx_export import export_onnx, verify_onnx
-
         from .checkpoint import load_checkpoint
+        from .onnx_export import export_onnx, verify_onnx
     except ImportError as e:
-        raise RuntimeError(f"importing checkpoints needs torch and onnx ({e.name} is missing): {TRAIN_HINT}") from None
+        raise MissingDependency(f"importing checkpoints needs torch and onnx ({e.name} is missing): {TRAIN_HINT}") from None
     net, meta = load_checkpoint(checkpoint)
     tmp = out.with_name(f".{name}.partial.onnx")
     export_onnx(net, meta, tmp)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engines.base import ModelError
+from .errors import ModelError
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "default"

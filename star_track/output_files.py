@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .video import VideoError
+from .errors import OutputError
 
 _STALE = re.compile(r"^\..+\.(?:partial|claim)-(\d+)(?:\.[^.]+)?$|^\.star-track-(\d+)-")
 
@@ -36,7 +36,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
+def clean_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove hidden partial files, claims and spool folders of star-track processes that no longer exist.
 
     Returns the paths removed (errors are ignored: cleaning is best effort)."""
@@ -68,11 +68,11 @@ def open_exclusive(path: Path, overwrite: bool, binary: bool = False):
     try:
         fd = os.open(path, flags, 0o666)
     except FileExistsError:
-        raise VideoError(f"{path}: already exists (use --overwrite to replace it)") from None
+        raise OutputError(f"{path}: already exists (use --overwrite to replace it)") from None
     except OSError as e:
         if e.errno == errno.ELOOP:  # a symlink appeared after the checks
-            raise VideoError(f"{path}: already exists (use --overwrite to replace it)") from None
-        raise VideoError(f"{path}: cannot write ({e.strerror or e})") from None
+            raise OutputError(f"{path}: already exists (use --overwrite to replace it)") from None
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     if binary:
         return open(fd, "wb", buffering=0)
     return open(fd, "w", newline="", encoding="utf-8")
@@ -87,7 +87,7 @@ def write_exclusive(path: str | os.PathLike, data: bytes, overwrite: bool) -> No
             while view:
                 view = view[f.write(view):]
         except OSError as e:
-            raise VideoError(f"{path}: cannot write ({e.strerror or e})") from None
+            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 class OutputClaim:
@@ -110,20 +110,20 @@ class OutputClaim:
         prefix = f".{self.path.name}.claim-"
         others = [e for e in os.listdir(folder) if e.startswith(prefix)]
         if others or os.path.lexists(self.path):
-            raise VideoError(f"{self.path}: already exists or is being written by another run "
+            raise OutputError(f"{self.path}: already exists or is being written by another run "
                              "(use --overwrite to replace it)")
         self._claim = folder / f"{prefix}{os.getpid()}"
         try:
             os.close(os.open(self._claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except OSError as e:
             self._claim = None
-            raise VideoError(f"{self.path}: cannot write ({e.strerror or e})") from None
+            raise OutputError(f"{self.path}: cannot write ({e.strerror or e})") from None
         # Two runs may have passed the listing together: the lower pid keeps the claim.
         rivals = [int(e[len(prefix):]) for e in os.listdir(folder) if e.startswith(prefix)
                   and e[len(prefix):].isdigit()]
         if min(rivals) != os.getpid():
             self.release()
-            raise VideoError(f"{self.path}: is being written by another run")
+            raise OutputError(f"{self.path}: is being written by another run")
 
     def commit(self, finished: Path) -> None:
         """Move the finished file to ``path`` and release the claim."""
@@ -136,11 +136,11 @@ class OutputClaim:
                 try:
                     os.link(finished, self.path)
                 except FileExistsError:
-                    raise VideoError(f"{self.path}: appeared while this run was writing it; the result was "
+                    raise OutputError(f"{self.path}: appeared while this run was writing it; the result was "
                                      "left out") from None
                 except OSError:  # no hard links on this filesystem: the claim still keeps other runs out
                     if os.path.lexists(self.path):
-                        raise VideoError(f"{self.path}: appeared while this run was writing it") from None
+                        raise OutputError(f"{self.path}: appeared while this run was writing it") from None
                     os.replace(finished, self.path)
                 finally:
                     with contextlib.suppress(OSError):
@@ -154,3 +154,17 @@ class OutputClaim:
             with contextlib.suppress(OSError):
                 os.unlink(self._claim)
             self._claim = None
+
+
+class ClosedOnExit:
+    """Mixin: ``with writer:`` calls ``writer.close()`` at the end of the block, also on an error, so the
+    output is finished (or cleaned up) exactly as after an explicit :meth:`close`."""
+
+    def close(self) -> None:  # overridden by every writer
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

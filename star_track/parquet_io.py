@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .output_files import OutputClaim
+from .output_files import ClosedOnExit, OutputClaim
 from .video import VideoError
 
 ROW_GROUP_FRAMES = 256
@@ -33,7 +33,7 @@ def _schema(num_points: int, scheme: str, fps: float) -> pa.Schema:
                       ("covariance", pa.list_(f32, 3 * num_points)), ("expected_error", f32)], metadata=meta)
 
 
-class ParquetLandmarkWriter:
+class ParquetLandmarkWriter(ClosedOnExit):
     """Landmarks as Parquet (see module docs); same constructor and methods as the other writers."""
 
     def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False):

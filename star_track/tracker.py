@@ -1,4 +1,6 @@
-"""The tracker: frame -> detect -> crop -> engine -> decode -> smooth -> :class:`Face` list.
+"""The tracker: frame -> detect -> crop -> engine (decode inside the ONNX graph) -> back-map -> smooth ->
+:class:`Face` list (:data:`STAGES`; :attr:`Tracker.on_stage` times them, :meth:`Tracker.landmarks_for_boxes`
+runs the per-face path on given boxes).
 
 Per frame
   1. Each existing track's crop comes from its previous landmarks (:func:`crop_from_landmarks` with the model's
@@ -52,10 +54,11 @@ import itertools
 import math
 import os
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -63,8 +66,9 @@ import numpy as np
 from .crop import Crop, crop_from_box, crop_from_landmarks
 from .detect import Detection, FaceDetector
 from .engines import create_engine
-from .engines.base import LandmarkEngine, ModelError
+from .engines.base import LandmarkEngine
 from .engines.flip_average import FlipAveragedEngine
+from .errors import ConcurrentUseError, ModelError
 from .photo import PhotoSearch, photo_detect_sources
 from .schemes import LandmarkScheme, get_scheme
 from .smoothing import Smoother, make_smoother
@@ -75,10 +79,9 @@ MAX_TIMESTAMP_S = 1e12
 """Largest accepted timestamp magnitude (seconds; epoch times fit comfortably)."""
 MAX_GAP_S = 2.0
 """A jump in time longer than this restarts every track's smoothing (the face may be anywhere by then)."""
-
-
-class ConcurrentUseError(RuntimeError):
-    """One Tracker was called from two threads at once (unsupported: use one Tracker per thread)."""
+STAGES = ("detect", "crop", "engine", "back-map", "smooth")
+"""Stage names reported to :attr:`Tracker.on_stage` (decoding heatmaps to landmarks runs inside the model's
+ONNX graph, so it is part of ``engine``)."""
 
 
 class NonFiniteOutputWarning(RuntimeWarning):
@@ -116,12 +119,10 @@ class _Track:
     smoothed: np.ndarray | None = None
     score: float = 0.0
     misses: int = 0
-    age: int = 0
     start: Detection | None = None  # detection to (re)start the crop from this frame
     crop: Crop | None = None
     motion: np.ndarray = field(default_factory=lambda: np.zeros(2))  # landmark-centre shift over the last frame
     valid: bool = True  # False: this frame's output was non-finite (not reported, filter untouched)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def as_bgr(frame: np.ndarray) -> np.ndarray:
@@ -274,12 +275,14 @@ class Tracker:
         self._min_det = float(min_detection_confidence)
         self.detector = FaceDetector(detector, mode="video", min_confidence=self._min_det)
         # Box -> crop calibration fitted for this detector (models may carry one per bundled detector).
-        calib_for = getattr(self.meta, "calibration_for", None)
-        self.box_calibration = tuple(calib_for(str(detector)) if calib_for else self.meta.box_calibration)
+        self.box_calibration = tuple(self.meta.calibration_for(str(detector)))
         self._still_detector: FaceDetector | None = None
         self._busy = threading.Lock()  # detects overlapping calls (see module docs); never waited on
         self.nonfinite_faces = 0
         """Faces dropped because the model returned non-finite landmarks or covariances."""
+        self.on_stage: Callable[[str, float], None] | None = None
+        """Timing hook: when set, called as ``on_stage(stage, seconds)`` after each stage of each call, with
+        stage one of :data:`STAGES` (``engine`` includes the decoding, which runs inside the ONNX graph)."""
         self.reset()
 
     # -- state -----------------------------------------------------------------------------------------
@@ -351,7 +354,7 @@ class Tracker:
                        or any(tr.score < self.redetect_below for tr in tracks))
         if need_detect:
             self._last_detect = self._frame_index
-            dets = self.detector.detect(frame, int(round((t + self._t_offset) * 1000)))
+            dets = self._timed("detect", self.detector.detect, frame, int(round((t + self._t_offset) * 1000)))
             tracks = self._associate(tracks, dets)
         tracks = self._run(frame, tracks, dt, smooth=True)
         self._tracks = self._dedupe(tracks)
@@ -403,7 +406,31 @@ class Tracker:
             tr.track_id = i
         return [self._face(tr) for tr in tracks if tr.valid]
 
+    def landmarks_for_boxes(self, image: np.ndarray, boxes: np.ndarray) -> list[Face | None]:
+        """Landmarks for given face boxes (x1, y1, x2, y2 in pixels, upright faces), through exactly the path
+        a newly detected face takes (box crop with the tracker's ``box_calibration``, re-framed from its own
+        landmarks up to ``refine_steps`` times, see the module docs), without smoothing and without touching
+        the video tracks. Returns one entry per box, in order: a :class:`Face` (``track_id`` = the box's
+        index) or None where the model's output was non-finite."""
+        with self._exclusive():
+            image = as_bgr(image)
+            no_roll = np.zeros((6, 2), np.float32)
+            tracks = [_Track(i, make_smoother("none"), start=Detection(np.asarray(b, np.float64), 1.0, no_roll))
+                      for i, b in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4))]
+            kept = {tr.track_id: tr for tr in self._run(image, tracks, 0.0, smooth=False) if tr.valid}
+            return [self._face(kept[i]) if i in kept else None for i in range(len(tracks))]
+
     # -- internals -------------------------------------------------------------------------------------
+    def _timed(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, reported to :attr:`on_stage` as ``stage`` when a hook is set."""
+        if self.on_stage is None:
+            return fn(*args)
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.on_stage(stage, time.perf_counter() - t0)
+
     def _track_box(self, tr: _Track) -> np.ndarray:
         p = tr.points
         return np.array([*p.min(0), *p.max(0)], np.float64)
@@ -467,14 +494,14 @@ class Tracker:
 
     def _infer(self, frame: np.ndarray, crops: list[Crop]) -> tuple[list[np.ndarray], list[tuple], np.ndarray]:
         """One batched engine call -> per crop frame-pixel means and (calibrated, raw) covariances, and scores."""
-        batch = np.stack([c.warp(frame) for c in crops])
-        mean, cov = self.engine.infer(batch)
+        batch = np.stack([self._timed("crop", c.warp, frame) for c in crops])
+        mean, cov = self._timed("engine", self.engine.infer, batch)
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite outputs are handled by _run
-            scores = landmark_score(cov, self.uncertainty_half)
+            scores = self._timed("back-map", landmark_score, cov, self.uncertainty_half)
             calibrated = self.uncertainty.apply(cov)  # in crop units: the calibration is scale-free
             pts, covs = [], []
             for c, m, s, k in zip(crops, mean, cov, calibrated):
-                p, raw = c.normalized_to_frame(m.astype(np.float64), s.astype(np.float64))
+                p, raw = self._timed("back-map", c.normalized_to_frame, m.astype(np.float64), s.astype(np.float64))
                 covs.append((c.normalized_to_frame(m.astype(np.float64), k)[1], raw))
                 pts.append(p)
         return pts, covs, scores
@@ -544,9 +571,8 @@ class Tracker:
             tr.motion = p.mean(0) - tr.points.mean(0) if followed else np.zeros(2)
             tr.points, tr.cov, tr.star_cov, tr.score = p, c, star_c, float(s)
             scale = tr.crop.side / self.meta.crop_scale  # face size in pixels
-            tr.smoothed = tr.smoother.update(p, c, dt, scale) if smooth else p
+            tr.smoothed = self._timed("smooth", tr.smoother.update, p, c, dt, scale) if smooth else p
             tr.crop = None
-            tr.age += 1
         return kept
 
     def _count_nonfinite(self) -> None:

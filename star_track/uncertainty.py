@@ -71,7 +71,7 @@ class UncertaintyCalibration:
         if not self.fitted:
             return c.copy()
         c = 0.5 * (c + np.swapaxes(c, -1, -2))
-        finite = np.isfinite(c).all(axis=(-1, -2))
+        finite = np.asarray(np.isfinite(c).all(axis=(-1, -2)))
         safe = np.where(finite[..., None, None], c, np.eye(2))
         lam, vec = np.linalg.eigh(safe)
         lam = np.exp(self.log_scale[:, None]) * np.clip(lam, LAMBDA_FLOOR, None) ** self.power[:, None]

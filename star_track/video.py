@@ -15,13 +15,10 @@ import cv2
 import numpy as np
 
 from .detect import quiet_native_stderr
+from .errors import OutputError, VideoError
 
 SINK_CODECS = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "mjpeg"}
 """Output extensions and the codec each gets by default (``codec=`` / ``--codec`` chooses another)."""
-
-
-class VideoError(RuntimeError):
-    """A video input or output cannot be used; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +106,7 @@ class VideoSource:
     def __iter__(self) -> Iterator[VideoFrame]:
         index, last = 0, 0.0
         start = time.monotonic()
+        frame: np.ndarray | None
         if self._first is not None:
             frame, self._first = self._first, None
             self.frames_read = 1
@@ -123,6 +121,7 @@ class VideoSource:
                 ok = got is not None
                 pts, frame = got if ok else (None, None)
             else:
+                assert self._cap is not None  # the loop's condition
                 ok, frame = self._cap.read()
                 pts = None
             if not ok or frame is None:
@@ -227,26 +226,26 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail early (before any processing) if ``path`` cannot be written.
 
     Raises:
-        VideoError: the path is a directory, exists and ``overwrite`` is False, or its folder is missing, not
+        OutputError: the path is a directory, exists and ``overwrite`` is False, or its folder is missing, not
             writable, or has less than :data:`MIN_FREE_BYTES` free.
     """
     p = Path(path)
     if p.is_dir():
-        raise VideoError(f"{p}: is a directory")
+        raise OutputError(f"{p}: is a directory")
     if os.path.lexists(p) and not overwrite:  # lexists: a symlink, even dangling or looping, is taken
-        raise VideoError(f"{p}: already exists (use --overwrite to replace it)")
+        raise OutputError(f"{p}: already exists (use --overwrite to replace it)")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         if parent.exists():
-            raise VideoError(f"{p}: {parent} is not a folder")
-        raise VideoError(f"{p}: folder {parent} does not exist")
+            raise OutputError(f"{p}: {parent} is not a folder")
+        raise OutputError(f"{p}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise VideoError(f"{p}: folder {parent} is not writable")
+        raise OutputError(f"{p}: folder {parent} is not writable")
     if p.exists() and not p.is_symlink() and not os.access(p, os.W_OK):
-        raise VideoError(f"{p}: file is not writable")
+        raise OutputError(f"{p}: file is not writable")
     free = shutil.disk_usage(parent).free
     if free < MIN_FREE_BYTES:
-        raise VideoError(f"{p}: disk almost full ({free / 2**20:.1f} MiB free in {parent})")
+        raise OutputError(f"{p}: disk almost full ({free / 2**20:.1f} MiB free in {parent})")
     return p
 
 
@@ -325,14 +324,14 @@ class VideoSink:
         self._source = audio_from
         reader = getattr(audio_from, "_av", None)
         try:
-            self._writer = AvWriter(str(self._tmp), self.codec, self.fps, self.padded, options, reader,
+            self._writer: AvWriter | None = AvWriter(str(self._tmp), self.codec, self.fps, self.padded, options, reader,
                                     getattr(audio_from, "origin", 0.0))
         except VideoError as e:
             self._writer = None
             self._tmp.unlink(missing_ok=True)
             self._claim.release()
             raise VideoError(f"{self.path}: {e}") from None
-        self.has_audio = self._writer._audio_out is not None
+        self.has_audio = self._writer is not None and self._writer._audio_out is not None
         """True when the input's audio is being copied."""
         self.frames_written = 0
 
@@ -366,7 +365,7 @@ class VideoSink:
         try:
             self._writer.write(np.ascontiguousarray(frame), t)
         except OSError as e:
-            raise VideoError(f"{self.path}: {e.strerror or e} (stopped after {self.frames_written} frames)") from None
+            raise OutputError(f"{self.path}: {e.strerror or e} (stopped after {self.frames_written} frames)") from None
         self.frames_written += 1
 
     def close(self) -> None:
@@ -380,7 +379,7 @@ class VideoSink:
         except Exception as e:  # noqa: BLE001 - the partial file is dropped, the name released
             self._tmp.unlink(missing_ok=True)
             self._claim.release()
-            raise VideoError(f"{self.path}: cannot finish the video ({e})") from None
+            raise OutputError(f"{self.path}: cannot finish the video ({e})") from None
         if self.frames_written == 0:
             self._tmp.unlink(missing_ok=True)
             self._claim.release()
@@ -392,7 +391,7 @@ class VideoSink:
         (an MP4's index is written at the end): call it before writing each frame's outputs."""
         free = shutil.disk_usage(self._tmp.parent).free
         if free < RESERVE_BYTES:
-            raise VideoError(f"{self.path}: No space left on device (stopped after {self.frames_written} frames; "
+            raise OutputError(f"{self.path}: No space left on device (stopped after {self.frames_written} frames; "
                              "the outputs are complete up to there)")
 
     def __enter__(self) -> "VideoSink":

@@ -148,3 +148,37 @@ def to_variable_rate(src: Path, dst: Path, fast: int) -> tuple[Path, list[float]
                     "-fps_mode", "vfr", "-c:v", "mpeg4", "-q:v", "3", str(dst)], check=True)
     n = int(cv2.VideoCapture(str(src)).get(cv2.CAP_PROP_FRAME_COUNT))
     return dst, [i * 0.04 if i < fast else t_fast + (i - fast) * 0.1 for i in range(n)]
+
+
+def disk_full_at(monkeypatch, frame: int) -> None:
+    """Make every CSV landmark writer fail with ENOSPC ("No space left on device") when it writes ``frame``."""
+    import errno
+
+    from star_track.landmark_io import CsvLandmarkWriter
+
+    original = CsvLandmarkWriter.write
+
+    def write(self, frame_index, time, faces):
+        if frame_index == frame:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, frame_index, time, faces)
+
+    monkeypatch.setattr(CsvLandmarkWriter, "write", write)
+
+
+def signal_mid_run(cmd: list, watched: Path, min_bytes: int, sig: int, wait_s: float):
+    """Start ``cmd``, wait until ``watched`` holds ``min_bytes`` (some frames are done), send ``sig``; return
+    ``(returncode, stdout, stderr)``. Fails when the process ended before the signal."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + wait_s
+    while time.time() < deadline and proc.poll() is None:
+        if watched.exists() and watched.stat().st_size > min_bytes:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr

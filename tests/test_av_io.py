@@ -2,20 +2,18 @@
 files with unique column names and parquet, strict JSON, stdout modes. Real talking-head clips with AAC audio."""
 from __future__ import annotations
 
-import errno
 import io
 import json
 import signal
 import subprocess
-import time
 
 import av
 import cv2
 import numpy as np
 import pytest
 
-from conftest import DATA
-from star_track.landmark_io import CsvLandmarkWriter, csv_header, open_landmark_writer, read_landmarks_csv
+from conftest import DATA, disk_full_at, signal_mid_run
+from star_track.landmark_io import csv_header, open_landmark_writer, read_landmarks_csv
 from star_track.tracker import Face
 from star_track.video import VideoError, VideoSink, VideoSource
 from test_cli import _cli_cmd, assert_one_line_error, face_video, run  # noqa: F401 (fixture)
@@ -130,17 +128,9 @@ def test_signal_leaves_playable_h264_with_audio_up_to_the_stop(tmp_path, model_p
     if not CLIP.exists():
         pytest.skip("real clips not available")
     out, lm = tmp_path / "o.mp4", tmp_path / "o.json"
-    proc = subprocess.Popen(_cli_cmd("video", CLIP, "-o", out, "-l", lm, "-m", model_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:  # wait until some frames are done
-        if lm.exists() and lm.stat().st_size > 30000:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == code, (stdout, stderr)
+    returncode, stdout, stderr = signal_mid_run(_cli_cmd("video", CLIP, "-o", out, "-l", lm, "-m", model_path),
+                                                lm, 30000, sig, 120)
+    assert returncode == code, (stdout, stderr)
     n = len(json.loads(lm.read_text())["frames"])
     assert 0 < n < 200
     codec, times, acodec, adur = probe(out)
@@ -150,14 +140,7 @@ def test_signal_leaves_playable_h264_with_audio_up_to_the_stop(tmp_path, model_p
 
 
 def test_disk_filling_up_keeps_a_playable_h264_file_with_audio(tmp_path, talk, model_path, monkeypatch):
-    original = CsvLandmarkWriter.write
-
-    def write(self, frame_index, time, faces):
-        if frame_index == 8:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        original(self, frame_index, time, faces)
-
-    monkeypatch.setattr(CsvLandmarkWriter, "write", write)
+    disk_full_at(monkeypatch, 8)
     out, lm = tmp_path / "o.mp4", tmp_path / "o.csv"
     assert_one_line_error(run("video", talk, "-o", out, "-l", lm, "-m", model_path), "No space left")
     assert len(lm.read_text().splitlines()) == 1 + 8

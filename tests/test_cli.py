@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import to_variable_rate, write_video
+from conftest import disk_full_at, signal_mid_run, to_variable_rate, write_video
 from star_track.cli import app
 from star_track.landmark_io import read_landmarks_csv
 from test_tracker import affine_path, tile_faces
@@ -242,19 +242,9 @@ def long_face_video(tmp_path_factory, face_photo) -> Path:
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_mid_run_leaves_playable_outputs(tmp_path, long_face_video, model_path, sig, code):
     out, lm = tmp_path / "o.mp4", tmp_path / "o.json"
-    proc = subprocess.Popen(_cli_cmd("video", long_face_video, "-o", out, "-l", lm, "-m", model_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until some frames are done
-        if lm.exists() and lm.stat().st_size > 20000:
-            break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == code, (stdout, stderr)
+    returncode, stdout, stderr = signal_mid_run(
+        _cli_cmd("video", long_face_video, "-o", out, "-l", lm, "-m", model_path), lm, 20000, sig, 60)
+    assert returncode == code, (stdout, stderr)
     assert "Traceback" not in stderr
     doc = json.loads(lm.read_text())  # complete JSON document
     n = len(doc["frames"])
@@ -382,18 +372,7 @@ def test_full_disk_is_refused_before_processing(tmp_path, face_video, model_path
 
 def test_disk_filling_up_mid_run_is_one_line_and_keeps_what_was_written(tmp_path, face_video, model_path,
                                                                         monkeypatch):
-    import errno
-
-    from star_track.landmark_io import CsvLandmarkWriter
-
-    original = CsvLandmarkWriter.write
-
-    def write(self, frame_index, time, faces):
-        if frame_index == 8:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        original(self, frame_index, time, faces)
-
-    monkeypatch.setattr(CsvLandmarkWriter, "write", write)
+    disk_full_at(monkeypatch, 8)
     out, lm = tmp_path / "o.mp4", tmp_path / "o.csv"
     assert_one_line_error(run("video", face_video, "-o", out, "-l", lm, "-m", model_path), "No space left")
     assert len(lm.read_text().splitlines()) == 1 + 8  # header + the 8 frames before the failure

@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import write_video
 from test_cli import face_video, run  # noqa: F401 (fixture)
 
 

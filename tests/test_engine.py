@@ -112,3 +112,21 @@ def test_model_registry(tmp_path, monkeypatch, standin_model):
         resolve_model(tmp_path / "nope.onnx")
     with pytest.raises(ModelError, match="directory"):
         resolve_model(str(tmp_path) + "/")
+
+
+def test_one_error_family_keeps_the_old_names_and_bases():
+    """Every error star-track raises on purpose is a StarTrackError; the old import paths still work."""
+    from star_track import errors
+    from star_track.detect import DetectorError
+    from star_track.engines import EngineUnavailable as registry_unavailable
+    from star_track.engines.base import ModelError as base_model_error
+    from star_track.tracker import ConcurrentUseError
+    from star_track.video import VideoError
+
+    assert base_model_error is errors.ModelError and issubclass(errors.ModelError, ValueError)
+    assert registry_unavailable is errors.EngineUnavailable and DetectorError is errors.DetectorError
+    assert VideoError is errors.VideoError and ConcurrentUseError is errors.ConcurrentUseError
+    for cls in (errors.ModelError, errors.DetectorError, errors.EngineUnavailable, errors.MissingDependency,
+                errors.VideoError, errors.OutputError, errors.ConcurrentUseError):
+        assert issubclass(cls, errors.StarTrackError)
+    assert issubclass(errors.MissingDependency, ImportError) and issubclass(errors.OutputError, VideoError)

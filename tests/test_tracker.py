@@ -251,3 +251,24 @@ def test_new_face_stops_refining_once_the_framing_converges(face_photo):
     assert results[0.0][0] == 4, results
     iod = W300_68.inter_ocular(pts)
     assert np.linalg.norm(results[0.05][1] - results[0.0][1], axis=1).mean() / iod < 0.01
+
+
+def test_stage_hook_and_landmarks_for_boxes_are_the_tracker_own_path(face_photo, model_path):
+    """The public hooks benchmarks use: on_stage sees every stage; landmarks_for_boxes is detect_image's
+    per-face path on given boxes (same landmarks), with no effect on the video tracks."""
+    from star_track.tracker import STAGES
+
+    img, _, box = face_photo
+    with Tracker(model=model_path, engine="onnxruntime", smoothing="kalman") as tracker:
+        seen: dict[str, float] = {}
+        tracker.on_stage = lambda stage, s: seen.__setitem__(stage, seen.get(stage, 0.0) + s)
+        tracker.track(img)
+        tracker.track(img)
+        assert set(seen) == set(STAGES) and all(v >= 0 for v in seen.values())
+        tracker.on_stage = None
+        tracks_before = tracker.num_tracks
+        faces = tracker.landmarks_for_boxes(img, [box, box])
+        assert tracker.num_tracks == tracks_before and len(faces) == 2
+        assert faces[0] is not None and faces[0].track_id == 0 and faces[1].track_id == 1
+        np.testing.assert_array_equal(faces[0].raw_landmarks, faces[1].raw_landmarks)
+        assert faces[0].raw_landmarks.shape == (tracker.scheme.num_points, 2)

@@ -8,6 +8,13 @@ import typer
 
 from .prepare import PREPARERS
 
+def _fail(message: str) -> typer.Exit:
+    """Print ``python -m train: error: message`` (star-track's one error style); exit code 2."""
+    from star_track.cli import fail
+
+    return fail(message, 2, prog="python -m train")
+
+
 app = typer.Typer(help="Reproduce STAR training on WFLW, 300W and COFW; train compact CPU models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -26,8 +33,7 @@ def prepare(dataset: str = typer.Argument(..., help=f"one of: {', '.join(PREPARE
     try:
         written = PREPARERS[dataset](root, out, **kwargs)
     except (FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+        raise _fail(str(e)) from None
     for split, path in written.items():
         n = sum(1 for _ in open(path))
         typer.echo(f"{split}: {n} faces -> {path}")
@@ -62,9 +68,7 @@ def train_cmd(preset: str = typer.Option("compact68-dev", help="configuration pr
                              star_version=star_version, init_weights=str(init_weights) if init_weights else None)
     for name in ("train_annotations", "image_root", *(("init_weights",) if cfg.init_weights else ())):
         if not Path(getattr(cfg, name)).exists():
-            typer.echo(f"error: {name} not found: {getattr(cfg, name)!r} (run `python -m train prepare` first)",
-                       err=True)
-            raise typer.Exit(2)
+            raise _fail(f"{name} not found: {getattr(cfg, name)!r} (run `python -m train prepare` first)")
     result = train(cfg, out, resume=resume, max_steps=max_steps)
     typer.echo(f"done: {result}")
 
@@ -79,8 +83,7 @@ def evaluate_cmd(checkpoint: Path, annotations: Path, image_root: Path,
 
     for p in (checkpoint, annotations, image_root):
         if not p.exists():
-            typer.echo(f"error: not found: {p}", err=True)
-            raise typer.Exit(2)
+            raise _fail(f"not found: {p}")
     results = evaluate(checkpoint, annotations, image_root, norm, threshold, ced)
     print_results(results, load_network(checkpoint).config.scheme, threshold)
 
@@ -99,8 +102,7 @@ def pseudo_label_cmd(images: Path = typer.Argument(..., help="folder of unlabele
     from .pseudo_label import pseudo_label
 
     if not images.is_dir():
-        typer.echo(f"error: not a folder: {images}", err=True)
-        raise typer.Exit(2)
+        raise _fail(f"not a folder: {images}")
     faces = pseudo_label(model, images, image_root, min_score, min_size)
     labelled = read_annotations(include) if include else []
     write_annotations(labelled + faces, out)
@@ -142,15 +144,14 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     from .ship import ship as build
 
     if not (data / "wflw").is_dir():
-        typer.echo(f"error: {data / 'wflw'} not found (pass --data pointing at shared/data)", err=True)
-        raise typer.Exit(2)
+        raise _fail(f"{data / 'wflw'} not found (pass --data pointing at shared/data)")
     from .config import PRESETS
     from .ship import PRESET
 
     preset = preset or PRESET
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    from star_track.engines.base import ModelError
+    from star_track.errors import StarTrackError
 
     try:
         if fast_only:
@@ -160,9 +161,8 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
         else:
             build(data, run, train_first=not skip_training, preset=preset, self_training=self_training,
                   fast=fast)
-    except (ModelError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+    except (StarTrackError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
+        raise _fail(str(e)) from None
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from star_track.crop import LANDMARK_CROP_SCALE, Crop, crop_from_landmarks
+from star_track.crop import (LANDMARK_CROP_SCALE, Crop, crop_from_landmarks, crop_pixels_to_normalized,
+                             normalized_to_crop_pixels)
 from star_track.schemes import LandmarkScheme
 
 from .annotations import FaceAnnotation
@@ -87,7 +88,7 @@ class FaceCropDataset(Dataset):
         crop_pts = crop.to_crop(pts)
         if self.augment is not None:
             img = photometric(img, rng, self.augment)
-        target = np.clip((crop_pts * 2 + 1) / self.size - 1, -1, 1).astype(np.float32)
+        target = np.clip(crop_pixels_to_normalized(crop_pts, self.size), -1, 1).astype(np.float32)
         item = {
             "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(),
             "landmarks": torch.from_numpy(target),
@@ -103,7 +104,7 @@ class FaceCropDataset(Dataset):
 
 def crop_to_frame(normalized: np.ndarray, to_crop: np.ndarray, size: int) -> np.ndarray:
     """[-1, 1] crop coordinates (B, N, 2) -> original image pixels, given the (B, 2, 3) frame->crop affines."""
-    px = (normalized + 1) * size / 2 - 0.5
+    px = normalized_to_crop_pixels(normalized, size)
     out = np.empty_like(px)
     for b in range(len(px)):
         inv = cv2.invertAffineTransform(to_crop[b])

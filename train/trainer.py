@@ -113,9 +113,9 @@ def _initial_weights(cfg: TrainConfig) -> dict:
 
 
 def _save(path: Path, **state) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    from star_track.checkpoint import write_checkpoint
+
+    write_checkpoint(path, state)  # never leaves a half-written checkpoint behind
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True,

@@ -12,13 +12,10 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from .base import LandmarkEngine, ModelError
+from ..errors import EngineUnavailable, MissingDependency, ModelError
+from .base import LandmarkEngine
 
 GPU_HINT = 'pip install "star-track[gpu]"'
-
-
-class EngineUnavailable(RuntimeError):
-    """The requested engine cannot run here (package not installed, no GPU)."""
 
 
 EngineLoader = Callable[[Path], LandmarkEngine]
@@ -29,7 +26,6 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "tensorrt": ("star_track.engines.tensorrt_engine", "TensorRTEngine", GPU_HINT),
 }
 _CUSTOM: dict[str, EngineLoader] = {}
-AUTO_ORDER = ("tensorrt", "onnxruntime")
 
 
 def register_engine(name: str, loader: EngineLoader) -> None:
@@ -57,7 +53,7 @@ def _loader(name: str) -> EngineLoader:
         return getattr(importlib.import_module(module), cls)
     except ImportError as e:
         missing = getattr(e, "name", None) or str(e)
-        raise EngineUnavailable(f"engine {name!r} is not available ({missing} is not installed); "
+        raise MissingDependency(f"engine {name!r} is not available ({missing} is not installed); "
                                 f"install it with: {hint}") from None
     except AttributeError:
         raise EngineUnavailable(f"engine {name!r} is not available in this version of star-track") from None

@@ -5,11 +5,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import ModelError as ModelError  # re-exported: its old home
 from ..model_meta import ModelMeta
-
-
-class ModelError(ValueError):
-    """A model file is missing, unreadable, or does not fit the requested use."""
 
 
 @runtime_checkable

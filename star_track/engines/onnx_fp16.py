@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..model_meta import HEATMAP_TENSOR
 from .base import ModelError
 
 if TYPE_CHECKING:
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
 
 CONVERTER_VERSION = 1
 """Bump when the conversion's output changes: it is part of the TensorRT engine cache key."""
-BOUNDARY_TENSOR = "heatmaps"
-"""Tensor where FP16 ends: the fused heatmaps, named so by :func:`export.onnx_export.export_onnx`."""
+BOUNDARY_TENSOR = HEATMAP_TENSOR
+"""Tensor where FP16 ends: the fused heatmaps, named so by :func:`star_track.onnx_export.export_onnx`."""
 KEEP_FP32_OPS = frozenset({"InstanceNormalization"})
 # Inputs that ONNX requires to be float32 whatever the data type (Resize roi/scales).
 _FLOAT32_INPUTS = {"Resize": {1, 2}}
@@ -174,7 +175,9 @@ def write_fp16_onnx(src: str | Path, dst: str | Path) -> Path:
     try:
         import onnx
     except ImportError as exc:
-        raise ModelError('FP16 conversion needs the onnx package: pip install "star-track[gpu]"') from exc
+        from ..errors import MissingDependency
+
+        raise MissingDependency('FP16 conversion needs the onnx package: pip install "star-track[gpu]"') from exc
     converted = convert_onnx_fp16(onnx.load(str(src)))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_meta import METADATA_KEY, ModelMeta
+from ..model_meta import OUTPUT_NAMES, ModelMeta, meta_from_properties
 from ..schemes import get_scheme
 from .base import ModelError, check_crops, to_nchw_float
 
@@ -51,23 +51,14 @@ def session_options(threads: int):
 
 def read_meta(session, path: Path) -> ModelMeta:
     """The model's :class:`ModelMeta` from the ONNX custom metadata key ``star_track``."""
-    props = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in props:
-        raise ModelError(f"{path} has no '{METADATA_KEY}' metadata: not a star-track model "
-                         "(export it with export.onnx_export.export_onnx)")
-    try:
-        meta = ModelMeta.from_json(props[METADATA_KEY])
-        get_scheme(meta.scheme)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ModelError(f"{path} has invalid '{METADATA_KEY}' metadata: {e}") from None
-    return meta
+    return meta_from_properties(session.get_modelmeta().custom_metadata_map, path)
 
 
 class OnnxRuntimeEngine:
     """A STAR ONNX model on ONNX Runtime.
 
     Args:
-        model_path: ``.onnx`` written by :func:`export.onnx_export.export_onnx`.
+        model_path: ``.onnx`` written by :func:`star_track.onnx_export.export_onnx`.
         providers: execution providers in order of preference (default: CUDA if available, then CPU).
         threads: intra-op threads; ``None`` = :func:`default_threads`, 0 = ONNX Runtime's own default (one per
             core). See :func:`session_options` for why spinning is off.
@@ -104,7 +95,7 @@ class OnnxRuntimeEngine:
     def _check_io(self, path: Path) -> None:
         inputs = self._session.get_inputs()
         outputs = {o.name: o for o in self._session.get_outputs()}
-        if len(inputs) != 1 or "landmarks" not in outputs or "covariance" not in outputs:
+        if len(inputs) != 1 or any(name not in outputs for name in OUTPUT_NAMES):
             raise ModelError(f"{path}: expected one input and outputs 'landmarks', 'covariance'; got inputs "
                              f"{[i.name for i in inputs]}, outputs {list(outputs)}")
         self._input = inputs[0].name
@@ -124,7 +115,7 @@ class OnnxRuntimeEngine:
         n = get_scheme(self.meta.scheme).num_points
         if len(crops) == 0:
             return np.zeros((0, n, 2), np.float32), np.zeros((0, n, 2, 2), np.float32)
-        mean, cov = self._session.run(["landmarks", "covariance"], {self._input: to_nchw_float(crops)})
+        mean, cov = self._session.run(list(OUTPUT_NAMES), {self._input: to_nchw_float(crops)})
         if mean.shape[1:] != (n, 2) or cov.shape[1:] != (n, 2, 2):
             raise ModelError(f"{self.path}: produced {mean.shape} landmarks, expected (B, {n}, 2)")
         return mean.astype(np.float32, copy=False), cov.astype(np.float32, copy=False)

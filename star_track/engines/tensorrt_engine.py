@@ -34,17 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from ..model_meta import METADATA_KEY, ModelMeta
+from ..errors import EngineUnavailable, MissingDependency
+from ..hashing import sha256_file
+from ..model_meta import INPUT_NAME, OUTPUT_NAMES, ModelMeta, meta_from_properties
+from . import GPU_HINT
 from .base import ModelError, check_crops, to_nchw_float
 
-try:  # the registry's error type, so create_engine("auto") falls back to ONNX Runtime
-    from . import GPU_HINT, EngineUnavailable
-except ImportError:  # registry not present (older checkout)
-    GPU_HINT = 'pip install "star-track[gpu]"'
-
-    class EngineUnavailable(RuntimeError):  # type: ignore[no-redef]
-        """The requested engine cannot run here (package not installed, no GPU)."""
-INPUT_NAME = "images"
 PRECISIONS = ("fp16", "fp32")
 
 
@@ -53,7 +48,7 @@ def require_tensorrt() -> Any:
     try:
         import tensorrt
     except ImportError as exc:
-        raise EngineUnavailable(f"TensorRT is not installed: {GPU_HINT}") from exc
+        raise MissingDependency(f"TensorRT is not installed: {GPU_HINT}") from exc
     return tensorrt
 
 
@@ -62,7 +57,7 @@ def require_cuda_torch() -> Any:
     try:
         import torch
     except ImportError as exc:
-        raise EngineUnavailable(f"GPU engines need torch with CUDA for device buffers: {GPU_HINT}") from exc
+        raise MissingDependency(f"GPU engines need torch with CUDA for device buffers: {GPU_HINT}") from exc
     if not torch.cuda.is_available():
         raise EngineUnavailable("no CUDA GPU visible (torch.cuda.is_available() is False): "
                                 "TensorRT needs an NVIDIA GPU")
@@ -103,15 +98,6 @@ def engine_cache_dir() -> Path:
     from ..model_registry import cache_root
 
     return cache_root() / "engines"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -163,7 +149,7 @@ def make_spec(onnx_path: str | Path, trt_version: str, gpu_name: str, compute_ca
         converter = f"onnx_fp16/{CONVERTER_VERSION}"
     else:
         converter = ""
-    return EngineSpec(onnx_sha256=file_sha256(onnx_path), trt_version=str(trt_version), gpu_name=gpu_name,
+    return EngineSpec(onnx_sha256=sha256_file(onnx_path), trt_version=str(trt_version), gpu_name=gpu_name,
                       compute_capability=compute_capability, precision=precision, min_batch=1,
                       opt_batch=opt, max_batch=max_batch, converter=converter)
 
@@ -308,9 +294,7 @@ def read_onnx_meta(onnx_path: str | Path) -> ModelMeta:
 
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         props = sess.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in props:
-        raise ModelError(f"{onnx_path} has no star-track metadata: export it with `python -m export`")
-    return ModelMeta.from_json(props[METADATA_KEY])
+    return meta_from_properties(props, onnx_path)
 
 
 class TensorRTEngine:
@@ -334,7 +318,7 @@ class TensorRTEngine:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtypes = {n: _torch_dtype(torch, trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        missing = {"landmarks", "covariance"} - set(self._outputs)
+        missing = set(OUTPUT_NAMES) - set(self._outputs)
         if INPUT_NAME not in names or missing:
             raise ModelError(f"engine IO {names} lacks {INPUT_NAME!r} or {sorted(missing)}")
         self._device = torch.device("cuda", torch.cuda.current_device())

@@ -32,12 +32,9 @@ class TorchEngine:
 
     def __init__(self, model_path_or_checkpoint: str | Path | Mapping[str, Any] | tuple, device: str | None = None,
                  fp16: bool | None = None, prefer_ema: bool = True, threads: int | None = None):
-        try:
-            import torch
-        except ImportError:
-            from . import EngineUnavailable  # registry error type: create_engine reports the hint
+        from ..errors import require_torch
 
-            raise EngineUnavailable('the torch engine needs torch: pip install "star-track[train]"') from None
+        torch = require_torch("the torch engine")
         from ..network import StarInference
 
         self._torch = torch

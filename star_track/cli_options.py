@@ -1,0 +1,102 @@
+"""The tracker options of the ``star-track`` commands (``video``, ``webcam``, ``image``), declared once.
+
+A command takes them with :func:`tracker_options`, which adds the named options to its signature (so typer
+parses and documents them) and hands the command one :class:`TrackerOptions`.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from .tracker import Tracker
+
+
+class Smoothing(str, Enum):
+    """``--smoothing`` values."""
+
+    kalman = "kalman"
+    one_euro = "one-euro"
+    none = "none"
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    """What the command line says about the :class:`~star_track.tracker.Tracker` to build."""
+
+    model: str | None = None
+    engine: str = "auto"
+    smoothing: str = "kalman"
+    max_faces: int | None = 4
+    detector: str = "full"
+    detect_every: int = 10
+    output_68: bool = False
+    flip_test: bool = False
+    threads: int | None = None
+
+    def tracker(self, fps: float = 30.0, **changes: Any) -> "Tracker":
+        """A Tracker with these options (``changes`` override some of them) for a ``fps`` video.
+
+        Non-finite model outputs are not warned about here: the commands report them as one line.
+        """
+        import warnings
+
+        from .tracker import NonFiniteOutputWarning, Tracker
+
+        o = replace(self, **changes)
+        warnings.simplefilter("ignore", NonFiniteOutputWarning)
+        return Tracker(model=o.model, engine=o.engine, smoothing=o.smoothing, max_faces=o.max_faces or 1,
+                       detect_every=o.detect_every, detector=o.detector,
+                       output_scheme="68" if o.output_68 else None, fps=fps, flip_test=o.flip_test,
+                       threads=o.threads)
+
+
+OPTIONS: dict[str, tuple[Any, Any]] = {
+    "smoothing": (Smoothing, typer.Option(Smoothing.kalman, "--smoothing", "-s", help="Temporal smoothing.")),
+    "model": (Optional[str], typer.Option(None, "--model", "-m", help="Model: 'default', a name in the model "
+                                          "cache, or a .onnx path.")),
+    "engine": (str, typer.Option("auto", "--engine", "-e", help="auto, onnxruntime, tensorrt or torch.")),
+    "max_faces": (int, typer.Option(4, "--max-faces", min=1, help="Most faces tracked at once.")),
+    "detector": (str, typer.Option("full", "--detector", help="Face detector: full (default; faces up to ~5 m), "
+                                   "short (selfie distance, faster) or a .tflite path.")),
+    "detect_every": (int, typer.Option(10, "--detect-every", min=1, help="Run the face detector at least every "
+                                       "K frames.")),
+    "output_68": (bool, typer.Option(False, "--68", help="Output 300W 68-point landmarks (reduces 98-point "
+                                     "models).")),
+    "flip_test": (bool, typer.Option(False, "--flip-test", help="Also run each face mirrored and average: more "
+                                     "accurate, 2x engine time.")),
+    "threads": (Optional[int], typer.Option(None, "--threads", min=1, help="CPU threads of the ONNX Runtime "
+                                            "engine (default 1: the fastest per face on a busy machine).")),
+}
+"""Parameter name -> (type, typer option) of every shared option."""
+
+
+def tracker_options(*names: str, **overrides: tuple[Any, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: add the options ``names`` (keys of :data:`OPTIONS`; ``overrides`` give some of them another
+    type and option) to a command, which receives them as ``tracker_options: TrackerOptions``."""
+    table = {n: overrides.get(n, OPTIONS[n]) for n in names}
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> Any:
+            picked = {n: kwargs.pop(n) for n in table}
+            if isinstance(picked.get("smoothing"), Enum):
+                picked["smoothing"] = picked["smoothing"].value
+            return command(tracker_options=TrackerOptions(**picked), **kwargs)
+
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.name != "tracker_options"]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp)
+                 for n, (tp, opt) in table.items()]
+        signature = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added)
+        run.__signature__ = signature  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        del run.__wrapped__  # typer must see the new signature, not the command's own
+        return run
+
+    return decorate

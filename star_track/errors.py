@@ -1,0 +1,66 @@
+"""Every error star-track raises on purpose: one root, :class:`StarTrackError`, and a few kinds below it.
+
+The messages name the file, device or setting at fault and say why, so a caller (the ``star-track`` command
+line, ``python -m train``, ``python -m export``) can print ``str(error)`` as is. The classes also keep the
+built-in base they had before this module existed (``ValueError`` / ``RuntimeError`` / ``ImportError``), so
+code that catches those still works.
+
+* :class:`ModelError` - a landmark model or checkpoint is missing, unreadable or unfit for the use.
+* :class:`DetectorError` - the face-detector model is missing, corrupt or cannot be loaded.
+* :class:`EngineUnavailable` - an engine cannot run here (package or hardware missing);
+  :class:`MissingDependency` - an optional package (torch, onnx, TensorRT, pyarrow) is not installed, with the
+  ``pip install`` that fixes it (a missing torch raises it on every path).
+* :class:`VideoError` - a video input or output cannot be used; :class:`OutputError` - an output file
+  cannot be written (exists, unwritable, disk full).
+* :class:`ConcurrentUseError` - one :class:`~star_track.tracker.Tracker` used from two threads at once.
+"""
+from __future__ import annotations
+
+TRAIN_HINT = 'pip install "star-track[train]"'
+"""The install command for the training extra (torch, onnx)."""
+
+
+class StarTrackError(Exception):
+    """Root of every error star-track raises on purpose; ``str(e)`` is a complete one-line message."""
+
+
+class ModelError(StarTrackError, ValueError):
+    """A model file is missing, unreadable, or does not fit the requested use."""
+
+
+class DetectorError(StarTrackError, RuntimeError):
+    """The face-detector model is missing, corrupt, or could not be loaded."""
+
+
+class EngineUnavailable(StarTrackError, RuntimeError):
+    """The requested engine cannot run here (package not installed, no GPU)."""
+
+
+class MissingDependency(EngineUnavailable, ImportError):
+    """An optional package is not installed; the message names it and the ``pip install`` that adds it."""
+
+
+class VideoError(StarTrackError, RuntimeError):
+    """A video input or output cannot be used; the message names it and says why."""
+
+
+class OutputError(VideoError):
+    """An output file cannot be written: it exists (without overwrite), its folder is unwritable, the disk is
+    full."""
+
+
+class ConcurrentUseError(StarTrackError, RuntimeError):
+    """One Tracker was called from two threads at once (unsupported: use one Tracker per thread)."""
+
+
+def require_torch(purpose: str):
+    """Import and return ``torch``, or raise :class:`MissingDependency` saying ``purpose`` needs it."""
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependency(f"{purpose} needs torch: {TRAIN_HINT}") from None
+    return torch
+
+
+__all__ = ["ConcurrentUseError", "DetectorError", "EngineUnavailable", "MissingDependency", "ModelError",
+           "OutputError", "StarTrackError", "TRAIN_HINT", "VideoError", "require_torch"]

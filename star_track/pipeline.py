@@ -1,0 +1,160 @@
+"""The SDK's one video loop: frames from a source -> :class:`~star_track.tracker.Tracker` -> landmark file,
+annotated video and a per-frame callback, stopping cleanly on SIGINT/SIGTERM.
+
+The ``star-track video`` and ``webcam`` commands, the examples and batch jobs all run :func:`process_video`;
+they differ only in what they pass to it::
+
+    with VideoSource("in.mp4") as src, Tracker(fps=src.fps) as tracker, \\
+            VideoSink("out.mp4", src.fps, src.size, audio_from=src) as sink, \\
+            open_landmark_writer("out.csv", tracker.scheme.num_points, tracker.scheme.name, src.fps) as writer:
+        summary = process_video(src, tracker, sink=sink, landmark_writer=writer)
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from ._entry import SIGNAL_EXIT
+
+if TYPE_CHECKING:
+    from .landmark_io import LandmarkWriter
+    from .tracker import Face, Tracker
+    from .video import VideoFrame, VideoSink, VideoSource
+
+FrameCallback = Callable[["VideoFrame", "Sequence[Face]"], Any]
+"""``on_frame(frame, faces)``, called after each frame's outputs are written; returning True stops the loop."""
+
+
+class StopFlag:
+    """Records SIGINT/SIGTERM instead of raising, so the current frame finishes and files get closed.
+
+    Used as a context manager around the loop; outside the main thread (where Python cannot install signal
+    handlers) it records nothing. A second Ctrl-C while the current frame finishes raises KeyboardInterrupt.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for s in SIGNAL_EXIT:
+            try:
+                if signal.getsignal(s) is not signal.SIG_IGN:  # ignored by the parent: stays ignored
+                    self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread: keep default behaviour
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: give up waiting
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+    @property
+    def exit_code(self) -> int:
+        """130 after SIGINT, 143 after SIGTERM, 0 when no signal arrived."""
+        return SIGNAL_EXIT.get(self.signum, 0) if self.signum is not None else 0
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """What :func:`process_video` did."""
+
+    frames: int
+    """Frames tracked (and written to every output)."""
+    frames_with_faces: int
+    """Frames in which at least one face was returned."""
+    seconds: float
+    """Wall-clock time of the loop."""
+    signal: int | None = None
+    """The signal (SIGINT/SIGTERM) that stopped the loop after a whole frame, else None."""
+    ended_early: bool = False
+    """The source held fewer frames than its container lists (truncated or damaged file)."""
+
+    @property
+    def interrupted(self) -> bool:
+        """True when a signal stopped the loop (the outputs are complete up to :attr:`frames`)."""
+        return self.signal is not None
+
+    @property
+    def fps(self) -> float:
+        """Frames per second over the whole loop."""
+        return self.frames / max(self.seconds, 1e-9)
+
+
+def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink | None" = None,
+                  landmark_writer: "LandmarkWriter | None" = None, on_frame: FrameCallback | None = None,
+                  draw: bool = True, ellipses: bool = False, progress: bool = False,
+                  label: str | None = None, stop: StopFlag | None = None) -> VideoSummary:
+    """Track every frame of ``source`` and write the results; return a :class:`VideoSummary`.
+
+    Per frame, in this order: ``tracker.track(image, time)``; ``sink.ensure_space()`` (so that a full disk
+    stops the run while every output can still end on the same whole frame); ``landmark_writer.write``;
+    ``sink.write`` of the frame (annotated with :func:`~star_track.draw.draw_faces` unless ``draw`` is False,
+    with 2-sigma ellipses when ``ellipses``) at the frame's own time; then ``on_frame(frame, faces)``, which
+    stops the loop by returning True.
+
+    SIGINT/SIGTERM while the loop runs stop it after the current frame (``summary.signal`` says which); the
+    caller still closes its outputs, which are then complete and playable. ``stop`` is the flag to use (one is
+    made when None). ``progress`` shows a progress bar with fps and ETA on stderr when it is a terminal, titled
+    ``label`` (default: the source's file name).
+
+    The caller owns (opens and closes) the source, tracker, sink and writer.
+    """
+    from .draw import draw_faces
+
+    stop = stop if stop is not None else StopFlag()
+    frames = frames_with_faces = 0
+    label = label if label is not None else Path(str(getattr(source, "name", "video"))).name
+    t_start = time.perf_counter()
+    with stop, progress_bar(progress, source.frame_count, label) as advance:
+        fps_ema: float | None = None
+        for vf in source:
+            t0 = time.perf_counter()
+            faces = tracker.track(vf.image, vf.time)
+            if sink is not None:
+                sink.ensure_space()
+            if landmark_writer is not None:
+                landmark_writer.write(vf.index, vf.time, faces)
+            if sink is not None:
+                image = draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses) if draw else vf.image
+                sink.write(image, vf.time)
+            frames += 1
+            frames_with_faces += bool(faces)
+            done = bool(on_frame(vf, faces)) if on_frame is not None else False
+            rate = 1 / max(time.perf_counter() - t0, 1e-6)
+            fps_ema = rate if fps_ema is None else 0.9 * fps_ema + 0.1 * rate
+            advance(fps_ema)
+            if done or stop.signum is not None:
+                break
+    return VideoSummary(frames=frames, frames_with_faces=frames_with_faces,
+                        seconds=time.perf_counter() - t_start, signal=stop.signum,
+                        ended_early=bool(getattr(source, "ended_early", False)))
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[Callable[[float | None], None]]:
+    """A rich progress bar on stderr with fps and ETA (shown only on a terminal); yields ``advance(fps)``."""
+    if not enabled:
+        yield lambda fps: None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    console = Console(stderr=True)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[fps]:>6.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as prog:
+        task = prog.add_task(label, total=total, fps=0.0)
+        yield lambda fps: prog.update(task, advance=1, fps=fps or 0.0)
