@@ -7,8 +7,22 @@ import pytest
 
 from star_track.schemes import COFW_29, W300_68, WFLW_98
 from train.annotations import read_annotations
-from train.prepare import SplitSizeError, prepare_300w, prepare_shared_wflw68
-from train.readers import DatasetFormatError, read_300w, read_cofw_coco, read_pts, read_wflw_list, read_wflw_subsets
+from train.prepare import (
+    PartialReleaseError,
+    SplitSizeError,
+    is_validation_image,
+    is_w300_validation_image,
+    prepare_300w,
+    prepare_shared_wflw68,
+)
+from train.readers import (
+    DatasetFormatError,
+    read_300w,
+    read_cofw_coco,
+    read_pts,
+    read_wflw_list,
+    read_wflw_subsets,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 WFLW = SHARED / "wflw"
@@ -89,6 +103,78 @@ def test_300w_reader_and_split_size_check(tmp_path):
         prepare_300w(tmp_path, tmp_path / "out")
     written = prepare_300w(tmp_path, tmp_path / "out", allow_partial=True)
     assert len(read_annotations(written["challenge"])) == 2
+
+
+W300 = SHARED / "300w"
+REAL_300W = ["afw/1051618982_1", "afw/111076519_1", "helen/trainset/1455826575_1"]
+"""Real AFW / HELEN-train faces copied into a partial release for the tests (one of HELEN's held out below)."""
+
+
+def _copy_real_300w(root: Path, stems: list[str]) -> None:
+    import shutil
+
+    for stem in stems:
+        (root / stem).parent.mkdir(parents=True, exist_ok=True)
+        for ext in (".jpg", ".pts"):
+            shutil.copy(W300 / f"{stem}{ext}", root / f"{stem}{ext}")
+
+
+def _held_out_helen_face() -> str:
+    return next(f"helen/trainset/{p.stem}" for p in sorted((W300 / "helen" / "trainset").glob("*.pts"))
+                if is_w300_validation_image(f"helen/trainset/{p.stem}.jpg"))
+
+
+@pytest.mark.skipif(not W300.is_dir(), reason="shared/data/300w not present")
+def test_partial_300w_release_on_real_faces(tmp_path):
+    root = tmp_path / "300W"  # the root's own name is not part of the hashed path
+    stems = REAL_300W + [_held_out_helen_face()]
+    _copy_real_300w(root, stems)
+    with pytest.raises(PartialReleaseError, match="missing lfpw/trainset, helen/testset, lfpw/testset, ibug"):
+        prepare_300w(root, tmp_path / "out")
+    lines: list[str] = []
+    written = prepare_300w(root, tmp_path / "out", allow_partial=True, log=lines.append)
+    report = "\n".join(lines)
+    assert "lfpw/trainset" in report and "missing" in report and "afw" in report
+    assert "no 300W test split" in report
+    assert set(written) == {"300w68_train", "300w68_val"}  # no incomplete official split file
+    train, val = read_annotations(written["300w68_train"]), read_annotations(written["300w68_val"])
+    assert len(train) + len(val) == 4 and {f.split for f in train} == {"train"} and {f.split for f in val} == {"val"}
+    # the split hashes exactly the path train.distill left out: "300w/<path relative to the 300W root>"
+    for f in train + val:
+        assert is_validation_image(f"300w/{f.image}", 0.15) == (f.split == "val")
+    assert f"{stems[-1]}.jpg" in {f.image for f in val}
+    # landmarks: the .pts file (1-based) as 0-based pixels, on the image
+    face = next(f for f in train + val if f.image == "afw/1051618982_1.jpg")
+    np.testing.assert_allclose(face.landmarks, read_pts(W300 / "afw" / "1051618982_1.pts"), atol=1e-3)
+    h, w = cv2.imread(str(root / face.image)).shape[:2]
+    assert (face.landmarks >= -1).all() and (face.landmarks[:, 0] <= w).all() and (face.landmarks[:, 1] <= h).all()
+    assert face.attributes == ("afw",)
+
+
+@pytest.mark.skipif(not W300.is_dir(), reason="shared/data/300w not present")
+def test_prepare_cli_partial_300w(tmp_path):
+    from typer.testing import CliRunner
+
+    from train.__main__ import app
+
+    root = tmp_path / "300w"
+    _copy_real_300w(root, REAL_300W)
+    r = CliRunner().invoke(app, ["prepare", "300w", str(root), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2
+    assert "partial release: missing lfpw/trainset" in r.output and "--allow-partial" in r.output
+    r = CliRunner().invoke(app, ["prepare", "300w", str(root), "--out", str(tmp_path / "out"), "--allow-partial"])
+    assert r.exit_code == 0, r.output
+    assert "lfpw/trainset" in r.output and "300w68_train:" in r.output and "300w68_val:" in r.output
+
+
+def test_full_300w_release_also_writes_the_held_out_split(tmp_path):
+    _write_300w_fixture(tmp_path, {"afw": 3, "helen/trainset": 3, "lfpw/trainset": 3, "helen/testset": 1,
+                                   "lfpw/testset": 1, "ibug": 1})
+    written = prepare_300w(tmp_path, tmp_path / "out", allow_partial=True, log=lambda _: None)
+    assert {"train", "common", "challenge", "300w68_train", "300w68_val"} <= set(written)
+    assert len(read_annotations(written["train"])) == 9  # the official split keeps every training face
+    n = sum(len(read_annotations(written[k])) for k in ("300w68_train", "300w68_val"))
+    assert n == 9
 
 
 def test_pts_reader_rejects_count_mismatch(tmp_path):

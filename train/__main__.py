@@ -23,7 +23,8 @@ app = typer.Typer(help="Reproduce STAR training on WFLW, 300W and COFW; train co
 def prepare(dataset: str = typer.Argument(..., help=f"one of: {', '.join(PREPARERS)}"),
             root: Path = typer.Argument(..., help="dataset root in the benchmark's own layout"),
             out: Path = typer.Option(Path("data"), help="folder for the annotation files (JSON Lines)"),
-            allow_partial: bool = typer.Option(False, help="accept split sizes that differ from the paper's")):
+            allow_partial: bool = typer.Option(False, help="accept split sizes that differ from the paper's, "
+                                               "and partial releases (300W: only some folders present)")):
     """Read a benchmark's own files and write our annotation files."""
     if dataset not in PREPARERS:
         raise typer.BadParameter(f"unknown dataset {dataset!r}; choose from {', '.join(PREPARERS)}")

@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from .annotations import FaceAnnotation, write_annotations
-from .readers import W300_SIZES, read_300w, read_cofw_coco, read_cofw_mat, read_wflw_list
+from .readers import (
+    W300_PART_SIZES,
+    W300_SIZES,
+    W300_SPLITS,
+    read_300w,
+    read_cofw_coco,
+    read_cofw_mat,
+    read_wflw_list,
+    w300_part_counts,
+)
 
 WFLW_SIZES = {"train": 7500, "test": 2500}
 COFW_SIZES = {"train": 1345, "test": 507}
@@ -40,12 +49,76 @@ def prepare_wflw(root: Path, out: Path, allow_partial: bool = False) -> dict[str
     return written
 
 
-def prepare_300w(root: Path, out: Path, allow_partial: bool = False) -> dict[str, Path]:
+W300_VAL_FRACTION = 0.15
+"""Share of the 300W training images held out (the same rule and fraction as the WFLW development split)."""
+
+
+def w300_split_key(image: str) -> str:
+    """The string the 300W held-out split hashes: ``300w/<path relative to the 300W root>``, whatever the root
+    folder is called. It is the path :mod:`train.distill` hashes for the photos under ``shared/data/300w`` (it
+    left out the held-out ones), so the split must not change."""
+    return f"300w/{Path(image).as_posix()}"
+
+
+def is_w300_validation_image(image: str, fraction: float = W300_VAL_FRACTION) -> bool:
+    """True for the 300W images of the fixed held-out split (``image`` relative to the 300W root)."""
+    return is_validation_image(w300_split_key(image), fraction)
+
+
+class PartialReleaseError(ValueError):
+    """A dataset folder lacks parts of the official release (and ``allow_partial`` was not given)."""
+
+
+def prepare_300w(root: Path, out: Path, allow_partial: bool = False, log=print) -> dict[str, Path]:
+    """300W in its official layout (``afw/``, ``helen/{trainset,testset}/``, ``lfpw/{trainset,testset}/``,
+    ``ibug/``, ``.pts`` beside each image). Writes, with image paths relative to ``root``:
+
+    - ``300w_{train,common,challenge}.jsonl``: the official splits, for each split whose folders are all present
+      (counts checked against the published sizes unless ``allow_partial``);
+    - ``300w68_{train,val}.jsonl``: the faces of the training folders present, split by image with the fixed hash
+      of :func:`is_w300_validation_image` (15 %, as for WFLW). These are the files for our own models: the
+      ``val`` faces are held out of training and distillation.
+
+    A missing folder is an error unless ``allow_partial``; then the parts present are used and ``log`` gets a
+    report of what is missing (e.g. ``shared/data/300w`` holds AFW and part of HELEN train only).
+    """
+    root = Path(root)
+    counts = w300_part_counts(root)
+    missing = [sub for sub, n in counts.items() if not n]
+    present = [sub for sub, n in counts.items() if n]
+    if not present:
+        raise FileNotFoundError(f"no 300W folder with .pts files in {root} (expected {', '.join(counts)})")
+    if missing and not allow_partial:
+        found = ", ".join(f"{sub} {counts[sub]}/{W300_PART_SIZES[sub]}" for sub in present)
+        raise PartialReleaseError(f"300W in {root} is a partial release: missing {', '.join(missing)} "
+                                  f"(found {found} faces); pass --allow-partial to use the parts present")
     written = {}
-    for split in ("train", "common", "challenge"):
+    if missing:
+        log(f"300W in {root}: partial release")
+        for sub, n in counts.items():
+            state = "missing" if not n else f"{n} faces"
+            log(f"  {sub:15s} {state:>10s}   (published {W300_PART_SIZES[sub]})")
+    for split, subs in W300_SPLITS.items():
+        if any(sub in missing for sub in subs):
+            have = [sub for sub in subs if sub in present]
+            if missing:
+                log(f"  official {split} split: " + (f"incomplete (only {', '.join(have)}), not written"
+                                                     if have else "missing, not written"))
+            continue
         faces = read_300w(root, split)
         _check("300W", split, len(faces), W300_SIZES[split], allow_partial)
         written[split] = write_annotations(faces, out / f"300w_{split}.jsonl")
+    if missing and not {"common", "challenge"} & set(written):
+        log("  no 300W test split: there is no 300W benchmark figure to claim from these files")
+    faces = read_300w(root, "train", skip_missing=True)
+    if faces:
+        for f in faces:
+            f.split = "val" if is_w300_validation_image(f.image) else "train"
+        for s in ("train", "val"):
+            written[f"300w68_{s}"] = write_annotations([f for f in faces if f.split == s], out / f"300w68_{s}.jsonl")
+        n_val = sum(f.split == "val" for f in faces)
+        log(f"  held-out split of the training folders (fixed hash of '300w/<path>', "
+            f"{100 * W300_VAL_FRACTION:.0f} % of images): {len(faces) - n_val} train, {n_val} held out")
     return written
 
 

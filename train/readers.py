@@ -103,20 +103,36 @@ W300_SPLITS = {
     "challenge": ("ibug",),
 }
 W300_SIZES = {"train": 3148, "common": 554, "challenge": 135}
+W300_PART_SIZES = {"afw": 337, "helen/trainset": 2000, "lfpw/trainset": 811, "helen/testset": 330,
+                   "lfpw/testset": 224, "ibug": 135}
+"""Faces per folder of the official release (they add up to :data:`W300_SIZES`)."""
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def read_300w(root: str | Path, split: str) -> list[FaceAnnotation]:
-    """300W faces of one split (``train``, ``common``, ``challenge`` or ``full`` = common + challenge)."""
+def w300_part_counts(root: str | Path) -> dict[str, int | None]:
+    """``.pts`` files per folder of the official layout; None where the folder is missing."""
+    root = Path(root)
+    return {sub: sum(1 for _ in (root / sub).rglob("*.pts")) if (root / sub).is_dir() else None
+            for sub in W300_PART_SIZES}
+
+
+def read_300w(root: str | Path, split: str, skip_missing: bool = False) -> list[FaceAnnotation]:
+    """300W faces of one split (``train``, ``common``, ``challenge`` or ``full`` = common + challenge).
+
+    A missing folder of the split is an error, unless ``skip_missing`` (a partial release: the folders present
+    are read, e.g. ``afw`` and ``helen/trainset`` only).
+    """
     root = Path(root)
     if split == "full":
-        return read_300w(root, "common") + read_300w(root, "challenge")
+        return read_300w(root, "common", skip_missing) + read_300w(root, "challenge", skip_missing)
     if split not in W300_SPLITS:
         raise ValueError(f"unknown 300W split {split!r} (train, common, challenge, full)")
     faces = []
     for sub in W300_SPLITS[split]:
         folder = root / sub
         if not folder.is_dir():
+            if skip_missing:
+                continue
             raise FileNotFoundError(f"300W folder missing: {folder}")
         for pts_file in sorted(folder.rglob("*.pts")):
             image = next((pts_file.with_suffix(e) for e in IMAGE_EXTS if pts_file.with_suffix(e).exists()), None)

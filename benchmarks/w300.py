@@ -1,0 +1,239 @@
+"""The bundled models on the 300W held-out faces, and the offset between their 68 points and 300W's own.
+
+Faces: the fixed by-image held-out split of ``shared/data/300w`` (AFW + part of HELEN train;
+:func:`train.prepare.is_w300_validation_image`, 15 % of images, the path hashed as ``300w/<path>``). Neither
+model trained on 300W labels, and the distillation set of the fast default left these photos out. For
+comparison the same figures on the held-out WFLW faces (``data/wflw68_val.jsonl``, 68 points reduced from WFLW).
+
+Per bundled model (loaded by name through the SDK), 68 points, NME normalised by the outer-eye-corner distance
+(points 36 / 45), FR and AUC at 0.1:
+
+``GT-framed``   the evaluation crop of the model cards: framed from the true landmarks
+                (:class:`train.dataset.FaceCropDataset` without augmentation), one pass of the model.
+``end to end``  ``Tracker.detect_image(image, search="single")`` with the model's own detector on the whole
+                photo; a true face is matched to the returned face whose box centre is nearest its landmark
+                centre and lies inside its landmark box (``benchmarks.common.match_to_gt``, as in the accuracy
+                benchmark); a miss is a failure (NME = inf) in FR and AUC.
+
+**Convention offset** (GT-framed predictions): each prediction minus its label, in the face's frame (x along the
+true outer-eye axis, y perpendicular, pointing down the face) and in inter-ocular units. Per landmark group (jaw
+0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67): ``dx, dy`` the mean signed offset over the group's
+points and faces (left and right halves can cancel in x), and ``|mean|`` the mean over the group's points of the
+length of each point's mean signed offset (its systematic offset; does not cancel). "NME offset removed" subtracts
+each point's mean signed offset fitted on the other half of the faces (2-fold), i.e. what a per-point correction
+between the two conventions would gain at most.
+
+    python -m benchmarks.w300 [--models default star68-accurate] [--data ../shared/data]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from star_track.schemes import get_scheme
+from star_track.tracker import Tracker
+
+from .common import (
+    DEFAULT_DATA,
+    REPO,
+    RESULTS_DIR,
+    VAL_ANNOTATIONS,
+    load_faces,
+    markdown_table,
+    match_to_gt,
+    model_info,
+    print_table,
+    write_json,
+)
+
+SCHEME = get_scheme("300w68")
+W300_VAL_ANNOTATIONS = REPO / "data" / "300w68_val.jsonl"
+"""Written by ``python -m train prepare 300w ../shared/data/300w --out data --allow-partial``."""
+GROUPS = {"jaw": range(17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
+          "mouth": range(48, 68)}
+MODELS = ("default", "star68-accurate")
+
+
+def load_w300_heldout(data: Path) -> list:
+    """The 300W held-out faces: ``data/300w68_val.jsonl`` when prepared, else read from the 300W folder with
+    the same rule (identical faces)."""
+    if W300_VAL_ANNOTATIONS.is_file():
+        return load_faces(W300_VAL_ANNOTATIONS)
+    from train.prepare import is_w300_validation_image
+    from train.readers import read_300w
+
+    faces = [f for f in read_300w(data / "300w", "train", skip_missing=True) if is_w300_validation_image(f.image)]
+    if not faces:
+        raise SystemExit(f"no 300W faces under {data / '300w'}")
+    return faces
+
+
+def gt_framed(tracker: Tracker, faces: list, root: Path) -> np.ndarray:
+    """(B, 68, 2) predictions on the crops framed from the true landmarks (as ``train.ship._heldout_onnx``)."""
+    from train.dataset import FaceCropDataset, crop_to_frame
+
+    meta = tracker.meta
+    ds = FaceCropDataset(faces, root, SCHEME, meta.input_size, None, crop_scale=meta.crop_scale, with_targets=False)
+    items = [ds[i] for i in range(len(ds))]
+    crops = np.stack([it["image"].numpy().transpose(1, 2, 0) for it in items]).astype(np.uint8)
+    means = np.concatenate([tracker.engine.infer(crops[i:i + 32])[0] for i in range(0, len(crops), 32)])
+    return crop_to_frame(means, np.stack([it["to_crop"].numpy() for it in items]), ds.size).astype(np.float64)
+
+
+def end_to_end(tracker: Tracker, faces: list, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions of ``detect_image(search="single")`` matched to the true faces; (preds, found)."""
+    preds, found = np.full((len(faces), 68, 2), np.nan), np.zeros(len(faces), bool)
+    by_image: dict[str, list[int]] = {}
+    for i, f in enumerate(faces):
+        by_image.setdefault(f.image, []).append(i)
+    for image, idx in by_image.items():
+        img = cv2.imread(str(root / image))
+        if img is None:
+            raise SystemExit(f"cannot read {root / image}")
+        ours = tracker.detect_image(img, search="single")
+        centres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in ours]).reshape(-1, 2)
+        for i in idx:
+            j = match_to_gt(centres, faces[i].landmarks)  # no annotation box in 300W: the landmark box
+            if j is not None:
+                preds[i], found[i] = ours[j].landmarks, True
+    return preds, found
+
+
+def face_frame_offsets(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(B, 68, 2) pred - gt in the face's frame (x along the true outer-eye axis 36->45, y perpendicular, down
+    the face), divided by the inter-ocular distance."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    axis = gt[:, 45] - gt[:, 36]
+    iod = np.linalg.norm(axis, axis=-1)
+    ux = axis / iod[:, None]
+    uy = np.stack([-ux[:, 1], ux[:, 0]], -1)  # image y points down: (-ux_y, ux_x) is "down" for an upright face
+    d = pred - gt
+    return np.stack([(d * ux[:, None]).sum(-1), (d * uy[:, None]).sum(-1)], -1) / iod[:, None, None]
+
+
+def convention_offsets(pred: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per landmark group: mean signed dx, dy and the mean length of the per-point mean offsets (IOD units)."""
+    off = face_frame_offsets(pred, gt)
+    per_point = off.mean(0)  # (68, 2) systematic offset of each point
+    out = {}
+    for name, idx in GROUPS.items():
+        idx = list(idx)
+        out[name] = {"dx": float(off[:, idx, 0].mean()), "dy": float(off[:, idx, 1].mean()),
+                     "point_offset": float(np.linalg.norm(per_point[idx], axis=-1).mean()),
+                     "max_point_offset": float(np.linalg.norm(per_point[idx], axis=-1).max()),
+                     "nme": float(np.linalg.norm(off[:, idx], axis=-1).mean())}
+    out["all"] = {"dx": float(off[..., 0].mean()), "dy": float(off[..., 1].mean()),
+                  "point_offset": float(np.linalg.norm(per_point, axis=-1).mean()),
+                  "max_point_offset": float(np.linalg.norm(per_point, axis=-1).max()),
+                  "nme": float(np.linalg.norm(off, axis=-1).mean())}
+    return out
+
+
+def nme_offset_removed(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-face NME after subtracting each point's mean signed offset (face frame) fitted on the other half."""
+    off = face_frame_offsets(pred, gt)
+    fold = np.arange(len(off)) % 2
+    out = np.empty(len(off))
+    for k in (0, 1):
+        corr = off[fold != k].mean(0)
+        out[fold == k] = np.linalg.norm(off[fold == k] - corr, axis=-1).mean(-1)
+    return out
+
+
+def evaluate_model(model: str, sets: dict[str, tuple[list, Path]], detector: str = "full") -> dict:
+    from train.metrics import nme_per_face, summarize
+
+    res = {"model_info": model_info(model), "sets": {}}
+    with Tracker(model, engine="onnxruntime", smoothing="none", max_faces=64, detector=detector) as tracker:
+        res["engine"] = tracker.engine.name
+        for name, (faces, root) in sets.items():
+            gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
+            t0 = time.perf_counter()
+            box_pred = gt_framed(tracker, faces, root)
+            e2e_pred, found = end_to_end(tracker, faces, root)
+            nme_box = nme_per_face(box_pred, gt, SCHEME)
+            nme_e2e = np.where(found, nme_per_face(np.nan_to_num(e2e_pred), gt, SCHEME), np.inf)
+            nme_corr = nme_offset_removed(box_pred, gt)
+            res["sets"][name] = {
+                "faces": len(faces), "images": len({f.image for f in faces}),
+                "gt_framed": {**summarize(nme_box), "median_nme": float(np.median(nme_box))},
+                "gt_framed_offset_removed_2fold": {**summarize(nme_corr), "median_nme": float(np.median(nme_corr))},
+                "end_to_end": {**summarize(nme_e2e), "median_nme": float(np.median(nme_e2e)),
+                               "found": int(found.sum())},
+                "convention_offset_gt_framed": convention_offsets(box_pred, gt),
+                "convention_offset_end_to_end": convention_offsets(e2e_pred[found], gt[found]) if found.any() else {},
+                "seconds": time.perf_counter() - t0}
+    return res
+
+
+def tables(results: dict[str, dict]) -> tuple[tuple[list, list], tuple[list, list]]:
+    acc_cols = ["model", "held-out set", "faces", "GT-framed NME %", "median %", "FR@0.1 %", "AUC@0.1",
+                "offset removed NME %", "e2e found", "e2e NME %", "e2e median %", "e2e FR@0.1 %", "e2e AUC@0.1"]
+    acc = []
+    for model, r in results.items():
+        for name, s in r["sets"].items():
+            g, c, e = s["gt_framed"], s["gt_framed_offset_removed_2fold"], s["end_to_end"]
+            acc.append([model, name, s["faces"], f"{100 * g['nme']:.2f}", f"{100 * g['median_nme']:.2f}",
+                        f"{100 * g['fr@0.1']:.1f}", f"{g['auc@0.1']:.3f}", f"{100 * c['nme']:.2f}",
+                        f"{e['found']} / {s['faces']}", f"{100 * e['nme']:.2f}", f"{100 * e['median_nme']:.2f}",
+                        f"{100 * e['fr@0.1']:.1f}", f"{e['auc@0.1']:.3f}"])
+    combos = [(m, n) for m, r in results.items() for n in r["sets"]]
+    off_cols = ["group", *[f"{m} / {n}: dx, dy; pt" for m, n in combos]]
+    off = []
+    for g in (*GROUPS, "all"):
+        cells = []
+        for m, n in combos:
+            o = results[m]["sets"][n]["convention_offset_gt_framed"][g]
+            cells.append(f"{o['dx']:+.4f}, {o['dy']:+.4f}; {o['point_offset']:.4f}")
+        off.append([g if g == "all" else f"{g} {GROUPS[g].start}-{GROUPS[g].stop - 1}", *cells])
+    return (acc_cols, acc), (off_cols, off)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), help="bundled model names (or .onnx paths)")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder holding 300w/ and wflw/")
+    p.add_argument("--detector", default="full", help="BlazeFace model for the end-to-end rows (full / short)")
+    p.add_argument("--no-wflw", action="store_true", help="skip the WFLW held-out rows")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for w300.json")
+    a = p.parse_args(argv)
+    data = a.data or DEFAULT_DATA
+    t0 = time.perf_counter()
+    sets = {"300w": (load_w300_heldout(data), data / "300w")}
+    if not a.no_wflw:
+        sets["wflw"] = (load_faces(VAL_ANNOTATIONS), data / "wflw")
+    results, by_sha = {}, {}
+    for m in a.models:  # a model file bundled under two names is evaluated once
+        sha = model_info(m)["sha256"]
+        if sha in by_sha:
+            first = by_sha[sha]
+            results[f"{first} = {m}"] = results.pop(first)
+            by_sha[sha] = f"{first} = {m}"
+            print(f"note: {m} is the same file as {first} (sha256 {sha[:12]}...)")
+            continue
+        results[m], by_sha[sha] = evaluate_model(m, sets, a.detector), m
+    (acc_cols, acc), (off_cols, off) = tables(results)
+    n300 = len(sets["300w"][0])
+    print_table(f"Held-out accuracy, 68 points, inter-ocular NME ({n300} 300W faces, not trained on; "
+                f"WFLW: data/wflw68_val.jsonl)", acc_cols, acc)
+    print("NME % offset removed: GT-framed, each point's mean signed offset (face frame) subtracted, fitted on the "
+          "other half of the faces. e2e: detect_image(search='single'), misses count as failures in FR / AUC.")
+    print_table("Convention offset (GT-framed): mean signed offset prediction - label per group, face frame, "
+                "inter-ocular units; pt = mean length of the per-point mean offsets", off_cols, off)
+    path = write_json("w300", {
+        "command": " ".join(["python -m benchmarks.w300", *(argv if argv is not None else sys.argv[1:])]),
+        "detector": a.detector, "groups": {g: [r.start, r.stop - 1] for g, r in GROUPS.items()},
+        "heldout": {"300w": "fixed by-image hash of '300w/<path>' (train.prepare.is_w300_validation_image), 15 %",
+                    "wflw": str(VAL_ANNOTATIONS.relative_to(REPO))},
+        "results": results, "seconds": time.perf_counter() - t0,
+        "markdown": {"accuracy": markdown_table(acc_cols, acc), "offsets": markdown_table(off_cols, off)}}, a.out)
+    print(f"results: {path} ({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""benchmarks.w300: the convention-offset measure (face frame, inter-ocular units) on synthetic faces."""
+import numpy as np
+
+from benchmarks.w300 import (
+    GROUPS,
+    convention_offsets,
+    face_frame_offsets,
+    nme_offset_removed,
+)
+
+
+def _faces(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(-1, 1, (68, 2))
+    base[36], base[45] = (-1, 0), (1, 0)  # outer eye corners: inter-ocular distance 2 before scaling
+    out = []
+    for _ in range(n):
+        a, s, t = rng.uniform(-0.6, 0.6), rng.uniform(20, 80), rng.uniform(100, 300, 2)
+        r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        out.append((base + rng.normal(0, 0.05, base.shape)) @ r.T * s + t)
+    return np.stack(out)
+
+
+def test_offsets_are_measured_in_the_face_frame_and_inter_ocular_units():
+    gt = _faces(50)
+    axis = gt[:, 45] - gt[:, 36]
+    iod = np.linalg.norm(axis, axis=-1)
+    ux = axis / iod[:, None]
+    uy = np.stack([-ux[:, 1], ux[:, 0]], -1)
+    pred = gt.copy()
+    jaw = list(GROUPS["jaw"])
+    pred[:, jaw] += (0.02 * ux + 0.03 * uy)[:, None] * iod[:, None, None]  # jaw: +0.02 IOD along eyes, +0.03 down
+    off = face_frame_offsets(pred, gt)
+    np.testing.assert_allclose(off[:, jaw], np.broadcast_to([0.02, 0.03], off[:, jaw].shape), atol=1e-9)
+    c = convention_offsets(pred, gt)
+    assert abs(c["jaw"]["dx"] - 0.02) < 1e-9 and abs(c["jaw"]["dy"] - 0.03) < 1e-9
+    assert abs(c["jaw"]["point_offset"] - np.hypot(0.02, 0.03)) < 1e-9
+    assert c["mouth"]["point_offset"] < 1e-9 and c["eyes"]["dx"] == 0
+    # a systematic offset is removed by the 2-fold per-point correction; the mirrored one cancels in dx only
+    assert nme_offset_removed(pred, gt).max() < 1e-9
+    pred2 = gt.copy()
+    pred2[:, 0] += (0.05 * ux * iod[:, None])
+    pred2[:, 16] -= (0.05 * ux * iod[:, None])
+    c2 = convention_offsets(pred2, gt)["jaw"]
+    assert abs(c2["dx"]) < 1e-9 and abs(c2["point_offset"] - 2 * 0.05 / 17) < 1e-9
