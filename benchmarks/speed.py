@@ -246,12 +246,13 @@ def peer_table(console, rows: list[dict], title: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="ONNX model path or name (default: the bundled model)")
+    p.add_argument("--model", action="append", default=None,
+                   help="ONNX model path or name; repeat for several (default: star68-fast and star68-accurate)")
     p.add_argument("--torch-checkpoint", default=None, help="also time the torch engine on this .pt checkpoint")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--frames", type=int, default=90, help="frames per test video (5 warm-up frames dropped)")
     p.add_argument("--dlib-frames", type=int, default=20, help="frames timed for dlib per video")
-    p.add_argument("--quick", action="store_true", help="640x480, 1 face only")
+    p.add_argument("--quick", action="store_true", help="640x480 with 1 and 4 faces, no dlib")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: the runtime's)")
     p.add_argument("--peer-repeats", type=int, default=200, help="timed calls per model in the peer comparison")
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
 
     threads = default_threads() if a.threads is None else a.threads
     patches = face_patches(load_faces(), a.data, max(FACE_COUNTS))
-    models = [a.model] if a.model else [None, "star68-accurate"]
+    models = a.model or ["star68-fast", "star68-accurate"]
     peer = {"idle": engine_vs_peer(models, patches, threads, a.peer_repeats)}
     peer_md = {"idle": peer_table(console, peer["idle"], f"Engine vs MediaPipe peer, idle, {cpu_name()}, "
                                                          f"{threads} thread(s)")}
@@ -277,23 +278,23 @@ def main(argv: list[str] | None = None) -> None:
                               "markdown": peer_md}, a.out)
     if a.peer_only:
         return
-    engines = [create_engine(a.model, "onnxruntime", threads=a.threads)]
+    engines = [(model_label(m), create_engine(m, "onnxruntime", threads=a.threads)) for m in models]
     if a.torch_checkpoint:
-        engines.append(create_engine(a.torch_checkpoint, "torch"))
-    dlib = {up: DlibPipeline(upsample=up) for up in (0, 1)}
+        engines.append((a.torch_checkpoint, create_engine(a.torch_checkpoint, "torch")))
+    dlib = {} if a.quick else {up: DlibPipeline(upsample=up) for up in (0, 1)}
     resolutions = RESOLUTIONS[:1] if a.quick else RESOLUTIONS
-    counts = (1,) if a.quick else FACE_COUNTS
+    counts = (1, 4) if a.quick else FACE_COUNTS
     runs, floor, base = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in resolutions:
             for n in counts:
                 video = compose_video(Path(tmp) / f"v{size[0]}_{n}.mp4", patches, size, n, a.frames)
-                for engine in engines:
+                for label, engine in engines:
                     for every in (10, 1):
                         r = run_pipeline(video, engine, every, max_faces=max(FACE_COUNTS))
-                        runs.append({"size": f"{size[0]}x{size[1]}", "faces": n, "engine": engine.name,
-                                     "detect_every": every, **r})
-                        console.print(f"{size[0]}x{size[1]} {n} faces {engine.name} detect_every={every}: "
+                        runs.append({"size": f"{size[0]}x{size[1]}", "faces": n, "model": label,
+                                     "engine": engine.name, "detect_every": every, **r})
+                        console.print(f"{size[0]}x{size[1]} {n} faces {label} detect_every={every}: "
                                       f"{r['fps_end_to_end']:.1f} fps end to end, {r['fps_tracker']:.1f} tracker "
                                       f"({r['faces_tracked_mean']:.1f} faces tracked)")
                 for det in ("full", "short"):
@@ -311,15 +312,14 @@ def short_engine(name: str) -> str:
 
 
 def report(console, runs: list[dict], floor: list[dict], base: list[dict], a, seconds: float) -> None:
-    cols = ["video", "faces", "engine", "detect every", "tracked", "FPS end-to-end", "FPS tracker",
+    cols = ["video", "faces", "model", "engine", "detect every", "tracked", "FPS end-to-end", "FPS tracker",
             "frame ms med / p90"]
-    fps_rows = [[r["size"], r["faces"], short_engine(r["engine"]), r["detect_every"],
+    fps_rows = [[r["size"], r["faces"], r["model"], short_engine(r["engine"]), r["detect_every"],
                  f"{r['faces_tracked_mean']:.1f}", f"{r['fps_end_to_end']:.1f}", f"{r['fps_tracker']:.1f}",
                  f"{r['stages']['total']['median_ms']:.1f} / {r['stages']['total']['p90_ms']:.1f}"] for r in runs]
-    print_table(f"End-to-end speed (decode -> track -> draw -> encode), model {model_label(a.model)}", cols,
-                fps_rows, console)
-    scols = ["video", "faces", "engine", "every", *STAGES]
-    stage_rows = [[r["size"], r["faces"], short_engine(r["engine"]), r["detect_every"],
+    print_table(f"End-to-end speed (decode -> track -> draw -> encode), {cpu_name()}", cols, fps_rows, console)
+    scols = ["video", "faces", "model", "every", *STAGES]
+    stage_rows = [[r["size"], r["faces"], r["model"], r["detect_every"],
                    *(f"{r['stages'][s]['median_ms']:.2f}/{r['stages'][s]['p90_ms']:.2f}" for s in STAGES)]
                   for r in runs]
     print_table("Per-stage time per frame, ms (median / p90)", scols, stage_rows, console)
@@ -343,8 +343,10 @@ def report(console, runs: list[dict], floor: list[dict], base: list[dict], a, se
                   for x in ratios]
     print_table("Ours (Tracker.track, like dlib without decode/draw/encode) vs dlib", rcols, ratio_rows, console)
     path = write_json("speed", {
-        "command": "python -m benchmarks.speed" + (f" --model {a.model}" if a.model else ""),
-        "model": model_label(a.model), "model_info": model_info(a.model), "frames": a.frames, "seconds": seconds,
+        "command": "python -m benchmarks.speed" + "".join(f" --model {m}" for m in a.model or [])
+                   + (" --quick" if a.quick else ""),
+        "models": {m: model_info(m) for m in a.model or ["star68-fast", "star68-accurate"]}, "frames": a.frames,
+        "seconds": seconds, "processor": cpu_name(),
         "runs": runs,
         "detector_only": floor, "dlib": base, "ratios": ratios,
         "markdown": {"fps": markdown_table(cols, fps_rows), "stages": markdown_table(scols, stage_rows),
