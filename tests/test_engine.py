@@ -130,3 +130,17 @@ def test_one_error_family_keeps_the_old_names_and_bases():
                 errors.VideoError, errors.OutputError, errors.ConcurrentUseError):
         assert issubclass(cls, errors.StarTrackError)
     assert issubclass(errors.MissingDependency, ImportError) and issubclass(errors.OutputError, VideoError)
+
+
+def test_onnxruntime_sessions_do_not_spin_and_take_the_thread_count(standin_model):
+    """Spinning pool threads steal the cores of other processes on a busy machine: it must be off, and the
+    thread count asked for (SDK ``threads=``, CLI ``--threads``) must reach the session."""
+    from star_track.engines.onnxruntime_engine import default_threads, session_options
+
+    opts = session_options(3)
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 3
+    assert OnnxRuntimeEngine(standin_model).threads == default_threads() == 1
+    assert create_engine(standin_model, "onnxruntime", threads=2).threads == 2
+    with pytest.raises(ValueError):
+        OnnxRuntimeEngine(standin_model, threads=-1)
