@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -246,10 +245,12 @@ class StarNet(nn.Module):
         return fused_all, points_all, edges_all
 
 
-def normalize_image(crops_bgr: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 BGR -> (B, 3, H, W) float in [-1, 1], the network's input convention."""
-    t = torch.as_tensor(crops_bgr)
-    return (t.permute(0, 3, 1, 2).float() - 127.5) / 127.5
+def normalize_input(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float BGR in 0..255 (the exported graph's input) -> [-1, 1], the network's input convention.
+
+    The one definition of the input normalisation: the exported graph (:class:`StarInference`), training and
+    evaluation all call it."""
+    return (images - 127.5) / 127.5
 
 
 def decode_heatmaps_torch(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,7 +311,7 @@ class StarInference(nn.Module):
         self.with_heatmaps = with_heatmaps
 
     def forward(self, images: torch.Tensor):
-        fused, _, _ = self.net((images - 127.5) / 127.5)
+        fused, _, _ = self.net(normalize_input(images))
         mean, cov = decode_heatmaps_torch(fused[-1])
         if self.with_heatmaps:
             return mean, cov, fused[-1]

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from star_track.network import StarNet, decode_heatmaps_torch
+from star_track.network import StarNet, decode_heatmaps_torch, normalize_input
 from star_track.schemes import get_scheme
 
 from .annotations import read_annotations
@@ -84,7 +84,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device) ->
     model.eval()
     preds, idx = [], []
     for batch in loader:
-        fused, _, _ = model((batch["image"].to(device) - 127.5) / 127.5)
+        fused, _, _ = model(normalize_input(batch["image"].to(device)))
         mean, _ = decode_heatmaps_torch(fused[-1])
         size = batch["image"].shape[-1]
         preds.append(crop_to_frame(mean.float().cpu().numpy(), batch["to_crop"].numpy(), size))
@@ -198,7 +198,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
         sums = {"loss": 0.0, "star": 0.0, "awing_points": 0.0, "awing_edges": 0.0}
         n = 0
         for batch in loader:
-            images = (batch["image"].to(device, non_blocking=True) - 127.5) / 127.5
+            images = normalize_input(batch["image"].to(device, non_blocking=True))
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 fused, points, edges = model(images)
             loss, parts = stacked_loss(fused, points, edges, batch["landmarks"].to(device),

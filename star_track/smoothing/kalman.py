@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 
-CHI2_2DOF_99 = 9.21
-
 
 class KalmanSmoother:
     """Constant-velocity Kalman filter for (N, 2) landmarks with per-landmark 2x2 measurement covariances.
@@ -33,8 +31,8 @@ class KalmanSmoother:
         r_scale: multiplier on the calibrated covariance used as measurement noise. Larger = smoother.
         r_floor: measurement-noise floor as a standard deviation in face sizes (keeps R invertible and guards
             against over-confident heatmaps).
-        gate: squared-Mahalanobis threshold (of the face's median innovation or the landmark's own) above which
-            the prediction's covariance is inflated (0 disables gating; 9.21 = chi² 99 %).
+        gate: threshold on the face's median squared Mahalanobis innovation above which every landmark's
+            predicted covariance is inflated (0 disables gating; chi² with 2 degrees of freedom has median 1.39).
         init_velocity_std: prior velocity uncertainty for a new track in face sizes per second.
         speed_ref: face speed (face sizes per second) at which the process noise is 4x ``q``; 0 disables the
             speed adaptation (constant q).
