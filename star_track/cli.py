@@ -361,12 +361,13 @@ def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engi
 
 @models_app.command("list")
 def models_list() -> None:
-    """Bundled and cached models."""
-    from .model_registry import cache_dir, list_models
+    """Bundled and cached models (the one ``default`` names is marked)."""
+    from .model_registry import cache_dir, default_model_path, list_models
 
     entries = list_models()
     for e in entries:
-        typer.echo(f"{e.name}\t{e.source}\t{e.path}")
+        mark = " (default)" if e.path == default_model_path() else ""
+        typer.echo(f"{e.name}{mark}\t{e.source}\t{e.path}")
     if not entries:
         typer.echo(f"no models installed (bundled dir empty; cache {cache_dir()})")
 
