@@ -39,6 +39,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -174,6 +175,8 @@ _STOP: Any = None
 """In a pool worker: the batch's stop event (set by the parent on SIGINT/SIGTERM)."""
 _PARENT: int | None = None
 """In a pool worker: the parent's pid; the current video stops when the parent is gone (SIGKILL)."""
+_BUSY = threading.Event()
+"""Set while :func:`run_task` runs (an orphaned pool worker exits once it is clear)."""
 
 
 def _init_worker(stop_event: Any, parent: int) -> None:
@@ -183,10 +186,22 @@ def _init_worker(stop_event: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _STOP, _PARENT = stop_event, parent
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="star-track-parent-watch").start()
     with contextlib.suppress(Exception):
         import cv2
 
         cv2.setNumThreads(1)
+
+
+def _watch_parent(parent: int) -> None:
+    """A pool worker whose parent died (SIGKILL) would wait for work forever: once its current video has
+    stopped (at the next frame, its partial files removed), it exits."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while _BUSY.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os._exit(0)
 
 
 def _should_stop() -> bool:
@@ -226,6 +241,14 @@ def _now() -> str:
 def run_task(task: VideoTask) -> dict[str, Any]:
     """Process one video (the unit of work of both the process pool and Ray); never raises for a bad video:
     returns its manifest row (``status`` ``ok``, ``failed`` or ``interrupted``)."""
+    _BUSY.set()
+    try:
+        return _run_task(task)
+    finally:
+        _BUSY.clear()
+
+
+def _run_task(task: VideoTask) -> dict[str, Any]:
     from .pipeline import StopFlag, process_video
     from .video import VideoSink, VideoSource
 
