@@ -1,0 +1,246 @@
+"""Batch processing (issue 13): real clips plus a corrupt file and a face-less clip, 2 local workers, resume
+and redo, interrupted batches (SIGINT, SIGKILL) that finish identically on rerun, and the same batch on Ray."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DATA
+from star_track.batch import MANIFEST, read_manifest, run_batch
+from star_track.landmark_io import read_landmarks_csv
+
+VIDEOS = DATA / "videos"
+ENTRY = [sys.executable, "-c", "from star_track._entry import main; main()"]
+
+
+def cut(src: Path, dst: Path, frames: int) -> Path:
+    """The first ``frames`` frames of ``src`` as H.264 (no audio)."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 512, 512, "yuv420p"
+        for k, fr in enumerate(i.decode(video=0)):
+            if k >= frames:
+                break
+            for p in s.encode(fr.reformat(format="yuv420p")):
+                o.mux(p)
+        for p in s.encode():
+            o.mux(p)
+    return dst
+
+
+def flat(dst: Path, frames: int) -> Path:
+    """A flat grey clip: no face anywhere."""
+    import av
+
+    with av.open(str(dst), "w") as o:
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 128, "yuv420p"
+        for _ in range(frames):
+            img = av.VideoFrame.from_ndarray(np.full((128, 128, 3), 90, np.uint8), format="bgr24")
+            for p in s.encode(img.reformat(format="yuv420p")):
+                o.mux(p)
+        for p in s.encode():
+            o.mux(p)
+    return dst
+
+
+def make_inputs(root: Path, frames: int, copies: int = 1) -> Path:
+    """``root/in``: real clips (one in a subfolder), a corrupt file and a flat clip."""
+    srcs = sorted(VIDEOS.glob("*.mp4"))
+    if len(srcs) < 3:
+        pytest.skip(f"real clips not found in {VIDEOS}")
+    inp = root / "in"
+    (inp / "sub").mkdir(parents=True)
+    for c in range(copies):
+        for k, src in enumerate(srcs[:3]):
+            folder = inp / "sub" if k == 0 else inp
+            cut(src, folder / f"{src.stem}_{c}.mp4", frames)
+    (inp / "corrupt.mp4").write_bytes((inp / "sub" / f"{srcs[0].stem}_0.mp4").read_bytes()[:3000])
+    flat(inp / "flat.mp4", frames)
+    return inp
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` except the manifest and lock, relative path -> bytes."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in (MANIFEST, ".batch.lock")}
+
+
+def hidden(out: Path) -> list[str]:
+    return [str(p) for p in out.rglob(".*") if p.name != ".batch.lock"]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, model_path):
+    """Short clips, processed once by 2 local workers: (inputs, out_dir, rows, outputs)."""
+    root = tmp_path_factory.mktemp("batch")
+    inp = make_inputs(root, frames=15)
+    out = root / "out"
+    rows = run_batch([inp], out, workers=2, tracker_kwargs={"model": str(model_path)})
+    return inp, out, rows, outputs(out)
+
+
+def by_name(rows) -> dict[str, dict]:
+    return {Path(r["input"]).name: r for r in rows}
+
+
+def test_two_workers_track_real_clips_and_isolate_failures(batch):
+    inp, out, rows, files = batch
+    r = by_name(rows)
+    assert len(rows) == 5
+    assert r["corrupt.mp4"]["status"] == "failed" and str(inp / "corrupt.mp4") in r["corrupt.mp4"]["error"]
+    assert "\n" not in r["corrupt.mp4"]["error"] and r["corrupt.mp4"]["outputs"] == {}
+    assert r["flat.mp4"]["status"] == "ok" and r["flat.mp4"]["frames"] == 15
+    assert r["flat.mp4"]["frames_with_faces"] == 0
+    real = [v for k, v in r.items() if k not in ("corrupt.mp4", "flat.mp4")]
+    assert all(v["status"] == "ok" and v["frames"] == 15 and v["frames_with_faces"] == 15 for v in real)
+    assert len({v["worker"] for v in r.values() if v["worker"]}) == 2  # both workers took videos
+    # Outputs mirror the input tree; the flat clip has a header-only CSV; nothing hidden is left behind.
+    assert set(files) == {"sub/RD_Radio2_000_0.csv", "RD_Radio34_000_0.csv", "WDA_BobMenendez_000_0.csv",
+                          "flat.csv"}
+    assert read_landmarks_csv(out / "flat.csv")["frame"].size == 0
+    assert read_landmarks_csv(out / "RD_Radio34_000_0.csv")["frame"].size >= 15
+    assert hidden(out) == []
+    manifest = [json.loads(ln) for ln in (out / MANIFEST).read_text().splitlines()]
+    assert {m["input"] for m in manifest} == {v["input"] for v in rows}
+    assert {m["settings"] for m in manifest} == {rows[0]["settings"]}
+    ok = by_name(manifest)["RD_Radio34_000_0.mp4"]["outputs"]["landmarks"]
+    assert ok["path"] == str(out / "RD_Radio34_000_0.csv") and ok["bytes"] == len(files["RD_Radio34_000_0.csv"])
+
+
+def test_batch_output_equals_the_video_command(batch, model_path, tmp_path):
+    """Each worker reuses one Tracker (reset per video): the results equal a fresh `star-track video` run."""
+    inp, out, _, files = batch
+    from test_cli import run
+
+    single = tmp_path / "one.csv"
+    r = run("video", inp / "WDA_BobMenendez_000_0.mp4", "-l", single, "-m", model_path, "--threads", "1",
+            "--no-progress")
+    assert r.exit_code == 0, r.stderr
+    assert single.read_bytes() == files["WDA_BobMenendez_000_0.csv"]
+
+
+def test_rerun_skips_done_videos_and_redoes_exactly_a_deleted_or_damaged_output(batch, model_path):
+    inp, out, _, files = batch
+    kw = {"workers": 2, "tracker_kwargs": {"model": str(model_path)}}
+    again = by_name(run_batch([inp], out, **kw))
+    assert {k: v["status"] for k, v in again.items()} == {
+        "RD_Radio2_000_0.mp4": "skipped", "RD_Radio34_000_0.mp4": "skipped", "WDA_BobMenendez_000_0.mp4": "skipped",
+        "flat.mp4": "skipped", "corrupt.mp4": "failed"}  # failures are retried, and fail again
+    (out / "RD_Radio34_000_0.csv").unlink()
+    with open(out / "sub" / "RD_Radio2_000_0.csv", "r+b") as f:  # same name, damaged content
+        f.seek(100)
+        f.write(b"9")
+    again = by_name(run_batch([inp], out, **kw))
+    redone = sorted(k for k, v in again.items() if v["status"] == "ok")
+    assert redone == ["RD_Radio2_000_0.mp4", "RD_Radio34_000_0.mp4"]
+    assert outputs(out) == files
+    assert hidden(out) == []
+    # Other settings: nothing is skipped (never a mix of settings), the manifest holds one row per input.
+    changed = run_batch([inp], out, workers=2, tracker_kwargs={"model": str(model_path), "detect_every": 3})
+    assert sorted(r["status"] for r in changed) == ["failed", "ok", "ok", "ok", "ok"]
+    manifest = read_manifest(out)
+    assert len(manifest) == 5 and {m["settings"] for m in manifest.values()} == {changed[0]["settings"]}
+    assert len((out / MANIFEST).read_text().splitlines()) >= 5
+
+
+def test_cli_exit_code_table_and_lists(batch, model_path, tmp_path):
+    inp, _, _, files = batch
+    listing = tmp_path / "videos.txt"
+    listing.write_text(f"{inp / 'flat.mp4'}\n# a comment\n{inp / 'RD_Radio34_000_0.mp4'}\n")
+    out = tmp_path / "out"
+    r = subprocess.run([*ENTRY, "batch", listing, "--out-dir", out, "-j", "1", "-m", model_path, "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "2 ok" in r.stdout and "no face found" in r.stdout
+    assert (out / "RD_Radio34_000_0.csv").read_bytes() == files["RD_Radio34_000_0.csv"]
+    r = subprocess.run([*ENTRY, "batch", str(inp / "*.mp4"), "--out-dir", out, "-m", model_path,
+                        "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr  # the corrupt file failed
+    assert "2 skipped" in r.stdout and "1 failed" in r.stdout and "corrupt.mp4" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def long_batch(tmp_path_factory, model_path):
+    """Longer clips (so a batch can be stopped half-way) and their uninterrupted outputs."""
+    root = tmp_path_factory.mktemp("long")
+    inp = make_inputs(root, frames=40, copies=2)
+    (inp / "corrupt.mp4").unlink()
+    ref = root / "ref"
+    rows = run_batch([inp], ref, workers=2, tracker_kwargs={"model": str(model_path)})
+    assert all(r["status"] == "ok" for r in rows)
+    return inp, outputs(ref)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_batch_finishes_identically_on_rerun(long_batch, model_path, tmp_path, sig):
+    inp, ref = long_batch
+    out = tmp_path / "out"
+    cmd = [*ENTRY, "batch", inp, "--out-dir", out, "-j", "2", "-m", model_path, "--no-progress"]
+    proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = out / MANIFEST
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists() and manifest.read_text().count("\n") >= 1:  # one video done, others running
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, stderr
+        assert "rerun" in stderr
+    deadline = time.time() + 30
+    while hidden(out) and time.time() < deadline:  # orphaned workers stop at their next frame
+        time.sleep(0.1)
+    assert hidden(out) == []
+    done = outputs(out)
+    assert len(done) < len(ref)  # it was stopped part-way
+    assert all(ref[k] == v for k, v in done.items())  # whatever has a final name is complete
+    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert outputs(out) == ref
+    rows = read_manifest(out)
+    assert len(rows) == len(ref) and all(v["status"] == "ok" for v in rows.values())
+
+
+def test_ray_gives_the_same_landmarks_as_the_process_pool(batch, model_path, tmp_path):
+    ray = pytest.importorskip("ray")
+    inp, ref_out, _, files = batch
+    out = tmp_path / "ray"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = by_name(run_batch([inp], out, ray_address="local", tracker_kwargs={"model": str(model_path)}))
+    finally:
+        ray.shutdown()
+    assert rows["corrupt.mp4"]["status"] == "failed"
+    assert all(v["status"] == "ok" for k, v in rows.items() if k != "corrupt.mp4"), rows
+    assert set(outputs(out)) == set(files)
+    for name, data in files.items():  # the pool's outputs as first written (a later test changes ref_out)
+        ref = tmp_path / "pool" / name
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_bytes(data)
+        a, b = read_landmarks_csv(out / name), read_landmarks_csv(ref)
+        assert a["frame"].tolist() == b["frame"].tolist()
+        np.testing.assert_allclose(a["landmarks"], b["landmarks"], atol=1e-3)
+
+
+def test_no_videos_is_an_error(tmp_path):
+    from star_track.errors import VideoError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoError, match="no videos found"):
+        run_batch([tmp_path / "empty"], tmp_path / "out", workers=1)
+    shutil.rmtree(tmp_path / "empty")
+    assert not os.path.exists(tmp_path / "out")
