@@ -21,9 +21,10 @@ def preferred_providers(available: list[str] | None = None) -> list[str]:
 def default_threads() -> int:
     """Intra-op threads when none are asked for: 1.
 
-    Measured with ``python -m benchmarks.speed`` (see benchmarks/README.md): a face costs ~1 ms on one core, where
-    splitting one call over 2 threads loses more to synchronisation than it gains, and one thread per engine is
-    what keeps a busy machine (other processes, several workers of ``star-track batch``) from collapsing.
+    Measured on 2 cores (``python -m benchmarks.speed --peer-only``, benchmarks/README.md section 4): a second
+    thread slows ``star68-fast`` (2.5 vs 1.8 ms per face) and only pays for the 2-stack model at batch 4; one
+    thread per engine also keeps a busy machine (other processes, the workers of ``star-track batch``) from
+    oversubscribing its cores.
     """
     return 1
 
@@ -32,8 +33,9 @@ def session_options(threads: int):
     """ONNX Runtime session options for the landmark engine.
 
     ``threads`` intra-op threads (0 = ONNX Runtime's default), full graph optimisation, and thread-pool
-    **spinning off**: idle pool threads otherwise busy-wait between calls, which on a loaded CPU steals the
-    cores other processes need and slows our own calls 5-10x (measured on 2 cores with two busy processes).
+    **spinning off**: idle pool threads otherwise busy-wait between calls, stealing the cores other processes
+    need (on a loaded 2-core machine ONNX Runtime was seen 5-10x slower with spinning; with these options two
+    busy processes beside it slowed ``star68-fast`` by 4 %, MediaPipe's peer model by 5 %).
     """
     import onnxruntime as ort
 
