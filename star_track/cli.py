@@ -47,6 +47,8 @@ def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Also 
 
 
 class Codec(str, Enum):
+    """Video codecs ``--codec`` accepts."""
+
     h264 = "h264"
     hevc = "hevc"
     vp9 = "vp9"
@@ -189,6 +191,8 @@ def video(
 
 
 class LandmarksFormat(str, Enum):
+    """Landmark file formats ``batch --landmarks-format`` accepts."""
+
     csv = "csv"
     json = "json"
     npz = "npz"

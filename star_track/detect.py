@@ -194,6 +194,7 @@ class FaceDetector:
         return out
 
     def close(self) -> None:
+        """Release the mediapipe detector (idempotent)."""
         det = getattr(self, "_detector", None)
         if det is not None:
             with quiet_native_stderr(self._quiet):

@@ -40,6 +40,7 @@ class NetworkConfig:
             raise ValueError(f"unknown block type {self.block!r}; expected one of {sorted(BLOCKS)}")
 
     def to_dict(self) -> dict:
+        """Plain dict (stored in checkpoints and in the ONNX metadata)."""
         return asdict(self)
 
     @classmethod

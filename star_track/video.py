@@ -155,6 +155,7 @@ class VideoSource:
         return t if np.isfinite(t) and t > last else last + 1.0 / self.fps
 
     def close(self) -> None:
+        """Release the file, stream or camera (idempotent)."""
         if self._cap is not None:
             self._cap.release()
             self._cap = None

@@ -21,7 +21,9 @@ class LandmarkEngine(Protocol):
     """Backend name as shown to users, e.g. ``onnxruntime[CPUExecutionProvider]``."""
     meta: ModelMeta
 
-    def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, S, S, 3) uint8 BGR crops -> means (B, N, 2) and covariances (B, N, 2, 2) in [-1, 1] crop units."""
+        ...
 
 
 def check_crops(crops: np.ndarray, size: int) -> np.ndarray:

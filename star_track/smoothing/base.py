@@ -14,9 +14,14 @@ class Smoother(Protocol):
     the landmark box), and returns the smoothed landmarks (N, 2).
     """
 
-    def update(self, points: np.ndarray, cov: np.ndarray, dt: float, scale: float) -> np.ndarray: ...
+    def update(self, points: np.ndarray, cov: np.ndarray, dt: float, scale: float) -> np.ndarray:
+        """Smoothed (N, 2) landmarks from this frame's ``points`` (N, 2), their calibrated covariances
+        (N, 2, 2) in pixels², the time since the last update ``dt`` (s) and the face size ``scale`` (px)."""
+        ...
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Forget the state: the next update starts a new track."""
+        ...
 
 
 class NoSmoothing:
