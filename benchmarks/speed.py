@@ -333,12 +333,13 @@ def report(console, runs: list[dict], floor: list[dict], base: list[dict], a, se
     for r in runs:
         for b in base:
             if b["size"] == r["size"] and b["faces"] == r["faces"]:
-                ratios.append({"size": r["size"], "faces": r["faces"], "engine": r["engine"],
+                ratios.append({"size": r["size"], "faces": r["faces"], "model": r["model"], "engine": r["engine"],
                                "detect_every": r["detect_every"], "dlib_upsample": b["upsample"],
                                "ours_fps_tracker": r["fps_tracker"], "dlib_fps": b["fps"],
                                "ratio": r["fps_tracker"] / b["fps"]})
-    rcols = ["video", "faces", "engine", "detect every", "dlib upsample", "ours tracker FPS", "dlib FPS", "ours / dlib"]
-    ratio_rows = [[x["size"], x["faces"], short_engine(x["engine"]), x["detect_every"],
+    rcols = ["video", "faces", "model", "detect every", "dlib upsample", "ours tracker FPS", "dlib FPS",
+             "ours / dlib"]
+    ratio_rows = [[x["size"], x["faces"], x["model"], x["detect_every"],
                    x["dlib_upsample"], f"{x['ours_fps_tracker']:.1f}", f"{x['dlib_fps']:.1f}", f"{x['ratio']:.2f}x"]
                   for x in ratios]
     print_table("Ours (Tracker.track, like dlib without decode/draw/encode) vs dlib", rcols, ratio_rows, console)
