@@ -23,23 +23,18 @@ from star_track.batch import run_batch
 
 
 def cut_clips(folder: Path, videos: list[Path], clips: int, frames: int) -> list[Path]:
-    import av
+    """``clips`` short H.264 clips (the first ``frames`` frames of the real videos, in turn), cut with the SDK."""
+    from itertools import islice
+
+    from star_track.video import VideoSink, VideoSource
 
     out = []
     for k in range(clips):
         src = videos[k % len(videos)]
         dst = folder / f"{src.stem}_{k}.mp4"
-        with av.open(str(src)) as i, av.open(str(dst), "w") as o:
-            vs = i.streams.video[0]
-            s = o.add_stream("libx264", rate=25)
-            s.width, s.height, s.pix_fmt = vs.codec_context.width, vs.codec_context.height, "yuv420p"
-            for n, fr in enumerate(i.decode(video=0)):
-                if n >= frames:
-                    break
-                for p in s.encode(fr.reformat(format="yuv420p")):
-                    o.mux(p)
-            for p in s.encode():
-                o.mux(p)
+        with VideoSource(src) as source, VideoSink(dst, source.fps, source.size) as sink:
+            for frame in islice(source, frames):
+                sink.write(frame.image, frame.time)
         out.append(dst)
     return out
 
