@@ -72,12 +72,17 @@ def fail(message: str, code: int = EXIT_ERROR, prog: str = "star-track") -> type
 def error_boundary(subject: str) -> Iterator[None]:
     """Turn any exception into one stderr line mentioning ``subject`` (a :class:`StarTrackError` already names
     it)."""
-    from .errors import StarTrackError
+    from .errors import OutputClosed, StarTrackError
 
     try:
         yield
     except (typer.Exit, typer.Abort, typer.BadParameter):
         raise
+    except OutputClosed as e:  # `... -l - | head`: the reader has what it wanted; not an error
+        _detach_stdout()
+        typer.echo(f"star-track: note: stdout was closed by its reader; stopped ({e}); the other outputs hold "
+                   "the frames written until then", err=True)
+        raise typer.Exit(0) from None
     except StarTrackError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:  # a second Ctrl-C while StopFlag waits for the frame to finish
@@ -93,6 +98,15 @@ def error_boundary(subject: str) -> Iterator[None]:
         if hit is not None:
             raise fail(f"{subject}: {hit.word}", hit.exit_code) from None
         raise fail(f"{subject}: {type(e).__name__}: {e}") from None
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null once its reader is gone, so nothing (not even the flush at exit) writes to the
+    closed pipe again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwrite: bool) -> None:

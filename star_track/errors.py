@@ -49,6 +49,11 @@ class OutputError(VideoError):
     full."""
 
 
+class OutputClosed(OutputError):
+    """The reader of a stream output (stdout, ``--landmarks-out -``) went away, e.g. ``| head``: not an error
+    of the run, the CLI stops quietly."""
+
+
 class ConcurrentUseError(StarTrackError, RuntimeError):
     """One Tracker was called from two threads at once (unsupported: use one Tracker per thread)."""
 
@@ -63,4 +68,4 @@ def require_torch(purpose: str):
 
 
 __all__ = ["ConcurrentUseError", "DetectorError", "EngineUnavailable", "MissingDependency", "ModelError",
-           "OutputError", "StarTrackError", "TRAIN_HINT", "VideoError", "require_torch"]
+           "OutputClosed", "OutputError", "StarTrackError", "TRAIN_HINT", "VideoError", "require_torch"]

@@ -37,6 +37,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .errors import OutputClosed
 from .output_files import ClosedOnExit, OutputClaim, open_exclusive
 from .video import VideoError, check_output_path
 
@@ -131,6 +132,9 @@ class CsvLandmarkWriter(ClosedOnExit):
             _write_all(self._f, buf.getvalue().encode("utf-8"))
         except OSError as e:
             if self._stream:
+                if isinstance(e, BrokenPipeError):  # e.g. `| head`: the reader has all it wanted
+                    raise OutputClosed(f"{self.path}: closed by its reader after {self.frames_written} frames") \
+                        from None
                 raise _write_failed(self.path, e, self.frames_written) from None
             os.ftruncate(self._f.fileno(), self._good)  # shrinking needs no space
             raise _write_failed(self.path, e, self.frames_written) from None

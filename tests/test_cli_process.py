@@ -147,3 +147,25 @@ def test_a_signal_the_parent_ignores_stays_ignored(tmp_path, face_video, model_p
                  SIGNAL_DURING_LOAD.format(sig="SIGINT"),
                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert r.returncode == 0 and "wrote 20 frames" in r.stdout, (r.returncode, r.stderr)
+
+
+def test_landmarks_to_a_pipe_its_reader_closes_stop_quietly(tmp_path, face_video, model_path):
+    """`star-track video x -l - | head -1`: once the reader is gone the run stops without an error line or a
+    traceback, exit 0 (like reading a file only partly); an annotated video being written is finished with the
+    frames it has, and nothing is left behind."""
+    code = "from star_track._entry import main\nmain()\n"
+    out = tmp_path / "o.mp4"
+    proc = subprocess.Popen([sys.executable, "-c", code, "video", str(face_video), "-l", "-", "-o", str(out),
+                             "-m", str(model_path), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    header = proc.stdout.readline()  # the reader takes the header line and goes away, like `head -1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert header.startswith("frame,time,track_id")
+    assert "Traceback" not in err and "error" not in err.lower() and "Broken pipe" not in err, err
+    assert "stdout was closed by its reader" in err  # the video is shorter than the input: say why
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial or claim file left
+    if out.exists():  # it holds the frames written before the reader left (none when it left at once)
+        cap = cv2.VideoCapture(str(out))
+        assert cap.isOpened() and cap.read()[0]
