@@ -498,11 +498,14 @@ class Tracker:
         mean, cov = self._timed("engine", self.engine.infer, batch)
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite outputs are handled by _run
             scores = self._timed("back-map", landmark_score, cov, self.uncertainty_half)
-            calibrated = self.uncertainty.apply(cov)  # in crop units: the calibration is scale-free
+            # in crop units: the calibration is scale-free
+            calibrated = self._timed("back-map", self.uncertainty.apply, cov)
             pts, covs = [], []
             for c, m, s, k in zip(crops, mean, cov, calibrated):
-                p, raw = self._timed("back-map", c.normalized_to_frame, m.astype(np.float64), s.astype(np.float64))
-                covs.append((c.normalized_to_frame(m.astype(np.float64), k)[1], raw))
+                # raw and calibrated covariances mapped to frame pixels in one call (the map broadcasts)
+                p, both = self._timed("back-map", c.normalized_to_frame, m.astype(np.float64),
+                                      np.stack([s, k]).astype(np.float64))
+                covs.append((both[1], both[0]))
                 pts.append(p)
         return pts, covs, scores
 
