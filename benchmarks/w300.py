@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -37,6 +38,7 @@ import numpy as np
 
 from star_track.schemes import get_scheme
 from star_track.tracker import Tracker
+from train.conventions import GROUPS, apply_correction, face_frame_offsets, load_correction
 
 from .common import (
     DEFAULT_DATA,
@@ -54,8 +56,9 @@ from .common import (
 SCHEME = get_scheme("300w68")
 W300_VAL_ANNOTATIONS = REPO / "data" / "300w68_val.jsonl"
 """Written by ``python -m train prepare 300w ../shared/data/300w --out data --allow-partial``."""
-GROUPS = {"jaw": range(17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
-          "mouth": range(48, 68)}
+CORRECTION = REPO / "data" / "convention_correction.json"
+"""The WFLW -> 300W per-point correction fitted on training faces by ``python -m train ship``
+(:mod:`train.combined`); when present, the WFLW held-out faces are also scored against corrected labels."""
 MODELS = ("default", "star68-accurate")
 
 
@@ -102,18 +105,6 @@ def end_to_end(tracker: Tracker, faces: list, root: Path) -> tuple[np.ndarray, n
             if j is not None:
                 preds[i], found[i] = ours[j].landmarks, True
     return preds, found
-
-
-def face_frame_offsets(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """(B, 68, 2) pred - gt in the face's frame (x along the true outer-eye axis 36->45, y perpendicular, down
-    the face), divided by the inter-ocular distance."""
-    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
-    axis = gt[:, 45] - gt[:, 36]
-    iod = np.linalg.norm(axis, axis=-1)
-    ux = axis / iod[:, None]
-    uy = np.stack([-ux[:, 1], ux[:, 0]], -1)  # image y points down: (-ux_y, ux_x) is "down" for an upright face
-    d = pred - gt
-    return np.stack([(d * ux[:, None]).sum(-1), (d * uy[:, None]).sum(-1)], -1) / iod[:, None, None]
 
 
 def convention_offsets(pred: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:
@@ -206,7 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     sets = {"300w": (load_w300_heldout(data), data / "300w")}
     if not a.no_wflw:
-        sets["wflw"] = (load_faces(VAL_ANNOTATIONS), data / "wflw")
+        wflw = load_faces(VAL_ANNOTATIONS)
+        sets["wflw"] = (wflw, data / "wflw")
+        if CORRECTION.is_file():  # the same faces, labels moved onto 300W semantics
+            corr = load_correction(CORRECTION)
+            sets["wflw→300w"] = ([replace(f, landmarks=apply_correction(f.landmarks, corr)) for f in wflw],
+                                 data / "wflw")
     results, by_sha = {}, {}
     for m in a.models:  # a model file bundled under two names is evaluated once
         sha = model_info(m)["sha256"]

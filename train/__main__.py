@@ -132,36 +132,29 @@ def calibrate_uncertainty_cmd(
 
 
 @app.command()
-def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/)"),
-         run: Path = typer.Option(None, help="training run folder (resumed if present; default runs/PRESET)"),
-         preset: str = typer.Option(None, help="training preset (default: the bundled model's)"),
-         skip_training: bool = typer.Option(False, help="export the run as it is"),
-         self_training: bool = typer.Option(True, help="pseudo-label wflw_unlabeled and fine-tune a student"),
-         fast: bool = typer.Option(True, help="then distil the fast model (star68-fast.onnx) from it"),
-         fast_only: bool = typer.Option(False, help="only the fast model, distilled from the bundled "
-                                        "star68-accurate.onnx (no teacher runs needed)")):
-    """Regenerate the bundled models from the data: star68-accurate.onnx, then star68-fast.onnx distilled
-    from it (each with its .md card)."""
-    from .ship import ship as build
-
-    if not (data / "wflw").is_dir():
-        raise _fail(f"{data / 'wflw'} not found (pass --data pointing at shared/data)")
-    from .config import PRESETS
-    from .ship import PRESET
-
-    preset = preset or PRESET
-    if preset not in PRESETS:
-        raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/, 300w/)"),
+         skip_training: bool = typer.Option(False, help="export the runs as they are"),
+         self_training: bool = typer.Option(True, help="WFLW stage: pseudo-label wflw_unlabeled and fine-tune a "
+                                            "student"),
+         fast_only: bool = typer.Option(False, help="only the fast model's 300W stage, distilled from the "
+                                        "bundled star68-accurate.onnx")):
+    """Regenerate the bundled models from the data (both stages, see train/ship.py): star68-accurate.onnx, then
+    star68-fast.onnx distilled from it, each with its .md card. Stages whose output exists are skipped and
+    training runs resume, so an interrupted build continues with the same command."""
     from star_track.errors import StarTrackError
 
+    from .ship import ACCURATE_NAME, FAST_NAME, MODELS_DIR, STAGE_DIR, ship_fast_combined
+    from .ship import ship as build
+
+    for folder in ("wflw", "300w"):
+        if not (data / folder).is_dir():
+            raise _fail(f"{data / folder} not found (pass --data pointing at shared/data)")
     try:
         if fast_only:
-            from .ship import ACCURATE_NAME, MODELS_DIR, ship_fast
-
-            ship_fast(data, MODELS_DIR / f"{ACCURATE_NAME}.onnx", run_dir=run, train_first=not skip_training)
+            ship_fast_combined(data, MODELS_DIR / f"{ACCURATE_NAME}.onnx", STAGE_DIR / f"{FAST_NAME}.onnx",
+                               train_first=not skip_training)
         else:
-            build(data, run, train_first=not skip_training, preset=preset, self_training=self_training,
-                  fast=fast)
+            build(data, train_first=not skip_training, self_training=self_training)
     except (StarTrackError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
         raise _fail(str(e)) from None
 

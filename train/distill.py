@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .annotations import FaceAnnotation, read_annotations, write_annotations
+from .annotations import FaceAnnotation, write_annotations
 from .prepare import is_validation_image
 from .pseudo_label import pseudo_label
 
@@ -42,21 +42,28 @@ def extract_frames(videos: Path, out: Path, frame_step: int = 5) -> int:
     return count
 
 
-def build_distillation_set(teacher: str | Path, data_root: Path, labelled: Path, out: Path,
-                           work_dir: Path = Path("data/distill"), frame_step: int = 5) -> dict[str, int]:
-    """Write ``out`` (.jsonl): the labelled faces plus teacher labels for every other source; returns the
-    number of faces per source. Image paths are relative to ``data_root / "wflw"`` (the training image root)."""
+SOURCES = ("wflw_unlabeled", "300w", "video_frames")
+"""Every unlabeled source, in order: the unlabeled WFLW photos, the 300W photos, the clip frames."""
+
+
+def build_distillation_set(teacher: str | Path, data_root: Path, labelled: list[FaceAnnotation], out: Path,
+                           work_dir: Path = Path("data/distill"), frame_step: int = 5,
+                           sources: tuple[str, ...] = SOURCES) -> dict[str, int]:
+    """Write ``out`` (.jsonl): the ``labelled`` faces plus teacher labels for each of ``sources`` (leave out
+    "300w" when its labels are among ``labelled``); returns the number of faces per source. Image paths are
+    relative to ``data_root / "wflw"`` (the training image root)."""
     root = data_root / "wflw"
-    faces: list[FaceAnnotation] = list(read_annotations(labelled))
+    faces: list[FaceAnnotation] = list(labelled)
     counts = {"labelled": len(faces)}
-    sources = {"wflw_unlabeled": data_root / "wflw_unlabeled", "300w": data_root / "300w"}
+    folders = {"wflw_unlabeled": data_root / "wflw_unlabeled", "300w": data_root / "300w"}
     videos = data_root / "videos"
-    if videos.is_dir():
+    if "video_frames" in sources and videos.is_dir():
         frames = work_dir.resolve() / "frames"
         extract_frames(videos, frames, frame_step)
-        sources["video_frames"] = frames
-    for name, folder in sources.items():
-        if not folder.is_dir():
+        folders["video_frames"] = frames
+    for name in sources:
+        folder = folders.get(name)
+        if folder is None or not folder.is_dir():
             counts[name] = 0
             continue
         found = pseudo_label(teacher, folder, relative_to=root)

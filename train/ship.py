@@ -1,19 +1,30 @@
-"""Build the bundled models from ``shared/data``.
+"""Build the bundled models from ``shared/data``, in two stages for both models.
 
-1. **star68-accurate** (2 stacks x 128, bottleneck blocks): prepare -> train the teacher -> calibrate the
-   detector boxes -> pseudo-label the unlabeled photos -> fine-tune a student on labelled + pseudo-labelled
-   faces -> export ``star68-accurate.onnx`` + card.
-2. **star68-fast** (1 stack x 64, inverted-residual blocks): distillation data from (1) on every photo and clip
-   frame (:mod:`train.distill`) -> train from scratch in two cycles -> export ``star68-fast.onnx`` + card.
+1. **WFLW stage** (68 points derived from WFLW's 98; files in ``runs/wflw-stage/``):
+
+   a. star68-accurate (2 stacks x 128, bottleneck blocks): prepare -> train the teacher -> calibrate the
+      detector boxes -> pseudo-label the unlabeled photos -> fine-tune a student on labelled + pseudo-labelled
+      faces (:func:`ship_accurate`).
+   b. star68-fast (1 stack x 64, inverted-residual blocks): distilled from (a) on every photo and clip frame
+      (:mod:`train.distill`), two cycles from scratch (:func:`ship_fast`).
+
+2. **300W stage** (300W semantics, :mod:`train.conventions`; the bundled files in ``star_track/models/``):
+
+   a. star68-accurate: (1a) fine-tuned on the WFLW faces (labels corrected to 300W) + the 300W AFW/HELEN
+      training faces + (1a)'s labels on the unlabeled photos, corrected (:func:`ship_combined`).
+   b. star68-fast: (1b) fine-tuned by distillation from (2a): the true labels of both sources plus (2a)'s
+      labels on the unlabeled photos and the clip frames (:func:`ship_fast_combined`).
 
 Which of the two ``"default"`` means is :data:`star_track.model_registry.DEFAULT_BUNDLED`.
 
-One command regenerates both::
+One command regenerates everything (about 4 hours on 2 CPU cores)::
 
     python -m train ship --data ../shared/data
 
-Every step is resumable (training continues from ``runs/<preset>/last.pt``). The shipped weights are the EMA
-weights of the LAST epoch, so the held-out NME on the cards is not selected on the held-out faces.
+A stage whose model file exists is not redone (delete ``runs/wflw-stage/*.onnx`` to redo the WFLW stage);
+training runs resume from ``runs/<preset>/last.pt``. Later stages start from the earlier stage's *exported*
+model (:mod:`train.onnx_weights`), so they need no checkpoint from an earlier session. The shipped weights are
+the EMA weights of the LAST epoch, so the held-out NME on the cards is not selected on the held-out faces.
 """
 from __future__ import annotations
 
@@ -30,30 +41,40 @@ from .annotations import read_annotations
 from .config import PRESETS
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "star_track" / "models"
+STAGE_DIR = Path("runs") / "wflw-stage"
+"""Where the WFLW stage's two models are written (inputs of the 300W stage)."""
 PRESET = "compact68x2-dev"
 FAST_PRESET = "fast68-dev"
+COMBINED_PRESET = "combined68x2-dev"
 ACCURATE_NAME, FAST_NAME = "star68-accurate", "star68-fast"
 SELF_TRAINING = dict(epochs=40, lr=1e-3)  # the student's fine-tuning schedule
 FAST_SECOND_CYCLE = dict(epochs=40, lr=1e-3)
 """The fast model's second training cycle (warm restart from the first cycle's weights): after 36 epochs the
 small network was still learning (held-out NME 7.69 % at the end of the first cycle, 6.91 % after the second)."""
+FAST_COMBINED = dict(epochs=30, lr=1e-3, milestones=(0.6, 0.85), eval_every=5)
+"""The fast model's 300W-stage fine-tune (from the WFLW-stage fast model)."""
+WFLW_TERMS = "weights trained on WFLW (non-commercial research use only)"
+COMBINED_TERMS = "weights trained on WFLW and 300W (AFW, HELEN) (non-commercial research use only)"
 
 
-def ship(data_root: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
-         out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = PRESET,
-         self_training: bool = True, fast: bool = True) -> Path:
-    """Build ``star68-accurate.onnx`` and (``fast``) ``star68-fast.onnx``, each with its card; with
-    ``train_first=False`` export existing runs. Returns the last model's path."""
-    accurate = ship_accurate(data_root, run_dir, ann_dir, out_dir, train_first, preset, self_training)
-    if not fast:
-        return accurate
-    return ship_fast(data_root, accurate, ann_dir=ann_dir, out_dir=out_dir, train_first=train_first)
+def ship(data_root: Path, ann_dir: Path = Path("data"), out_dir: Path = MODELS_DIR, train_first: bool = True,
+         self_training: bool = True, stage_dir: Path = STAGE_DIR) -> Path:
+    """Both stages (module docstring); returns the bundled fast model's path."""
+    accurate_wflw, fast_wflw = stage_dir / f"{ACCURATE_NAME}.onnx", stage_dir / f"{FAST_NAME}.onnx"
+    if not accurate_wflw.is_file():
+        ship_accurate(data_root, ann_dir=ann_dir, out_dir=stage_dir, train_first=train_first,
+                      self_training=self_training)
+    if not fast_wflw.is_file():
+        ship_fast(data_root, accurate_wflw, ann_dir=ann_dir, out_dir=stage_dir, train_first=train_first)
+    accurate = ship_combined(data_root, accurate_wflw, ann_dir=ann_dir, out_dir=out_dir, train_first=train_first)
+    return ship_fast_combined(data_root, accurate, fast_wflw, ann_dir=ann_dir, out_dir=out_dir,
+                              train_first=train_first)
 
 
 def ship_accurate(data_root: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
-                  out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = PRESET,
+                  out_dir: Path = STAGE_DIR, train_first: bool = True, preset: str = PRESET,
                   self_training: bool = True) -> Path:
-    """The 2-stack teacher chain -> ``out_dir/star68-accurate.onnx`` + ``.md``."""
+    """Stage 1a, the 2-stack teacher chain on WFLW -> ``out_dir/star68-accurate.onnx`` + ``.md``."""
     from .evaluate import load_network
     from .prepare import prepare_shared_wflw68
     from .trainer import train
@@ -82,12 +103,12 @@ def ship_accurate(data_root: Path, run_dir: Path | None = None, ann_dir: Path = 
                      f" >= 80 px), and this model was fine-tuned from it on the labelled + pseudo-labelled faces "
                      f"for {final_cfg.epochs} epochs at Adam lr {final_cfg.lr} (`train.pseudo_label`).")
     return _export_with_card(final_dir, final_cfg, ACCURATE_NAME, out_dir / f"{ACCURATE_NAME}.onnx", val_set,
-                             calibrations, calib_stats, len(train_faces), preset, self_note)
+                             calibrations, calib_stats, preset, self_note, _wflw_data_section(len(train_faces)))
 
 
 def ship_fast(data_root: Path, teacher: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
-              out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = FAST_PRESET) -> Path:
-    """Distil ``teacher`` into the fast preset -> ``out_dir/star68-fast.onnx`` + ``.md``."""
+              out_dir: Path = STAGE_DIR, train_first: bool = True, preset: str = FAST_PRESET) -> Path:
+    """Stage 1b: distil ``teacher`` into the fast preset from scratch -> ``out_dir/star68-fast.onnx`` + ``.md``."""
     from .distill import build_distillation_set
     from .prepare import prepare_shared_wflw68
     from .trainer import train
@@ -98,41 +119,171 @@ def ship_fast(data_root: Path, teacher: Path, run_dir: Path | None = None, ann_d
     distill_path = ann_dir / "wflw68_distill.jsonl"
     cfg = replace(PRESETS[preset], train_annotations=str(distill_path), val_annotations=str(paths["val"]),
                   image_root=str(wflw))
+    train_faces = read_annotations(paths["train"])
     if train_first:
         if not distill_path.is_file():
-            counts = build_distillation_set(teacher, data_root, paths["train"], distill_path)
+            counts = build_distillation_set(teacher, data_root, train_faces, distill_path)
             print(f"distillation set: {counts}")
         train(cfg, run_dir, resume=True)
     final_dir = run_dir.with_name(run_dir.name + "-cycle2")
     final_cfg = replace(cfg, **FAST_SECOND_CYCLE, init_weights=str(run_dir / "last.pt"))
     if train_first:
         train(final_cfg, final_dir, resume=True)
-    if not distill_path.is_file():
-        raise FileNotFoundError(f"{distill_path} not found: run `python -m train ship` without --skip-training")
-    faces = read_annotations(distill_path)
-    sources: dict[str, int] = {}
-    for f in faces:
-        key = f.extra.get("source", "labelled")
-        sources[key] = sources.get(key, 0) + 1
-    train_faces = read_annotations(paths["train"])
+    faces = _read_training_set(distill_path)
     calibrations, calib_stats = _calibrate(train_faces, wflw)
     val_set = _val_set(paths["val"], wflw, cfg)
     teacher_val = _heldout_onnx(teacher, val_set)
     note = (f"\n\nTrained from scratch by **distillation** from `{teacher.stem}` (held-out NME "
-            f"{100 * teacher_val['nme']:.2f} % with the same protocol): {len(faces)} faces, "
-            + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sources.items())
+            f"{100 * teacher_val['nme']:.2f} % with the same protocol): {_sources(faces)}"
             + ". True labels where they exist; elsewhere the teacher's flip-averaged landmarks from its own "
               "detector and tracker framing (confidence >= 0.7, faces >= 80 px; 300W photos of the fixed "
               "by-image held-out split left out), `train.distill`. A second cycle of "
               f"{final_cfg.epochs} epochs from those weights at Adam lr {final_cfg.lr} (same steps) follows the "
               "first.")
     return _export_with_card(final_dir, cfg, FAST_NAME, out_dir / f"{FAST_NAME}.onnx", val_set, calibrations,
-                             calib_stats, len(train_faces), preset, note)
+                             calib_stats, preset, note, _wflw_data_section(len(train_faces)))
+
+
+def ship_combined(data_root: Path, wflw_model: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
+                  out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = COMBINED_PRESET) -> Path:
+    """Stage 2a: the WFLW-stage 2-stack model ``wflw_model`` (``.onnx``) -> WFLW -> 300W convention correction
+    and combined data (:mod:`train.combined`) -> fine-tune on 300W semantics -> ``out_dir/star68-accurate.onnx``
+    + ``.md``."""
+    from .annotations import write_annotations
+    from .combined import build_combined_set
+    from .onnx_weights import checkpoint_from_onnx
+    from .prepare import prepare_300w, prepare_shared_wflw68
+    from .pseudo_label import pseudo_label
+    from .trainer import train
+
+    run_dir = run_dir or Path("runs") / preset
+    wflw, w300 = data_root / "wflw", data_root / "300w"
+    if not w300.is_dir():
+        raise FileNotFoundError(f"{w300} not found: the 300W stage needs shared/data/300w")
+    prepare_shared_wflw68(wflw, ann_dir)
+    prepare_300w(w300, ann_dir, allow_partial=True)
+    unlabeled_path = ann_dir / "wflw_unlabeled_teacher.jsonl"
+    if train_first and not unlabeled_path.is_file():
+        faces = pseudo_label(wflw_model, data_root / "wflw_unlabeled", relative_to=wflw)
+        for f in faces:
+            f.extra["source"] = "wflw_unlabeled"
+        write_annotations(faces, unlabeled_path)
+    unlabeled = read_annotations(unlabeled_path) if unlabeled_path.is_file() else []
+    paths = build_combined_set(wflw_model, data_root, ann_dir, unlabeled)
+    init = run_dir / "init_from_onnx.pt"
+    cfg = replace(PRESETS[preset], train_annotations=str(paths["train"]), val_annotations=str(paths["val"]),
+                  image_root=str(wflw), init_weights=str(init))
+    if train_first:
+        if not init.is_file():
+            checkpoint_from_onnx(wflw_model, _crops(ann_dir / "wflw68_train.jsonl", wflw, cfg), init)
+        train(cfg, run_dir, resume=True)
+    faces = _read_training_set(paths["train"])
+    labelled = [f for f in faces if f.extra.get("source") != "wflw_unlabeled"]
+    calibrations, calib_stats = _calibrate(labelled, wflw)
+    val_set = _val_set(paths["val"], wflw, cfg)
+    splits = _splits(ann_dir, wflw, cfg)
+    before = {name: _heldout_onnx(wflw_model, ds) for name, ds in splits.items()}
+    note = (f"\n\nThen the **300W stage**: that model (`{wflw_model}`; held-out NME "
+            + _split_figures(before) + ") was fine-tuned from its exported weights (`train.onnx_weights`) for "
+            f"{cfg.epochs} epochs at Adam lr {cfg.lr} (steps at {', '.join(str(m) for m in cfg.milestones)} of the "
+            f"schedule) on {_sources(faces)}: the WFLW labels and the WFLW-trained model's labels moved onto "
+            "300W semantics by the per-point correction of `train.conventions` (fitted on training faces only; "
+            "per group below), the 300W faces with their own labels.")
+    return _export_with_card(run_dir, cfg, ACCURATE_NAME, out_dir / f"{ACCURATE_NAME}.onnx", val_set,
+                             calibrations, calib_stats, preset, note, _combined_data_section(faces, ann_dir),
+                             splits=splits, terms=COMBINED_TERMS)
+
+
+def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir: Path | None = None,
+                       ann_dir: Path = Path("data"), out_dir: Path = MODELS_DIR, train_first: bool = True,
+                       preset: str = FAST_PRESET) -> Path:
+    """Stage 2b: the WFLW-stage fast model ``fast_wflw`` fine-tuned by distillation from the 300W-stage
+    ``teacher`` -> ``out_dir/star68-fast.onnx`` + ``.md``."""
+    from .distill import build_distillation_set
+    from .onnx_weights import checkpoint_from_onnx
+    from .trainer import train
+
+    run_dir = run_dir or Path("runs") / f"{preset}-300w"
+    wflw = data_root / "wflw"
+    combined = ann_dir / "combined68_train.jsonl"
+    if not combined.is_file():
+        raise FileNotFoundError(f"{combined} not found: run the 300W stage of the accurate model first")
+    labelled = [f for f in read_annotations(combined) if f.extra.get("source") != "wflw_unlabeled"]
+    distill_path = ann_dir / "combined68_distill.jsonl"
+    init = run_dir / "init_from_onnx.pt"
+    cfg = replace(PRESETS[preset], **FAST_COMBINED, train_annotations=str(distill_path),
+                  val_annotations=str(ann_dir / "combined68_val.jsonl"), image_root=str(wflw),
+                  init_weights=str(init))
+    if train_first:
+        if not distill_path.is_file():
+            counts = build_distillation_set(teacher, data_root, labelled, distill_path,
+                                            sources=("wflw_unlabeled", "video_frames"))
+            print(f"distillation set: {counts}")
+        if not init.is_file():
+            checkpoint_from_onnx(fast_wflw, _crops(ann_dir / "wflw68_train.jsonl", wflw, cfg), init)
+        train(cfg, run_dir, resume=True)
+    faces = _read_training_set(distill_path)
+    calibrations, calib_stats = _calibrate(labelled, wflw)
+    val_set = _val_set(Path(cfg.val_annotations), wflw, cfg)
+    splits = _splits(ann_dir, wflw, cfg)
+    teacher_res = {name: _heldout_onnx(teacher, ds) for name, ds in splits.items()}
+    note = (f"\n\nThen the **300W stage**: that model (`{fast_wflw}`) was fine-tuned from its exported weights "
+            f"(`train.onnx_weights`) by **distillation** from `{teacher.stem}` (held-out NME "
+            + _split_figures(teacher_res) + f") for {cfg.epochs} epochs at Adam lr {cfg.lr} (steps at "
+            f"{', '.join(str(m) for m in cfg.milestones)} of the schedule) on {_sources(faces)}: true labels "
+            "where they exist (WFLW corrected to 300W semantics, 300W's own), elsewhere the teacher's "
+            "flip-averaged landmarks (`train.distill`).")
+    return _export_with_card(run_dir, cfg, FAST_NAME, out_dir / f"{FAST_NAME}.onnx", val_set, calibrations,
+                             calib_stats, preset, note, _combined_data_section(labelled, ann_dir), splits=splits,
+                             terms=COMBINED_TERMS)
+
+
+def _read_training_set(path: Path) -> list:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `python -m train ship` without --skip-training")
+    return read_annotations(path)
+
+
+def _sources(faces: list) -> str:
+    """"2,241 faces: 564 wflw, 1,042 300w, ..." from the faces' ``extra["source"]``."""
+    counts: dict[str, int] = {}
+    for f in faces:
+        key = f.extra.get("source", "labelled")
+        counts[key] = counts.get(key, 0) + 1
+    return f"{len(faces):,} faces (" + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items()) + ")"
+
+
+def _splits(ann_dir: Path, wflw: Path, cfg) -> dict:
+    """The held-out sets reported on a 300W-stage card: 300W, WFLW with corrected labels, WFLW as labelled."""
+    from .annotations import FaceAnnotation
+
+    val = read_annotations(ann_dir / "combined68_val.jsonl")
+    pick = lambda src: [f for f in val if f.extra.get("source") == src]  # noqa: E731
+    raw = [FaceAnnotation(f.image, f.landmarks, f.box, f.attributes, f.split, {"source": "wflw"})
+           for f in read_annotations(ann_dir / "wflw68_val.jsonl")]
+    return {"300W split": _faces_set(pick("300w"), wflw, cfg),
+            "WFLW split, labels on 300W semantics": _faces_set(pick("wflw"), wflw, cfg),
+            "WFLW split, WFLW-derived labels": _faces_set(raw, wflw, cfg)}
+
+
+def _split_figures(results: dict) -> str:
+    return "; ".join(f"{100 * r['nme']:.2f} % on the {name}" for name, r in results.items())
+
+
+def _crops(annotations: Path, root: Path, cfg, count: int = 96) -> np.ndarray:
+    """``count`` GT-framed uint8 BGR crops spread over the faces of ``annotations`` (for
+    :func:`train.onnx_weights.checkpoint_from_onnx`)."""
+    ds = _faces_set(read_annotations(annotations), root, cfg)
+    idx = np.linspace(0, len(ds) - 1, min(count, len(ds))).astype(int)
+    return np.stack([ds[int(i)]["image"].numpy().transpose(1, 2, 0) for i in idx]).astype(np.uint8)
 
 
 def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, calibrations: dict,
-                      calib_stats: dict, n_train: int, preset: str, note: str) -> Path:
-    """Export ``run_dir/last.pt`` to ``onnx_path``, verify it against PyTorch, write its card beside it."""
+                      calib_stats: dict, preset: str, note: str, data_section: str, splits: dict | None = None,
+                      terms: str = WFLW_TERMS) -> Path:
+    """Export ``run_dir/last.pt`` to ``onnx_path``, verify it against PyTorch, write its card beside it.
+    ``val_set``: the held-out faces stored in the metadata and used for the covariance calibration; ``splits``:
+    held-out sets reported separately on the card."""
     import torch
 
     from export.graph_cost import conv_macs
@@ -143,7 +294,8 @@ def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, c
     net = load_network(run_dir / "last.pt")
     last_epoch = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)["epoch"]
     val = _heldout(net, val_set)
-    meta = _meta(cfg, calibrations, val, last_epoch, name)
+    split_results = {k: _heldout(net, ds) for k, ds in (splits or {}).items()}
+    meta = _meta(cfg, calibrations, val, last_epoch, name, terms, split_results)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(net, meta, onnx_path)
     crops = np.stack([val_set[i]["image"].numpy().transpose(1, 2, 0) for i in range(8)]).astype(np.uint8)
@@ -152,8 +304,8 @@ def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, c
         raise RuntimeError(f"exported model disagrees with PyTorch: {parity}")
     uncertainty = _calibrate_uncertainty(onnx_path, val_set)
     latency = _cpu_latency_ms(onnx_path, cfg.network.input_size)
-    card = _model_card(meta, cfg, val, calib_stats, latency, conv_macs(onnx_path), onnx_path, n_train,
-                       str(parity), preset, note, uncertainty)
+    card = _model_card(meta, cfg, val, calib_stats, latency, conv_macs(onnx_path), onnx_path, str(parity),
+                       preset, note, data_section, uncertainty, split_results)
     onnx_path.with_suffix(".md").write_text(card)
     print(card)
     return onnx_path
@@ -202,12 +354,17 @@ def _calibrate(train_faces: list, wflw: Path) -> tuple[dict, dict]:
 
 
 def _val_set(path: Path, wflw: Path, cfg):
+    return _faces_set(read_annotations(path), wflw, cfg)
+
+
+def _faces_set(faces: list, root: Path, cfg):
+    """GT-framed evaluation crops of ``faces`` (no augmentation)."""
     from star_track.schemes import get_scheme
 
     from .dataset import FaceCropDataset
 
-    return FaceCropDataset(read_annotations(path), wflw, get_scheme(cfg.network.scheme), cfg.network.input_size,
-                           None, with_targets=False)
+    return FaceCropDataset(faces, root, get_scheme(cfg.network.scheme), cfg.network.input_size, None,
+                           with_targets=False)
 
 
 def _heldout(net, val_set) -> dict:
@@ -221,26 +378,24 @@ def _heldout(net, val_set) -> dict:
 
 def _heldout_onnx(model: Path, val_set) -> dict:
     """Held-out metrics of an exported model on the same GT-framed crops as :func:`_heldout`."""
-    from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
-
-    from .dataset import crop_to_frame
+    from .combined import gt_framed_predictions
     from .metrics import nme_per_face, summarize
 
-    engine = OnnxRuntimeEngine(model)
-    items = [val_set[i] for i in range(len(val_set))]
-    crops = np.stack([it["image"].numpy().transpose(1, 2, 0) for it in items]).astype(np.uint8)
-    means = np.concatenate([engine.infer(crops[i:i + 32])[0] for i in range(0, len(crops), 32)])
-    pred = crop_to_frame(means, np.stack([it["to_crop"].numpy() for it in items]), val_set.size)
-    gt = np.stack([val_set.faces[int(it["index"])].landmarks for it in items])
+    pred = gt_framed_predictions(model, val_set.faces, val_set.root)
+    gt = np.stack([f.landmarks for f in val_set.faces])
     return summarize(nme_per_face(pred, gt, val_set.scheme, "inter_ocular"))
 
 
-def _meta(cfg, calibrations: dict, val: dict, epoch: int, name: str = ACCURATE_NAME) -> ModelMeta:
+def _meta(cfg, calibrations: dict, val: dict, epoch: int, name: str = ACCURATE_NAME, terms: str = WFLW_TERMS,
+          splits: dict | None = None) -> ModelMeta:
+    extra = {"heldout_nme_gt_crop": round(val["nme"], 5), "heldout_faces": val["count"], "epoch": epoch,
+             "license": terms}
+    if splits:
+        extra["heldout_nme_gt_crop_by_split"] = {k: round(r["nme"], 5) for k, r in splits.items()}
     return ModelMeta(
         name=name, scheme=cfg.network.scheme, input_size=cfg.network.input_size,
         network=cfg.network.to_dict(), box_calibration=calibrations["full"], box_calibrations=calibrations,
-        extra={"heldout_nme_gt_crop": round(val["nme"], 5), "heldout_faces": val["count"], "epoch": epoch,
-               "license": "weights trained on WFLW (non-commercial research use only)"})
+        extra=extra)
 
 
 def _uncertainty_row(res: dict | None) -> str:
@@ -271,17 +426,23 @@ def _cpu_latency_ms(onnx_path: Path, size: int, repeats: int = 100) -> float:
 
 
 def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, macs: int, path: Path,
-                n_train: int, parity: str, preset: str, note: str = "", uncertainty: dict | None = None) -> str:
+                parity: str, preset: str, note: str, data_section: str, uncertainty: dict | None = None,
+                splits: dict | None = None) -> str:
     from star_track.bench_engines import cpu_name
     from star_track.engines.onnxruntime_engine import default_threads
+    from star_track.model_registry import DEFAULT_BUNDLED
 
     net = cfg.network
     size_mb = path.stat().st_size / 1e6
     blocks = "inverted-residual blocks (1x1 expand, 3x3 depthwise, 1x1 project)" if net.block == "inverted" \
         else "pre-activation bottleneck blocks"
-    from star_track.model_registry import DEFAULT_BUNDLED
-
     role = f"bundled, `--model {meta.name}`" + (" (the default)" if meta.name == DEFAULT_BUNDLED else "")
+    figures = lambda r: (f"**{100 * r['nme']:.2f} %** inter-ocular (outer eye corners), FR@10 "  # noqa: E731
+                         f"{100 * r['fr@0.1']:.1f} %, AUC@10 {r['auc@0.1']:.3f}, {r['count']} faces")
+    if splits:
+        heldout = "; ".join(f"{name}: {figures(r)}" for name, r in splits.items())
+    else:
+        heldout = figures(val)
     return f"""# {meta.name} — {role}
 
 | | |
@@ -292,17 +453,11 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
 | outputs | landmarks (B,68,2) and STAR covariance (B,68,2,2), decoded in the graph |
 | file | `{path.name}`, {size_mb:.1f} MB, opset 17; ONNX vs PyTorch on 8 held-out crops: {parity} |
 | CPU latency | {latency:.2f} ms per face, ONNX Runtime, batch 1, {default_threads()} thread, measured when the card was written on the build machine: {cpu_name()}, {os.cpu_count()} cores. Compare models within one run: `python -m benchmarks.speed --peer-only` |
-| held-out NME | **{100 * val['nme']:.2f} %** inter-ocular (outer eye corners), FR@10 {100 * val['fr@0.1']:.1f} %, AUC@10 {val['auc@0.1']:.3f}, on {val['count']} held-out faces, crops framed from the true landmarks (last epoch, EMA weights; end-to-end figures with the detector are in `benchmarks/README.md`) |
+| held-out NME | {heldout}; crops framed from the true landmarks (last epoch, EMA weights; end-to-end figures with the detector: `python -m benchmarks.w300`, `benchmarks/README.md`) |
 | uncertainty calibration | {_uncertainty_row(uncertainty)} |
 | detector calibration | BlazeFace box -> crop (dx, dy, k): full {tuple(round(v, 4) for v in meta.box_calibrations['full'])} ({calib['full']['matched']}/{calib['full']['faces']} faces detected), short {tuple(round(v, 4) for v in meta.box_calibrations['short'])} ({calib['short']['matched']}/{calib['short']['faces']}) |
 
-## Training data and terms
-{n_train} labelled faces on the WFLW test photos in `shared/data/wflw` (WIDER FACE images), split **by image**
-with a fixed hash (`train.prepare.is_validation_image`, 15 % of images held out; training never sees them).
-Labels: official WFLW 98-point annotations reduced to 68 points where available (514 of 660 faces), otherwise
-the third-party 68-point conversion. WFLW, WIDER FACE and 300W are provided by their authors for
-**non-commercial research**; these weights inherit that restriction. Because the faces are WFLW *test* images,
-this model has no clean WFLW benchmark number and must not be compared with published WFLW results.
+{data_section}
 
 ## Training
 `python -m train ship --data ../shared/data` (preset `{preset}`: {cfg.epochs} epochs, batch {cfg.batch_size},
@@ -310,6 +465,53 @@ Adam lr {cfg.lr}, steps at {', '.join(str(m) for m in cfg.milestones)} of the sc
 + AWing on point and edge maps, EMA, the spec's augmentation with flips).{note} CPU only.
 
 ## Limitations
-Small training set: expect larger errors on extreme poses, heavy occlusion and faces unlike WIDER FACE
+Small training set: expect larger errors on extreme poses, heavy occlusion and faces unlike the training
 photos. Users with the research weights can import the official STAR checkpoints (`star-track models import`).
 """
+
+
+def _wflw_data_section(n_train: int) -> str:
+    return f"""## Training data and terms
+{n_train} labelled faces on the WFLW test photos in `shared/data/wflw` (WIDER FACE images), split **by image**
+with a fixed hash (`train.prepare.is_validation_image`, 15 % of images held out; training never sees them).
+Labels: official WFLW 98-point annotations reduced to 68 points where available (514 of 660 faces), otherwise
+the third-party 68-point conversion. WFLW, WIDER FACE and 300W are provided by their authors for
+**non-commercial research**; these weights inherit that restriction. Because the faces are WFLW *test* images,
+this model has no clean WFLW benchmark number and must not be compared with published WFLW results."""
+
+
+def _combined_data_section(faces: list, ann_dir: Path) -> str:
+    import json
+
+    from .conventions import GROUPS
+
+    labelled = [f for f in faces if f.extra.get("source") in ("wflw", "300w")]
+    n = {src: sum(f.extra.get("source") == src for f in labelled) for src in ("wflw", "300w")}
+    corr = json.loads((ann_dir / "convention_correction.json").read_text())
+    rows = "\n".join(f"| {g} | {corr['groups'][g]['dx']:+.4f} | {corr['groups'][g]['dy']:+.4f} | "
+                      f"{corr['groups'][g]['point_offset']:.4f} |" for g in (*GROUPS, "all"))
+    return f"""## Training data and terms
+{n['wflw'] + n['300w']} labelled faces, split **by image** with a fixed hash (15 % of images held out; training
+and distillation never see them):
+
+- **WFLW**: {n['wflw']} faces on the WFLW test photos in `shared/data/wflw` (WIDER FACE images); official 98-point
+  annotations reduced to 68 points where available, otherwise the third-party 68-point conversion
+  (`train.prepare.is_validation_image`). Because these are WFLW *test* images, this model has no clean WFLW
+  benchmark number.
+- **300W**: {n['300w']} faces of AFW (all) and HELEN train (870 of 2,000) in `shared/data/300w`, official 68-point
+  `.pts` labels (`train.prepare.is_w300_validation_image`, the path hashed as `300w/<path>`). LFPW, iBUG and the
+  300W test set are not in the data: there is no 300W benchmark figure to claim.
+
+**Convention: 300W's.** The model's 68 points follow 300W's own labels. WFLW-derived points sit elsewhere on the
+jaw, brows, eyelids and lips, so every WFLW-derived label (true or a teacher's) was moved by a per-point
+correction in the face's frame (`train.conventions`): the mean residual of one model on the 300W training
+faces minus its mean residual on the WFLW training faces (the model's own bias cancels), made left/right
+symmetric. Per group, in outer-eye-distance units (x along the eye axis, y down the face; `pt` = mean length
+of the per-point corrections), from `{ann_dir / 'convention_correction.json'}`:
+
+| group | dx | dy | pt |
+|---|---|---|---|
+{rows}
+
+WFLW, WIDER FACE and 300W (AFW, HELEN) are provided by their authors for **non-commercial research**; these
+weights inherit that restriction."""
