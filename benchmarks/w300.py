@@ -1,9 +1,14 @@
 """The bundled models on the 300W held-out faces, and the offset between their 68 points and 300W's own.
 
 Faces: the fixed by-image held-out split of ``shared/data/300w`` (AFW + part of HELEN train;
-:func:`train.prepare.is_w300_validation_image`, 15 % of images, the path hashed as ``300w/<path>``). Neither
-model trained on 300W labels, and the distillation set of the fast default left these photos out. For
-comparison the same figures on the held-out WFLW faces (``data/wflw68_val.jsonl``, 68 points reduced from WFLW).
+:func:`train.prepare.is_w300_validation_image`, 15 % of images, the path hashed as ``300w/<path>``); no model
+trains or distils on them. The same figures on the held-out WFLW faces (``data/wflw68_val.jsonl``, 68 points
+reduced from WFLW), and, when ``data/combined68_val.jsonl`` exists (``python -m train ship``), on those
+faces with their labels moved onto 300W semantics (row ``wflw→300w``: the per-point correction and the pixel
+convention of :mod:`train.combined`, fitted on training faces only). Models trained on 300W semantics should be
+read on ``300w`` and ``wflw→300w``; ``wflw`` measures them against the other convention.
+
+Any ``.onnx`` path is accepted as a model, e.g. the WFLW-stage models ``runs/wflw-stage/*.onnx``.
 
 Per bundled model (loaded by name through the SDK), 68 points, NME normalised by the outer-eye-corner distance
 (points 36 / 45), FR and AUC at 0.1:
@@ -30,7 +35,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -38,7 +42,7 @@ import numpy as np
 
 from star_track.schemes import get_scheme
 from star_track.tracker import Tracker
-from train.conventions import GROUPS, apply_correction, face_frame_offsets, load_correction
+from train.conventions import GROUPS, face_frame_offsets
 
 from .common import (
     DEFAULT_DATA,
@@ -56,9 +60,9 @@ from .common import (
 SCHEME = get_scheme("300w68")
 W300_VAL_ANNOTATIONS = REPO / "data" / "300w68_val.jsonl"
 """Written by ``python -m train prepare 300w ../shared/data/300w --out data --allow-partial``."""
-CORRECTION = REPO / "data" / "convention_correction.json"
-"""The WFLW -> 300W per-point correction fitted on training faces by ``python -m train ship``
-(:mod:`train.combined`); when present, the WFLW held-out faces are also scored against corrected labels."""
+COMBINED_VAL = REPO / "data" / "combined68_val.jsonl"
+"""Both held-out splits on 300W semantics, written by ``python -m train ship`` (:mod:`train.combined`); when
+present, the WFLW held-out faces are also scored against these labels."""
 MODELS = ("default", "star68-accurate")
 
 
@@ -199,9 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     if not a.no_wflw:
         wflw = load_faces(VAL_ANNOTATIONS)
         sets["wflw"] = (wflw, data / "wflw")
-        if CORRECTION.is_file():  # the same faces, labels moved onto 300W semantics
-            corr = load_correction(CORRECTION)
-            sets["wflw→300w"] = ([replace(f, landmarks=apply_correction(f.landmarks, corr)) for f in wflw],
+        if COMBINED_VAL.is_file():  # the same faces, labels moved onto 300W semantics
+            sets["wflw→300w"] = ([f for f in load_faces(COMBINED_VAL) if f.extra.get("source") == "wflw"],
                                  data / "wflw")
     results, by_sha = {}, {}
     for m in a.models:  # a model file bundled under two names is evaluated once

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from star_track.crop import LANDMARK_CROP_SCALE
 from star_track.schemes import COFW_29, W300_68, WFLW_98
 from train.annotations import read_annotations
 from train.prepare import (
@@ -261,3 +262,38 @@ def test_cofw_mat_reader_on_a_fixture(tmp_path):
     assert faces[0].box == (4.0, 5.0, 44.0, 45.0)
     colour = cv2.imread(str(tmp_path / faces[1].image))
     np.testing.assert_array_equal(colour[..., ::-1], images[1, 0])  # written as BGR
+
+
+def test_flip_mirrors_about_the_labels_own_axis(tmp_path):
+    """A source whose labels sit ``c`` px right of the content keeps that offset on flipped crops when the face
+    says so (``extra["mirror_shift"]``); a plain flip would turn it into ``-c``."""
+    pytest.importorskip("torch")
+    from train.annotations import FaceAnnotation
+    from train.augment import AugmentConfig
+    from train.dataset import FaceCropDataset
+
+    rng = np.random.default_rng(0)
+    content = rng.uniform(150, 250, (68, 2))
+    content[30] = (200.0, 210.0)  # the nose tip (its own mirror partner) is a bright blob in the photo
+    yy, xx = np.mgrid[0:400, 0:400]
+    blob = np.exp(-((xx - 200.0) ** 2 + (yy - 210.0) ** 2) / (2 * 3.0**2))
+    img = np.repeat((20 + 230 * blob)[..., None], 3, -1).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "face.png"), img)
+    c = 2.0
+    labels = (content + [c, 0.0]).astype(np.float32)
+    still = AugmentConfig(flip=1.0, shift_sd=0, rotate_sd_deg=0, scale_sd=0, occlusion=0, blur=0, gamma=0,
+                          noise=0, gray=0, jitter=0)
+
+    def label_minus_blob(shift: float) -> float:
+        """Point 30's target minus the blob centre on the flipped crop, in photo pixels."""
+        face = FaceAnnotation("face.png", labels, extra={"mirror_shift": shift})
+        item = FaceCropDataset([face], tmp_path, W300_68, 128, still, with_targets=False)[0]
+        crop = item["image"].numpy()[0].astype(np.float64) - 20
+        w = np.clip(crop, 0, None) ** 2
+        blob_x = float((w * np.arange(128)[None, :]).sum() / w.sum())
+        target_x = (float(item["landmarks"][30, 0]) + 1) * 64 - 0.5
+        k = 128 / (np.ptp(labels, axis=0).max() * LANDMARK_CROP_SCALE)  # crop pixels per photo pixel
+        return (target_x - blob_x) / k
+
+    assert label_minus_blob(0.0) == pytest.approx(-c, abs=0.3)  # a plain flip inverts the label offset
+    assert label_minus_blob(c) == pytest.approx(c, abs=0.3)  # mirrored about the labels' own axis: kept

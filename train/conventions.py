@@ -95,7 +95,3 @@ def save_correction(correction: np.ndarray, path: str | Path, **info) -> Path:
     path.write_text(json.dumps({"correction": np.round(correction, 6).tolist(),
                                 "groups": group_summary(correction), **info}, indent=1))
     return path
-
-
-def load_correction(path: str | Path) -> np.ndarray:
-    return np.asarray(json.loads(Path(path).read_text())["correction"], np.float64)

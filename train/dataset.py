@@ -78,7 +78,10 @@ class FaceCropDataset(Dataset):
             if g.flip:
                 patch = patch[:, ::-1]
                 pts = pts.copy()
-                pts[:, 0] = patch.shape[1] - 1 - pts[:, 0]
+                # Mirror about the labels' own axis: ``extra["mirror_shift"]`` (image pixels) is how far right of
+                # the pixel-centre mirror image the source's labels sit (train.conventions.mirror_shift_px).
+                shift = float(face.extra.get("mirror_shift", 0.0)) * float(np.hypot(*to_patch[:, 0]))
+                pts[:, 0] = patch.shape[1] - 1 - pts[:, 0] + 2 * shift
                 pts = pts[self.flip_perm]
                 crop = crop_from_landmarks(pts, self.size, self.crop_scale)
             cx, cy = crop.center
