@@ -1,5 +1,6 @@
 """train.conventions: the WFLW -> 300W per-point correction, on synthetic faces with a known convention shift."""
 import numpy as np
+import pytest
 
 from train.conventions import (
     GROUPS,
@@ -69,3 +70,20 @@ def test_fit_recovers_the_convention_shift_and_cancels_the_models_own_bias():
     err = np.abs(face_frame_offsets(moved, wflw + from_face_frame(shift, wflw))).max()
     assert err < 0.005
     assert apply_correction(wflw[0], corr).shape == (68, 2)
+
+
+def test_teacher_labels_adopt_the_mirror_convention_in_face_units(tmp_path):
+    import json
+
+    from train.annotations import FaceAnnotation
+    from train.combined import adopt_mirror_convention
+
+    (tmp_path / "c.json").write_text(json.dumps({"mirror_shift_iod": {"300w": 0.01, "wflw": 0.002, "teacher": 0}}))
+    faces = [FaceAnnotation(f"{i}.jpg", pts.astype(np.float32), extra={"source": "video_frames"})
+             for i, pts in enumerate(_faces(3, 5))]
+    moved = adopt_mirror_convention(faces, tmp_path / "c.json")
+    for f, m in zip(faces, moved):
+        iod = SCHEME.inter_ocular(f.landmarks.astype(np.float64))
+        np.testing.assert_allclose(m.landmarks - f.landmarks, np.tile([0.01 * iod, 0.0], (68, 1)), atol=1e-3)
+        assert m.extra["mirror_shift"] == pytest.approx(0.01 * iod, abs=1e-3)
+        assert m.extra["source"] == "video_frames" and m.image == f.image

@@ -9,12 +9,12 @@
 - ``combined68_val.jsonl``: both held-out splits, WFLW's labels corrected the same way (the correction was fitted
   on training faces only); each face tagged with ``extra["source"]``;
 - ``convention_correction.json``: the (68, 2) correction and its per-group summary, and each source's
-  horizontal pixel convention (:func:`mirror_shift_px`).
+  horizontal mirror convention (:func:`mirror_shift`).
 
-Every label is also moved to 300W's *pixel* convention: 300W's labels sit about a pixel right of where a
-mirror-consistent labelling would put them (measured, not assumed), so a model trained with plain flips
-predicts every 300W point ~0.01 inter-ocular to the left. Labels are shifted to 300W's offset and each face
-carries ``extra["mirror_shift"]``, which :class:`train.dataset.FaceCropDataset` mirrors about.
+Every label is also moved to 300W's *mirror* convention: 300W's labels sit ~0.01 inter-ocular right of where a
+mirror-consistent labelling would put them (measured, not assumed: :func:`mirror_shift`), so a model trained
+with plain flips predicts every 300W point that much to the left. Labels are shifted to 300W's offset and each
+face carries ``extra["mirror_shift"]`` (pixels), which :class:`train.dataset.FaceCropDataset` mirrors about.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .annotations import FaceAnnotation, read_annotations, write_annotations
-from .conventions import apply_correction, fit_correction, save_correction
+from .conventions import SCHEME, apply_correction, fit_correction, save_correction
 
 
 def gt_framed_predictions(model: str | Path, faces: list[FaceAnnotation], root: Path) -> np.ndarray:
@@ -47,13 +47,15 @@ def gt_framed_predictions(model: str | Path, faces: list[FaceAnnotation], root: 
     return np.concatenate(out).astype(np.float64)
 
 
-def mirror_shift_px(model: str | Path, faces: list[FaceAnnotation], root: Path) -> float:
-    """How far right (image pixels, mean over ``faces``) a source's labels sit of the mirror-consistent position.
+def mirror_shift(model: str | Path, faces: list[FaceAnnotation], root: Path) -> float:
+    """How far right (inter-ocular units, mean over ``faces``) a source's labels sit of the mirror-consistent
+    position.
 
     A model trained with flip augmentation cannot learn a horizontal offset ``c`` of the labels: on a photo its
     prediction minus the label is ``d - c`` (``d``: whatever bias the model has), on the mirrored photo with the
     labels mirrored about ``x -> W - 1 - x`` it is ``d + c``. Half the difference is ``c``. (Vertically there is
-    no flip, so a model learns the labels' vertical convention as it is.)
+    no flip, so a model learns the labels' vertical convention as it is.) Measured relative to the face's size,
+    which is what a network can learn from a crop (it cannot see how large the face was in its photo).
     """
     import tempfile
 
@@ -61,7 +63,7 @@ def mirror_shift_px(model: str | Path, faces: list[FaceAnnotation], root: Path) 
 
     from star_track.schemes import get_scheme
 
-    perm = get_scheme("300w68").flip_permutation()
+    scheme = get_scheme("300w68")
     plain = gt_framed_predictions(model, faces, root)
     mirrored = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,23 +75,27 @@ def mirror_shift_px(model: str | Path, faces: list[FaceAnnotation], root: Path) 
             cv2.imwrite(str(path), np.ascontiguousarray(img[:, ::-1]))
             pts = f.landmarks.copy()
             pts[:, 0] = img.shape[1] - 1 - pts[:, 0]
-            mirrored.append(FaceAnnotation(str(path), pts[perm]))
+            mirrored.append(FaceAnnotation(str(path), pts[scheme.flip_permutation()]))
         flipped = gt_framed_predictions(model, mirrored, Path("/"))
     gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
     gt_m = np.stack([f.landmarks for f in mirrored]).astype(np.float64)
-    return float((((flipped - gt_m)[..., 0] - (plain - gt)[..., 0]).mean()) / 2)
+    c_px = ((flipped - gt_m)[..., 0] - (plain - gt)[..., 0]).mean(1) / 2
+    return float((c_px / scheme.inter_ocular(gt)).mean())
 
 
 def _relabelled(faces: list[FaceAnnotation], correction: np.ndarray | None, dx: float, mirror_shift: float,
                 source: str | None, image_prefix: str = "") -> list[FaceAnnotation]:
     """Faces moved onto the 300W convention: the per-point ``correction`` (None for 300W's own labels), then
-    ``dx`` image pixels to the right (the pixel convention); tagged with the source and the labels' mirror
-    shift."""
+    ``dx`` inter-ocular distances to the right (the mirror convention); tagged with the source and the labels'
+    mirror shift in image pixels (``mirror_shift`` inter-ocular distances of this face)."""
+    scheme_iod = SCHEME.inter_ocular
     out = []
     for f in faces:
         pts = f.landmarks if correction is None else apply_correction(f.landmarks, correction)
-        pts = (pts + np.array([dx, 0.0])).astype(np.float32)
-        extra = {**f.extra, "source": source or f.extra.get("source", ""), "mirror_shift": round(mirror_shift, 4)}
+        iod = float(scheme_iod(np.asarray(pts, np.float64)))
+        pts = (pts + np.array([dx * iod, 0.0])).astype(np.float32)
+        extra = {**f.extra, "source": source or f.extra.get("source", ""),
+                 "mirror_shift": round(mirror_shift * iod, 4)}
         if correction is not None:
             extra["labels"] = "wflw68 corrected to 300W"
         out.append(FaceAnnotation(image_prefix + f.image, pts, f.box, f.attributes, f.split, extra))
@@ -108,16 +114,16 @@ def build_combined_set(teacher: Path, data_root: Path, ann_dir: Path, unlabeled:
     pred_300w = gt_framed_predictions(teacher, w300_train, data_root / "300w")
     gt = lambda faces: np.stack([f.landmarks for f in faces]).astype(np.float64)  # noqa: E731
     correction = fit_correction(pred_300w, gt(w300_train), pred_wflw, gt(wflw_train))
-    # The pixel convention: 300W's labels sit ~1 px right of the mirror-consistent position, WFLW's less; the
-    # flip-averaged teacher labels not at all. Every label is moved to 300W's, and flips mirror about it.
-    shift = {"300w": mirror_shift_px(teacher, w300_train, data_root / "300w"),
-             "wflw": mirror_shift_px(teacher, wflw_train, data_root / "wflw"), "teacher": 0.0}
+    # The mirror convention: 300W's labels sit ~0.01 IOD right of the mirror-consistent position, WFLW's less;
+    # the flip-averaged teacher labels not at all. Every label is moved to 300W's, and flips mirror about it.
+    shift = {"300w": mirror_shift(teacher, w300_train, data_root / "300w"),
+             "wflw": mirror_shift(teacher, wflw_train, data_root / "wflw"), "teacher": 0.0}
     target = shift["300w"]
     paths = {"correction": save_correction(
         correction, ann_dir / "convention_correction.json", teacher=Path(teacher).name,
         fitted_on={"wflw68_train": len(wflw_train), "300w68_train": len(w300_train)},
         units="face frame: x along the outer-eye axis 36->45, y down the face, outer-eye distance = 1",
-        mirror_shift_px=shift)}
+        mirror_shift_iod=shift)}
     w300 = str(Path("..") / "300w") + "/"
     train = (_relabelled(wflw_train, correction, target - shift["wflw"], target, "wflw")
              + _relabelled(w300_train, None, 0.0, target, "300w", w300)
@@ -129,10 +135,10 @@ def build_combined_set(teacher: Path, data_root: Path, ann_dir: Path, unlabeled:
     return paths
 
 
-def adopt_pixel_convention(faces: list[FaceAnnotation], correction_file: Path) -> list[FaceAnnotation]:
-    """Teacher labels (flip-averaged, so mirror-consistent) -> the pixel convention of
+def adopt_mirror_convention(faces: list[FaceAnnotation], correction_file: Path) -> list[FaceAnnotation]:
+    """Teacher labels (flip-averaged, so mirror-consistent) -> the mirror convention of
     :func:`build_combined_set`'s files (300W's mirror shift), for faces labelled later (distillation)."""
     import json
 
-    target = json.loads(Path(correction_file).read_text())["mirror_shift_px"]["300w"]
+    target = json.loads(Path(correction_file).read_text())["mirror_shift_iod"]["300w"]
     return _relabelled(faces, None, target, target, None)

@@ -75,7 +75,7 @@ PRESETS: dict[str, TrainConfig] = {
     # (``init_weights``, set by ``train.ship``) on WFLW (corrected) + 300W AFW/HELEN + corrected teacher labels.
     "combined68x2-dev": TrainConfig(
         NetworkConfig("300w68", num_stacks=2, channels=128, depth=3, input_size=128),
-        "data/combined68_train.jsonl", "data/combined68_val.jsonl", epochs=24, batch_size=32, lr=5e-4,
+        "data/combined68_train.jsonl", "data/combined68_val.jsonl", epochs=20, batch_size=32, lr=5e-4,
         milestones=(0.6, 0.85), workers=1, eval_every=3),
     # The fast CPU model (issue "Fast STAR"): one stack x 64 channels of inverted-residual blocks, ~1/8 of the
     # 2-stack model's MACs. Trained from scratch by distillation (``train.distill``): the labelled faces plus

@@ -79,7 +79,7 @@ class FaceCropDataset(Dataset):
                 patch = patch[:, ::-1]
                 pts = pts.copy()
                 # Mirror about the labels' own axis: ``extra["mirror_shift"]`` (image pixels) is how far right of
-                # the pixel-centre mirror image the source's labels sit (train.conventions.mirror_shift_px).
+                # the mirror-consistent position the source's labels sit (train.combined.mirror_shift).
                 shift = float(face.extra.get("mirror_shift", 0.0)) * float(np.hypot(*to_patch[:, 0]))
                 pts[:, 0] = patch.shape[1] - 1 - pts[:, 0] + 2 * shift
                 pts = pts[self.flip_perm]

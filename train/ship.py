@@ -200,7 +200,7 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
     """Stage 2b: the WFLW-stage fast model ``fast_wflw`` fine-tuned by distillation from the 300W-stage
     ``teacher`` -> ``out_dir/star68-fast.onnx`` + ``.md``."""
     from .annotations import write_annotations
-    from .combined import adopt_pixel_convention
+    from .combined import adopt_mirror_convention
     from .distill import build_distillation_set
     from .onnx_weights import checkpoint_from_onnx
     from .trainer import train
@@ -221,9 +221,9 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
             counts = build_distillation_set(teacher, data_root, labelled, distill_path,
                                             sources=("wflw_unlabeled", "video_frames"))
             print(f"distillation set: {counts}")
-            faces = read_annotations(distill_path)  # teacher labels -> the combined files' pixel convention
+            faces = read_annotations(distill_path)  # teacher labels -> the combined files' mirror convention
             write_annotations(faces[:len(labelled)]
-                              + adopt_pixel_convention(faces[len(labelled):], ann_dir / "convention_correction.json"),
+                              + adopt_mirror_convention(faces[len(labelled):], ann_dir / "convention_correction.json"),
                               distill_path)
         if not init.is_file():
             checkpoint_from_onnx(fast_wflw, _crops(ann_dir / "wflw68_train.jsonl", wflw, cfg), init)
@@ -238,7 +238,7 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
             + _split_figures(teacher_res) + f") for {cfg.epochs} epochs at Adam lr {cfg.lr} (steps at "
             f"{', '.join(str(m) for m in cfg.milestones)} of the schedule) on {_sources(faces)}: true labels "
             "where they exist (WFLW corrected to 300W semantics, 300W's own), elsewhere the teacher's "
-            "flip-averaged landmarks (`train.distill`), all in 300W's pixel convention (`train.combined`).")
+            "flip-averaged landmarks (`train.distill`), all in 300W's mirror convention (`train.combined`).")
     return _export_with_card(run_dir, cfg, FAST_NAME, out_dir / f"{FAST_NAME}.onnx", val_set, calibrations,
                              calib_stats, preset, note, _combined_data_section(labelled, ann_dir), splits=splits,
                              terms=COMBINED_TERMS)
@@ -494,7 +494,7 @@ def _combined_data_section(faces: list, ann_dir: Path) -> str:
     labelled = [f for f in faces if f.extra.get("source") in ("wflw", "300w")]
     n = {src: sum(f.extra.get("source") == src for f in labelled) for src in ("wflw", "300w")}
     corr = json.loads((ann_dir / "convention_correction.json").read_text())
-    shift = corr["mirror_shift_px"]
+    shift = corr["mirror_shift_iod"]
     rows = "\n".join(f"| {g} | {corr['groups'][g]['dx']:+.4f} | {corr['groups'][g]['dy']:+.4f} | "
                       f"{corr['groups'][g]['point_offset']:.4f} |" for g in (*GROUPS, "all"))
     return f"""## Training data and terms
@@ -520,12 +520,13 @@ of the per-point corrections), from `{ann_dir / 'convention_correction.json'}`:
 |---|---|---|---|
 {rows}
 
-**Pixel convention: 300W's too.** A model trained with flips predicts where a mirror-consistent labelling would
-put a point. 300W's labels sit {shift['300w']:.2f} px right of that, WFLW's {shift['wflw']:.2f} px (measured with
-the WFLW-stage model on each source's training faces and their mirror images: `train.combined.mirror_shift_px`),
-which would leave every 300W point ~0.01 inter-ocular to the left. So every label was moved to 300W's offset and
-flips mirror about it (`extra["mirror_shift"]`, `train.dataset`). (`--flip-test` averages a crop with its mirror
-image, which undoes this shift: its points sit about {shift['300w']:.1f} px left of the plain output's.)
+**Mirror convention: 300W's too.** A model trained with flips predicts where a mirror-consistent labelling
+would put a point. 300W's labels sit {shift['300w']:.4f} inter-ocular distances right of that, WFLW's
+{shift['wflw']:.4f} (measured with the WFLW-stage model on each source's training faces and their mirror images:
+`train.combined.mirror_shift`); trained with plain flips, the model would put every 300W point that much to the
+left. So every label was moved to 300W's offset and flips mirror about it (`extra["mirror_shift"]`,
+`train.dataset`). `--flip-test` averages a crop with its mirror image, which undoes this shift: its points sit
+{shift['300w']:.3f} inter-ocular distances left of the plain output's.
 
 WFLW, WIDER FACE and 300W (AFW, HELEN) are provided by their authors for **non-commercial research**; these
 weights inherit that restriction."""
