@@ -32,7 +32,7 @@ from star_track.schemes import get_scheme
 from star_track.tracker import Tracker
 from train.calibrate import box_to_crop
 
-from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, DlibPipeline,
+from .common import (COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, DlibPipeline,
                      load_faces, markdown_table, match_to_gt, model_info, model_label, print_table,
                      write_json)
 
@@ -67,8 +67,10 @@ def ours_from_box(tracker: Tracker, image: np.ndarray, box: np.ndarray) -> np.nd
 
 
 def run(model: str | None, data: Path, limit: int | None = None, detector: str = "full",
-        min_confidence: float = 0.5, flip_test: bool = False) -> dict:
+        min_confidence: float = 0.5, flip_test: bool = False, labels: str = "300w") -> dict:
     faces = load_faces(VAL_ANNOTATIONS)
+    if labels == "300w":  # the same faces, labels on 300W semantics (the bundled models' and dlib's convention)
+        faces = [f for f in load_faces(COMBINED_VAL) if f.extra.get("source") == "wflw"]
     train_faces = load_faces(TRAIN_ANNOTATIONS)
     if limit:
         faces = faces[:limit]
@@ -178,18 +180,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--flip-test", action="store_true", help="our pipeline with Tracker(flip_test=True)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for accuracy.json")
     p.add_argument("--docs", type=Path, default=DOCS_DIR, help="folder for the CED plot")
+    p.add_argument("--labels", choices=("300w", "wflw"), default="300w",
+                   help="300w: the WFLW labels moved onto 300W semantics (data/combined68_val.jsonl, written by "
+                        "`python -m train ship`; the convention of the bundled models and of dlib); wflw: the "
+                        "68 points derived from WFLW's 98")
     a = p.parse_args(argv)
+    if a.labels == "300w" and not COMBINED_VAL.is_file():
+        raise SystemExit(f"{COMBINED_VAL} not found: run `python -m train ship --skip-training` or pass --labels wflw")
     from train.metrics import plot_ced
 
     t0 = time.perf_counter()
-    res = run(a.model, a.data or DEFAULT_DATA, a.limit, a.detector, a.min_confidence, a.flip_test)
+    res = run(a.model, a.data or DEFAULT_DATA, a.limit, a.detector, a.min_confidence, a.flip_test, a.labels)
     rows = summarise(res)
     cols = ["pipeline", "found / faces", "NME % (found)", "FR@0.1 % (misses = failures)", "AUC@0.1",
             "faces returned", "ms / image"]
     table = [[r["pipeline"], f"{r['found']} / {r['faces']}", f"{100 * r['nme']:.2f}", f"{100 * r['fr@0.1']:.1f}",
               f"{r['auc@0.1']:.3f}", r["returned"] if r["returned"] is not None else "-",
               f"{r['ms_per_image']:.1f}"] for r in rows]
-    title = (f"68-point accuracy on {len(res['faces'])} held-out WFLW faces ({res['images']} photos), "
+    title = (f"68-point accuracy on {len(res['faces'])} held-out WFLW faces ({res['images']} photos, labels: "
+             f"{'300W semantics' if a.labels == '300w' else 'WFLW-derived'}), "
              f"model {model_label(a.model)} on {res['engine']}, our detector '{a.detector}'")
     print_table(title, cols, table)
     print("NME over found faces only; FR/AUC count missed faces as failures. faces returned: all faces the "
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     path = write_json("accuracy", {
         "command": " ".join(["python -m benchmarks.accuracy", *(argv if argv is not None else sys.argv[1:])]),
         "model": model_label(a.model), "model_info": model_info(a.model), "engine": res["engine"],
-        "detector": a.detector,
+        "detector": a.detector, "labels": a.labels,
         "min_confidence": a.min_confidence, "faces": len(res["faces"]), "images": res["images"],
         "calibration": res["calibration"], "seconds": time.perf_counter() - t0,
         "rows": [{k: v for k, v in r.items() if k != "nme_per_face"} for r in rows],

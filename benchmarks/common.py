@@ -21,6 +21,8 @@ DOCS_DIR = REPO / "docs"
 DEFAULT_DATA = Path(os.environ.get("STAR_TRACK_DATA", REPO.parent / "shared" / "data"))
 """The shared data folder (holds ``wflw/`` and ``videos/``); override with ``$STAR_TRACK_DATA`` or ``--data``."""
 VAL_ANNOTATIONS = REPO / "data" / "wflw68_val.jsonl"
+COMBINED_VAL = REPO / "data" / "combined68_val.jsonl"
+"""Both held-out splits on 300W semantics (WFLW's labels moved by :mod:`train.combined`), from ``train ship``."""
 """The held-out split (written by ``python -m train prepare``), never seen in training."""
 TRAIN_ANNOTATIONS = REPO / "data" / "wflw68_train.jsonl"
 """The training split: used only to fit box conventions, never for a reported figure."""

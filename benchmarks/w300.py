@@ -45,6 +45,7 @@ from star_track.tracker import Tracker
 from train.conventions import GROUPS, face_frame_offsets
 
 from .common import (
+    COMBINED_VAL,
     DEFAULT_DATA,
     REPO,
     RESULTS_DIR,
@@ -60,9 +61,6 @@ from .common import (
 SCHEME = get_scheme("300w68")
 W300_VAL_ANNOTATIONS = REPO / "data" / "300w68_val.jsonl"
 """Written by ``python -m train prepare 300w ../shared/data/300w --out data --allow-partial``."""
-COMBINED_VAL = REPO / "data" / "combined68_val.jsonl"
-"""Both held-out splits on 300W semantics, written by ``python -m train ship`` (:mod:`train.combined`); when
-present, the WFLW held-out faces are also scored against these labels."""
 MODELS = ("default", "star68-accurate")
 
 

@@ -17,7 +17,7 @@
 
 Which of the two ``"default"`` means is :data:`star_track.model_registry.DEFAULT_BUNDLED`.
 
-One command regenerates everything (about 4 hours on 2 CPU cores)::
+One command regenerates everything (about 3 hours on 2 CPU cores; the 300W stage alone ~1 hour)::
 
     python -m train ship --data ../shared/data
 
@@ -183,12 +183,12 @@ def ship_combined(data_root: Path, wflw_model: Path, run_dir: Path | None = None
     val_set = _val_set(paths["val"], wflw, cfg)
     splits = _splits(ann_dir, wflw, cfg)
     before = {name: _heldout_onnx(wflw_model, ds) for name, ds in splits.items()}
-    note = (f"\n\nThen the **300W stage**: that model (`{wflw_model}`; held-out NME "
-            + _split_figures(before) + ") was fine-tuned from its exported weights (`train.onnx_weights`) for "
-            f"{cfg.epochs} epochs at Adam lr {cfg.lr} (steps at {', '.join(str(m) for m in cfg.milestones)} of the "
-            f"schedule) on {_sources(faces)}: the WFLW labels and the WFLW-trained model's labels moved onto "
-            "300W semantics by the per-point correction of `train.conventions` (fitted on training faces only; "
-            "per group below), the 300W faces with their own labels.")
+    note = (" This is the **300W stage** (`train/ship.py`): the start is the WFLW-stage model "
+            f"`{wflw_model}` (the same network trained on the WFLW training faces for 80 epochs, then self-trained "
+            "for 40 on its own labels of the unlabeled WFLW photos; held-out NME " + _split_figures(before)
+            + "), rebuilt from its exported weights (`train.onnx_weights`) and fine-tuned on "
+            f"{_sources(faces)}: the 300W faces with their own labels, the WFLW labels and the WFLW-stage model's "
+            "labels moved onto 300W's conventions (below).")
     return _export_with_card(run_dir, cfg, ACCURATE_NAME, out_dir / f"{ACCURATE_NAME}.onnx", val_set,
                              calibrations, calib_stats, preset, note, _combined_data_section(faces, ann_dir),
                              splits=splits, terms=COMBINED_TERMS)
@@ -233,12 +233,13 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
     val_set = _val_set(Path(cfg.val_annotations), wflw, cfg)
     splits = _splits(ann_dir, wflw, cfg)
     teacher_res = {name: _heldout_onnx(teacher, ds) for name, ds in splits.items()}
-    note = (f"\n\nThen the **300W stage**: that model (`{fast_wflw}`) was fine-tuned from its exported weights "
-            f"(`train.onnx_weights`) by **distillation** from `{teacher.stem}` (held-out NME "
-            + _split_figures(teacher_res) + f") for {cfg.epochs} epochs at Adam lr {cfg.lr} (steps at "
-            f"{', '.join(str(m) for m in cfg.milestones)} of the schedule) on {_sources(faces)}: true labels "
-            "where they exist (WFLW corrected to 300W semantics, 300W's own), elsewhere the teacher's "
-            "flip-averaged landmarks (`train.distill`), all in 300W's mirror convention (`train.combined`).")
+    note = (" This is the **300W stage** (`train/ship.py`): the start is the WFLW-stage fast model "
+            f"`{fast_wflw}` (distilled from scratch in two cycles, 36 + 40 epochs, from the WFLW-stage 2-stack model "
+            "on every photo and clip frame), rebuilt from its exported weights (`train.onnx_weights`) and "
+            f"fine-tuned by **distillation** from `{teacher.stem}` (held-out NME " + _split_figures(teacher_res)
+            + f") on {_sources(faces)}: true labels where they exist (WFLW's moved onto 300W's conventions, "
+            "300W's own), elsewhere the teacher's flip-averaged landmarks (`train.distill`), moved to 300W's "
+            "mirror convention (`train.combined`).")
     return _export_with_card(run_dir, cfg, FAST_NAME, out_dir / f"{FAST_NAME}.onnx", val_set, calibrations,
                              calib_stats, preset, note, _combined_data_section(labelled, ann_dir), splits=splits,
                              terms=COMBINED_TERMS)
@@ -468,7 +469,7 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
 ## Training
 `python -m train ship --data ../shared/data` (preset `{preset}`: {cfg.epochs} epochs, batch {cfg.batch_size},
 Adam lr {cfg.lr}, steps at {', '.join(str(m) for m in cfg.milestones)} of the schedule, STAR loss {cfg.star_version}
-+ AWing on point and edge maps, EMA, the spec's augmentation with flips).{note} CPU only.
++ AWing on point and edge maps, EMA, the spec's augmentation with flips; CPU only).{note}
 
 ## Limitations
 Small training set: expect larger errors on extreme poses, heavy occlusion and faces unlike the training
