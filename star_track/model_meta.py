@@ -35,6 +35,10 @@ class ModelMeta:
     """(dx, dy, k) for :func:`star_track.crop.crop_from_box`: the default for detectors not listed below."""
     box_calibrations: dict = field(default_factory=dict)
     """Per bundled detector name (``"short"``, ``"full"``): its own (dx, dy, k), fitted on labelled faces."""
+    mirror_shift: float = 0.0
+    """How far right of the mirror-consistent position the model's points sit, in outer-eye distances: the
+    labelling convention it learned (300W's labels: ~0.01). Flip averaging keeps it
+    (:class:`star_track.engines.flip_average.FlipAveragedEngine`)."""
     uncertainty: dict = field(default_factory=dict)
     """Calibration of the STAR covariance into the real error covariance (:mod:`star_track.uncertainty`),
     fitted on held-out faces by ``python -m train calibrate-uncertainty``; empty = uncalibrated."""

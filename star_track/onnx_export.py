@@ -6,7 +6,7 @@ so only that command and ``python -m export`` import this module.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +99,21 @@ def verify_onnx(onnx_path: str | Path, net: StarNet, crops: np.ndarray | None = 
     return Parity(landmarks=diff("landmarks"), covariance=diff("covariance"),
                   heatmaps=diff(HEATMAP_TENSOR) if HEATMAP_TENSOR in got else None,
                   batch=len(images), tolerance=tolerance)
+
+
+def rewrite_meta(onnx_path: str | Path, **changes) -> ModelMeta:
+    """Replace fields of an exported model's :class:`ModelMeta` (in place, through a temporary file); returns the
+    new metadata."""
+    import onnx
+
+    path = Path(onnx_path)
+    model = onnx.load(str(path))
+    entries = [p for p in model.metadata_props if p.key == METADATA_KEY]
+    if not entries:
+        raise ValueError(f"{path} has no '{METADATA_KEY}' metadata")
+    meta = replace(ModelMeta.from_json(entries[0].value), **changes)
+    entries[0].value = meta.to_json()
+    tmp = path.with_name(f".{path.name}.partial")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return meta

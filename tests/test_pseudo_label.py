@@ -72,6 +72,25 @@ def test_flip_average_cancels_a_left_right_bias():
     np.testing.assert_allclose(FlipAveragedEngine(biased).infer(crops)[0], truth, atol=1e-6)
 
 
+def test_flip_average_keeps_the_mirror_shift_the_model_learned():
+    # A model trained on labels that sit ``s`` outer-eye distances right of the mirror-consistent position puts
+    # every point there on any crop, mirrored or not; with meta.mirror_shift = s averaging keeps its output.
+    from dataclasses import replace
+
+    offsets = _mirror_symmetric_offsets(np.random.default_rng(2))
+    crops = _dot_crops()
+    plain_engine = DotEngine(offsets)
+    iod = float(np.linalg.norm(offsets[36] - offsets[45]))
+    s = 0.01
+    shifted = DotEngine(offsets + np.array([s * iod, 0.0], np.float32))
+    shifted.meta = replace(shifted.meta, mirror_shift=s)
+    plain, _ = shifted.infer(crops)
+    np.testing.assert_allclose(FlipAveragedEngine(shifted).infer(crops)[0], plain, atol=1e-6)
+    # without the metadata the shift is averaged away (the mirror-consistent points)
+    no_meta = DotEngine(offsets + np.array([s * iod, 0.0], np.float32))
+    np.testing.assert_allclose(FlipAveragedEngine(no_meta).infer(crops)[0], plain_engine.infer(crops)[0], atol=1e-6)
+
+
 def test_pseudo_labels_on_a_real_photo_sit_on_the_face(tmp_path, face_photo):
     img, gt, _ = face_photo
     photos = tmp_path / "unlabeled" / "event"

@@ -115,9 +115,10 @@ def build_combined_set(teacher: Path, data_root: Path, ann_dir: Path, unlabeled:
     gt = lambda faces: np.stack([f.landmarks for f in faces]).astype(np.float64)  # noqa: E731
     correction = fit_correction(pred_300w, gt(w300_train), pred_wflw, gt(wflw_train))
     # The mirror convention: 300W's labels sit ~0.01 IOD right of the mirror-consistent position, WFLW's less;
-    # the flip-averaged teacher labels not at all. Every label is moved to 300W's, and flips mirror about it.
+    # the flip-averaged teacher labels where its metadata says (0 for a model trained on WFLW-derived points).
+    # Every label is moved to 300W's, and flips mirror about it.
     shift = {"300w": mirror_shift(teacher, w300_train, data_root / "300w"),
-             "wflw": mirror_shift(teacher, wflw_train, data_root / "wflw"), "teacher": 0.0}
+             "wflw": mirror_shift(teacher, wflw_train, data_root / "wflw"), "teacher": model_shift(teacher)}
     target = shift["300w"]
     paths = {"correction": save_correction(
         correction, ann_dir / "convention_correction.json", teacher=Path(teacher).name,
@@ -135,10 +136,19 @@ def build_combined_set(teacher: Path, data_root: Path, ann_dir: Path, unlabeled:
     return paths
 
 
-def adopt_mirror_convention(faces: list[FaceAnnotation], correction_file: Path) -> list[FaceAnnotation]:
-    """Teacher labels (flip-averaged, so mirror-consistent) -> the mirror convention of
-    :func:`build_combined_set`'s files (300W's mirror shift), for faces labelled later (distillation)."""
+def adopt_mirror_convention(faces: list[FaceAnnotation], correction_file: Path,
+                            teacher_shift: float = 0.0) -> list[FaceAnnotation]:
+    """Flip-averaged teacher labels, in the teacher's own mirror convention (``teacher_shift``: its
+    ``ModelMeta.mirror_shift``, see :func:`model_shift`) -> the mirror convention of
+    :func:`build_combined_set`'s files (300W's), for faces labelled later (distillation)."""
     import json
 
     target = json.loads(Path(correction_file).read_text())["mirror_shift_iod"]["300w"]
-    return _relabelled(faces, None, target, target, None)
+    return _relabelled(faces, None, target - teacher_shift, target, None)
+
+
+def model_shift(model: str | Path) -> float:
+    """The mirror shift an exported model declares (``ModelMeta.mirror_shift``; 0 for older models)."""
+    from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    return float(OnnxRuntimeEngine(model).meta.mirror_shift)

@@ -191,7 +191,7 @@ def ship_combined(data_root: Path, wflw_model: Path, run_dir: Path | None = None
             "labels moved onto 300W's conventions (below).")
     return _export_with_card(run_dir, cfg, ACCURATE_NAME, out_dir / f"{ACCURATE_NAME}.onnx", val_set,
                              calibrations, calib_stats, preset, note, _combined_data_section(faces, ann_dir),
-                             splits=splits, terms=COMBINED_TERMS)
+                             splits=splits, terms=COMBINED_TERMS, mirror_shift=_target_shift(ann_dir))
 
 
 def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir: Path | None = None,
@@ -200,7 +200,7 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
     """Stage 2b: the WFLW-stage fast model ``fast_wflw`` fine-tuned by distillation from the 300W-stage
     ``teacher`` -> ``out_dir/star68-fast.onnx`` + ``.md``."""
     from .annotations import write_annotations
-    from .combined import adopt_mirror_convention
+    from .combined import adopt_mirror_convention, model_shift
     from .distill import build_distillation_set
     from .onnx_weights import checkpoint_from_onnx
     from .trainer import train
@@ -223,7 +223,8 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
             print(f"distillation set: {counts}")
             faces = read_annotations(distill_path)  # teacher labels -> the combined files' mirror convention
             write_annotations(faces[:len(labelled)]
-                              + adopt_mirror_convention(faces[len(labelled):], ann_dir / "convention_correction.json"),
+                              + adopt_mirror_convention(faces[len(labelled):], ann_dir / "convention_correction.json",
+                                                        model_shift(teacher)),
                               distill_path)
         if not init.is_file():
             checkpoint_from_onnx(fast_wflw, _crops(ann_dir / "wflw68_train.jsonl", wflw, cfg), init)
@@ -242,7 +243,14 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
             "mirror convention (`train.combined`).")
     return _export_with_card(run_dir, cfg, FAST_NAME, out_dir / f"{FAST_NAME}.onnx", val_set, calibrations,
                              calib_stats, preset, note, _combined_data_section(labelled, ann_dir), splits=splits,
-                             terms=COMBINED_TERMS)
+                             terms=COMBINED_TERMS, mirror_shift=_target_shift(ann_dir))
+
+
+def _target_shift(ann_dir: Path) -> float:
+    """300W's mirror shift (the convention the 300W-stage models learn), stored in their metadata."""
+    import json
+
+    return float(json.loads((ann_dir / "convention_correction.json").read_text())["mirror_shift_iod"]["300w"])
 
 
 def _read_training_set(path: Path) -> list:
@@ -287,7 +295,7 @@ def _crops(annotations: Path, root: Path, cfg, count: int = 96) -> np.ndarray:
 
 def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, calibrations: dict,
                       calib_stats: dict, preset: str, note: str, data_section: str, splits: dict | None = None,
-                      terms: str = WFLW_TERMS) -> Path:
+                      terms: str = WFLW_TERMS, mirror_shift: float = 0.0) -> Path:
     """Export ``run_dir/last.pt`` to ``onnx_path``, verify it against PyTorch, write its card beside it.
     ``val_set``: the held-out faces stored in the metadata and used for the covariance calibration; ``splits``:
     held-out sets reported separately on the card."""
@@ -302,7 +310,8 @@ def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, c
     last_epoch = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)["epoch"]
     val = _heldout(net, val_set)
     split_results = {k: _heldout(net, ds) for k, ds in (splits or {}).items()}
-    meta = _meta(cfg, calibrations, val, last_epoch, name, terms, split_results)
+    meta = replace(_meta(cfg, calibrations, val, last_epoch, name, terms, split_results),
+                   mirror_shift=round(mirror_shift, 5))
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(net, meta, onnx_path)
     crops = np.stack([val_set[i]["image"].numpy().transpose(1, 2, 0) for i in range(8)]).astype(np.uint8)
@@ -526,8 +535,8 @@ would put a point. 300W's labels sit {shift['300w']:.4f} inter-ocular distances 
 {shift['wflw']:.4f} (measured with the WFLW-stage model on each source's training faces and their mirror images:
 `train.combined.mirror_shift`); trained with plain flips, the model would put every 300W point that much to the
 left. So every label was moved to 300W's offset and flips mirror about it (`extra["mirror_shift"]`,
-`train.dataset`). `--flip-test` averages a crop with its mirror image, which undoes this shift: its points sit
-{shift['300w']:.3f} inter-ocular distances left of the plain output's.
+`train.dataset`). The model's metadata stores the shift (`ModelMeta.mirror_shift`) so that flip averaging
+(`--flip-test`) keeps it.
 
 WFLW, WIDER FACE and 300W (AFW, HELEN) are provided by their authors for **non-commercial research**; these
 weights inherit that restriction."""

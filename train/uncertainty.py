@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -159,20 +159,9 @@ def mahalanobis2(h: HeldOut, calib: UncertaintyCalibration) -> np.ndarray:
 
 def write_calibration(onnx_path: str | Path, calibration: dict) -> None:
     """Rewrite the model's ``star_track`` metadata with ``uncertainty`` = ``calibration`` (in place)."""
-    import onnx
+    from star_track.onnx_export import rewrite_meta
 
-    from star_track.model_meta import METADATA_KEY, ModelMeta
-
-    path = Path(onnx_path)
-    model = onnx.load(str(path))
-    entries = [p for p in model.metadata_props if p.key == METADATA_KEY]
-    if not entries:
-        raise ValueError(f"{path} has no '{METADATA_KEY}' metadata")
-    meta = replace(ModelMeta.from_json(entries[0].value), uncertainty=calibration)
-    entries[0].value = meta.to_json()
-    tmp = path.with_name(f".{path.name}.partial")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    rewrite_meta(onnx_path, uncertainty=calibration)
 
 
 def calibrate_model(onnx_path: str | Path, faces: list[FaceAnnotation], image_root: str | Path) -> dict:
