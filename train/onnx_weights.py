@@ -116,11 +116,16 @@ def network_from_onnx(path: str | Path, crops: np.ndarray) -> tuple[StarNet, Mod
     return net, meta
 
 
-def checkpoint_from_onnx(path: str | Path, crops: np.ndarray, out: str | Path) -> Path:
+def checkpoint_from_onnx(path: str | Path, crops: np.ndarray, out: str | Path, input_size: int | None = None
+                         ) -> Path:
     """Write :func:`network_from_onnx`'s network as a checkpoint ``out`` that ``TrainConfig.init_weights`` and
-    :func:`star_track.checkpoint.load_checkpoint` accept."""
+    :func:`star_track.checkpoint.load_checkpoint` accept. ``input_size``: declare another input size (the
+    weights of the fully convolutional network do not depend on it; the coordinate channels follow it)."""
     net, meta = network_from_onnx(path, crops)
-    write_checkpoint(Path(out), {"config": net.config.to_dict(), "model": net.state_dict(), "ema": None,
+    config = net.config.to_dict()
+    if input_size is not None:
+        config["input_size"] = int(input_size)
+    write_checkpoint(Path(out), {"config": config, "model": net.state_dict(), "ema": None,
                                  "epoch": -1, "best": float(meta.extra.get("heldout_nme_gt_crop", "nan")),
                                  "source_onnx": str(path)})
     return Path(out)

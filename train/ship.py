@@ -12,12 +12,14 @@
 
    a. star68-accurate: (1a) fine-tuned on the WFLW faces (labels corrected to 300W) + the 300W AFW/HELEN
       training faces + (1a)'s labels on the unlabeled photos, corrected (:func:`ship_combined`).
-   b. star68-fast: (1b) fine-tuned by distillation from (2a): the true labels of both sources plus (2a)'s
+   b. star68-precise: (2a) at 192x192 input (48x48 heatmaps), fine-tuned on (2a)'s training set
+      (:func:`ship_precise`).
+   c. star68-fast: (1b) fine-tuned by distillation from (2a): the true labels of both sources plus (2a)'s
       labels on the unlabeled photos and the clip frames (:func:`ship_fast_combined`).
 
-Which of the two ``"default"`` means is :data:`star_track.model_registry.DEFAULT_BUNDLED`.
+Which model ``"default"`` means is :data:`star_track.model_registry.DEFAULT_BUNDLED`.
 
-One command regenerates everything (about 3 hours on 2 CPU cores; the 300W stage alone ~1 hour)::
+One command regenerates everything (about 3.5 hours on 2 CPU cores; the 300W stage alone ~1.5 hours)::
 
     python -m train ship --data ../shared/data
 
@@ -46,7 +48,8 @@ STAGE_DIR = Path("runs") / "wflw-stage"
 PRESET = "compact68x2-dev"
 FAST_PRESET = "fast68-dev"
 COMBINED_PRESET = "combined68x2-dev"
-ACCURATE_NAME, FAST_NAME = "star68-accurate", "star68-fast"
+PRECISE_PRESET = "precise68x2-dev"
+ACCURATE_NAME, FAST_NAME, PRECISE_NAME = "star68-accurate", "star68-fast", "star68-precise"
 SELF_TRAINING = dict(epochs=40, lr=1e-3)  # the student's fine-tuning schedule
 FAST_SECOND_CYCLE = dict(epochs=40, lr=1e-3)
 """The fast model's second training cycle (warm restart from the first cycle's weights): after 36 epochs the
@@ -67,6 +70,7 @@ def ship(data_root: Path, ann_dir: Path = Path("data"), out_dir: Path = MODELS_D
     if not fast_wflw.is_file():
         ship_fast(data_root, accurate_wflw, ann_dir=ann_dir, out_dir=stage_dir, train_first=train_first)
     accurate = ship_combined(data_root, accurate_wflw, ann_dir=ann_dir, out_dir=out_dir, train_first=train_first)
+    ship_precise(data_root, accurate, ann_dir=ann_dir, out_dir=out_dir, train_first=train_first)
     return ship_fast_combined(data_root, accurate, fast_wflw, ann_dir=ann_dir, out_dir=out_dir,
                               train_first=train_first)
 
@@ -192,6 +196,39 @@ def ship_combined(data_root: Path, wflw_model: Path, run_dir: Path | None = None
     return _export_with_card(run_dir, cfg, ACCURATE_NAME, out_dir / f"{ACCURATE_NAME}.onnx", val_set,
                              calibrations, calib_stats, preset, note, _combined_data_section(faces, ann_dir),
                              splits=splits, terms=COMBINED_TERMS, mirror_shift=_target_shift(ann_dir))
+
+
+def ship_precise(data_root: Path, accurate: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
+                 out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = PRECISE_PRESET) -> Path:
+    """Stage 2c: the 300W-stage 2-stack model ``accurate`` (``.onnx``) at 192x192 input, fine-tuned on the same
+    combined data -> ``out_dir/star68-precise.onnx`` + ``.md``."""
+    from .onnx_weights import checkpoint_from_onnx
+    from .trainer import train
+
+    run_dir = run_dir or Path("runs") / preset
+    wflw = data_root / "wflw"
+    combined = ann_dir / "combined68_train.jsonl"
+    init = run_dir / "init_from_onnx.pt"
+    cfg = replace(PRESETS[preset], train_annotations=str(combined),
+                  val_annotations=str(ann_dir / "combined68_val.jsonl"), image_root=str(wflw),
+                  init_weights=str(init))
+    if train_first:
+        if not init.is_file():
+            crops = _crops(ann_dir / "wflw68_train.jsonl", wflw, replace(cfg, network=PRESETS[COMBINED_PRESET].network))
+            checkpoint_from_onnx(accurate, crops, init, input_size=cfg.network.input_size)
+        train(cfg, run_dir, resume=True)
+    faces = _read_training_set(combined)
+    labelled = [f for f in faces if f.extra.get("source") != "wflw_unlabeled"]
+    calibrations, calib_stats = _calibrate(labelled, wflw)
+    splits = _splits(ann_dir, wflw, cfg)
+    note = (" This is the **300W stage** (`train/ship.py`) at a larger input: the start is `star68-accurate` "
+            f"(`{accurate}`, 128x128 input), rebuilt from its exported weights (`train.onnx_weights`) at "
+            f"{cfg.network.input_size}x{cfg.network.input_size} (the network is fully convolutional) and "
+            f"fine-tuned on its training set, {_sources(faces)}.")
+    return _export_with_card(run_dir, cfg, PRECISE_NAME, out_dir / f"{PRECISE_NAME}.onnx",
+                             _val_set(Path(cfg.val_annotations), wflw, cfg), calibrations, calib_stats, preset, note,
+                             _combined_data_section(faces, ann_dir), splits=splits, terms=COMBINED_TERMS,
+                             mirror_shift=_target_shift(ann_dir))
 
 
 def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir: Path | None = None,
