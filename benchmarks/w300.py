@@ -79,15 +79,10 @@ def load_w300_heldout(data: Path) -> list:
 
 
 def gt_framed(tracker: Tracker, faces: list, root: Path) -> np.ndarray:
-    """(B, 68, 2) predictions on the crops framed from the true landmarks (as ``train.ship._heldout_onnx``)."""
-    from train.dataset import FaceCropDataset, crop_to_frame
+    """(B, 68, 2) predictions on the crops framed from the true landmarks (as the model cards' figure)."""
+    from train.combined import gt_framed_predictions
 
-    meta = tracker.meta
-    ds = FaceCropDataset(faces, root, SCHEME, meta.input_size, None, crop_scale=meta.crop_scale, with_targets=False)
-    items = [ds[i] for i in range(len(ds))]
-    crops = np.stack([it["image"].numpy().transpose(1, 2, 0) for it in items]).astype(np.uint8)
-    means = np.concatenate([tracker.engine.infer(crops[i:i + 32])[0] for i in range(0, len(crops), 32)])
-    return crop_to_frame(means, np.stack([it["to_crop"].numpy() for it in items]), ds.size).astype(np.float64)
+    return gt_framed_predictions(tracker.engine, faces, root)
 
 
 def end_to_end(tracker: Tracker, faces: list, root: Path) -> tuple[np.ndarray, np.ndarray]:

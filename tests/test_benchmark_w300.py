@@ -1,5 +1,6 @@
 """benchmarks.w300: the convention-offset measure (face frame, inter-ocular units) on synthetic faces."""
 import numpy as np
+from _synthetic_faces import random_faces
 
 from benchmarks.w300 import (
     GROUPS,
@@ -10,15 +11,7 @@ from benchmarks.w300 import (
 
 
 def _faces(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(-1, 1, (68, 2))
-    base[36], base[45] = (-1, 0), (1, 0)  # outer eye corners: inter-ocular distance 2 before scaling
-    out = []
-    for _ in range(n):
-        a, s, t = rng.uniform(-0.6, 0.6), rng.uniform(20, 80), rng.uniform(100, 300, 2)
-        r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        out.append((base + rng.normal(0, 0.05, base.shape)) @ r.T * s + t)
-    return np.stack(out)
+    return random_faces(n, seed)
 
 
 def test_offsets_are_measured_in_the_face_frame_and_inter_ocular_units():

@@ -1,5 +1,6 @@
 """train.conventions: the WFLW -> 300W per-point correction, on synthetic faces with a known convention shift."""
 import numpy as np
+from _synthetic_faces import random_faces
 import pytest
 
 from train.conventions import (
@@ -15,15 +16,7 @@ from train.conventions import (
 
 
 def _faces(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(-1, 1, (68, 2))
-    base[36], base[45] = (-1, 0), (1, 0)
-    out = []
-    for _ in range(n):
-        a, s, t = rng.uniform(-0.6, 0.6), rng.uniform(20, 80), rng.uniform(100, 300, 2)
-        r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        out.append((base + rng.normal(0, 0.03, base.shape)) @ r.T * s + t)
-    return np.stack(out)
+    return random_faces(n, seed, noise=0.03)
 
 
 def _symmetric_shift() -> np.ndarray:

@@ -26,15 +26,15 @@ from .annotations import FaceAnnotation, read_annotations, write_annotations
 from .conventions import SCHEME, apply_correction, fit_correction, save_correction
 
 
-def gt_framed_predictions(model: str | Path, faces: list[FaceAnnotation], root: Path) -> np.ndarray:
-    """(B, N, 2) pixel predictions of an exported model on crops framed from the true landmarks (one pass, the
-    crops of the model cards' held-out figure)."""
+def gt_framed_predictions(model, faces: list[FaceAnnotation], root: Path) -> np.ndarray:
+    """(B, N, 2) pixel predictions of an exported model (a path, or an engine with ``meta`` and ``infer``) on
+    crops framed from the true landmarks (one pass, the crops of the model cards' held-out figure)."""
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
     from star_track.schemes import get_scheme
 
     from .dataset import FaceCropDataset, crop_to_frame
 
-    engine = OnnxRuntimeEngine(model)
+    engine = model if hasattr(model, "infer") else OnnxRuntimeEngine(model)
     meta = engine.meta
     ds = FaceCropDataset(faces, root, get_scheme(meta.scheme), meta.input_size, None, crop_scale=meta.crop_scale,
                          with_targets=False)
