@@ -53,6 +53,20 @@ def test_train_resume_continues_from_last_epoch(tmp_path, small_set):
     assert second["epoch"] == 1 and changed
 
 
+def test_heatmap_distillation_from_a_teacher_checkpoint(tmp_path, small_set):
+    teacher = tmp_path / "teacher"
+    common = ["--train-annotations", str(small_set), "--epochs", "1", "--max-steps", "2"]
+    r = subprocess.run(_train_cmd(*common, "--out", str(teacher)), cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "student"
+    r = subprocess.run(_train_cmd(*common, "--out", str(out), "--teacher", str(teacher / "last.pt")), cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    distill = float(_rows(out)[0]["distill"])
+    assert 0 < distill < 1  # two different random networks' heatmap distributions: apart, not disjoint
+
+
 def test_ddp_two_processes_on_cpu(tmp_path, small_set):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

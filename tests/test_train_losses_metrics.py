@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from star_track.schemes import W300_68  # noqa: E402
-from train.losses import awing_loss, star_loss  # noqa: E402
+from train.losses import awing_loss, heatmap_distill_loss, star_loss  # noqa: E402
 from train.metrics import auc, failure_rate, nme_per_face  # noqa: E402
 
 
@@ -99,6 +99,21 @@ def test_awing_zero_at_perfect_prediction_and_weighted_near_peaks():
     far[0, 0, 0, 0] = 0.3
     assert float(awing_loss(near, target)) == pytest.approx(11 * float(awing_loss(far, target)), rel=1e-5)
     assert float(awing_loss(far, target)) > 0
+
+
+def test_heatmap_distillation_is_the_distance_between_distributions():
+    teacher = torch.zeros(1, 1, 4, 4)
+    teacher[0, 0, 1, 1] = teacher[0, 0, 1, 2] = 1.0
+    assert float(heatmap_distill_loss(3 * teacher, teacher)) == pytest.approx(0.0, abs=1e-6)  # scale-free
+    apart = torch.zeros(1, 1, 4, 4)
+    apart[0, 0, 3, 3] = 1.0
+    assert float(heatmap_distill_loss(apart, teacher)) == pytest.approx(1.0, abs=1e-6)
+    half = torch.zeros(1, 1, 4, 4)
+    half[0, 0, 1, 1] = 1.0
+    assert float(heatmap_distill_loss(half, teacher)) == pytest.approx(0.5, abs=1e-6)
+    student = half.clone().requires_grad_(True)
+    heatmap_distill_loss(student, teacher).backward()
+    assert student.grad[0, 0, 1, 2] < 0  # raising the missing half of the teacher's mass lowers the loss
 
 
 def _face68(scale: float = 100.0) -> np.ndarray:

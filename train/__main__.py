@@ -50,6 +50,8 @@ def train_cmd(preset: str = typer.Option("compact68-dev", help="configuration pr
               lr: float = typer.Option(None), workers: int = typer.Option(None), seed: int = typer.Option(None),
               star_version: str = typer.Option(None, help="v1 or v2"),
               init_weights: Path = typer.Option(None, help="start from this checkpoint's weights (fine-tuning)"),
+              teacher: Path = typer.Option(None, help="distil this checkpoint's heatmaps (soft targets) as well"),
+              teacher_weight: float = typer.Option(None, help="weight of the heatmap distillation term"),
               resume: bool = typer.Option(True, help="continue from OUT/last.pt when present"),
               max_steps: int = typer.Option(None, help="stop after this many steps (smoke tests)")):
     """Train a STAR model. Multi-GPU: ``torchrun --nproc_per_node K -m train train ...``."""
@@ -66,8 +68,9 @@ def train_cmd(preset: str = typer.Option("compact68-dev", help="configuration pr
                              train_annotations=str(train_annotations) if train_annotations else None,
                              val_annotations=str(val_annotations) if val_annotations else None,
                              epochs=epochs, batch_size=batch_size, lr=lr, workers=workers, seed=seed,
-                             star_version=star_version, init_weights=str(init_weights) if init_weights else None)
-    for name in ("train_annotations", "image_root", *(("init_weights",) if cfg.init_weights else ())):
+                             star_version=star_version, init_weights=str(init_weights) if init_weights else None,
+                             teacher=str(teacher) if teacher else None, teacher_weight=teacher_weight)
+    for name in ("train_annotations", "image_root", *(n for n in ("init_weights", "teacher") if getattr(cfg, n))):
         if not Path(getattr(cfg, name)).exists():
             raise _fail(f"{name} not found: {getattr(cfg, name)!r} (run `python -m train prepare` first)")
     result = train(cfg, out, resume=resume, max_steps=max_steps)

@@ -33,6 +33,8 @@ class TrainConfig:
     workers: int = 2
     eval_every: int = 1
     init_weights: str = ""  # checkpoint whose (EMA) weights start a fresh run: fine-tuning, self-training
+    teacher: str = ""  # checkpoint whose heatmaps on each augmented batch are soft targets (distillation)
+    teacher_weight: float = 1.0  # weight of the heatmap distillation term (``train.losses.heatmap_distill_loss``)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

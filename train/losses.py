@@ -50,6 +50,17 @@ def awing_loss(pred: torch.Tensor, target: torch.Tensor, omega: float = 14.0, th
     return (loss * weight).mean()
 
 
+def heatmap_distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Total-variation distance between the student's and the teacher's heatmap distributions (B, N, H, W),
+    mean over landmarks, in [0, 1]: the distributions STAR decodes its means and covariances from, so the student
+    learns the teacher's uncertainty as well as its landmarks."""
+    def dist(h: torch.Tensor) -> torch.Tensor:
+        h = h.float().clamp_min(0)
+        return h / h.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+    return 0.5 * (dist(student) - dist(teacher)).abs().sum(dim=(2, 3)).mean()
+
+
 def stacked_loss(fused: list[torch.Tensor], points: list[torch.Tensor], edges: list[torch.Tensor],
                  landmarks: torch.Tensor, point_targets: torch.Tensor, edge_targets: torch.Tensor,
                  star_version: str = "v2", star_w: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:

@@ -25,7 +25,7 @@ from star_track.schemes import get_scheme
 from .annotations import read_annotations
 from .config import TrainConfig
 from .dataset import FaceCropDataset, crop_to_frame
-from .losses import stacked_loss
+from .losses import heatmap_distill_loss, stacked_loss
 from .metrics import nme_per_face, summarize
 
 
@@ -112,6 +112,20 @@ def _initial_weights(cfg: TrainConfig) -> dict:
     return net.state_dict()
 
 
+def _teacher(cfg: TrainConfig, device: torch.device) -> StarNet | None:
+    """The frozen distillation teacher of ``cfg.teacher`` (EMA weights when present), or None."""
+    from star_track.checkpoint import load_checkpoint
+
+    if not cfg.teacher:
+        return None
+    net, _ = load_checkpoint(cfg.teacher, prefer_ema=True)
+    mine = cfg.network
+    if (net.config.scheme, net.config.input_size) != (mine.scheme, mine.input_size):
+        raise ValueError(f"teacher {cfg.teacher}: scheme / input size {net.config.scheme} / "
+                         f"{net.config.input_size} do not match the run's {mine.scheme} / {mine.input_size}")
+    return net.to(device).eval().requires_grad_(False)
+
+
 def _save(path: Path, **state) -> None:
     from star_track.checkpoint import write_checkpoint
 
@@ -146,6 +160,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     if cfg.init_weights:
         model.load_state_dict(_initial_weights(cfg))
     ema = EMA(model, cfg.batch_size) if cfg.ema else None
+    teacher = _teacher(cfg, device)
     if info.world > 1:
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -179,7 +194,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
 
     log_path = out / "metrics.csv"
     fields = ["epoch", "lr", "loss", "star", "awing_points", "awing_edges", "val_nme", "val_fr", "val_auc",
-              "seconds"]
+              "seconds"] + (["distill"] if teacher is not None else [])
     if info.main and not log_path.exists():
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(fields)
@@ -195,7 +210,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
         if sampler is not None:
             sampler.set_epoch(epoch)
         model.train()
-        sums = {"loss": 0.0, "star": 0.0, "awing_points": 0.0, "awing_edges": 0.0}
+        sums = {"loss": 0.0, "star": 0.0, "awing_points": 0.0, "awing_edges": 0.0, "distill": 0.0}
         n = 0
         for batch in loader:
             images = normalize_input(batch["image"].to(device, non_blocking=True))
@@ -204,6 +219,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
             loss, parts = stacked_loss(fused, points, edges, batch["landmarks"].to(device),
                                        batch["pointmaps"].to(device), batch["edgemaps"].to(device),
                                        cfg.star_version, cfg.star_w)
+            if teacher is not None:  # weighted per stack like the other terms
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    target = teacher(images)[0][-1]
+                kd = sum(2.0 ** (s - len(fused) + 1) * heatmap_distill_loss(f, target) for s, f in enumerate(fused))
+                loss = loss + cfg.teacher_weight * kd
+                parts["distill"] = float(kd.detach())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch} step {n}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
