@@ -1,6 +1,9 @@
-"""Calibrated uncertainty on the held-out WFLW faces: ellipse coverage, reliability, predicted vs actual error.
+"""Calibrated uncertainty on the held-out faces: ellipse coverage, reliability, predicted vs actual error.
 
-Every bundled model runs on the held-out faces framed as the tracker frames a followed face
+Faces: both held-out splits with labels on 300W semantics (``data/combined68_val.jsonl``: 165 300W faces and the
+96 WFLW faces, labels moved by :mod:`train.combined`), the convention the bundled models output and the faces
+their stored calibration is fitted on; without that file (no ``python -m train ship`` run), the WFLW faces with
+their WFLW-derived labels. Every bundled model runs on the held-out faces framed as the tracker frames a followed face
 (:func:`train.uncertainty.collect`). The calibration is **cross-validated**: the held-out faces are split in two
 halves by image (a fixed hash of the image name); a calibration fitted on one half is scored on the other and
 vice versa, and the out-of-fold results are pooled. (The calibration stored in the model is fitted on all held-out
@@ -28,7 +31,7 @@ from star_track.schemes import get_scheme
 from star_track.uncertainty import UncertaintyCalibration, expected_error
 from train.uncertainty import SIGMAS, HeldOut, collect, fit, ideal_coverage, mahalanobis2
 
-from .common import DEFAULT_DATA, DOCS_DIR, REPO, load_faces, make_console, print_table, write_json
+from .common import COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, REPO, load_faces, make_console, print_table, write_json
 
 MODELS_DIR = REPO / "star_track" / "models"
 LEVELS = np.array([0.05, 0.1, 0.2, 0.3, 0.393, 0.5, 0.6, 0.7, 0.8, 0.865, 0.9, 0.95, 0.989])
@@ -116,7 +119,7 @@ def plot(results: list[dict], path: Path) -> Path:
         ax.axvline(ideal_coverage(k), color="0.85", lw=0.8, zorder=0)
     ax.set_xlabel("expected coverage of the ellipse (Gaussian)")
     ax.set_ylabel("observed share of true landmarks inside")
-    ax.set_title(f"Uncertainty reliability, {results[0]['faces']} held-out WFLW faces\n(vertical lines: 1/2/3 σ)",
+    ax.set_title(f"Uncertainty reliability, {results[0]['faces']} held-out faces\n(vertical lines: 1/2/3 σ)",
                  fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_xlim(0, 1)
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", nargs="*", type=Path, default=None, help="default: every bundled .onnx model")
     ap.add_argument("--model", default=None, help="one model path or name (as the other benchmarks take)")
     args = ap.parse_args(argv)
-    faces = load_faces()
+    faces = load_faces(COMBINED_VAL) if COMBINED_VAL.is_file() else load_faces()
     if args.model:
         from star_track.model_registry import resolve_model
 
