@@ -13,7 +13,7 @@ from export.onnx_export import export_onnx  # noqa: E402
 from star_track.bench_engines import synthetic_crops  # noqa: E402
 from star_track.checkpoint import load_checkpoint, meta_for  # noqa: E402
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine  # noqa: E402
-from star_track.network import StarInference, StarNet  # noqa: E402
+from star_track.network import NetworkConfig, StarInference, StarNet  # noqa: E402
 from train.onnx_weights import checkpoint_from_onnx, network_from_onnx  # noqa: E402
 
 
@@ -73,3 +73,31 @@ def test_a_foreign_onnx_file_is_refused(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
     with pytest.raises(ValueError, match="not a star-track model"):
         network_from_onnx(tmp_path / "other.onnx", synthetic_crops(SMALL.input_size, 1))
+
+
+def test_widening_the_expansion_keeps_the_function(tmp_path):
+    from star_track.checkpoint import load_checkpoint, write_checkpoint
+    from train.widen import widen_checkpoint, widen_expansion
+
+    torch.manual_seed(0)
+    cfg = NetworkConfig("300w68", num_stacks=1, channels=16, depth=2, input_size=64, block="inverted", expand=2)
+    net = StarNet(cfg)
+    with torch.no_grad():  # non-trivial BN statistics, as after training
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    wide = widen_expansion(net, 3)
+    assert wide.config.expand == 3
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in net.parameters())
+    for a, b in zip(net(x)[0], wide(x)[0]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    src = write_checkpoint(tmp_path / "narrow.pt", {"config": cfg.to_dict(), "model": net.state_dict(), "ema": None})
+    loaded, _ = load_checkpoint(widen_checkpoint(src, 3, tmp_path / "wide.pt"))
+    torch.testing.assert_close(loaded(x)[0][-1], net(x)[0][-1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="below"):
+        widen_expansion(net, 1)
