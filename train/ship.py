@@ -12,14 +12,15 @@
 
    a. star68-accurate: (1a) fine-tuned on the WFLW faces (labels corrected to 300W) + the 300W AFW/HELEN
       training faces + (1a)'s labels on the unlabeled photos, corrected (:func:`ship_combined`).
-   b. star68-precise: (2a) at 192x192 input (48x48 heatmaps), fine-tuned on (2a)'s training set
+   b. star68-precise: (2a) at 192x192 input (48x48 heatmaps), fine-tuned on (2a)'s training set in two cycles
       (:func:`ship_precise`).
    c. star68-fast: (1b) fine-tuned by distillation from (2a): the true labels of both sources plus (2a)'s
-      labels on the unlabeled photos and the clip frames (:func:`ship_fast_combined`).
+      labels on the unlabeled photos and the clip frames, then a cycle that also matches (2a)'s heatmaps
+      (:func:`ship_fast_combined`).
 
 Which model ``"default"`` means is :data:`star_track.model_registry.DEFAULT_BUNDLED`.
 
-One command regenerates everything (about 3.5 hours on 2 CPU cores; the 300W stage alone ~1.5 hours)::
+One command regenerates everything (about 4.5 hours on 2 CPU cores; the 300W stage alone ~2.5 hours)::
 
     python -m train ship --data ../shared/data
 
