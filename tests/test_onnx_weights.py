@@ -79,17 +79,8 @@ def test_widening_the_expansion_keeps_the_function(tmp_path):
     from star_track.checkpoint import load_checkpoint, write_checkpoint
     from train.widen import widen_checkpoint, widen_expansion
 
-    torch.manual_seed(0)
     cfg = NetworkConfig("300w68", num_stacks=1, channels=16, depth=2, input_size=64, block="inverted", expand=2)
-    net = StarNet(cfg)
-    with torch.no_grad():  # non-trivial BN statistics, as after training
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    net.eval()
+    net = _trained_like(cfg, 0)
     x = torch.randn(2, 3, 64, 64)
     wide = widen_expansion(net, 3)
     assert wide.config.expand == 3

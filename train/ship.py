@@ -137,10 +137,7 @@ def ship_fast(data_root: Path, teacher: Path, run_dir: Path | None = None, ann_d
             counts = build_distillation_set(teacher, data_root, train_faces, distill_path)
             print(f"distillation set: {counts}")
         train(cfg, run_dir, resume=True)
-    final_dir = run_dir.with_name(run_dir.name + "-cycle2")
-    final_cfg = replace(cfg, **FAST_SECOND_CYCLE, init_weights=str(run_dir / "last.pt"))
-    if train_first:
-        train(final_cfg, final_dir, resume=True)
+    final_dir, final_cfg = _next_cycle(cfg, run_dir, "-cycle2", train_first, **FAST_SECOND_CYCLE)
     faces = _read_training_set(distill_path)
     calibrations, calib_stats = _calibrate(train_faces, wflw)
     val_set = _val_set(paths["val"], wflw, cfg)
@@ -225,10 +222,7 @@ def ship_precise(data_root: Path, accurate: Path, run_dir: Path | None = None, a
             crops = _crops(ann_dir / "wflw68_train.jsonl", wflw, replace(cfg, network=PRESETS[COMBINED_PRESET].network))
             checkpoint_from_onnx(accurate, crops, init, input_size=cfg.network.input_size)
         train(cfg, run_dir, resume=True)
-    final_dir = run_dir.with_name(run_dir.name + "-cycle2")
-    final_cfg = replace(cfg, **PRECISE_SECOND_CYCLE, init_weights=str(run_dir / "last.pt"))
-    if train_first:
-        train(final_cfg, final_dir, resume=True)
+    final_dir, final_cfg = _next_cycle(cfg, run_dir, "-cycle2", train_first, **PRECISE_SECOND_CYCLE)
     faces = _read_training_set(combined)
     labelled = [f for f in faces if f.extra.get("source") != "wflw_unlabeled"]
     calibrations, calib_stats = _calibrate(labelled, wflw)
@@ -279,13 +273,10 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
         if not init.is_file():
             checkpoint_from_onnx(fast_wflw, _crops(ann_dir / "wflw68_train.jsonl", wflw, cfg), init)
         train(cfg, run_dir, resume=True)
-    kd_dir = run_dir.with_name(run_dir.name + "-kd")
-    teacher_ckpt = kd_dir / "teacher_from_onnx.pt"
-    kd_cfg = replace(cfg, **FAST_HEATMAP_DISTILL, init_weights=str(run_dir / "last.pt"), teacher=str(teacher_ckpt))
-    if train_first:
-        if not teacher_ckpt.is_file():
-            checkpoint_from_onnx(teacher, _crops(ann_dir / "wflw68_train.jsonl", wflw, cfg), teacher_ckpt)
-        train(kd_cfg, kd_dir, resume=True)
+    teacher_ckpt = run_dir.with_name(run_dir.name + "-kd") / "teacher_from_onnx.pt"
+    if train_first and not teacher_ckpt.is_file():
+        checkpoint_from_onnx(teacher, _crops(ann_dir / "wflw68_train.jsonl", wflw, cfg), teacher_ckpt)
+    kd_dir, kd_cfg = _next_cycle(cfg, run_dir, "-kd", train_first, **FAST_HEATMAP_DISTILL, teacher=str(teacher_ckpt))
     faces = _read_training_set(distill_path)
     calibrations, calib_stats = _calibrate(labelled, wflw)
     val_set = _val_set(Path(cfg.val_annotations), wflw, cfg)
@@ -304,6 +295,18 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, run_dir:
     return _export_with_card(kd_dir, cfg, FAST_NAME, out_dir / f"{FAST_NAME}.onnx", val_set, calibrations,
                              calib_stats, preset, note, _combined_data_section(labelled, ann_dir), splits=splits,
                              terms=COMBINED_TERMS, mirror_shift=_target_shift(ann_dir))
+
+
+def _next_cycle(cfg, run_dir: Path, suffix: str, train_first: bool, **changes) -> tuple[Path, object]:
+    """A further training cycle started from ``run_dir/last.pt``'s weights (warm restart) in ``run_dir`` +
+    ``suffix``, trained when ``train_first``; returns its folder and config."""
+    from .trainer import train
+
+    out = run_dir.with_name(run_dir.name + suffix)
+    next_cfg = replace(cfg, **changes, init_weights=str(run_dir / "last.pt"))
+    if train_first:
+        train(next_cfg, out, resume=True)
+    return out, next_cfg
 
 
 def _target_shift(ann_dir: Path) -> float:
