@@ -30,6 +30,9 @@ class NetworkConfig:
     width (the fast CPU models)."""
     expand: int = 2
     """Expansion ratio of the inverted residual blocks (unused by ``"bottleneck"``)."""
+    inner_expand: int | None = None
+    """Expansion ratio of the inverted residual blocks below the hourglasses' top resolution (``None``: ``expand``).
+    Those blocks see 1/4 of the pixels or fewer, so a wider expansion there buys capacity for little cost."""
 
     @property
     def heatmap_size(self) -> int:
@@ -111,10 +114,12 @@ class InvertedResBlock(nn.Module):
 BLOCKS = {"bottleneck": ResBlock, "inverted": InvertedResBlock}
 
 
-def _make_block(config: "NetworkConfig"):
-    """Block factory ``(cin, cout) -> nn.Module`` for the configured block type."""
+def _make_block(config: "NetworkConfig", inner: bool = False):
+    """Block factory ``(cin, cout) -> nn.Module`` for the configured block type; ``inner``: for the blocks below
+    the hourglasses' top resolution."""
     if config.block == "inverted":
-        return lambda cin, cout: InvertedResBlock(cin, cout, config.expand)
+        expand = config.inner_expand if inner and config.inner_expand is not None else config.expand
+        return lambda cin, cout: InvertedResBlock(cin, cout, expand)
     return ResBlock
 
 
@@ -153,17 +158,19 @@ class CoordConv(nn.Module):
 
 
 class Hourglass(nn.Module):
-    """Recursive hourglass; ``coordconv`` sits at the top level only."""
+    """Recursive hourglass; ``coordconv`` sits at the top level only. ``inner_block`` (default ``block``) builds
+    every block below this level's resolution."""
 
     def __init__(self, depth: int, channels: int, size: int | None = None, first: bool = False,
-                 block=ResBlock):
+                 block=ResBlock, inner_block=None):
         super().__init__()
+        inner = inner_block or block
         if size is not None:
             self.coordconv = CoordConv(channels, channels, size, with_boundary=not first)
         self.up1 = block(channels, channels)
-        self.low1 = block(channels, channels)
-        self.low2 = Hourglass(depth - 1, channels, block=block) if depth > 1 else block(channels, channels)
-        self.low3 = block(channels, channels)
+        self.low1 = inner(channels, channels)
+        self.low2 = Hourglass(depth - 1, channels, block=inner) if depth > 1 else inner(channels, channels)
+        self.low3 = inner(channels, channels)
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         up = self.up1(x)
@@ -207,7 +214,9 @@ class StarNet(nn.Module):
                 ResBlock(128, c),
             )
         s = config.num_stacks
-        self.hgs = nn.ModuleList([Hourglass(config.depth, c, hs, first=(i == 0), block=block) for i in range(s)])
+        inner = _make_block(config, inner=True)
+        self.hgs = nn.ModuleList([Hourglass(config.depth, c, hs, first=(i == 0), block=block, inner_block=inner)
+                                  for i in range(s)])
         self.features = nn.ModuleList(
             [nn.Sequential(block(c, c), ConvBlock(c, c, 1, bn=True, relu=True)) for _ in range(s)])
         self.out_heatmaps = nn.ModuleList([ConvBlock(c, n, 1) for _ in range(s)])

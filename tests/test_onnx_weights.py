@@ -92,3 +92,23 @@ def test_widening_the_expansion_keeps_the_function(tmp_path):
     torch.testing.assert_close(loaded(x)[0][-1], net(x)[0][-1], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="below"):
         widen_expansion(net, 1)
+
+
+def test_widening_only_the_inner_blocks_keeps_the_function():
+    from star_track.network import InvertedResBlock
+    from train.widen import widen_expansion
+
+    cfg = NetworkConfig("300w68", num_stacks=2, channels=16, depth=2, input_size=64, block="inverted", expand=2)
+    net = _trained_like(cfg, 2)
+    wide = widen_expansion(net, 2, inner_expand=4)
+    assert wide.config.inner_expand == 4
+    mids = {name: m.body[0].out_channels for name, m in wide.named_modules() if isinstance(m, InvertedResBlock)}
+    # top resolution (stem, up1, features) keeps 2x16; every block below it is 4x16
+    assert mids["hgs.0.up1"] == mids["pre.8"] == mids["features.1.0"] == 32
+    assert mids["hgs.0.low1"] == mids["hgs.1.low2.up1"] == mids["hgs.1.low2.low2"] == 64
+    x = torch.randn(2, 3, 64, 64)
+    for a, b in zip(net(x)[0], wide(x)[0]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert widen_expansion(wide, 3, inner_expand=4).config.inner_expand == 4
+    with pytest.raises(ValueError, match="inner_expand 3 is below"):
+        widen_expansion(wide, 2, inner_expand=3)

@@ -12,14 +12,18 @@ from star_track.checkpoint import load_checkpoint, write_checkpoint
 from star_track.network import InvertedResBlock, StarNet
 
 
-def widen_expansion(net: StarNet, expand: int) -> StarNet:
-    """A copy of ``net`` (``block="inverted"``) with expansion ratio ``expand`` >= its own; same function."""
+def widen_expansion(net: StarNet, expand: int, inner_expand: int | None = None) -> StarNet:
+    """A copy of ``net`` (``block="inverted"``) with expansion ratio ``expand`` and, below the hourglasses' top
+    resolution, ``inner_expand`` (``None``: ``expand``), each >= the network's own; same function."""
     cfg = net.config
     if cfg.block != "inverted":
         raise ValueError(f"only inverted-residual networks can be widened (this one: {cfg.block!r})")
-    if expand < cfg.expand:
-        raise ValueError(f"expand {expand} is below the network's {cfg.expand}")
-    wide = StarNet(replace(cfg, expand=expand))
+    inner_expand = expand if inner_expand is None else inner_expand
+    for name, wanted, own in (("expand", expand, cfg.expand),
+                              ("inner_expand", inner_expand, cfg.inner_expand or cfg.expand)):
+        if wanted < own:
+            raise ValueError(f"{name} {wanted} is below the network's {own}")
+    wide = StarNet(replace(cfg, expand=expand, inner_expand=None if inner_expand == expand else inner_expand))
     state = wide.state_dict()
     old = net.state_dict()
     blocks = {name for name, m in net.named_modules() if isinstance(m, InvertedResBlock)}
@@ -43,11 +47,11 @@ def widen_expansion(net: StarNet, expand: int) -> StarNet:
     return wide.eval()
 
 
-def widen_checkpoint(path: str | Path, expand: int, out: str | Path) -> Path:
+def widen_checkpoint(path: str | Path, expand: int, out: str | Path, inner_expand: int | None = None) -> Path:
     """Write :func:`widen_expansion` of checkpoint ``path`` (EMA weights when present) as a checkpoint that
     ``TrainConfig.init_weights`` accepts."""
     net, _ = load_checkpoint(path, prefer_ema=True)
-    wide = widen_expansion(net, expand)
+    wide = widen_expansion(net, expand, inner_expand)
     write_checkpoint(Path(out), {"config": wide.config.to_dict(), "model": wide.state_dict(), "ema": None,
                                  "epoch": -1, "best": float("nan"), "widened_from": str(path)})
     return Path(out)
