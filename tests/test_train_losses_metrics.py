@@ -116,6 +116,41 @@ def test_heatmap_distillation_is_the_distance_between_distributions():
     assert student.grad[0, 0, 1, 2] < 0  # raising the missing half of the teacher's mass lowers the loss
 
 
+
+class _BlobTeacher(torch.nn.Module):
+    """Stands in for a teacher at ``input_size``: one Gaussian heatmap (1/4 resolution) on the image's bright
+    blob, placed with the pixel-centre convention of the network's crops."""
+
+    def __init__(self, input_size: int):
+        super().__init__()
+        self.config = type("Config", (), {"input_size": input_size})()
+
+    def forward(self, images):
+        w = images[:, 0].clamp_min(0)
+        grid = torch.arange(images.shape[-1], dtype=torch.float32)
+        cx = (w.sum(1) * grid).sum(-1) / w.sum((1, 2))
+        cy = (w.sum(2) * grid).sum(-1) / w.sum((1, 2))
+        hx, hy = (cx + 0.5) / 4 - 0.5, (cy + 0.5) / 4 - 0.5
+        g = torch.arange(images.shape[-1] // 4, dtype=torch.float32)
+        heat = torch.exp(-((g.view(1, 1, -1) - hx.view(-1, 1, 1)) ** 2 + (g.view(1, -1, 1) - hy.view(-1, 1, 1)) ** 2)
+                         / (2 * 1.0**2))
+        return [heat[:, None]], None, None
+
+
+@pytest.mark.parametrize("teacher_size", [64, 96])
+def test_a_teacher_at_another_input_size_teaches_the_same_places(teacher_size):
+    from train.trainer import teacher_heatmaps
+
+    grid = torch.arange(64, dtype=torch.float32)
+    cx, cy = 12.2, 49.7  # a blob in the student's 64 px crop -> heatmap (16 px) position (c + 0.5) / 4 - 0.5
+    img = torch.exp(-((grid.view(1, -1) - cx) ** 2 + (grid.view(-1, 1) - cy) ** 2) / (2 * 3.0**2))
+    heat = teacher_heatmaps(_BlobTeacher(teacher_size), img.expand(1, 3, 64, 64), 16)[0, 0]
+    assert heat.shape == (16, 16)
+    g = torch.arange(16, dtype=torch.float32)
+    mx, my = float((heat.sum(0) * g).sum() / heat.sum()), float((heat.sum(1) * g).sum() / heat.sum())
+    assert mx == pytest.approx((cx + 0.5) / 4 - 0.5, abs=0.05) and my == pytest.approx((cy + 0.5) / 4 - 0.5, abs=0.05)
+
+
 def _face68(scale: float = 100.0) -> np.ndarray:
     rng = np.random.default_rng(1)
     pts = rng.uniform(0, scale, (68, 2))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -119,11 +120,24 @@ def _teacher(cfg: TrainConfig, device: torch.device) -> StarNet | None:
     if not cfg.teacher:
         return None
     net, _ = load_checkpoint(cfg.teacher, prefer_ema=True)
-    mine = cfg.network
-    if (net.config.scheme, net.config.input_size) != (mine.scheme, mine.input_size):
-        raise ValueError(f"teacher {cfg.teacher}: scheme / input size {net.config.scheme} / "
-                         f"{net.config.input_size} do not match the run's {mine.scheme} / {mine.input_size}")
+    if net.config.scheme != cfg.network.scheme:
+        raise ValueError(f"teacher {cfg.teacher}: scheme {net.config.scheme} does not match the run's "
+                         f"{cfg.network.scheme}")
     return net.to(device).eval().requires_grad_(False)
+
+
+def teacher_heatmaps(teacher: StarNet, images: torch.Tensor, size: int) -> torch.Tensor:
+    """The teacher's last-stack heatmaps of ``images`` (the student's normalised crops), ``size`` x ``size``.
+
+    A teacher trained at another input size sees the same crops resized to its own (same framing), and its
+    heatmaps are resampled with an antialiasing filter, so e.g. the 192 px model can teach a 128 px student."""
+    own = teacher.config.input_size
+    if images.shape[-1] != own:
+        images = F.interpolate(images, size=(own, own), mode="bilinear", align_corners=False, antialias=True)
+    heat = teacher(images)[0][-1]
+    if heat.shape[-1] != size:
+        heat = F.interpolate(heat.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return heat
 
 
 def _save(path: Path, **state) -> None:
@@ -221,7 +235,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                                        cfg.star_version, cfg.star_w)
             if teacher is not None:  # weighted per stack like the other terms
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    target = teacher(images)[0][-1]
+                    target = teacher_heatmaps(teacher, images, fused[-1].shape[-1])
                 kd = sum(2.0 ** (s - len(fused) + 1) * heatmap_distill_loss(f, target) for s, f in enumerate(fused))
                 loss = loss + cfg.teacher_weight * kd
                 parts["distill"] = float(kd.detach())
