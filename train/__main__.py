@@ -140,13 +140,13 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
          self_training: bool = typer.Option(True, help="WFLW stage: pseudo-label wflw_unlabeled and fine-tune a "
                                             "student"),
          fast_only: bool = typer.Option(False, help="only the fast model's 300W stage, distilled from the "
-                                        "bundled star68-accurate.onnx")):
+                                        "bundled star68-accurate.onnx and star68-precise.onnx")):
     """Regenerate the bundled models from the data (both stages, see train/ship.py): star68-accurate.onnx, then
     star68-fast.onnx distilled from it, each with its .md card. Stages whose output exists are skipped and
     training runs resume, so an interrupted build continues with the same command."""
     from star_track.errors import StarTrackError
 
-    from .ship import ACCURATE_NAME, FAST_NAME, MODELS_DIR, STAGE_DIR, ship_fast_combined
+    from .ship import ACCURATE_NAME, FAST_NAME, MODELS_DIR, PRECISE_NAME, STAGE_DIR, ship_fast_combined
     from .ship import ship as build
 
     for folder in ("wflw", "300w"):
@@ -155,7 +155,7 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     try:
         if fast_only:
             ship_fast_combined(data, MODELS_DIR / f"{ACCURATE_NAME}.onnx", STAGE_DIR / f"{FAST_NAME}.onnx",
-                               train_first=not skip_training)
+                               MODELS_DIR / f"{PRECISE_NAME}.onnx", train_first=not skip_training)
         else:
             build(data, train_first=not skip_training, self_training=self_training)
     except (StarTrackError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
