@@ -25,6 +25,8 @@ from .peer import PEER_MODEL, PeerFaceMesh
 CANDIDATES = [
     ("bottleneck 2x128 (accurate model)", dict(num_stacks=2, channels=128, block="bottleneck")),
     ("inverted 1x64", dict(num_stacks=1, channels=64, block="inverted")),
+    ("inverted 1x64, inner expansion 4 (fast model)", dict(num_stacks=1, channels=64, block="inverted", inner_expand=4)),
+    ("inverted 1x64, expansion 3", dict(num_stacks=1, channels=64, block="inverted", expand=3)),
     ("inverted 2x48", dict(num_stacks=2, channels=48, block="inverted")),
     ("inverted 2x64", dict(num_stacks=2, channels=64, block="inverted")),
     ("inverted 1x96", dict(num_stacks=1, channels=96, block="inverted")),
