@@ -69,12 +69,12 @@ FAST_HARD_EXAMPLES = dict(threshold=0.07, repeat=3)
 """Then cycles on a training set where the labelled faces the distilled model still gets wrong (NME above 0.07
 on their own crops, :mod:`train.hard_examples`; 163 faces) appear 3 times: the model's training error on WFLW's
 large-pose faces was ~3x its average, and its failures on the held-out WFLW faces were such faces."""
-FAST_HARD_CYCLE = dict(epochs=20, lr=5e-4, milestones=(0.6, 0.85), eval_every=5, teacher_weight=3.0)
+FAST_HARD_CYCLE = dict(FAST_HEATMAP_DISTILL, epochs=20)
 FAST_INNER_EXPAND = 4
 """The fast model's blocks below the hourglass's top resolution widened from expansion 2 to 4 (function-preserving,
 :mod:`train.widen`): +17 % MACs, +10 % CPU time, for capacity where the face's overall shape is resolved."""
-FAST_WIDE_CYCLE = dict(epochs=16, lr=5e-4, milestones=(0.6, 0.85), eval_every=5, teacher_weight=3.0)
-FAST_PRECISE_CYCLE = dict(epochs=12, lr=5e-4, milestones=(0.6, 0.85), eval_every=5, teacher_weight=3.0)
+FAST_WIDE_CYCLE = dict(FAST_HEATMAP_DISTILL, epochs=16)
+FAST_PRECISE_CYCLE = dict(FAST_HEATMAP_DISTILL, epochs=12)
 """The last cycle's heatmap teacher is ``star68-precise`` (192 px input; :func:`train.trainer.teacher_heatmaps`
 resizes the crops and its heatmaps): it is the better teacher on the faces near the failure threshold."""
 WFLW_TERMS = "weights trained on WFLW (non-commercial research use only)"
@@ -310,7 +310,7 @@ def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, precise:
             f"{FAST_HARD_EXAMPLES['threshold']}) repeated {FAST_HARD_EXAMPLES['repeat']} times "
             f"(`train.hard_examples`) for {FAST_HARD_CYCLE['epochs']} epochs; then its blocks below the top "
             f"resolution widened to expansion {FAST_INNER_EXPAND} (`train.widen`, function-preserving) for "
-            f"{FAST_WIDE_CYCLE['epochs']} epochs; last {final_cfg.epochs} epochs with `{precise.stem}` (192 px) "
+            f"{FAST_WIDE_CYCLE['epochs']} epochs; last {final_cfg.epochs} epochs with `{precise.stem}` "
             "as the heatmap teacher.")
     return _export_with_card(final_dir, replace(cfg, network=final_cfg.network), FAST_NAME,
                              out_dir / f"{FAST_NAME}.onnx", val_set, calibrations, calib_stats, preset, note,
@@ -357,8 +357,8 @@ def _fast_hard_cycles(kd_dir: Path, kd_cfg, ann_dir: Path, precise: Path, train_
             widen_checkpoint(hard_dir / "last.pt", network.expand, wide_init, FAST_INNER_EXPAND)
         train(wide_cfg, wide_dir, resume=True)
         if not teacher_ckpt.is_file():
-            size = replace(network, input_size=192)
-            crops = _crops(ann_dir / "wflw68_train.jsonl", Path(kd_cfg.image_root), replace(kd_cfg, network=size))
+            precise_cfg = PRESETS[PRECISE_PRESET]  # its crops: the precise model's input size
+            crops = _crops(ann_dir / "wflw68_train.jsonl", Path(kd_cfg.image_root), precise_cfg)
             checkpoint_from_onnx(precise, crops, teacher_ckpt)
     return _next_cycle(wide_cfg, wide_dir, "-precise", train_first, **FAST_PRECISE_CYCLE, teacher=str(teacher_ckpt))
 
