@@ -50,7 +50,8 @@ def train_cmd(preset: str = typer.Option("compact68-dev", help="configuration pr
               lr: float = typer.Option(None), workers: int = typer.Option(None), seed: int = typer.Option(None),
               star_version: str = typer.Option(None, help="v1 or v2"),
               init_weights: Path = typer.Option(None, help="start from this checkpoint's weights (fine-tuning)"),
-              teacher: Path = typer.Option(None, help="distil this checkpoint's heatmaps (soft targets) as well"),
+              teacher: Path = typer.Option(None, help="distil this checkpoint's heatmaps (soft targets) as well; "
+                                           "same landmark scheme, any input size"),
               teacher_weight: float = typer.Option(None, help="weight of the heatmap distillation term"),
               resume: bool = typer.Option(True, help="continue from OUT/last.pt when present"),
               max_steps: int = typer.Option(None, help="stop after this many steps (smoke tests)")):
