@@ -116,7 +116,6 @@ def test_heatmap_distillation_is_the_distance_between_distributions():
     assert student.grad[0, 0, 1, 2] < 0  # raising the missing half of the teacher's mass lowers the loss
 
 
-
 class _BlobTeacher(torch.nn.Module):
     """Stands in for a teacher at ``input_size``: one Gaussian heatmap (1/4 resolution) on the image's bright
     blob, placed with the pixel-centre convention of the network's crops."""

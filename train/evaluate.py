@@ -30,15 +30,22 @@ def load_network(path: str | Path, use_ema: bool = True, device: str = "cpu") ->
     return net.to(device)
 
 
+def per_face_nme(net: StarNet, faces: list, image_root: str | Path, norm: str = "inter_ocular",
+                 device: str = "cpu") -> np.ndarray:
+    """Per-face NME of ``net`` on ``faces``: crops framed from their labels, no augmentation, errors in original
+    image pixels."""
+    dataset = FaceCropDataset(faces, image_root, get_scheme(net.config.scheme), net.config.input_size, None,
+                              with_targets=False)
+    return evaluate_model(net, dataset, torch.device(device), norm)
+
+
 def evaluate(checkpoint: str | Path, annotations: str | Path, image_root: str | Path, norm: str = "inter_ocular",
              threshold: float = 0.1, ced_path: str | Path | None = None) -> dict[str, dict]:
     """Metrics per subset (``fullset`` plus each attribute present). NME is in original image pixels."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = load_network(checkpoint, device=device)
-    scheme = get_scheme(net.config.scheme)
     faces = read_annotations(annotations)
-    dataset = FaceCropDataset(faces, image_root, scheme, net.config.input_size, None, with_targets=False)
-    nme = evaluate_model(net, dataset, torch.device(device), norm)
+    nme = per_face_nme(net, faces, image_root, norm, device)
     results = {"fullset": summarize(nme, threshold)}
     for attr in sorted({a for f in faces for a in f.attributes}):
         mask = np.array([attr in f.attributes for f in faces])

@@ -10,9 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from star_track.schemes import get_scheme
 
 from .annotations import FaceAnnotation
 
@@ -21,14 +18,9 @@ def training_errors(checkpoint: str | Path, faces: list[FaceAnnotation], image_r
                     norm: str = "inter_ocular") -> np.ndarray:
     """Per-face NME of ``checkpoint`` (EMA weights when present) on ``faces``, crops framed from their labels,
     no augmentation."""
-    from .dataset import FaceCropDataset
-    from .evaluate import load_network
-    from .trainer import evaluate_model
+    from .evaluate import load_network, per_face_nme
 
-    net = load_network(str(checkpoint))
-    dataset = FaceCropDataset(faces, image_root, get_scheme(net.config.scheme), net.config.input_size, None,
-                              with_targets=False)
-    return evaluate_model(net, dataset, torch.device("cpu"), norm)
+    return per_face_nme(load_network(checkpoint), faces, image_root, norm)
 
 
 def oversample_hard(faces: list[FaceAnnotation], errors: np.ndarray, threshold: float,
