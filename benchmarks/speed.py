@@ -10,7 +10,7 @@ Stages inside the tracker are timed by its public hook :attr:`Tracker.on_stage`:
 score), ``smooth``; ``other`` is the rest of ``Tracker.track`` (association, crop geometry, bookkeeping). Per
 frame; median and p90.
 
-Engine vs peer: ms per face of each landmark model (the bundled default, ``star68-accurate``, ``--model``) and of
+Engine vs peer: ms per face of each landmark model (``star68-fast``, the default, and ``star68-accurate``; or ``--model``) and of
 MediaPipe's Face Mesh model (LiteRT, the speed peer, :mod:`benchmarks.peer`) on the same real face crops in the
 same process, at batch 1 and per face at batch 4; with ``--loaded`` again while two busy processes run beside it.
 

@@ -14,6 +14,9 @@ faces; its in-sample coverage is also printed but is not the honest figure.)
 ``Spearman``     rank correlation between the predicted per-face error (:func:`star_track.uncertainty.expected_error`)
                  and the actual NME (outer eye corners).
 ``worst 10 %``   share of the FR@10 failures (NME > 10 %) among the 10 % of faces with the highest predicted error.
+``score``        the Tracker's face confidence (:func:`star_track.tracker.landmark_score`) and its u (median
+                 landmark spread, crop units) on the held-out face crops and on patches of the same photos that
+                 overlap no labelled face (5th / 50th / 95th percentile): what ``redetect_below`` separates.
 
     python -m benchmarks.uncertainty [--data ../shared/data]
 """
@@ -26,8 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+import cv2
+
+from star_track.crop import Crop
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
 from star_track.schemes import get_scheme
+from star_track.tracker import landmark_score
 from star_track.uncertainty import UncertaintyCalibration, expected_error
 from train.uncertainty import SIGMAS, HeldOut, collect, fit, ideal_coverage, mahalanobis2
 
@@ -67,6 +74,50 @@ def ranking(pred: np.ndarray, actual: np.ndarray, fail: float = 0.1, worst: floa
             "mean_predicted_nme": float(pred.mean()), "mean_actual_nme": float(actual.mean())}
 
 
+def _overlaps(a: tuple, b: tuple) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def non_face_patches(faces: list, image_root: Path, size: int, per_image: int = 2, seed: int = 0) -> np.ndarray:
+    """Square patches (each as large as a labelled face of the photo) that overlap no labelled face box; photos
+    may hold unlabelled faces, so a few patches can still show one."""
+    rng = np.random.default_rng(seed)
+    by_image: dict[str, list] = {}
+    for f in faces:
+        by_image.setdefault(f.image, []).append(np.asarray(f.landmarks, np.float64))
+    patches = []
+    for image, marks in sorted(by_image.items()):
+        img = cv2.imread(str(image_root / image))
+        boxes = [(*(p.min(0) - 0.3 * np.ptp(p, 0)), *(p.max(0) + 0.3 * np.ptp(p, 0))) for p in marks]
+        side = float(np.median([max(b[2] - b[0], b[3] - b[1]) for b in boxes]))
+        h, w = img.shape[:2]
+        if side >= min(h, w):
+            continue
+        found = 0
+        for _ in range(50):
+            x, y = rng.uniform(0, w - side), rng.uniform(0, h - side)
+            if any(_overlaps((x, y, x + side, y + side), b) for b in boxes):
+                continue
+            patches.append(Crop((x + side / 2, y + side / 2), side, 0.0, size).warp(img))
+            found += 1
+            if found == per_image:
+                break
+    return np.stack(patches)
+
+
+def confidence_scores(engine, h: HeldOut, faces: list, image_root: Path) -> dict:
+    """Percentiles of u and of the score on the face crops (``h``) and on non-face patches of the same photos."""
+    def stats(cov: np.ndarray) -> dict:
+        det = np.clip(np.linalg.det(cov), 0, None)
+        u = np.median(np.sqrt(np.sqrt(det)), axis=-1)
+        q = lambda v: [float(x) for x in np.percentile(v, [5, 50, 95])]  # noqa: E731
+        return {"n": len(u), "u_p5_p50_p95": q(u), "score_p5_p50_p95": q(landmark_score(cov))}
+
+    patches = non_face_patches(faces, image_root, engine.meta.input_size)
+    covs = np.concatenate([engine.infer(patches[i:i + 16])[1] for i in range(0, len(patches), 16)])
+    return {"faces": stats(h.cov), "non_face_patches": stats(covs.astype(np.float64))}
+
+
 def evaluate_model(path: Path, faces: list, image_root: Path) -> dict:
     """Coverage, reliability and ranking for one model: raw, stored (in-sample) and cross-validated."""
     engine = OnnxRuntimeEngine(path)
@@ -95,7 +146,7 @@ def evaluate_model(path: Path, faces: list, image_root: Path) -> dict:
            "reliability_levels": LEVELS.tolist(), "reliability_raw": rel_of(d2_raw),
            "reliability_cv": rel_of(d2_cv.ravel()), "fold_params": fold_params,
            "ranking_raw": ranking(pred_raw, actual), "ranking_cv": ranking(pred_cv, actual),
-           "calibrated_in_model": stored.fitted}
+           "calibrated_in_model": stored.fitted, "confidence": confidence_scores(engine, h, faces, image_root)}
     if stored.fitted:
         out["coverage_stored_in_sample"] = cov_of(mahalanobis2(h, stored))
         out["stored_params"] = engine.meta.uncertainty["params"]
@@ -164,6 +215,12 @@ def main(argv: list[str] | None = None) -> None:
                          pct(g["mean_predicted_nme"]), pct(g["mean_actual_nme"])])
     print_table("Predicted vs actual per-face NME", ["model", "covariance", "Spearman", "FR@10 in worst 10 %",
                                                      "mean predicted NME %", "mean actual NME %"], rows, console)
+    fmt = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
+    rows = [[r["model"], kind.replace("_", " "), str(c["n"]), fmt(c["u_p5_p50_p95"]), fmt(c["score_p5_p50_p95"])]
+            for r in results for kind, c in r["confidence"].items()]
+    print_table("Face confidence (Tracker score), 5th / 50th / 95th percentile", ["model", "crops", "n",
+                                                                                 "u (crop units)", "score"], rows,
+                console)
     fig = plot(results, DOCS_DIR / "uncertainty_reliability.png")
     print(f"wrote {write_json('uncertainty', {'results': results})} and {fig}")
 

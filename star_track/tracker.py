@@ -22,8 +22,9 @@ Confidence score
   For landmark i with covariance Σᵢ in the model's [-1, 1] crop units, σᵢ = det(Σᵢ)^¼ is its geometric-mean
   standard deviation. With u = medianᵢ σᵢ the face score is ``1 / (1 + (u / uncertainty_half)⁴)``: 0.5 when
   the median landmark's spread is ``uncertainty_half`` (default 0.28, i.e. 14 % of the crop side). Measured with
-  the bundled model: u is 0.16 / 0.19 / 0.24 (5th / 50th / 95th percentile) on held-out WFLW face crops,
-  scores 0.64 to 0.89; on random non-face patches u is 0.31 / 0.45 / 0.69, scores 0.41 / 0.13 / 0.03.
+  the default model (``python -m benchmarks.uncertainty``): u is 0.16 / 0.18 / 0.22 (5th / 50th / 95th
+  percentile) on the held-out face crops, scores 0.74 to 0.90; on patches of the same photos away from the
+  labelled faces u is 0.27 / 0.40 / 0.59, scores 0.54 / 0.20 / 0.05.
 
 Uncertainty
   ``Face.covariance`` is the *calibrated* covariance of each landmark's real error in frame pixels² (the model's

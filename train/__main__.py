@@ -98,7 +98,7 @@ def pseudo_label_cmd(images: Path = typer.Argument(..., help="folder of unlabele
                      out: Path = typer.Option(..., help="annotation file to write (.jsonl)"),
                      image_root: Path = typer.Option(..., help="the training image root; paths are written "
                                                      "relative to it"),
-                     model: str = typer.Option("default", help="teacher model (.onnx path or name)"),
+                     model: str = typer.Option("star68-accurate", help="teacher model (.onnx path or name)"),
                      include: Path = typer.Option(None, help="labelled annotations to copy in first"),
                      min_score: float = typer.Option(0.7, help="minimum teacher confidence"),
                      min_size: float = typer.Option(80.0, help="minimum face size (landmark box, pixels)")):

@@ -21,7 +21,7 @@
 
 Which model ``"default"`` means is :data:`star_track.model_registry.DEFAULT_BUNDLED`.
 
-One command regenerates everything (about 6.3 hours on 2 CPU cores; the 300W stage alone ~4.3 hours)::
+One command regenerates everything (about 7 hours on 2 CPU cores; the 300W stage alone ~5 hours)::
 
     python -m train ship --data ../shared/data
 
