@@ -27,9 +27,8 @@ import hashlib
 import math
 from pathlib import Path
 
-import numpy as np
-
 import cv2
+import numpy as np
 
 from star_track.crop import Crop
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine

@@ -19,7 +19,7 @@ from .errors import ModelError
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "default"
 DEFAULT_BUNDLED = "star68-fast"
-"""Which bundled model ``"default"`` means: ``star68-fast``, 4.5x less CPU per face than ``star68-accurate`` and no
+"""Which bundled model ``"default"`` means: ``star68-fast``, ~4.5x less CPU per face than ``star68-accurate`` and no
 less accurate on the held-out faces than the model bundled before it (figures in the model cards and README)."""
 CACHE_ENV = "STAR_TRACK_CACHE"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".engine", ".plan")

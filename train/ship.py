@@ -364,9 +364,9 @@ def _fast_hard_cycles(kd_dir: Path, kd_cfg, ann_dir: Path, precise: Path, train_
             precise_cfg = PRESETS[PRECISE_PRESET]  # its crops: the precise model's input size
             crops = _crops(ann_dir / "wflw68_train.jsonl", Path(kd_cfg.image_root), precise_cfg)
             checkpoint_from_onnx(precise, crops, teacher_ckpt)
-    precise_dir, precise_cfg = _next_cycle(wide_cfg, wide_dir, "-precise", train_first, **FAST_PRECISE_CYCLE,
-                                           teacher=str(teacher_ckpt))
-    return _next_cycle(precise_cfg, precise_dir, "-2", train_first, **FAST_PRECISE_SECOND_CYCLE)
+    taught_dir, taught_cfg = _next_cycle(wide_cfg, wide_dir, "-precise", train_first, **FAST_PRECISE_CYCLE,
+                                         teacher=str(teacher_ckpt))
+    return _next_cycle(taught_cfg, taught_dir, "-2", train_first, **FAST_PRECISE_SECOND_CYCLE)
 
 
 def _target_shift(ann_dir: Path) -> float:
