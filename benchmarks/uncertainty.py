@@ -33,7 +33,7 @@ import numpy as np
 from star_track.crop import Crop
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
 from star_track.schemes import get_scheme
-from star_track.tracker import landmark_score
+from star_track.tracker import landmark_score, landmark_spread
 from star_track.uncertainty import UncertaintyCalibration, expected_error
 from train.uncertainty import SIGMAS, HeldOut, collect, fit, ideal_coverage, mahalanobis2
 
@@ -107,14 +107,12 @@ def non_face_patches(faces: list, image_root: Path, size: int, per_image: int = 
 def confidence_scores(engine, h: HeldOut, faces: list, image_root: Path) -> dict:
     """Percentiles of u and of the score on the face crops (``h``) and on non-face patches of the same photos."""
     def stats(cov: np.ndarray) -> dict:
-        det = np.clip(np.linalg.det(cov), 0, None)
-        u = np.median(np.sqrt(np.sqrt(det)), axis=-1)
         q = lambda v: [float(x) for x in np.percentile(v, [5, 50, 95])]  # noqa: E731
-        return {"n": len(u), "u_p5_p50_p95": q(u), "score_p5_p50_p95": q(landmark_score(cov))}
+        return {"n": len(cov), "u_p5_p50_p95": q(landmark_spread(cov)), "score_p5_p50_p95": q(landmark_score(cov))}
 
     patches = non_face_patches(faces, image_root, engine.meta.input_size)
     covs = np.concatenate([engine.infer(patches[i:i + 16])[1] for i in range(0, len(patches), 16)])
-    return {"faces": stats(h.cov), "non_face_patches": stats(covs.astype(np.float64))}
+    return {"faces": stats(h.cov), "non_face_patches": stats(covs)}
 
 
 def evaluate_model(path: Path, faces: list, image_root: Path) -> dict:

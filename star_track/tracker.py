@@ -180,14 +180,18 @@ def _same_framing(a: Crop, b: Crop, tolerance: float) -> bool:
     return shift <= tolerance and abs(np.log(b.side / a.side)) <= tolerance and dangle <= 2 * tolerance
 
 
-def landmark_score(cov_normalized: np.ndarray, uncertainty_half: float = 0.28) -> np.ndarray:
-    """Face confidence (B,) from covariances (B, N, 2, 2) in [-1, 1] crop units (see module docs)."""
+def landmark_spread(cov_normalized: np.ndarray) -> np.ndarray:
+    """u (B,): the median over landmarks of det(Σᵢ)^¼, from covariances (B, N, 2, 2) in [-1, 1] crop units."""
     c = np.asarray(cov_normalized, np.float64)
     det = np.clip(c[..., 0, 0] * c[..., 1, 1] - c[..., 0, 1] * c[..., 1, 0], 0, None)
     sigma = np.sqrt(np.sqrt(det))
     sigma = np.where(np.isfinite(sigma), sigma, np.inf)
-    u = np.median(sigma, axis=-1)
-    return 1.0 / (1.0 + (u / uncertainty_half) ** 4)
+    return np.median(sigma, axis=-1)
+
+
+def landmark_score(cov_normalized: np.ndarray, uncertainty_half: float = 0.28) -> np.ndarray:
+    """Face confidence (B,) from covariances (B, N, 2, 2) in [-1, 1] crop units (see module docs)."""
+    return 1.0 / (1.0 + (landmark_spread(cov_normalized) / uncertainty_half) ** 4)
 
 
 class Tracker:
