@@ -304,9 +304,12 @@ def webcam(
     from .pipeline import process_video
     from .video import VideoSource, camera_source
 
+    from .display import require_display
+
     stop = StopFlag()
     label = f"camera {camera}"
     with error_boundary(label):
+        require_display()  # before the camera: cv2.imshow would abort the process (Qt) without one
         spec = camera_source(camera)  # a negative index never reaches OpenCV (it segfaults there)
         label = f"camera {spec}" if isinstance(spec, int) else str(camera)
         source = VideoSource(spec)

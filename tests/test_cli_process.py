@@ -169,3 +169,15 @@ def test_landmarks_to_a_pipe_its_reader_closes_stop_quietly(tmp_path, face_video
     if out.exists():  # it holds the frames written before the reader left (none when it left at once)
         cap = cv2.VideoCapture(str(out))
         assert cap.isOpened() and cap.read()[0]
+
+
+@pytest.mark.parametrize("display", [None, ":99"])  # unset, and set to a display nobody serves
+def test_webcam_without_a_display_is_one_error_line_not_a_qt_abort(display):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    if display:
+        env["DISPLAY"] = display
+    r = run_main(["webcam"], env=env)
+    assert r.returncode == 1, r.stderr
+    assert len(lines(r.stderr)) == 1 and "no display" in r.stderr

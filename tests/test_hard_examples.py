@@ -1,6 +1,7 @@
 """train.hard_examples: repeat the labelled faces a model gets wrong, never the pseudo-labelled ones."""
 import numpy as np
 import pytest
+from conftest import DATA
 
 from train.annotations import FaceAnnotation
 from train.hard_examples import oversample_hard
@@ -27,17 +28,15 @@ def test_mismatched_or_bad_arguments_are_refused():
 def test_training_errors_measure_the_model_on_each_face(tmp_path):
     """The bundled fast model, rebuilt as a checkpoint: small errors on true labels, large on scrambled ones."""
     pytest.importorskip("torch")
-    from pathlib import Path
-
     from star_track.bench_engines import synthetic_crops
     from star_track.model_registry import resolve_model
     from train.hard_examples import training_errors
     from train.onnx_weights import checkpoint_from_onnx
     from train.readers import read_wflw_list
 
-    wflw = Path(__file__).resolve().parents[2] / "shared" / "data" / "wflw"
+    wflw = DATA / "wflw"
     if not wflw.is_dir():
-        pytest.skip("shared/data not present")
+        pytest.skip(f"shared data not found at {DATA}")
     faces = read_wflw_list(wflw / "derived_68pt" / "list_68pt_rect_attr_test.txt", 68)[:6]
     scrambled = faces[0].landmarks[np.random.default_rng(0).permutation(68)]
     faces.append(FaceAnnotation(faces[0].image, scrambled, faces[0].box, (), "train"))

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import DATA
 from star_track.crop import LANDMARK_CROP_SCALE
 from star_track.schemes import COFW_29, W300_68, WFLW_98
 from train.annotations import read_annotations
@@ -25,9 +26,9 @@ from train.readers import (
     read_wflw_subsets,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = DATA
 WFLW = SHARED / "wflw"
-needs_shared = pytest.mark.skipif(not WFLW.is_dir(), reason="shared/data not present")
+needs_shared = pytest.mark.skipif(not WFLW.is_dir(), reason=f"shared data not found at {DATA}")
 
 
 @needs_shared

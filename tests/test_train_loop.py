@@ -9,12 +9,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import DATA  # noqa: E402
 from train.annotations import write_annotations  # noqa: E402
 from train.readers import read_wflw_list  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-WFLW = REPO.parent / "shared" / "data" / "wflw"
-pytestmark = pytest.mark.skipif(not WFLW.is_dir(), reason="shared/data not present")
+WFLW = DATA / "wflw"
+pytestmark = pytest.mark.skipif(not WFLW.is_dir(), reason=f"shared data not found at {DATA}")
 
 
 @pytest.fixture
