@@ -6,9 +6,13 @@ over a whole video is :func:`process_video`.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib
+import importlib.metadata
+
+try:  # one source: pyproject.toml's version, as installed
+    __version__ = importlib.metadata.version("star-track")
+except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path without an install
+    __version__ = "0+unknown"
 
 # Public names are imported on first use (PEP 562), so `star-track` installs its signal handlers before the
 # heavy imports (numpy, OpenCV, mediapipe): a Ctrl-C in the first moments is one line, not a traceback.

@@ -32,9 +32,19 @@ _REAL_STDERR: int | None = None
 """While :func:`main` keeps native logs off the terminal: the descriptor of the real stderr (else None)."""
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"star-track {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Also show the native libraries' "
-                                                 "own log lines (FFmpeg, OpenCV, LiteRT).")) -> None:
+                                                 "own log lines (FFmpeg, OpenCV, LiteRT)."),
+                    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                                 help="Print the version and exit.")) -> None:
     """Real-time facial landmark tracking with STAR uncertainty."""
     if verbose:
         from .av_video import set_verbose
@@ -233,7 +243,7 @@ def batch(
                                           "cores / --threads, so N workers x 1 engine thread)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: 'local' (start a local runtime), 'auto' "
                                       "(the running cluster, e.g. under `ray job submit`) or ray://HOST:10001. "
-                                      'Needs pip install "star-track[cluster]".'),
+                                      'Needs pip install "star-track\\[cluster]".'),
     ray_gpus: Optional[float] = typer.Option(None, "--ray-gpus", min=0, help="GPUs per Ray task (default 1 for "
                                              "the tensorrt and torch engines, else 0)."),
     max_retries: int = typer.Option(2, "--max-retries", min=0, help="Ray retries of a task whose worker died."),
@@ -380,8 +390,12 @@ def image(
             faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
         _report_nonfinite(tracker, Path(input).name)
         if to_stdout:
-            _print_faces_json(faces, tracker.scheme, input)
-        if landmarks_out is not None:
+            typer.echo(_faces_json(faces, tracker.scheme, input))
+        if landmarks_out is not None and landmarks_out.suffix.lower() == ".json":  # the same document as stdout
+            from .output_files import write_exclusive
+
+            write_exclusive(landmarks_out, (_faces_json(faces, tracker.scheme, input) + "\n").encode(), overwrite)
+        elif landmarks_out is not None:
             w = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name, 0.0, overwrite)
             w.write(0, 0.0, faces)
             w.close()
@@ -399,15 +413,16 @@ def image(
     typer.echo(summary, err=to_stdout)  # stdout holds only the JSON then
 
 
-def _print_faces_json(faces, scheme, input: str) -> None:
-    """``{"image", "scheme", "num_points", "covariance_layout", "faces": [...]}`` as one strict-JSON line."""
+def _faces_json(faces, scheme, input: str) -> str:
+    """``{"image", "scheme", "num_points", "covariance_layout", "faces": [...]}`` as one strict-JSON line: what
+    ``star-track image`` prints on stdout and writes to ``-l NAME.json``."""
     import json
 
     from .landmark_io import face_dict
 
     doc = {"image": input, "scheme": scheme.name, "num_points": scheme.num_points,
            "covariance_layout": ["xx", "xy", "yy"], "faces": [face_dict(f) for f in faces]}
-    typer.echo(json.dumps(doc, allow_nan=False, separators=(",", ":")))
+    return json.dumps(doc, allow_nan=False, separators=(",", ":"))
 
 
 @app.command()
@@ -417,10 +432,11 @@ def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engi
 
     from .detect import BUNDLED_DETECTORS, MODELS_DIR
     from .hashing import sha256_file
-    from .engines import create_engine, engine_names, has_nvidia_gpu
+    from .engines import create_engine, engine_availability, has_nvidia_gpu
 
     typer.echo(f"onnxruntime {ort.__version__}; providers: {', '.join(ort.get_available_providers())}")
-    typer.echo(f"engines: {', '.join(engine_names())}; NVIDIA GPU: {'yes' if has_nvidia_gpu() else 'no'}")
+    engines = "; ".join(f"{name} {state}" for name, state in engine_availability().items())
+    typer.echo(f"engines: {engines}; NVIDIA GPU: {'yes' if has_nvidia_gpu() else 'no'}")
     for name, (fname, digest) in BUNDLED_DETECTORS.items():
         p = MODELS_DIR / fname
         state = "missing" if not p.is_file() else ("ok" if sha256_file(p) == digest else "CORRUPT (sha256 mismatch)")

@@ -50,10 +50,14 @@ class TrackerOptions:
 
         o = replace(self, **changes)
         warnings.simplefilter("ignore", NonFiniteOutputWarning)
-        return Tracker(model=o.model, engine=o.engine, smoothing=o.smoothing, max_faces=o.max_faces or 1,
-                       detect_every=o.detect_every, detector=o.detector,
-                       output_scheme="68" if o.output_68 else None, fps=fps, flip_test=o.flip_test,
-                       threads=o.threads)
+        tracker = Tracker(model=o.model, engine=o.engine, smoothing=o.smoothing, max_faces=o.max_faces or 1,
+                          detect_every=o.detect_every, detector=o.detector,
+                          output_scheme="68" if o.output_68 else None, fps=fps, flip_test=o.flip_test,
+                          threads=o.threads)
+        if o.output_68 and tracker.model_scheme.num_points == 68:  # harmless, but say it did nothing
+            typer.echo(f"star-track: note: --68 has no effect: the model already outputs 68 points "
+                       f"({tracker.model_scheme.name})", err=True)
+        return tracker
 
 
 OPTIONS: dict[str, tuple[Any, Any]] = {

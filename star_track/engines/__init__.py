@@ -19,11 +19,12 @@ GPU_HINT = 'pip install "star-track[gpu]"'
 
 
 EngineLoader = Callable[[Path], LandmarkEngine]
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    # name -> (module, class, install hint)
-    "onnxruntime": ("star_track.engines.onnxruntime_engine", "OnnxRuntimeEngine", 'pip install onnxruntime'),
-    "torch": ("star_track.engines.torch_engine", "TorchEngine", 'pip install "star-track[train]"'),
-    "tensorrt": ("star_track.engines.tensorrt_engine", "TensorRTEngine", GPU_HINT),
+_REGISTRY: dict[str, tuple[str, str, str, str]] = {
+    # name -> (module, class, install hint, the package it needs)
+    "onnxruntime": ("star_track.engines.onnxruntime_engine", "OnnxRuntimeEngine", 'pip install onnxruntime',
+                    "onnxruntime"),
+    "torch": ("star_track.engines.torch_engine", "TorchEngine", 'pip install "star-track[train]"', "torch"),
+    "tensorrt": ("star_track.engines.tensorrt_engine", "TensorRTEngine", GPU_HINT, "tensorrt"),
 }
 _CUSTOM: dict[str, EngineLoader] = {}
 
@@ -38,6 +39,16 @@ def engine_names() -> list[str]:
     return sorted(set(_REGISTRY) | set(_CUSTOM))
 
 
+def engine_availability() -> dict[str, str]:
+    """Each engine name -> ``"installed"`` or ``"not installed (HINT)"``, from the packages present (nothing is
+    imported; a custom engine counts as installed)."""
+    out = {name: "installed" for name in _CUSTOM}
+    for name, (_, _, hint, package) in _REGISTRY.items():
+        out.setdefault(name, "installed" if importlib.util.find_spec(package) is not None
+                       else f"not installed ({hint})")
+    return dict(sorted(out.items()))
+
+
 def has_nvidia_gpu() -> bool:
     """An NVIDIA driver is loaded (cheap check, no CUDA import)."""
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
@@ -48,7 +59,7 @@ def _loader(name: str) -> EngineLoader:
         return _CUSTOM[name]
     if name not in _REGISTRY:
         raise ValueError(f"unknown engine {name!r} (choose from: auto, {', '.join(engine_names())})")
-    module, cls, hint = _REGISTRY[name]
+    module, cls, hint, _ = _REGISTRY[name]
     try:
         return getattr(importlib.import_module(module), cls)
     except ImportError as e:
@@ -95,4 +106,4 @@ def _tensorrt_possible(path: Path) -> bool:
 
 
 __all__ = ["EngineUnavailable", "LandmarkEngine", "ModelError", "create_engine", "engine_names",
-           "register_engine", "has_nvidia_gpu", "GPU_HINT"]
+           "register_engine", "has_nvidia_gpu", "engine_availability", "GPU_HINT"]
