@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from star_track.crop import crop_from_box
-from star_track.schemes import get_scheme
+from star_track.model.schemes import get_scheme
 from star_track.tracker import Tracker
 from train.calibrate import box_to_crop
 

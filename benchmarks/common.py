@@ -91,7 +91,7 @@ match_to_gt = match_to_face  # the same matching rule as the detector calibratio
 
 def model_label(model: str | None) -> str:
     """The model's name and file as reported in results."""
-    from star_track.model_registry import resolve_model
+    from star_track.model.registry import resolve_model
 
     path = resolve_model(model)
     return path.name
@@ -100,7 +100,7 @@ def model_label(model: str | None) -> str:
 def model_info(model: str | None) -> dict[str, str]:
     """Model file name and sha256 (recorded with results)."""
     from star_track.hashing import sha256_file
-    from star_track.model_registry import resolve_model
+    from star_track.model.registry import resolve_model
 
     path = resolve_model(model)
     return {"file": path.name, "sha256": sha256_file(path)}

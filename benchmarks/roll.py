@@ -40,7 +40,7 @@ def rotate(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
 
 def run(model: str | None, data: Path, angles: list[float], limit: int | None = None) -> list[dict]:
     from train.metrics import nme_per_face, summarize
-    from star_track.schemes import get_scheme
+    from star_track.model.schemes import get_scheme
 
     scheme = get_scheme("300w68")
     faces = load_faces()[:limit]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from star_track.schemes import get_scheme
+from star_track.model.schemes import get_scheme
 
 SCHEME = get_scheme("300w68")
 Path = Callable[[float], tuple[float, float, float, float, float]]

@@ -32,14 +32,14 @@ import numpy as np
 
 from star_track.crop import Crop
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
-from star_track.schemes import get_scheme
+from star_track.model import BUNDLED_DIR
+from star_track.model.schemes import get_scheme
 from star_track.tracker import landmark_score, landmark_spread
 from star_track.uncertainty import UncertaintyCalibration, expected_error
 from train.uncertainty import SIGMAS, HeldOut, collect, fit, ideal_coverage, mahalanobis2
 
-from .common import COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, REPO, load_faces, make_console, print_table, write_json
+from .common import COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, load_faces, make_console, print_table, write_json
 
-MODELS_DIR = REPO / "star_track" / "models"
 LEVELS = np.array([0.05, 0.1, 0.2, 0.3, 0.393, 0.5, 0.6, 0.7, 0.8, 0.865, 0.9, 0.95, 0.989])
 
 
@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     faces = load_faces(COMBINED_VAL) if COMBINED_VAL.is_file() else load_faces()
     if args.model:
-        from star_track.model_registry import resolve_model
+        from star_track.model.registry import resolve_model
 
         args.models = [resolve_model(args.model)]
-    models = args.models or sorted(MODELS_DIR.glob("*.onnx"))
+    models = args.models or sorted(BUNDLED_DIR.glob("*.onnx"))
     results = [evaluate_model(m, faces, args.data / "wflw") for m in models]
     console = make_console()
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731

@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from star_track.schemes import get_scheme
+from star_track.model.schemes import get_scheme
 from star_track.tracker import Tracker
 from train.conventions import GROUPS, face_frame_offsets
 

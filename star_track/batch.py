@@ -146,7 +146,7 @@ def settings_hash(tracker_kwargs: dict[str, Any], landmarks_format: str, video_o
     when a path), the tracker options, the output format and the annotated-video options, star-track's
     version."""
     from . import __version__
-    from .model_registry import resolve_model
+    from .model.registry import resolve_model
 
     kw = dict(tracker_kwargs)
     model = resolve_model(kw.pop("model", None))

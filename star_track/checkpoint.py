@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
-from .model_meta import ModelMeta
+from .model.meta import ModelMeta
 
 if TYPE_CHECKING:
     import torch

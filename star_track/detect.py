@@ -1,7 +1,7 @@
 """Face detection: BlazeFace through mediapipe's Tasks ``FaceDetector`` (first stage of source -> detect -> crop).
 
 The two bundled models (short range for selfie/webcam distance, full range for faces further away) ship in
-``star_track/models/`` under the Apache-2.0 licence and are verified by sha256 before loading. A user-supplied
+``star_track/model/bundled/`` under the Apache-2.0 licence and are verified by sha256 before loading. A user-supplied
 ``.tflite`` (any mediapipe Tasks face-detector model) is accepted as a path and loaded without a checksum.
 """
 from __future__ import annotations
@@ -21,8 +21,7 @@ import numpy as np
 
 from .errors import DetectorError
 from .hashing import sha256_file as sha256_file  # re-exported: its old home
-
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+from .model import BUNDLED_DIR
 
 BUNDLED_DETECTORS: dict[str, tuple[str, str]] = {
     "short": ("face_detection_short_range.tflite",
@@ -30,7 +29,7 @@ BUNDLED_DETECTORS: dict[str, tuple[str, str]] = {
     "full": ("face_detection_full_range_sparse.tflite",
              "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
 }
-"""Detector name -> (file in ``star_track/models``, sha256)."""
+"""Detector name -> (file in :data:`star_track.model.BUNDLED_DIR`, sha256)."""
 
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear_tragion", "left_ear_tragion")
 """BlazeFace's six keypoints, in output order ("right" is the subject's right, i.e. image-left)."""
@@ -70,7 +69,7 @@ def resolve_detector(detector: str | Path) -> tuple[Path, str | None]:
     """``"short"``/``"full"`` -> bundled file + expected sha256; anything else is a user path (no checksum)."""
     if isinstance(detector, str) and detector in BUNDLED_DETECTORS:
         name, digest = BUNDLED_DETECTORS[detector]
-        return MODELS_DIR / name, digest
+        return BUNDLED_DIR / name, digest
     return Path(detector), None
 
 

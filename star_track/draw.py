@@ -6,7 +6,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .schemes import LandmarkScheme
+from .model.schemes import LandmarkScheme
 
 _COLORS = [(0, 255, 0), (255, 128, 0), (0, 128, 255), (255, 0, 255), (0, 255, 255), (255, 255, 0)]
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .schemes import LandmarkScheme, get_scheme
+from .model.schemes import LandmarkScheme, get_scheme
 
 
 @dataclass(frozen=True)

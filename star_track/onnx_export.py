@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .bench_engines import synthetic_crops
-from .model_meta import HEATMAP_TENSOR, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelMeta
+from .model.meta import HEATMAP_TENSOR, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelMeta
 from .network import StarInference, StarNet
 
 __all__ = ["HEATMAP_TENSOR", "INPUT_NAME", "OUTPUT_NAMES", "Parity", "export_onnx", "verify_onnx"]

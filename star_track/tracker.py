@@ -71,7 +71,7 @@ from .engines.base import LandmarkEngine
 from .engines.flip_average import FlipAveragedEngine
 from .errors import ConcurrentUseError, ModelError
 from .photo import PhotoSearch, photo_detect_sources
-from .schemes import LandmarkScheme, get_scheme
+from .model.schemes import LandmarkScheme, get_scheme
 from .smoothing import Smoother, make_smoother
 from .uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
 
@@ -199,7 +199,7 @@ class Tracker:
 
     Args:
         model: ``None``/``"default"`` (bundled model), a model name in the user cache, or a path
-            (see :func:`star_track.model_registry.resolve_model`).
+            (see :func:`star_track.model.registry.resolve_model`).
         engine: ``"auto"``, ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or a ready :class:`LandmarkEngine`.
         smoothing: ``"kalman"``, ``"one-euro"`` or ``"none"``.
         smoothing_params: keyword arguments for the smoother (see :mod:`star_track.smoothing`).

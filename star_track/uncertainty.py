@@ -58,7 +58,7 @@ class UncertaintyCalibration:
 
     @classmethod
     def from_meta(cls, meta, num_points: int) -> "UncertaintyCalibration":
-        """The calibration stored in a :class:`~star_track.model_meta.ModelMeta` (identity when absent)."""
+        """The calibration stored in a :class:`~star_track.model.meta.ModelMeta` (identity when absent)."""
         d = getattr(meta, "uncertainty", None) or {}
         if d.get("version") != CALIBRATION_VERSION or "groups" not in d:
             return cls.identity(num_points)

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
+from star_track.model import BUNDLED_DIR
+
 # CLI output must not depend on the terminal running the tests: rich wraps at $COLUMNS and styles by TERM.
 os.environ.update(COLUMNS="200", NO_COLOR="1", TERM="dumb")
 
@@ -58,7 +60,7 @@ def _shared_data() -> Path:
 
 
 DATA = _shared_data()
-BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "star_track" / "models" / "star68-accurate.onnx"
+BUNDLED_MODEL = BUNDLED_DIR / "star68-accurate.onnx"
 # A real WFLW photo with one large, frontal face (box from list_68pt_rect_attr_test.txt).
 FACE_IMAGE = "wflw/WFLW_images/{}"
 
@@ -67,7 +69,7 @@ def _export(tmp_dir: Path, name: str, scheme: str = "300w68", meta_scheme: str |
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from export.onnx_export import export_onnx
-    from star_track.model_meta import ModelMeta
+    from star_track.model.meta import ModelMeta
     from star_track.network import NetworkConfig, StarNet
 
     torch.manual_seed(0)

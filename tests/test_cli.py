@@ -220,7 +220,7 @@ def test_info_and_models_list(tmp_path, monkeypatch, standin_model):
     (tmp_path / "models" / "mymodel.onnx").write_bytes(standin_model.read_bytes())
     r = run("models", "list")
     assert r.exit_code == 0 and "mymodel" in r.stdout
-    from star_track.model_registry import DEFAULT_BUNDLED
+    from star_track.model.registry import DEFAULT_BUNDLED
 
     lines = {ln.split("\t")[0] for ln in r.stdout.splitlines()}
     assert f"{DEFAULT_BUNDLED} (default)" in lines and "mymodel" in lines  # exactly one default, marked

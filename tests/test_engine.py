@@ -9,7 +9,7 @@ import pytest
 from star_track.engines import EngineUnavailable, create_engine, engine_names, register_engine
 from star_track.engines.base import LandmarkEngine, ModelError
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine, preferred_providers
-from star_track.model_registry import list_models, model_card, resolve_model
+from star_track.model.registry import list_models, model_card, resolve_model
 
 
 def test_engine_outputs_and_metadata(standin_model):

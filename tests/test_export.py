@@ -15,7 +15,7 @@ from star_track.bench_engines import synthetic_crops  # noqa: E402
 from star_track.decode import decode_heatmaps  # noqa: E402
 from star_track.engines.base import to_nchw_float  # noqa: E402
 from star_track.network import StarInference  # noqa: E402
-from star_track.model_meta import METADATA_KEY, ModelMeta  # noqa: E402
+from star_track.model.meta import METADATA_KEY, ModelMeta  # noqa: E402
 
 
 def _run(path, crops):

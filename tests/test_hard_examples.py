@@ -29,7 +29,7 @@ def test_training_errors_measure_the_model_on_each_face(tmp_path):
     """The bundled fast model, rebuilt as a checkpoint: small errors on true labels, large on scrambled ones."""
     pytest.importorskip("torch")
     from star_track.bench_engines import synthetic_crops
-    from star_track.model_registry import resolve_model
+    from star_track.model.registry import resolve_model
     from train.hard_examples import training_errors
     from train.onnx_weights import checkpoint_from_onnx
     from train.readers import read_wflw_list

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from star_track.model_meta import ModelMeta
-from star_track.schemes import get_scheme
+from star_track.model.meta import ModelMeta
+from star_track.model.schemes import get_scheme
 from star_track.engines.flip_average import FlipAveragedEngine
 from train.pseudo_label import pseudo_label
 

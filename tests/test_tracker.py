@@ -197,7 +197,7 @@ def test_as_bgr_passthrough_is_contiguous():
 
 def test_bundled_model_is_accurate_on_a_moving_real_face(face_photo):
     """The shipped model (not the stand-in) puts the landmarks on the face along the whole path."""
-    from star_track.schemes import W300_68
+    from star_track.model.schemes import W300_68
 
     img, pts, box = face_photo
     frames, truth = affine_path(img, pts, box)
@@ -236,7 +236,7 @@ def test_new_face_stops_refining_once_the_framing_converges(face_photo):
     """A well-detected face costs the box pass plus one re-framed pass, not 1 + refine_steps; with a zero
     tolerance every step runs (the mechanism, not luck, saves the pass), and the landmarks barely differ."""
     from star_track.engines import create_engine
-    from star_track.schemes import W300_68
+    from star_track.model.schemes import W300_68
 
     img, pts, _ = face_photo
     engine = create_engine("default", "onnxruntime")

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import DATA
 from star_track.crop import LANDMARK_CROP_SCALE
-from star_track.schemes import COFW_29, W300_68, WFLW_98
+from star_track.model.schemes import COFW_29, W300_68, WFLW_98
 from train.annotations import read_annotations
 from train.prepare import (
     PartialReleaseError,

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from star_track.schemes import W300_68  # noqa: E402
+from star_track.model.schemes import W300_68  # noqa: E402
 from train.losses import awing_loss, heatmap_distill_loss, star_loss  # noqa: E402
 from train.metrics import auc, failure_rate, nme_per_face  # noqa: E402
 

@@ -146,8 +146,9 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     star68-fast.onnx distilled from it, each with its .md card. Stages whose output exists are skipped and
     training runs resume, so an interrupted build continues with the same command."""
     from star_track.errors import StarTrackError
+    from star_track.model import BUNDLED_DIR
 
-    from .ship import ACCURATE_NAME, FAST_NAME, MODELS_DIR, PRECISE_NAME, STAGE_DIR, ship_fast_combined
+    from .ship import ACCURATE_NAME, FAST_NAME, PRECISE_NAME, STAGE_DIR, ship_fast_combined
     from .ship import ship as build
 
     for folder in ("wflw", "300w"):
@@ -155,8 +156,8 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
             raise _fail(f"{data / folder} not found (pass --data pointing at shared/data)")
     try:
         if fast_only:
-            ship_fast_combined(data, MODELS_DIR / f"{ACCURATE_NAME}.onnx", STAGE_DIR / f"{FAST_NAME}.onnx",
-                               MODELS_DIR / f"{PRECISE_NAME}.onnx", train_first=not skip_training)
+            ship_fast_combined(data, BUNDLED_DIR / f"{ACCURATE_NAME}.onnx", STAGE_DIR / f"{FAST_NAME}.onnx",
+                               BUNDLED_DIR / f"{PRECISE_NAME}.onnx", train_first=not skip_training)
         else:
             build(data, train_first=not skip_training, self_training=self_training)
     except (StarTrackError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export

@@ -30,7 +30,7 @@ def gt_framed_predictions(model, faces: list[FaceAnnotation], root: Path) -> np.
     """(B, N, 2) pixel predictions of an exported model (a path, or an engine with ``meta`` and ``infer``) on
     crops framed from the true landmarks (one pass, the crops of the model cards' held-out figure)."""
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
-    from star_track.schemes import get_scheme
+    from star_track.model.schemes import get_scheme
 
     from .dataset import FaceCropDataset, crop_to_frame
 
@@ -61,7 +61,7 @@ def mirror_shift(model: str | Path, faces: list[FaceAnnotation], root: Path) -> 
 
     import cv2
 
-    from star_track.schemes import get_scheme
+    from star_track.model.schemes import get_scheme
 
     scheme = get_scheme("300w68")
     plain = gt_framed_predictions(model, faces, root)

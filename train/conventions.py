@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from star_track.schemes import get_scheme
+from star_track.model.schemes import get_scheme
 
 SCHEME = get_scheme("300w68")
 GROUPS = {"jaw": range(17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),

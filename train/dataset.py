@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from star_track.crop import (LANDMARK_CROP_SCALE, Crop, crop_from_landmarks, crop_pixels_to_normalized,
                              normalized_to_crop_pixels)
-from star_track.schemes import LandmarkScheme
+from star_track.model.schemes import LandmarkScheme
 
 from .annotations import FaceAnnotation
 from .augment import AugmentConfig, draw_geometry, photometric

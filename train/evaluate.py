@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from star_track.network import StarNet
-from star_track.schemes import get_scheme
+from star_track.model.schemes import get_scheme
 
 from .annotations import read_annotations
 from .dataset import FaceCropDataset

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from star_track.schemes import LandmarkScheme
+from star_track.model.schemes import LandmarkScheme
 
 
 def nme_per_face(pred: np.ndarray, gt: np.ndarray, scheme: LandmarkScheme, norm: str = "inter_ocular") -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from star_track.checkpoint import write_checkpoint
-from star_track.model_meta import METADATA_KEY, ModelMeta
+from star_track.model.meta import METADATA_KEY, ModelMeta
 from star_track.network import NetworkConfig, StarNet, normalize_input
 
 

@@ -152,7 +152,7 @@ def is_validation_image(image: str, fraction: float) -> bool:
 
 def _use_official_labels(faces68: list[FaceAnnotation], subset_dir: Path) -> int:
     """Replace derived points by reduced official 98-point labels for faces matched by their jaw points."""
-    from star_track.schemes import WFLW_98
+    from star_track.model.schemes import WFLW_98
 
     from .readers import read_wflw_subsets
 
@@ -177,7 +177,7 @@ def prepare_shared_wflw68(root: Path, out: Path, val_fraction: float = 0.15) -> 
     boxes and flags), split by image into train / val. Used to train the bundled compact model.
 
     Where a face also has official 98-point labels (514 of 660), its points are those reduced with
-    :attr:`WFLW_98.to_68 <star_track.schemes.WFLW_98>`: the derived file places the 8 eyelid points on chords
+    :attr:`WFLW_98.to_68 <star_track.model.schemes.WFLW_98>`: the derived file places the 8 eyelid points on chords
     between WFLW eye points, ours on the lids as in 300W. The other 146 faces keep the derived points.
     """
     ann = root / "derived_68pt" / "list_68pt_rect_attr_test.txt"

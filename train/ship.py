@@ -8,7 +8,7 @@
    b. star68-fast (1 stack x 64, inverted-residual blocks): distilled from (a) on every photo and clip frame
       (:mod:`train.distill`), two cycles from scratch (:func:`ship_fast`).
 
-2. **300W stage** (300W semantics, :mod:`train.conventions`; the bundled files in ``star_track/models/``):
+2. **300W stage** (300W semantics, :mod:`train.conventions`; the bundled files in ``star_track/model/bundled/``):
 
    a. star68-accurate: (1a) fine-tuned on the WFLW faces (labels corrected to 300W) + the 300W AFW/HELEN
       training faces + (1a)'s labels on the unlabeled photos, corrected (:func:`ship_combined`).
@@ -19,7 +19,7 @@
       cycles with its hard faces repeated, its inner blocks widened and (2b) as the heatmap teacher
       (:func:`ship_fast_combined`).
 
-Which model ``"default"`` means is :data:`star_track.model_registry.DEFAULT_BUNDLED`.
+Which model ``"default"`` means is :data:`star_track.model.registry.DEFAULT_BUNDLED`.
 
 One command regenerates everything (about 7 hours on 2 CPU cores; the 300W stage alone ~5 hours)::
 
@@ -39,12 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from star_track.model_meta import ModelMeta
+from star_track.model import BUNDLED_DIR
+from star_track.model.meta import ModelMeta
 
 from .annotations import read_annotations
 from .config import PRESETS
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "star_track" / "models"
 STAGE_DIR = Path("runs") / "wflw-stage"
 """Where the WFLW stage's two models are written (inputs of the 300W stage)."""
 PRESET = "compact68x2-dev"
@@ -85,7 +85,7 @@ WFLW_TERMS = "weights trained on WFLW (non-commercial research use only)"
 COMBINED_TERMS = "weights trained on WFLW and 300W (AFW, HELEN) (non-commercial research use only)"
 
 
-def ship(data_root: Path, ann_dir: Path = Path("data"), out_dir: Path = MODELS_DIR, train_first: bool = True,
+def ship(data_root: Path, ann_dir: Path = Path("data"), out_dir: Path = BUNDLED_DIR, train_first: bool = True,
          self_training: bool = True, stage_dir: Path = STAGE_DIR) -> Path:
     """Both stages (module docstring); returns the bundled fast model's path."""
     accurate_wflw, fast_wflw = stage_dir / f"{ACCURATE_NAME}.onnx", stage_dir / f"{FAST_NAME}.onnx"
@@ -171,7 +171,7 @@ def ship_fast(data_root: Path, teacher: Path, run_dir: Path | None = None, ann_d
 
 
 def ship_combined(data_root: Path, wflw_model: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
-                  out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = COMBINED_PRESET) -> Path:
+                  out_dir: Path = BUNDLED_DIR, train_first: bool = True, preset: str = COMBINED_PRESET) -> Path:
     """Stage 2a: the WFLW-stage 2-stack model ``wflw_model`` (``.onnx``) -> WFLW -> 300W convention correction
     and combined data (:mod:`train.combined`) -> fine-tune on 300W semantics -> ``out_dir/star68-accurate.onnx``
     + ``.md``."""
@@ -221,7 +221,7 @@ def ship_combined(data_root: Path, wflw_model: Path, run_dir: Path | None = None
 
 
 def ship_precise(data_root: Path, accurate: Path, run_dir: Path | None = None, ann_dir: Path = Path("data"),
-                 out_dir: Path = MODELS_DIR, train_first: bool = True, preset: str = PRECISE_PRESET) -> Path:
+                 out_dir: Path = BUNDLED_DIR, train_first: bool = True, preset: str = PRECISE_PRESET) -> Path:
     """Stage 2b: the 300W-stage 2-stack model ``accurate`` (``.onnx``) at 192x192 input, fine-tuned on the same
     combined data -> ``out_dir/star68-precise.onnx`` + ``.md``."""
     from .onnx_weights import checkpoint_from_onnx
@@ -256,7 +256,7 @@ def ship_precise(data_root: Path, accurate: Path, run_dir: Path | None = None, a
 
 
 def ship_fast_combined(data_root: Path, teacher: Path, fast_wflw: Path, precise: Path, run_dir: Path | None = None,
-                       ann_dir: Path = Path("data"), out_dir: Path = MODELS_DIR, train_first: bool = True,
+                       ann_dir: Path = Path("data"), out_dir: Path = BUNDLED_DIR, train_first: bool = True,
                        preset: str = FAST_PRESET) -> Path:
     """Stage 2c: the WFLW-stage fast model ``fast_wflw`` fine-tuned by distillation from the 300W-stage
     ``teacher``, then on its hard faces, widened, and last taught by ``precise`` -> ``out_dir/star68-fast.onnx``
@@ -498,7 +498,7 @@ def _val_set(path: Path, wflw: Path, cfg):
 
 def _faces_set(faces: list, root: Path, cfg):
     """GT-framed evaluation crops of ``faces`` (no augmentation)."""
-    from star_track.schemes import get_scheme
+    from star_track.model.schemes import get_scheme
 
     from .dataset import FaceCropDataset
 
@@ -569,7 +569,7 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
                 splits: dict | None = None) -> str:
     from star_track.bench_engines import cpu_name
     from star_track.engines.onnxruntime_engine import default_threads
-    from star_track.model_registry import DEFAULT_BUNDLED
+    from star_track.model.registry import DEFAULT_BUNDLED
 
     net = cfg.network
     size_mb = path.stat().st_size / 1e6

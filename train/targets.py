@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from star_track.schemes import LandmarkScheme
+from star_track.model.schemes import LandmarkScheme
 
 
 def point_maps(points: np.ndarray, input_size: int, heatmap_size: int, sigma: float = 1.5) -> np.ndarray:

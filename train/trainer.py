@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from star_track.network import StarNet, decode_heatmaps_torch, normalize_input
-from star_track.schemes import get_scheme
+from star_track.model.schemes import get_scheme
 
 from .annotations import read_annotations
 from .config import TrainConfig

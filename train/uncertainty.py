@@ -9,7 +9,7 @@
    than a Gaussian, and the coverages are what apps read off the ellipses.
 3. :func:`write_calibration` stores it in the ONNX file's ``star_track`` metadata.
 
-    python -m train calibrate-uncertainty star_track/models/star68-fast.onnx --data ../shared/data
+    python -m train calibrate-uncertainty star_track/model/bundled/star68-fast.onnx --data ../shared/data
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from star_track.crop import crop_from_landmarks, frame_to_normalized
-from star_track.schemes import LandmarkScheme
+from star_track.model.schemes import LandmarkScheme
 from star_track.uncertainty import CALIBRATION_VERSION, LAMBDA_FLOOR, UncertaintyCalibration
 
 from .annotations import FaceAnnotation
@@ -53,7 +53,7 @@ class HeldOut:
 def collect(engine, faces: list[FaceAnnotation], image_root: str | Path, batch: int = 16) -> HeldOut:
     """Run ``engine`` (a :class:`~star_track.engines.base.LandmarkEngine`) on ``faces`` with tracker framing."""
     meta = engine.meta
-    from star_track.schemes import get_scheme
+    from star_track.model.schemes import get_scheme
 
     eyes = get_scheme(meta.scheme).outer_eye_corners
     crop_of = lambda pts: crop_from_landmarks(pts, meta.input_size, meta.crop_scale, rotate=True,  # noqa: E731
@@ -167,7 +167,7 @@ def write_calibration(onnx_path: str | Path, calibration: dict) -> None:
 def calibrate_model(onnx_path: str | Path, faces: list[FaceAnnotation], image_root: str | Path) -> dict:
     """Fit on ``faces`` and store the calibration in ``onnx_path``; returns it with in-sample coverages."""
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
-    from star_track.schemes import get_scheme
+    from star_track.model.schemes import get_scheme
 
     engine = OnnxRuntimeEngine(onnx_path)
     scheme = get_scheme(engine.meta.scheme)

@@ -72,7 +72,7 @@ def _loader(name: str) -> EngineLoader:
 
 def create_engine(model: str | os.PathLike | None = None, engine: str = "auto",
                   threads: int | None = None) -> LandmarkEngine:
-    """Load ``model`` (see :func:`star_track.model_registry.resolve_model`) on ``engine``.
+    """Load ``model`` (see :func:`star_track.model.registry.resolve_model`) on ``engine``.
 
     ``threads``: CPU threads for ONNX Runtime (``None``: its measured default, see
     :func:`star_track.engines.onnxruntime_engine.default_threads`); GPU engines ignore it.
@@ -85,7 +85,7 @@ def create_engine(model: str | os.PathLike | None = None, engine: str = "auto",
         EngineUnavailable: the engine's package or hardware is missing (message says what to install).
         ValueError: unknown engine name.
     """
-    from ..model_registry import resolve_model
+    from ..model.registry import resolve_model
 
     path = resolve_model(model)
     if engine == "auto":

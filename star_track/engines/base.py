@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ModelError as ModelError  # re-exported: its old home
-from ..model_meta import ModelMeta
+from ..model.meta import ModelMeta
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..schemes import get_scheme
+from ..model.schemes import get_scheme
 from .base import LandmarkEngine, check_crops
 
 _MIRROR = np.diag([-1.0, 1.0]).astype(np.float32)

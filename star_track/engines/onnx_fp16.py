@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..model_meta import HEATMAP_TENSOR
+from ..model.meta import HEATMAP_TENSOR
 from .base import ModelError
 
 if TYPE_CHECKING:

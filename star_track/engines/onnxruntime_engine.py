@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_meta import OUTPUT_NAMES, ModelMeta, meta_from_properties
-from ..schemes import get_scheme
+from ..model.meta import OUTPUT_NAMES, ModelMeta, meta_from_properties
+from ..model.schemes import get_scheme
 from .base import ModelError, check_crops, to_nchw_float
 
 

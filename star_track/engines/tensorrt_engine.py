@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import EngineUnavailable, MissingDependency
 from ..hashing import sha256_file
-from ..model_meta import INPUT_NAME, OUTPUT_NAMES, ModelMeta, meta_from_properties
+from ..model.meta import INPUT_NAME, OUTPUT_NAMES, ModelMeta, meta_from_properties
 from . import GPU_HINT
 from .base import ModelError, check_crops, to_nchw_float
 
@@ -95,7 +95,7 @@ def configure_precision(trt: Any, config: Any, precision: str) -> None:
 
 def engine_cache_dir() -> Path:
     """Where built TensorRT engines live."""
-    from ..model_registry import cache_root
+    from ..model.registry import cache_root
 
     return cache_root() / "engines"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model_meta import ModelMeta
+from ..model.meta import ModelMeta
 from .base import ModelError, check_crops, to_nchw_float
 
 
@@ -90,7 +90,7 @@ def _ieee_fp32(torch: Any, enabled: bool) -> Iterator[None]:
 
 def empty_outputs(meta: ModelMeta) -> tuple[np.ndarray, np.ndarray]:
     """Outputs for an empty batch: (0, N, 2) and (0, N, 2, 2) float32."""
-    from ..schemes import get_scheme
+    from ..model.schemes import get_scheme
 
     n = get_scheme(meta.scheme).num_points
     return np.zeros((0, n, 2), np.float32), np.zeros((0, n, 2, 2), np.float32)

@@ -1,8 +1,8 @@
 """Where models live: resolve the ``model`` argument to a file.
 
-* ``None`` or ``"default"`` -> the bundled default model, ``star_track/models/<DEFAULT_BUNDLED>.onnx``;
+* ``None`` or ``"default"`` -> the bundled default model, ``star_track/model/bundled/<DEFAULT_BUNDLED>.onnx``;
 * a path (contains a path separator, ends in ``.onnx``/``.pt``/``.engine``, or exists) -> that file;
-* any other name -> a bundled ``star_track/models/NAME.onnx`` (e.g. ``star68-accurate``), else
+* any other name -> a bundled ``star_track/model/bundled/NAME.onnx`` (e.g. ``star68-accurate``), else
   ``<cache root>/models/NAME.onnx`` with ``<cache root>`` = ``$STAR_TRACK_CACHE`` or ``~/.cache/star-track``
   (TensorRT engines live beside, in ``<cache root>/engines``).
 
@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
+from . import BUNDLED_DIR
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "default"
 DEFAULT_BUNDLED = "star68-fast"
 """Which bundled model ``"default"`` means: ``star68-fast``, ~4.5x less CPU per face than ``star68-accurate`` and no

@@ -9,8 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
-from .crop import LANDMARK_CROP_SCALE
-from .errors import ModelError
+from ..crop import LANDMARK_CROP_SCALE
+from ..errors import ModelError
 
 METADATA_KEY = "star_track"
 """The ONNX metadata key that holds a model's :class:`ModelMeta` as JSON."""
