@@ -55,9 +55,9 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from export.onnx_export import export_onnx
-    from star_track.checkpoint import meta_for
-    from star_track.network import NetworkConfig, StarNet
+    from star_track.nn.onnx_export import export_onnx
+    from star_track.nn.checkpoint import meta_for
+    from star_track.nn.network import NetworkConfig, StarNet
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from star_track.bench_engines import cpu_name
 from train.calibrate import match_to_face
+from train.machine import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"

@@ -50,11 +50,11 @@ def export(
         raise _fail(f"export needs torch and onnx ({exc.name} is missing): {TRAIN_HINT}") from None
     from dataclasses import replace
 
-    from star_track.checkpoint import load_checkpoint
+    from star_track.nn.checkpoint import load_checkpoint
     from star_track.errors import StarTrackError
-    from star_track.network import count_parameters
+    from star_track.nn.network import count_parameters
 
-    from star_track.onnx_export import export_onnx, verify_onnx
+    from star_track.nn.onnx_export import export_onnx, verify_onnx
 
     try:
         net, meta = load_checkpoint(checkpoint, prefer_ema=ema, input_size=input_size)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from star_track.bench_engines import synthetic_crops
-from star_track.onnx_export import Parity
+from star_track.engines.timing import synthetic_crops
+from star_track.nn.onnx_export import Parity
 
 TRT_TOLERANCE = 5e-3
 """Largest landmark difference accepted of an FP32 engine vs FP32 ONNX Runtime, in [-1, 1] crop units (0.6 px at

@@ -1,6 +1,6 @@
 """Heatmap decoding: the numpy reference for landmark means and STAR covariances (STAR_SPEC section 2).
 
-The ONNX graph (:func:`star_track.network.decode_heatmaps_torch`) and every engine are tested against this.
+The ONNX graph (:func:`star_track.nn.network.decode_heatmaps_torch`) and every engine are tested against this.
 """
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from star_track.bench_engines import synthetic_crops
+from star_track.engines.timing import synthetic_crops
 from star_track.engines.base import to_nchw_float
-from star_track.network import NetworkConfig, StarInference, StarNet
+from star_track.nn.network import NetworkConfig, StarInference, StarNet
 
 SMALL = NetworkConfig(scheme="300w68", num_stacks=2, channels=32, depth=3, input_size=128)
 
@@ -57,8 +57,8 @@ def peakiness(heatmaps: np.ndarray) -> float:
 @functools.lru_cache(maxsize=None)
 def peaky_model() -> tuple[StarNet, Path, Path]:
     """(net, .pt checkpoint, ONNX with heatmaps output), built once per test session in a temp dir."""
-    from export.onnx_export import export_onnx
-    from star_track.checkpoint import meta_for, save_checkpoint
+    from star_track.nn.onnx_export import export_onnx
+    from star_track.nn.checkpoint import meta_for, save_checkpoint
 
     net = small_peaky_net()
     out = Path(tempfile.mkdtemp(prefix="star-track-export-"))
@@ -71,8 +71,8 @@ def peaky_model() -> tuple[StarNet, Path, Path]:
 @functools.lru_cache(maxsize=None)
 def peaky_onnx_plain() -> Path:
     """The same network exported without the heatmaps output (the shipping configuration)."""
-    from export.onnx_export import export_onnx
-    from star_track.checkpoint import meta_for
+    from star_track.nn.onnx_export import export_onnx
+    from star_track.nn.checkpoint import meta_for
 
     net, ckpt, _ = peaky_model()
     return export_onnx(net, meta_for(SMALL, "small-peaky"), ckpt.with_name("small.onnx"))

@@ -68,9 +68,9 @@ FACE_IMAGE = "wflw/WFLW_images/{}"
 def _export(tmp_dir: Path, name: str, scheme: str = "300w68", meta_scheme: str | None = None) -> Path:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from export.onnx_export import export_onnx
+    from star_track.nn.onnx_export import export_onnx
     from star_track.model.meta import ModelMeta
-    from star_track.network import NetworkConfig, StarNet
+    from star_track.nn.network import NetworkConfig, StarNet
 
     torch.manual_seed(0)
     cfg = NetworkConfig(scheme=scheme, num_stacks=1, channels=32, depth=3, input_size=128)

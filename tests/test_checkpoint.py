@@ -6,10 +6,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from star_track.checkpoint import (OFFICIAL_SCHEMES, detect_scheme, infer_config, load_checkpoint,  # noqa: E402
+from star_track.nn.checkpoint import (OFFICIAL_SCHEMES, detect_scheme, infer_config, load_checkpoint,  # noqa: E402
                                    map_official_keys, meta_for, save_checkpoint)
 from star_track.engines.base import ModelError  # noqa: E402
-from star_track.network import NetworkConfig, StarInference, StarNet  # noqa: E402
+from star_track.nn.network import NetworkConfig, StarInference, StarNet  # noqa: E402
 
 SMALL = NetworkConfig(scheme="300w68", num_stacks=2, channels=32, depth=3, input_size=128)
 
@@ -28,7 +28,7 @@ def net() -> StarNet:
 
 def official_state(net: StarNet) -> dict:
     """``net``'s weights in the reference layout: plus a (never used) skip_layer in every ResBlock."""
-    from star_track.network import ResBlock
+    from star_track.nn.network import ResBlock
 
     state = dict(net.state_dict())
     for name, mod in net.named_modules():
@@ -103,7 +103,7 @@ def test_missing_and_unexpected_keys_are_listed(net, tmp_path):
 
 
 def test_shape_mismatch_is_reported(net):
-    from star_track.checkpoint import build_network
+    from star_track.nn.checkpoint import build_network
 
     state = dict(net.state_dict())
     state["out_heatmaps.0.conv.bias"] = torch.zeros(5)

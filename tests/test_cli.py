@@ -312,8 +312,8 @@ def test_webcam_disconnect_ends_cleanly(monkeypatch, face_video, model_path):
 
 def test_models_import_installs_a_named_model(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
-    from star_track.checkpoint import save_checkpoint
-    from star_track.network import NetworkConfig, StarNet
+    from star_track.nn.checkpoint import save_checkpoint
+    from star_track.nn.network import NetworkConfig, StarNet
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(StarNet(NetworkConfig("cofw29", 1, 16, 3, 128)), tmp_path / "mine.pt")

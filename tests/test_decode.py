@@ -56,7 +56,7 @@ def test_decode_batch_is_independent_and_matches_torch():
         np.testing.assert_allclose(mean[0, i], m1[0, 0], atol=1e-6)
         np.testing.assert_allclose(cov[0, i], c1[0, 0], atol=1e-7)
     torch = pytest.importorskip("torch")
-    from star_track.network import decode_heatmaps_torch
+    from star_track.nn.network import decode_heatmaps_torch
 
     tm, tc = decode_heatmaps_torch(torch.from_numpy(hm.astype(np.float32)))
     np.testing.assert_allclose(tm.numpy(), mean, atol=1e-5)

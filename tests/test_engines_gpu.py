@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from _export_helpers import peaky_model, peaky_onnx_plain  # noqa: E402
 
-from star_track.bench_engines import print_table, run_engine_bench, synthetic_crops  # noqa: E402
+from star_track.engines.timing import print_table, run_engine_bench, synthetic_crops  # noqa: E402
 from star_track.engines.base import LandmarkEngine, to_nchw_float  # noqa: E402
 from star_track.engines.onnx_fp16 import BOUNDARY_TENSOR, convert_onnx_fp16  # noqa: E402
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine  # noqa: E402

@@ -10,11 +10,11 @@ ort = pytest.importorskip("onnxruntime")
 
 from _export_helpers import SMALL, peakiness, peaky_model, peaky_onnx_plain  # noqa: E402
 
-from export.onnx_export import HEATMAP_TENSOR, OUTPUT_NAMES, verify_onnx  # noqa: E402
-from star_track.bench_engines import synthetic_crops  # noqa: E402
+from star_track.nn.onnx_export import HEATMAP_TENSOR, OUTPUT_NAMES, verify_onnx  # noqa: E402
+from star_track.engines.timing import synthetic_crops  # noqa: E402
 from star_track.decode import decode_heatmaps  # noqa: E402
 from star_track.engines.base import to_nchw_float  # noqa: E402
-from star_track.network import StarInference  # noqa: E402
+from star_track.nn.network import StarInference  # noqa: E402
 from star_track.model.meta import METADATA_KEY, ModelMeta  # noqa: E402
 
 
@@ -63,9 +63,9 @@ def test_onnx_matches_pytorch_on_peaky_heatmaps():
 
 
 def test_onnx_matches_pytorch_within_1e4_on_default_crops(tmp_path):
-    from export.onnx_export import export_onnx
-    from star_track.checkpoint import meta_for
-    from star_track.network import StarNet
+    from star_track.nn.onnx_export import export_onnx
+    from star_track.nn.checkpoint import meta_for
+    from star_track.nn.network import StarNet
 
     torch.manual_seed(1)
     net = StarNet(SMALL).eval()  # plain random weights: broad heatmaps, compared on what they produce

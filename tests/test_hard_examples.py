@@ -28,7 +28,7 @@ def test_mismatched_or_bad_arguments_are_refused():
 def test_training_errors_measure_the_model_on_each_face(tmp_path):
     """The bundled fast model, rebuilt as a checkpoint: small errors on true labels, large on scrambled ones."""
     pytest.importorskip("torch")
-    from star_track.bench_engines import synthetic_crops
+    from star_track.engines.timing import synthetic_crops
     from star_track.model.registry import resolve_model
     from train.hard_examples import training_errors
     from train.onnx_weights import checkpoint_from_onnx

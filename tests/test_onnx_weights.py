@@ -9,11 +9,11 @@ pytest.importorskip("onnx")
 
 from _export_helpers import SMALL  # noqa: E402
 
-from export.onnx_export import export_onnx  # noqa: E402
-from star_track.bench_engines import synthetic_crops  # noqa: E402
-from star_track.checkpoint import load_checkpoint, meta_for  # noqa: E402
+from star_track.nn.onnx_export import export_onnx  # noqa: E402
+from star_track.engines.timing import synthetic_crops  # noqa: E402
+from star_track.nn.checkpoint import load_checkpoint, meta_for  # noqa: E402
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine  # noqa: E402
-from star_track.network import NetworkConfig, StarInference, StarNet  # noqa: E402
+from star_track.nn.network import NetworkConfig, StarInference, StarNet  # noqa: E402
 from train.onnx_weights import checkpoint_from_onnx, network_from_onnx  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def test_a_foreign_onnx_file_is_refused(tmp_path):
 
 
 def test_widening_the_expansion_keeps_the_function(tmp_path):
-    from star_track.checkpoint import load_checkpoint, write_checkpoint
+    from star_track.nn.checkpoint import load_checkpoint, write_checkpoint
     from train.widen import widen_checkpoint, widen_expansion
 
     cfg = NetworkConfig("300w68", num_stacks=1, channels=16, depth=2, input_size=64, block="inverted", expand=2)
@@ -95,7 +95,7 @@ def test_widening_the_expansion_keeps_the_function(tmp_path):
 
 
 def test_widening_only_the_inner_blocks_keeps_the_function():
-    from star_track.network import InvertedResBlock
+    from star_track.nn.network import InvertedResBlock
     from train.widen import widen_expansion
 
     cfg = NetworkConfig("300w68", num_stacks=2, channels=16, depth=2, input_size=64, block="inverted", expand=2)

@@ -107,7 +107,7 @@ def test_pseudo_labels_on_a_real_photo_sit_on_the_face(tmp_path, face_photo):
 
 def test_init_weights_start_a_run_from_a_checkpoint(tmp_path):
     torch = pytest.importorskip("torch")
-    from star_track.network import StarNet
+    from star_track.nn.network import StarNet
     from train.config import PRESETS
     from train.trainer import _initial_weights
 

@@ -90,7 +90,7 @@ def test_prepare_cli_reports_missing_root(tmp_path):
 
 
 def test_ema_warm_up_follows_the_model_early():
-    from star_track.network import NetworkConfig, StarNet
+    from star_track.nn.network import NetworkConfig, StarNet
     from train.trainer import EMA
 
     net = StarNet(NetworkConfig("cofw29", 1, 8, 3, 128))

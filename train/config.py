@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from star_track.network import NetworkConfig
+from star_track.nn.network import NetworkConfig
 
 from .augment import AugmentConfig
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from star_track.network import StarNet
+from star_track.nn.network import StarNet
 from star_track.model.schemes import get_scheme
 
 from .annotations import read_annotations
@@ -24,7 +24,7 @@ PAPER = {
 
 def load_network(path: str | Path, use_ema: bool = True, device: str = "cpu") -> StarNet:
     """A StarNet from one of our training checkpoints (``last.pt`` / ``best.pt``), EMA weights by default."""
-    from star_track.checkpoint import load_checkpoint
+    from star_track.nn.checkpoint import load_checkpoint
 
     net, _ = load_checkpoint(path, prefer_ema=use_ema)
     return net.to(device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from star_track.network import decode_heatmaps_torch, eig2x2_torch
+from star_track.nn.network import decode_heatmaps_torch, eig2x2_torch
 
 LAMBDA_RANGE = (1e-6, 1e2)  # users of the reference report NaN from extreme eigenvalues
 

@@ -1,4 +1,4 @@
-"""Rebuild a trainable :class:`~star_track.network.StarNet` from one of our exported ONNX models.
+"""Rebuild a trainable :class:`~star_track.nn.network.StarNet` from one of our exported ONNX models.
 
 The bundled ``.onnx`` files are what a checkout has of earlier training runs (checkpoints are never committed),
 so a later training stage (e.g. the 300W fine-tune in :mod:`train.ship`) can start from the shipped weights.
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from star_track.checkpoint import write_checkpoint
+from star_track.nn.checkpoint import write_checkpoint
 from star_track.model.meta import METADATA_KEY, ModelMeta
-from star_track.network import NetworkConfig, StarNet, normalize_input
+from star_track.nn.network import NetworkConfig, StarNet, normalize_input
 
 
 def _node_module(node_name: str) -> str:
@@ -119,7 +119,7 @@ def network_from_onnx(path: str | Path, crops: np.ndarray) -> tuple[StarNet, Mod
 def checkpoint_from_onnx(path: str | Path, crops: np.ndarray, out: str | Path, input_size: int | None = None
                          ) -> Path:
     """Write :func:`network_from_onnx`'s network as a checkpoint ``out`` that ``TrainConfig.init_weights`` and
-    :func:`star_track.checkpoint.load_checkpoint` accept. ``input_size``: declare another input size (the
+    :func:`star_track.nn.checkpoint.load_checkpoint` accept. ``input_size``: declare another input size (the
     weights of the fully convolutional network do not depend on it; the coordinate channels follow it)."""
     net, meta = network_from_onnx(path, crops)
     config = net.config.to_dict()

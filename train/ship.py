@@ -425,7 +425,7 @@ def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, c
     import torch
 
     from export.graph_cost import conv_macs
-    from export.onnx_export import export_onnx, verify_onnx
+    from star_track.nn.onnx_export import export_onnx, verify_onnx
 
     from .evaluate import load_network
 
@@ -461,7 +461,7 @@ def _calibrate_uncertainty(onnx_path: Path, val_set) -> dict:
 def _self_train(data_root: Path, teacher_dir: Path, student_dir: Path, student_cfg, train_faces: list,
                 calibrations: dict, teacher_val: dict, train_first: bool) -> int:
     """Teacher -> pseudo-labels on ``wflw_unlabeled`` -> student run; returns the number of pseudo-labels."""
-    from export.onnx_export import export_onnx
+    from star_track.nn.onnx_export import export_onnx
 
     from .annotations import write_annotations
     from .evaluate import load_network
@@ -549,7 +549,7 @@ def _uncertainty_row(res: dict | None) -> str:
 
 def _cpu_latency_ms(onnx_path: Path, size: int, repeats: int = 100) -> float:
     """Median ms per face at batch 1 through the runtime's engine (its default threads and session options)."""
-    from star_track.bench_engines import synthetic_crops
+    from star_track.engines.timing import synthetic_crops
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     engine = OnnxRuntimeEngine(onnx_path, providers=["CPUExecutionProvider"])
@@ -567,7 +567,7 @@ def _cpu_latency_ms(onnx_path: Path, size: int, repeats: int = 100) -> float:
 def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, macs: int, path: Path,
                 parity: str, preset: str, note: str, data_section: str, uncertainty: dict | None = None,
                 splits: dict | None = None) -> str:
-    from star_track.bench_engines import cpu_name
+    from .machine import cpu_name
     from star_track.engines.onnxruntime_engine import default_threads
     from star_track.model.registry import DEFAULT_BUNDLED
 

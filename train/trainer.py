@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from star_track.network import StarNet, decode_heatmaps_torch, normalize_input
+from star_track.nn.network import StarNet, decode_heatmaps_torch, normalize_input
 from star_track.model.schemes import get_scheme
 
 from .annotations import read_annotations
@@ -104,7 +104,7 @@ def evaluate_model(model: torch.nn.Module, dataset: FaceCropDataset, device: tor
 
 def _initial_weights(cfg: TrainConfig) -> dict:
     """Weights of ``cfg.init_weights`` (EMA when present); its network must match ``cfg.network``."""
-    from star_track.checkpoint import load_checkpoint
+    from star_track.nn.checkpoint import load_checkpoint
 
     net, _ = load_checkpoint(cfg.init_weights, prefer_ema=True)
     if net.config != cfg.network:
@@ -115,7 +115,7 @@ def _initial_weights(cfg: TrainConfig) -> dict:
 
 def _teacher(cfg: TrainConfig, device: torch.device) -> StarNet | None:
     """The frozen distillation teacher of ``cfg.teacher`` (EMA weights when present), or None."""
-    from star_track.checkpoint import load_checkpoint
+    from star_track.nn.checkpoint import load_checkpoint
 
     if not cfg.teacher:
         return None
@@ -141,7 +141,7 @@ def teacher_heatmaps(teacher: StarNet, images: torch.Tensor, size: int) -> torch
 
 
 def _save(path: Path, **state) -> None:
-    from star_track.checkpoint import write_checkpoint
+    from star_track.nn.checkpoint import write_checkpoint
 
     write_checkpoint(path, state)  # never leaves a half-written checkpoint behind
 

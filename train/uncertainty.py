@@ -159,7 +159,7 @@ def mahalanobis2(h: HeldOut, calib: UncertaintyCalibration) -> np.ndarray:
 
 def write_calibration(onnx_path: str | Path, calibration: dict) -> None:
     """Rewrite the model's ``star_track`` metadata with ``uncertainty`` = ``calibration`` (in place)."""
-    from star_track.onnx_export import rewrite_meta
+    from star_track.nn.onnx_export import rewrite_meta
 
     rewrite_meta(onnx_path, uncertainty=calibration)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from star_track.checkpoint import load_checkpoint, write_checkpoint
-from star_track.network import InvertedResBlock, StarNet
+from star_track.nn.checkpoint import load_checkpoint, write_checkpoint
+from star_track.nn.network import InvertedResBlock, StarNet
 
 
 def widen_expansion(net: StarNet, expand: int, inner_expand: int | None = None) -> StarNet:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 CONVERTER_VERSION = 1
 """Bump when the conversion's output changes: it is part of the TensorRT engine cache key."""
 BOUNDARY_TENSOR = HEATMAP_TENSOR
-"""Tensor where FP16 ends: the fused heatmaps, named so by :func:`star_track.onnx_export.export_onnx`."""
+"""Tensor where FP16 ends: the fused heatmaps, named so by :func:`star_track.nn.onnx_export.export_onnx`."""
 KEEP_FP32_OPS = frozenset({"InstanceNormalization"})
 # Inputs that ONNX requires to be float32 whatever the data type (Resize roi/scales).
 _FLOAT32_INPUTS = {"Resize": {1, 2}}

@@ -60,7 +60,7 @@ class OnnxRuntimeEngine:
     """A STAR ONNX model on ONNX Runtime.
 
     Args:
-        model_path: ``.onnx`` written by :func:`star_track.onnx_export.export_onnx`.
+        model_path: ``.onnx`` written by :func:`star_track.nn.onnx_export.export_onnx`.
         providers: execution providers in order of preference (default: CUDA if available, then CPU).
         threads: intra-op threads; ``None`` = :func:`default_threads`, 0 = ONNX Runtime's own default (one per
             core). See :func:`session_options` for why spinning is off.

@@ -1,6 +1,6 @@
 """PyTorch implementation of :class:`star_track.engines.base.LandmarkEngine`: FP16 on CUDA, FP32 on CPU.
 
-Runs :class:`star_track.network.StarInference` (network + the same in-graph decoding as the ONNX export) from
+Runs :class:`star_track.nn.network.StarInference` (network + the same in-graph decoding as the ONNX export) from
 a checkpoint, so a freshly trained model can be tracked with before it is exported. Needs torch.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ class TorchEngine:
         from ..errors import require_torch
 
         torch = require_torch("the torch engine")
-        from ..network import StarInference
+        from ..nn.network import StarInference
 
         self._torch = torch
         if threads:
@@ -97,8 +97,8 @@ def empty_outputs(meta: ModelMeta) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load(source: Any, prefer_ema: bool) -> tuple[Any, ModelMeta]:
-    from ..checkpoint import load_trainer_state, load_checkpoint, load_official_state
-    from ..network import StarNet
+    from ..nn.checkpoint import load_trainer_state, load_checkpoint, load_official_state
+    from ..nn.network import StarNet
 
     if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], StarNet):
         return source[0], source[1]

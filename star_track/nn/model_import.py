@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import TRAIN_HINT, MissingDependency, ModelError
-from .model.registry import cache_dir
+from ..errors import TRAIN_HINT, MissingDependency, ModelError
+from ..model.registry import cache_dir
 
 
 def import_model(checkpoint: str | Path, name: str | None = None, overwrite: bool = False,

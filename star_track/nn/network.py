@@ -1,7 +1,7 @@
 """The STAR stacked hourglass with ADNet's attention heads (the single definition of the network).
 
 Layout and state-dict names follow ``STAR_SPEC.md`` section 1 so that the official checkpoints load after a
-light key mapping (see :mod:`star_track.checkpoint`). Importing this module imports torch; the runtime only
+light key mapping (see :mod:`star_track.nn.checkpoint`). Importing this module imports torch; the runtime only
 does so for the torch engine, training and export.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model.schemes import LandmarkScheme, get_scheme
+from ..model.schemes import LandmarkScheme, get_scheme
 
 
 @dataclass(frozen=True)

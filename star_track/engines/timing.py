@@ -1,4 +1,4 @@
-"""Engine micro-benchmark: latency of each landmark engine per batch size (crops in, landmarks out).
+"""Engine timing: latency of each landmark engine per batch size (crops in, landmarks out).
 
 Times ``engine.infer`` end to end (host->device copies and decoding included), after warm-up, as the median
 over repeated runs. Hooked into ``star-track bench``; usable on its own::
@@ -16,20 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .engines.base import LandmarkEngine
-
-
-def cpu_name() -> str:
-    """The CPU model as the OS names it (e.g. ``AMD EPYC 9B14``): speed figures mean little without it."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from .base import LandmarkEngine
 
 
 def synthetic_crops(size: int, batch: int = 4, seed: int = 0) -> np.ndarray:
@@ -99,7 +86,7 @@ def run_engine_bench(model: str | Path | Mapping[str, str | Path] | None,
 def _load(spec: str | LandmarkEngine, model: Any) -> LandmarkEngine:
     if not isinstance(spec, str):
         return spec
-    from .engines import create_engine
+    from . import create_engine
 
     path = model.get(spec) if isinstance(model, Mapping) else model
     if isinstance(model, Mapping) and path is None:

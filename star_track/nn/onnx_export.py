@@ -1,4 +1,4 @@
-"""Export a :class:`star_track.network.StarNet` to ONNX with decoding inside the graph, and check it.
+"""Export a :class:`star_track.nn.network.StarNet` to ONNX with decoding inside the graph, and check it.
 
 Owned by the runtime because ``star-track models import`` needs it; it needs the training extra (torch, onnx),
 so only that command and ``python -m export`` import this module.
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bench_engines import synthetic_crops
-from .model.meta import HEATMAP_TENSOR, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelMeta
+from ..engines.timing import synthetic_crops
+from ..model.meta import HEATMAP_TENSOR, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelMeta
 from .network import StarInference, StarNet
 
 __all__ = ["HEATMAP_TENSOR", "INPUT_NAME", "OUTPUT_NAMES", "Parity", "export_onnx", "verify_onnx"]
@@ -78,7 +78,7 @@ def verify_onnx(onnx_path: str | Path, net: StarNet, crops: np.ndarray | None = 
                 tolerance: float = 1e-4) -> Parity:
     """Run the exported graph in ONNX Runtime (CPU) and ``StarInference`` in PyTorch (FP32, CPU) on the same
     crops and report the largest differences. ``crops`` default to
-    :func:`~star_track.bench_engines.synthetic_crops` (batch 3, which
+    :func:`~star_track.engines.timing.synthetic_crops` (batch 3, which
     also exercises the dynamic batch axis)."""
     import onnxruntime as ort
 

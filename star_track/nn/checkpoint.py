@@ -1,7 +1,7 @@
 """Load a STAR network from a checkpoint: our trainer's ``.pt`` files or the official STAR ``.pkl`` release.
 
 Official checkpoints (STAR_SPEC section 7) are ``torch.save`` dicts ``{net, optimizer, scheduler, epoch,
-net_ema}`` whose ``net`` state dict uses the same key names as :class:`star_track.network.StarNet`, possibly
+net_ema}`` whose ``net`` state dict uses the same key names as :class:`star_track.nn.network.StarNet`, possibly
 behind a ``module.`` (DataParallel/DDP) prefix. The network size is read from the tensor shapes, the
 landmark scheme from the fixed edge->heatmap matrix. torch is imported lazily: the runtime never needs it.
 
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelError
-from .model.meta import ModelMeta
+from ..errors import ModelError
+from ..model.meta import ModelMeta
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +37,7 @@ _OPTIONAL = re.compile(r"num_batches_tracked$")
 
 
 def _torch():
-    from .errors import require_torch  # the runtime install has no torch
+    from ..errors import require_torch  # the runtime install has no torch
 
     return require_torch("loading checkpoints")
 
