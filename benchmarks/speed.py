@@ -29,7 +29,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from star_track.detect import FaceDetector
+from star_track.detection.blazeface import FaceDetector
 from star_track.draw import draw_faces
 from star_track.engines import create_engine
 from star_track.tracker import Tracker

@@ -14,7 +14,7 @@ faces; its in-sample coverage is also printed but is not the honest figure.)
 ``Spearman``     rank correlation between the predicted per-face error (:func:`star_track.uncertainty.expected_error`)
                  and the actual NME (outer eye corners).
 ``worst 10 %``   share of the FR@10 failures (NME > 10 %) among the 10 % of faces with the highest predicted error.
-``score``        the Tracker's face confidence (:func:`star_track.tracker.landmark_score`) and its u (median
+``score``        the Tracker's face confidence (:func:`star_track.uncertainty.landmark_score`) and its u (median
                  landmark spread, crop units) on the held-out face crops and on patches of the same photos that
                  overlap no labelled face (5th / 50th / 95th percentile): what ``redetect_below`` separates.
 
@@ -34,8 +34,7 @@ from star_track.crop import Crop
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
 from star_track.model import BUNDLED_DIR
 from star_track.model.schemes import get_scheme
-from star_track.tracker import landmark_score, landmark_spread
-from star_track.uncertainty import UncertaintyCalibration, expected_error
+from star_track.uncertainty import UncertaintyCalibration, expected_error, landmark_score, landmark_spread
 from train.uncertainty import SIGMAS, HeldOut, collect, fit, ideal_coverage, mahalanobis2
 
 from .common import COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, load_faces, make_console, print_table, write_json

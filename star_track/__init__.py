@@ -17,7 +17,7 @@ except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path withou
 # Public names are imported on first use (PEP 562), so `star-track` installs its signal handlers before the
 # heavy imports (numpy, OpenCV, mediapipe): a Ctrl-C in the first moments is one line, not a traceback.
 _EXPORTS = {
-    "Detection": ".detect", "DetectorError": ".errors", "FaceDetector": ".detect", "draw_faces": ".draw",
+    "Detection": ".detection.blazeface", "DetectorError": ".errors", "FaceDetector": ".detection.blazeface", "draw_faces": ".draw",
     "EngineUnavailable": ".errors", "create_engine": ".engines", "LandmarkEngine": ".engines.base",
     "ModelError": ".errors", "StarTrackError": ".errors", "MissingDependency": ".errors",
     "OutputError": ".errors", "ConcurrentUseError": ".errors", "FlipAveragedEngine": ".engines.flip_average",

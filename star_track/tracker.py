@@ -65,15 +65,16 @@ import cv2
 import numpy as np
 
 from .crop import Crop, crop_from_box, crop_from_landmarks
-from .detect import Detection, FaceDetector
+from .detection.blazeface import Detection, FaceDetector
+from .detection.boxes import box_iou, nms
+from .detection.photo_search import PhotoSearch, photo_detect_sources
 from .engines import create_engine
 from .engines.base import LandmarkEngine
 from .engines.flip_average import FlipAveragedEngine
 from .errors import ConcurrentUseError, ModelError
-from .photo import PhotoSearch, photo_detect_sources
 from .model.schemes import LandmarkScheme, get_scheme
 from .smoothing import Smoother, make_smoother
-from .uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
+from .uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error, landmark_score
 
 
 MAX_TIMESTAMP_S = 1e12
@@ -160,38 +161,12 @@ def _check_timestamp(timestamp: float) -> float:
     return t
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of x1, y1, x2, y2 boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
 def _same_framing(a: Crop, b: Crop, tolerance: float) -> bool:
     """Crops within ``tolerance`` of each other: centre shift and side change as fractions of the side, angle
     in radians. A prediction on ``a`` then stands for one on ``b`` (the network is trained with larger jitter)."""
     shift = float(np.hypot(a.center[0] - b.center[0], a.center[1] - b.center[1])) / a.side
     dangle = abs((a.angle - b.angle + np.pi) % (2 * np.pi) - np.pi)
     return shift <= tolerance and abs(np.log(b.side / a.side)) <= tolerance and dangle <= 2 * tolerance
-
-
-def landmark_spread(cov_normalized: np.ndarray) -> np.ndarray:
-    """u (B,): the median over landmarks of det(Σᵢ)^¼, from covariances (B, N, 2, 2) in [-1, 1] crop units."""
-    c = np.asarray(cov_normalized, np.float64)
-    det = np.clip(c[..., 0, 0] * c[..., 1, 1] - c[..., 0, 1] * c[..., 1, 0], 0, None)
-    sigma = np.sqrt(np.sqrt(det))
-    sigma = np.where(np.isfinite(sigma), sigma, np.inf)
-    return np.median(sigma, axis=-1)
-
-
-def landmark_score(cov_normalized: np.ndarray, uncertainty_half: float = 0.28) -> np.ndarray:
-    """Face confidence (B,) from covariances (B, N, 2, 2) in [-1, 1] crop units (see module docs)."""
-    return 1.0 / (1.0 + (landmark_spread(cov_normalized) / uncertainty_half) ** 4)
 
 
 class Tracker:
@@ -379,9 +354,9 @@ class Tracker:
                 ``max_faces`` is for video only.
             search: ``"photo"`` (default: whole image, overlapping tiles for small faces and, when the upright
                 passes find no face or a rolled one, the image turned by ±90/±45 degrees; see
-                :mod:`star_track.photo` for the passes and their time budget), ``"single"`` (one whole-image
+                :mod:`star_track.detection.photo_search` for the passes and their time budget), ``"single"`` (one whole-image
                 detector pass, as video mode runs: fastest, misses faces under ~6 % of the image width and
-                faces rolled past ~45 degrees) or a :class:`~star_track.photo.PhotoSearch` with other options.
+                faces rolled past ~45 degrees) or a :class:`~star_track.detection.photo_search.PhotoSearch` with other options.
         Raises:
             ValueError: wrong dtype / shape, ``max_faces`` < 1 or an unknown ``search``.
         """
@@ -593,13 +568,10 @@ class Tracker:
         """Two tracks that converged onto one face: keep the more confident (older on ties)."""
         if len(tracks) < 2:
             return tracks
-        iou = box_iou(np.stack([self._track_box(t) for t in tracks]), np.stack([self._track_box(t) for t in tracks]))
-        order = sorted(range(len(tracks)), key=lambda i: (-tracks[i].score, tracks[i].track_id))
-        keep: list[int] = []
-        for i in order:
-            if all(iou[i, j] < 0.6 for j in keep):
-                keep.append(i)
-        return [tracks[i] for i in sorted(keep)]
+        by_id = sorted(range(len(tracks)), key=lambda i: tracks[i].track_id)  # equal scores: the older track wins
+        boxes = np.stack([self._track_box(tracks[i]) for i in by_id])
+        keep = nms(boxes, np.array([tracks[i].score for i in by_id]), iou=0.6)
+        return [tracks[i] for i in sorted(by_id[k] for k in keep)]
 
     def _face(self, tr: _Track) -> Face:
         raw, smoothed, cov, star_cov = tr.points, tr.smoothed, tr.cov, tr.star_cov

@@ -12,6 +12,11 @@ would (1-σ 39 %, 2-σ 86 %, 3-σ 99 %, measured by ``python -m benchmarks.uncer
 
 Models without a calibration (e.g. imported checkpoints) keep the raw covariance (the identity map), and the
 tracker warns once (:class:`UncalibratedUncertaintyWarning`).
+
+Face score
+  The tracker's face confidence is defined on the raw STAR covariance: for landmark i with covariance Σᵢ in
+  crop units, σᵢ = det(Σᵢ)^¼ is its geometric-mean standard deviation; with u = medianᵢ σᵢ
+  (:func:`landmark_spread`) the score is ``1 / (1 + (u / uncertainty_half)⁴)`` (:func:`landmark_score`).
 """
 from __future__ import annotations
 
@@ -91,3 +96,17 @@ def expected_error(points: np.ndarray, cov: np.ndarray, eye_corners: tuple[int, 
     tr = np.clip(c[:, 0, 0] + c[:, 1, 1], 0, None)
     e = float(np.mean(np.sqrt(math.pi * tr) / 2))
     return e / max(iod, 1e-6) if math.isfinite(e) else float("nan")
+
+
+def landmark_spread(cov_normalized: np.ndarray) -> np.ndarray:
+    """u (B,): the median over landmarks of det(Σᵢ)^¼, from covariances (B, N, 2, 2) in [-1, 1] crop units."""
+    c = np.asarray(cov_normalized, np.float64)
+    det = np.clip(c[..., 0, 0] * c[..., 1, 1] - c[..., 0, 1] * c[..., 1, 0], 0, None)
+    sigma = np.sqrt(np.sqrt(det))
+    sigma = np.where(np.isfinite(sigma), sigma, np.inf)
+    return np.median(sigma, axis=-1)
+
+
+def landmark_score(cov_normalized: np.ndarray, uncertainty_half: float = 0.28) -> np.ndarray:
+    """Face confidence (B,) from covariances (B, N, 2, 2) in [-1, 1] crop units (see the module docs)."""
+    return 1.0 / (1.0 + (landmark_spread(cov_normalized) / uncertainty_half) ** 4)

@@ -56,7 +56,7 @@ def test_crop_from_box_calibration():
 
 
 def test_rolled_box_crop_turns_the_calibration_with_the_face():
-    from star_track.detect import Detection
+    from star_track.detection.blazeface import Detection
 
     # Eyes on a line rising 90 degrees in the image (face lying on its side): roll = +pi/2.
     kps = np.zeros((6, 2), np.float32)

@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import star_track.detect as detect
-from star_track.detect import BUNDLED_DETECTORS, DetectorError, FaceDetector, sha256_file
-from star_track.tracker import box_iou
+import star_track.detection.blazeface as blazeface
+from star_track.detection.blazeface import BUNDLED_DETECTORS, DetectorError, FaceDetector, sha256_file
+from star_track.detection.boxes import box_iou
 
 
 def test_bundled_checksums_match():
     for name, (fname, digest) in BUNDLED_DETECTORS.items():
-        assert sha256_file(detect.BUNDLED_DIR / fname) == digest, name
+        assert sha256_file(blazeface.BUNDLED_DIR / fname) == digest, name
 
 
 @pytest.mark.parametrize("model", ["short", "full"])
@@ -60,16 +60,16 @@ def test_model_errors(tmp_path, monkeypatch):
     # a bundled file that fails its checksum is refused
     fname, digest = BUNDLED_DETECTORS["short"]
     bad = tmp_path / fname
-    data = bytearray((detect.BUNDLED_DIR / fname).read_bytes())
+    data = bytearray((blazeface.BUNDLED_DIR / fname).read_bytes())
     data[-1] ^= 0xFF
     bad.write_bytes(bytes(data))
-    monkeypatch.setattr(detect, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(blazeface, "BUNDLED_DIR", tmp_path)
     with pytest.raises(DetectorError, match="sha256"):
         FaceDetector("short")
 
 
 def test_user_supplied_tflite(tmp_path, face_photo):
     user = tmp_path / "my_detector.tflite"
-    user.write_bytes((detect.BUNDLED_DIR / BUNDLED_DETECTORS["full"][0]).read_bytes())
+    user.write_bytes((blazeface.BUNDLED_DIR / BUNDLED_DETECTORS["full"][0]).read_bytes())
     with FaceDetector(str(user), mode="image") as det:
         assert det.detect(face_photo[0])

@@ -117,7 +117,7 @@ def test_model_registry(tmp_path, monkeypatch, standin_model):
 def test_one_error_family_keeps_the_old_names_and_bases():
     """Every error star-track raises on purpose is a StarTrackError; the old import paths still work."""
     from star_track import errors
-    from star_track.detect import DetectorError
+    from star_track.detection.blazeface import DetectorError
     from star_track.engines import EngineUnavailable as registry_unavailable
     from star_track.engines.base import ModelError as base_model_error
     from star_track.tracker import ConcurrentUseError

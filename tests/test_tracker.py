@@ -7,7 +7,8 @@ import pytest
 
 from conftest import _export
 from star_track.engines.base import ModelError
-from star_track.tracker import Face, Tracker, as_bgr, landmark_score
+from star_track.tracker import Face, Tracker, as_bgr
+from star_track.uncertainty import landmark_score
 
 
 def affine_path(img: np.ndarray, pts: np.ndarray, box: np.ndarray, n: int = 24, size=(640, 480),

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from star_track.crop import LANDMARK_CROP_SCALE, crop_from_landmarks
-from star_track.detect import FaceDetector
+from star_track.detection.blazeface import FaceDetector
 
 from .annotations import FaceAnnotation
 

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .detect import Detection, FaceDetector
+from .blazeface import Detection, FaceDetector
+from .boxes import box_iou, nms
 
 
 @dataclass(frozen=True)
@@ -131,18 +132,11 @@ def _shift(det: Detection, dx: float, dy: float) -> Detection:
     return Detection(box=det.box + np.tile(off, 2), score=det.score, keypoints=det.keypoints + off)
 
 
-def nms(dets: list[Detection], iou: float = 0.3) -> list[Detection]:
-    """Greedy non-maximum suppression: best score first, drop boxes overlapping a kept one above ``iou``."""
-    from .tracker import box_iou
-
-    dets = sorted(dets, key=lambda d: -d.score)
-    if len(dets) < 2:
-        return dets
-    m = box_iou(np.stack([d.box for d in dets]), np.stack([d.box for d in dets]))
-    keep: list[int] = []
-    for i in range(len(dets)):
-        if all(m[i, j] <= iou for j in keep):
-            keep.append(i)
+def _suppress(dets: list[Detection], iou: float) -> list[Detection]:
+    """:func:`~star_track.detection.boxes.nms` on detections: best score first."""
+    if not dets:
+        return []
+    keep = nms(np.stack([d.box for d in dets]), np.array([d.score for d in dets]), iou)
     return [dets[i] for i in keep]
 
 
@@ -176,7 +170,7 @@ def photo_detect_sources(detector: FaceDetector, image: np.ndarray,
     if detector.mode != "image":
         raise ValueError("photo_detect needs a detector in 'image' mode")
     whole = detector.detect(image)
-    found = nms(whole + _tiled_pass(detector, image, search, whole=False), search.nms_iou)
+    found = _suppress(whole + _tiled_pass(detector, image, search, whole=False), search.nms_iou)
     rolled = any(abs(math.degrees(d.roll)) > search.rotate_if_rolled for d in found)
     if search.rotations and (len(found) < search.rotate_below or rolled):
         extra: list[Detection] = []
@@ -184,7 +178,7 @@ def photo_detect_sources(detector: FaceDetector, image: np.ndarray,
             canvas, m = rotate_image(image, angle)
             extra += [map_detection(d, m) for d in _tiled_pass(detector, canvas, search)]
         # Rolled passes only add faces: a face the upright passes found keeps its upright detection.
-        found = sorted(found + _new_faces(found, nms(extra, search.nms_iou), search.nms_iou),
+        found = sorted(found + _new_faces(found, _suppress(extra, search.nms_iou), search.nms_iou),
                        key=lambda d: -d.score)
     whole_ids = {id(d) for d in whole}
     return [(d, id(d) in whole_ids) for d in found]
@@ -192,8 +186,6 @@ def photo_detect_sources(detector: FaceDetector, image: np.ndarray,
 
 def _new_faces(known: list[Detection], candidates: list[Detection], iou: float) -> list[Detection]:
     """The candidates that overlap no known detection above ``iou``."""
-    from .tracker import box_iou
-
     if not known or not candidates:
         return list(candidates)
     m = box_iou(np.stack([d.box for d in candidates]), np.stack([d.box for d in known]))
