@@ -38,16 +38,55 @@ def _reason(e: Exception) -> str:
     return text.split(": '")[0] if text else type(e).__name__
 
 
-class AvReader:
-    """Decoded BGR frames with their presentation times, and the audio packets read along the way."""
+def display_transform(matrix) -> tuple[bool, bool, bool]:
+    """``(transpose, flip_x, flip_y)`` that turn a coded frame into its displayed orientation, from FFmpeg's
+    display matrix (9 int32, ``AV_FRAME_DATA_DISPLAYMATRIX``), snapped to the nearest quarter turn.
 
-    def __init__(self, target: str, name: str, fmt: str | None = None, live: bool = False):
+    FFmpeg maps a coded point (p, q) to (m0 p + m3 q, m1 p + m4 q) on display; the result matches ``ffmpeg``'s
+    own autorotation for all eight orientations (rotations by 0/90/180/270 degrees, each also mirrored)."""
+    m0, m1, m3, m4 = (float(matrix[i]) for i in (0, 1, 3, 4))
+    if abs(m0) + abs(m4) >= abs(m1) + abs(m3):
+        return False, m0 < 0, m4 < 0
+    return True, m3 < 0, m1 < 0
+
+
+def apply_transform(image: np.ndarray, transform: tuple[bool, bool, bool]) -> np.ndarray:
+    """``image`` transposed and/or mirrored as :func:`display_transform` says (a contiguous copy when changed)."""
+    transpose, flip_x, flip_y = transform
+    if not (transpose or flip_x or flip_y):
+        return image
+    if transpose:
+        image = image.swapaxes(0, 1)
+    if flip_x:
+        image = image[:, ::-1]
+    if flip_y:
+        image = image[::-1]
+    return np.ascontiguousarray(image)
+
+
+PIPE_HINT = ("cannot decode it from a pipe (empty, not a video, or a format that needs seeking, such as an MP4/MOV "
+             "with its index at the end: pipe .mkv/.ts, or give the file)")
+"""Why a FIFO / process-substitution input gave nothing: a pipe cannot be seeked."""
+
+
+class AvReader:
+    """Decoded BGR frames with their presentation times, and the audio packets read along the way.
+
+    Frames come in display geometry: non-square pixels are resampled to square ones (the longer displayed
+    side kept, so no detail is lost) and the stream's display matrix (a phone's rotation) is applied. Both
+    are decided on the first frame and kept for the whole stream, so every frame has one size.
+    """
+
+    def __init__(self, target: str, name: str, fmt: str | None = None, live: bool = False, pipe: bool = False):
         self.name = name
+        self.pipe = pipe
         options = {"rtsp_transport": "tcp"} if target.startswith("rtsp://") else {}
         try:
             self.container = av.open(target, format=fmt, options=options, timeout=(10.0, 10.0))
         except av.FFmpegError as e:
             what = "cannot open the stream" if live else "not a video FFmpeg can decode (unknown format, or truncated/corrupt)"
+            if pipe:
+                what = PIPE_HINT
             raise VideoError(f"{name}: {what} ({_reason(e)})") from None
         if not self.container.streams.video:
             self.container.close()
@@ -61,6 +100,31 @@ class AvReader:
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.rate = float(rate) if rate else 0.0
         self.frame_count = int(self.stream.frames or 0)
+        sar = self.stream.sample_aspect_ratio
+        self.sample_aspect_ratio = sar if sar and sar > 0 else Fraction(1)
+        """Pixel width / height of the coded frames (1: square); frames are resampled to square pixels."""
+        self.transform: tuple[bool, bool, bool] | None = None
+        """``(transpose, flip_x, flip_y)`` applied to every frame (see :func:`display_transform`); set on the
+        first frame."""
+        self.rotation = 0
+        """Counter-clockwise degrees of the stream's display matrix (as ffprobe reports; 0: none)."""
+
+    def _upright(self, frame) -> np.ndarray:
+        """The frame as BGR in display geometry: square pixels, then the display matrix applied."""
+        if self.transform is None:
+            self.transform = (False, False, False)
+            for data in frame.side_data:
+                if data.type.name == "DISPLAYMATRIX" and data.buffer_size >= 36:
+                    self.transform = display_transform(np.frombuffer(bytes(data), "<i4", 9))
+                    self.rotation = int(round(frame.rotation or 0))
+        sar = self.sample_aspect_ratio
+        if sar == 1:
+            image = frame.to_ndarray(format="bgr24")
+        else:  # stretch, never squeeze: the longer displayed side keeps its pixels
+            w = max(1, round(frame.width * sar)) if sar > 1 else frame.width
+            h = frame.height if sar > 1 else max(1, round(frame.height / sar))
+            image = frame.to_ndarray(format="bgr24", width=w, height=h, interpolation="BICUBIC")
+        return apply_transform(image, self.transform)
 
     def _decode(self):
         streams = [self.stream] + ([self.audio] if self.audio is not None else [])
@@ -74,7 +138,7 @@ class AvReader:
                 except av.FFmpegError:  # a damaged packet: skip it, keep the rest
                     continue
                 for frame in decoded:
-                    yield frame.time, frame.to_ndarray(format="bgr24")
+                    yield frame.time, self._upright(frame)
         except (av.FFmpegError, OSError):  # truncated file, dropped stream: the frames so far stand
             return
 

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -36,11 +37,19 @@ class VideoSource:
     Args:
         source: a file path, a stream URL, a device path such as ``/dev/video0`` (decoded by FFmpeg through
             PyAV), or a camera index (int, or a string of digits; read through OpenCV).
-        fps: override the frame rate (cameras often report 0).
+        fps: override the frame rate (cameras often report 0): a finite number > 0 and at most 1000.
 
     Raises:
+        ValueError: ``fps`` is not a finite number in (0, 1000].
         VideoError: missing file, a directory, not a decodable video, no frames, a stream that cannot be
             opened, or no such camera (a negative index is refused before OpenCV sees it).
+
+    Files, pipes and streams are read in display geometry (FFmpeg's own rule): the stream's display matrix is
+    applied (phone videos, coded sideways with a 90 degree rotation, come upright; mirrored ones unmirrored) and
+    non-square pixels (anamorphic video, sample aspect ratio != 1) are resampled to square ones, stretching the
+    shorter displayed side. :attr:`size`, the frames and so the landmarks are all in that geometry, and a
+    :class:`VideoSink` writes what it is given (no rotation or aspect ratio tag). A FIFO or process
+    substitution (``<(cat clip.mkv)``) is read as a stream.
 
     Iterate to get :class:`VideoFrame` s; iteration ends at the end of the file or when a camera or stream
     stops delivering frames (disconnect). Use as a context manager or call :meth:`close`.
@@ -84,6 +93,10 @@ class VideoSource:
             first = self._av.read()
             if first is None:
                 self._av.close()
+                if self._av.pipe:
+                    from .av_video import PIPE_HINT
+
+                    raise VideoError(f"{self.name}: {PIPE_HINT}")
                 raise VideoError(f"{self.name}: contains no decodable frames")
             t0, self._first = first
             self.origin = float(t0) if t0 is not None else 0.0
@@ -97,6 +110,16 @@ class VideoSource:
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.width, self.height
+
+    @property
+    def rotation(self) -> int:
+        """Counter-clockwise degrees of the input's display matrix, already applied to the frames (0: none)."""
+        return self._av.rotation if self._av is not None else 0
+
+    @property
+    def sample_aspect_ratio(self) -> Fraction:
+        """The input's pixel width / height (1: square); frames are already resampled to square pixels."""
+        return self._av.sample_aspect_ratio if self._av is not None else Fraction(1)
 
     @property
     def has_audio(self) -> bool:
@@ -200,6 +223,8 @@ def _open_av(spec: str):
     path = check_input_path(spec, "a video file", allow_devices=True)
     if path.is_char_device():  # /dev/video0: a V4L2 capture device
         return AvReader(str(path), spec, fmt="v4l2" if sys.platform.startswith("linux") else None, live=True)
+    if not path.is_file():  # a FIFO or a process substitution (/dev/fd/N): read as a stream, never seeked
+        return AvReader(str(path), spec, pipe=True)
     if path.stat().st_size == 0:
         raise VideoError(f"{spec}: file is empty")
     return AvReader(str(path), spec)

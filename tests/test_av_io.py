@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
+import threading
+from fractions import Fraction
 
 import av
 import cv2
@@ -279,3 +282,111 @@ def test_variable_frame_rate_output_keeps_the_input_timestamps(tmp_path, face_vi
     in_times, out_times = probe(vfr)[1], probe(out)[1]
     assert len(out_times) == 20 and np.diff(out_times)[12:].mean() == pytest.approx(0.1, abs=0.01)
     np.testing.assert_allclose(np.array(out_times) - out_times[0], np.array(in_times) - in_times[0], atol=1e-3)
+
+
+# --- input geometry (issue 30: phone videos, anamorphic pixels, pipes) ---------------------------------------
+
+
+def _encode(path, frames, rotation=0, sar=None):
+    """H.264 MP4 of BGR ``frames`` with a display matrix turning them by ``rotation`` degrees counter-clockwise
+    (as a phone writes it) and/or a sample aspect ratio."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"crf": "12"})
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        if sar is not None:
+            s.codec_context.sample_aspect_ratio = sar
+        if rotation:
+            s.set_display_rotation(rotation)
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="bgr24")
+            vf.pts = i
+            c.mux(s.encode(vf))
+        c.mux(s.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    """8 frames of a real talking head, cut to a 288x512 portrait (as a phone shows it)."""
+    if not CLIP.exists():
+        pytest.skip("real clips not available")
+    with VideoSource(CLIP) as vs:
+        return [vf.image[:, 112:400].copy() for vf, _ in zip(vs, range(8))]
+
+
+@pytest.mark.parametrize("rotation, coded", [(90, cv2.ROTATE_90_CLOCKWISE), (-90, cv2.ROTATE_90_COUNTERCLOCKWISE)])
+def test_phone_video_is_read_upright_and_tracked_in_display_coordinates(tmp_path, portrait, rotation, coded):
+    from star_track.tracker import Tracker
+
+    clip = _encode(tmp_path / "phone.mp4", [cv2.rotate(f, coded) for f in portrait], rotation=rotation)
+    with VideoSource(clip) as vs:
+        assert vs.size == (288, 512) and vs.rotation == rotation
+        frames = [vf.image for vf in vs]
+    assert len(frames) == 8 and frames[0].shape == (512, 288, 3)
+    assert np.abs(frames[3].astype(int) - portrait[3]).mean() < 4  # upright, not mirrored
+    with Tracker(smoothing="none", detect_every=1) as tr:
+        faces = [tr.track(f, i / 25) for i, f in enumerate(frames)]
+    assert all(len(f) == 1 for f in faces)
+    for f in faces:  # 300W-68: eyes 36-47, mouth 48-67; the face is upright in display coordinates
+        pts = f[0].landmarks
+        assert pts[36:48, 1].mean() + 40 < pts[48:68, 1].mean()
+        assert (pts[:, 0] > 0).all() and (pts[:, 0] < 288).all()
+
+
+def test_annotated_phone_video_is_written_upright_without_a_rotation(tmp_path, portrait):
+    clip = _encode(tmp_path / "phone.mp4", [cv2.rotate(f, cv2.ROTATE_90_CLOCKWISE) for f in portrait], rotation=90)
+    out, lm = tmp_path / "out.mp4", tmp_path / "out.csv"
+    r = run("video", clip, "-o", out, "-l", lm, "--no-draw", "--no-progress")
+    assert r.exit_code == 0, r.stderr
+    with av.open(str(out)) as c:
+        first = next(c.decode(video=0))
+        assert (first.width, first.height) == (288, 512) and not first.rotation
+        assert np.abs(first.to_ndarray(format="bgr24").astype(int) - portrait[0]).mean() < 6
+    d = read_landmarks_csv(lm)
+    assert sorted(d["frame"]) == list(range(8))  # one face in each frame
+    pts = d["landmarks"]  # display coordinates: eyes above the mouth, inside the 288-wide portrait
+    assert (pts[:, 36:48, 1].mean(1) + 40 < pts[:, 48:68, 1].mean(1)).all() and (pts[..., 0] < 288).all()
+
+
+@pytest.mark.parametrize("sar, shape", [(Fraction(4, 3), (48, 85)), (Fraction(3, 4), (64, 64))])
+def test_anamorphic_video_is_resampled_to_square_pixels(tmp_path, sar, shape):
+    display = np.zeros(shape + (3,), np.uint8)
+    cv2.circle(display, (shape[1] // 2, shape[0] // 2), 18, (255, 255, 255), -1)
+    coded = cv2.resize(display, (64, 48), interpolation=cv2.INTER_AREA)  # what the anamorphic file stores
+    clip = _encode(tmp_path / "anamorphic.mp4", [coded] * 3, sar=sar)
+    with VideoSource(clip) as vs:
+        assert vs.sample_aspect_ratio == sar and vs.size == (shape[1], shape[0])
+        image = next(iter(vs)).image
+    assert image.shape == display.shape and np.abs(image.astype(int) - display).mean() < 12
+    ys, xs = np.nonzero(image[..., 0] > 128)  # the circle is round again
+    assert abs((xs.max() - xs.min()) - (ys.max() - ys.min())) <= 2
+
+
+def _feed(fifo, data: bytes) -> threading.Thread:
+    def write():
+        try:
+            with open(fifo, "wb") as f:
+                f.write(data)
+        except BrokenPipeError:  # the reader gave up early
+            pass
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    return t
+
+
+def test_fifo_input_is_read_as_a_stream(tmp_path, talk):
+    mkv = tmp_path / "talk.mkv"
+    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(talk), "-c", "copy", str(mkv)], check=True)
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    t = _feed(fifo, mkv.read_bytes())
+    with VideoSource(fifo) as vs:
+        times = [vf.time for vf in vs]
+        assert vs.has_audio
+    t.join(10)
+    assert len(times) == 20 and times[-1] == pytest.approx(19 * FRAME, abs=1e-3)
+    t = _feed(fifo, talk.read_bytes())  # MP4 with its index at the end: cannot be read from a pipe
+    with pytest.raises(VideoError, match="pipe"):
+        VideoSource(fifo)
+    t.join(10)
