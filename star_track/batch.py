@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import fnmatch
 import glob
 import hashlib
 import json
@@ -45,7 +46,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import MissingDependency, OutputError, StarTrackError, VideoError
 from .hashing import sha256_file
@@ -98,33 +99,148 @@ def _read_list(path: Path) -> list[Path]:
     return [p if p.is_absolute() else base / p for p in map(Path, cells)]
 
 
-def find_videos(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
-    """Expand ``inputs`` (files, folders searched recursively for :data:`VIDEO_EXTENSIONS`, glob patterns,
-    ``.txt``/``.csv`` lists of paths) into ``(video, mirror root)`` pairs, in order, without duplicates.
+def _as_list(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str | os.PathLike]:
+    """One str or PathLike is one input (iterating a str would take each character as a path, and "/" would
+    scan the whole filesystem)."""
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        return [os.fsdecode(inputs)]
+    return list(inputs)
 
-    A path that does not exist is kept (it becomes a failed row); a folder or glob that holds no video adds
-    nothing. The mirror root is the folder for a folder input, else the video's own folder.
+
+def _dir_key(path: str) -> tuple[int, int] | None:
+    """A folder's identity (device, inode), through symlinks; None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _walk_dirs(root: str, seen: set[tuple[int, int]], hidden: bool = True) -> Iterator[str]:
+    """``root`` and every folder under it, symlinked folders followed, but each real folder entered once: a
+    symlink loop (``a/loop -> ..``) ends instead of recursing forever, and a folder already in ``seen`` (the
+    output folder) is left out. ``hidden=False`` skips dot-folders (glob's ``**``)."""
+    key = _dir_key(root)
+    if key is None or key in seen:
+        return
+    seen.add(key)
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        yield dirpath
+        keep = []
+        for d in sorted(dirnames):
+            k = _dir_key(os.path.join(dirpath, d))
+            if k is not None and k not in seen and (hidden or not d.startswith(".")):
+                seen.add(k)
+                keep.append(d)
+        dirnames[:] = keep
+
+
+def _files_in(folder: str) -> list[str]:
+    try:
+        return sorted(os.path.join(folder, e.name) for e in os.scandir(folder) if not e.is_dir())
+    except OSError:
+        return []
+
+
+def _glob_base(pattern: str) -> tuple[str, int]:
+    """The folder a glob pattern searches from (its parts before the first wildcard) and that part's index."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return (str(Path(*parts[:first])) if first else os.curdir), first
+
+
+def _glob(pattern: str, seen: set[tuple[int, int]]) -> Iterator[str]:
+    """glob.glob(pattern, recursive=True), but loop-safe: ``**`` follows symlinked folders once each (Python's
+    glob follows a symlink loop until the path is too long) and skips the folders in ``seen``."""
+    base, first = _glob_base(pattern)
+    parts = Path(pattern).parts
+    relative = not first
+
+    def expand(folder: str, rest: tuple[str, ...]) -> Iterator[str]:
+        if not rest:
+            yield folder
+            return
+        head, tail = rest[0], rest[1:]
+        if head == "**":
+            for d in _walk_dirs(folder, set(seen), hidden=False):
+                yield from expand(d, tail)
+                if not tail:  # a trailing ** matches the files too
+                    yield from (f for f in _files_in(d) if not os.path.basename(f).startswith("."))
+        elif glob.has_magic(head):
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                return
+            for name in names:
+                if fnmatch.fnmatch(name, head) and (head.startswith(".") or not name.startswith(".")):
+                    yield from expand(os.path.join(folder, name), tail)
+        elif os.path.lexists(os.path.join(folder, head)):
+            yield from expand(os.path.join(folder, head), tail)
+
+    for path in expand(base, parts[first:]):
+        yield os.path.relpath(path) if relative else path
+
+
+def _is_video(path: str) -> bool:
+    name = os.path.basename(path)
+    if name.startswith(".") and ".partial-" in name:  # a batch's own staged output
+        return False
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS and os.path.isfile(path)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True when the real path of ``path`` is ``folder`` or under it."""
+    p, f = os.path.realpath(path), os.path.realpath(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def find_videos(inputs: str | os.PathLike | Iterable[str | os.PathLike], *, out_dir: str | os.PathLike | None = None,
+                exclude: Iterable[str] = ()) -> list[tuple[Path, Path]]:
+    """Expand ``inputs`` (files, folders searched recursively for :data:`VIDEO_EXTENSIONS`, glob patterns,
+    ``.txt``/``.csv`` lists of paths; one str or PathLike is one input) into ``(video, mirror root)`` pairs, in
+    order, without duplicates (a file reached by two paths, e.g. through a symlink, counts once).
+
+    Folders and ``**`` follow symlinked subfolders, each real folder once (a symlink loop ends). A path that does
+    not exist is kept (it becomes a failed row); a folder or glob that holds no video adds nothing. The mirror
+    root is the folder for a folder input, else the video's own folder.
+
+    The batch's own outputs are never inputs: a folder or glob search leaves out ``out_dir`` (unless the search
+    starts inside it), the paths in ``exclude`` (the outputs the manifest records) and staged partial files.
+    Files named one by one (or in a list) are taken as given.
     """
+    out = os.fspath(out_dir) if out_dir is not None else None
+    skip = {os.path.abspath(e) for e in exclude}
+
+    def pruned(root: str) -> set[tuple[int, int]]:
+        """The folders a search from ``root`` does not enter: the output folder, unless ``root`` is in it."""
+        key = _dir_key(out) if out is not None and not _inside(root, out) else None
+        return {key} if key is not None else set()
+
+    def searched(paths: Iterable[str], root: str) -> list[str]:
+        return [v for v in paths if _is_video(v) and os.path.abspath(v) not in skip
+                and (out is None or _inside(root, out) or not _inside(v, out))]
+
     found: list[tuple[Path, Path]] = []
-    for item in inputs:
-        s = str(item)
+    for item in _as_list(inputs):
+        s = os.fspath(item)
         p = Path(s)
         if p.is_dir():
-            found += [(v, p) for v in sorted(p.rglob("*")) if v.suffix.lower() in VIDEO_EXTENSIONS and v.is_file()]
+            files = [f for d in _walk_dirs(s, pruned(s)) for f in _files_in(d)]
+            found += [(Path(v), p) for v in sorted(searched(files, s))]
         elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
             found += [(v, v.parent) for v in _read_list(p)]
         elif not p.exists() and glob.has_magic(s):
-            found += [(Path(v), Path(v).parent) for v in sorted(glob.glob(s, recursive=True))
-                      if Path(v).suffix.lower() in VIDEO_EXTENSIONS and Path(v).is_file()]
+            root = _glob_base(s)[0]
+            found += [(Path(v), Path(v).parent) for v in sorted(set(searched(_glob(s, pruned(root)), root)))]
         else:
             found.append((p, p.parent))
     seen: set[str] = set()
     unique = []
     for v, root in found:
-        key = os.path.abspath(v)
+        key = os.path.realpath(v)
         if key not in seen:
             seen.add(key)
-            unique.append((Path(key), Path(os.path.abspath(root))))
+            unique.append((Path(os.path.abspath(v)), Path(os.path.abspath(root))))
     return unique
 
 
@@ -413,7 +529,7 @@ def _lock(out_dir: Path):
 
 
 # -- the batch -----------------------------------------------------------------------------------------------
-def plan(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, landmarks_format: str = "csv",
+def plan(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, landmarks_format: str = "csv",
          annotated_video: bool = False, settings: str = "", tracker_kwargs: dict[str, Any] | None = None,
          video_options: dict[str, Any] | None = None) -> list[VideoTask]:
     """The tasks of a batch: one per input video, outputs under ``out_dir`` mirroring the input tree."""
@@ -434,7 +550,7 @@ def plan(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, lan
     return tasks
 
 
-def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, workers: int | None = None,
+def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, workers: int | None = None,
               ray_address: str | None = None, tracker_kwargs: dict[str, Any] | None = None,
               landmarks_format: str = "csv", annotated_video: bool = False,
               video_options: dict[str, Any] | None = None, max_retries: int = 2, num_gpus: float | None = None,
@@ -442,7 +558,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *
     """Track every video in ``inputs`` into ``out_dir``; return the manifest rows (skipped videos included).
 
     Args:
-        inputs: files, folders, glob patterns, ``.txt``/``.csv`` lists of paths (:func:`find_videos`).
+        inputs: files, folders, glob patterns, ``.txt``/``.csv`` lists of paths (:func:`find_videos`); one str
+            or PathLike is one input.
         out_dir: output folder (created); outputs mirror the input tree, plus ``manifest.jsonl``.
         workers: local worker processes (default :func:`default_workers`); with Ray, the CPUs of a local
             runtime started here.
@@ -462,6 +579,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *
         StarTrackError: bad settings (unknown format, missing model), no video found, another batch is using
             ``out_dir``, ray not installed. Problems with single videos are rows, never exceptions.
     """
+    inputs = _as_list(inputs)
     if landmarks_format not in FORMATS:
         raise VideoError(f"unsupported landmarks format {landmarks_format!r} (use {', '.join(FORMATS)})")
     if landmarks_format == "parquet":

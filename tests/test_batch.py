@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from star_track.batch import MANIFEST, read_manifest, run_batch
+from star_track.batch import MANIFEST, find_videos, plan, read_manifest, run_batch
 from star_track.landmark_io import read_landmarks_csv
 
 VIDEOS = DATA / "videos"
@@ -244,3 +244,38 @@ def test_no_videos_is_an_error(tmp_path):
         run_batch([tmp_path / "empty"], tmp_path / "out", workers=1)
     shutil.rmtree(tmp_path / "empty")
     assert not os.path.exists(tmp_path / "out")
+
+
+# -- red team, round 3 (issue 30) ------------------------------------------------------------------------------
+def names(found, root: Path) -> list[str]:
+    return sorted(str(v.relative_to(root)) for v, _ in found)
+
+
+def test_one_str_or_pathlike_input_is_one_input(tmp_path, model_path, monkeypatch):
+    """A str was iterated character by character ("/" scanned the filesystem); relative here, so a regression
+    gives failed one-letter rows instead of a scan."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clips").mkdir()
+    flat(tmp_path / "clips" / "a.mp4", 3)
+    assert find_videos("clips") == find_videos(Path("clips")) == [(tmp_path / "clips" / "a.mp4", tmp_path / "clips")]
+    rows = run_batch("clips", "out", workers=1, tracker_kwargs={"model": str(model_path)})
+    assert [(Path(r["input"]).name, r["status"]) for r in rows] == [("a.mp4", "ok")]
+    assert (tmp_path / "out" / "a.csv").is_file()
+
+
+def test_folders_and_globs_follow_symlinked_folders_once_and_end_on_loops(tmp_path):
+    d, real = tmp_path / "d", tmp_path / "real"
+    (d / "sub").mkdir(parents=True)
+    real.mkdir()
+    for f in (d / "a.mp4", d / "sub" / "b.mkv", real / "c.mp4"):
+        f.touch()
+    (d / "link").symlink_to(real)  # a symlinked subfolder: followed
+    (d / "sub" / "loop").symlink_to(d)  # loops: each real folder is entered once
+    (d / "sub" / "up").symlink_to(tmp_path)
+    assert names(find_videos(d), tmp_path) == ["d/a.mp4", "d/link/c.mp4", "d/sub/b.mkv"]
+    assert names(find_videos(str(d / "**" / "*.mp4")), tmp_path) == ["d/a.mp4", "d/link/c.mp4"]
+    assert names(find_videos([d, real]), tmp_path) == ["d/a.mp4", "d/link/c.mp4", "d/sub/b.mkv"]  # c.mp4 once
+    # The mirror root of a folder input is the folder: the symlinked subfolder's video lands in out/link/.
+    tasks = plan([d], tmp_path / "out")
+    assert sorted(Path(t.outputs["landmarks"]).relative_to(tmp_path / "out").as_posix() for t in tasks) == [
+        "a.csv", "link/c.csv", "sub/b.csv"]
