@@ -374,16 +374,11 @@ def image(
 
     from .draw import draw_faces
     from .landmark_io import open_landmark_writer
-    from .video import VideoError, check_input_path
+    from .video import VideoError, read_image
 
     with error_boundary(input):
         _check_outputs(input, [(out, "image"), (landmarks_out, "landmarks")], overwrite)
-        src = check_input_path(input, "an image")
-        img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise VideoError(f"{input}: not an image OpenCV can read")
-        if img.dtype != "uint8":
-            img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
+        img = read_image(input)  # EXIF orientation applied: landmarks in display coordinates
         max_faces = tracker_options.max_faces
         tracker = tracker_options.tracker(smoothing="none", detect_every=1)
         with tracker:

@@ -244,6 +244,24 @@ def check_input_path(source: str | os.PathLike, what: str, allow_devices: bool =
     return path
 
 
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as uint8 (H, W) gray or (H, W, 3) BGR, upright: its EXIF orientation is applied (a phone
+    photo stored sideways with orientation 6 comes out as it is shown), so landmarks are in display coordinates.
+    Deeper images (16-bit, float) are scaled to 0..255; an alpha channel is dropped (the tracker drops it too).
+
+    Raises:
+        VideoError: missing file, a directory, a URL, or not an image OpenCV can read.
+    """
+    src = check_input_path(path, "an image")
+    # IMREAD_UNCHANGED ignores the EXIF orientation; ANYDEPTH | ANYCOLOR applies it and keeps gray and 16-bit.
+    img = cv2.imread(str(src), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if img is None:
+        raise VideoError(f"{os.fspath(path)}: not an image OpenCV can read")
+    if img.dtype != np.uint8:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
+    return img
+
+
 MIN_FREE_BYTES = 32 * 2**20
 """Free space an output folder must have before processing starts (a full disk is refused up front)."""
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import cv2
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from conftest import DATA, to_variable_rate, write_video
 from star_track.landmark_io import open_landmark_writer, read_landmarks_csv
 from star_track.tracker import Face
-from star_track.video import VideoError, VideoSink, VideoSource, check_output_path
+from star_track.video import VideoError, VideoSink, VideoSource, check_output_path, read_image
 
 CLIP = DATA / "videos" / "RD_Radio2_000.mp4"
 
@@ -153,3 +154,40 @@ def test_landmark_writer_errors(tmp_path):
     with pytest.raises(VideoError, match="already exists"):
         open_landmark_writer(tmp_path / "x.csv", 68, "300w68", 25)
     assert (tmp_path / "x.csv").read_text() == "keep me"
+
+
+def jpeg_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """A JPEG of ``image`` (as stored) with an EXIF APP1 segment holding only the Orientation tag (0x0112)."""
+    ok, enc = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    assert ok
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    app1 = b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd
+    data = enc.tobytes()
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]  # right after SOI
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, cv2.ROTATE_90_CLOCKWISE), (8, cv2.ROTATE_90_COUNTERCLOCKWISE),
+                                               (3, cv2.ROTATE_180)])
+def test_read_image_applies_the_exif_orientation(tmp_path, orientation, turn):
+    stored = np.zeros((40, 64, 3), np.uint8)
+    stored[:12, :12] = 255
+    stored[30:, 50:] = (0, 0, 255)
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(jpeg_with_orientation(stored, orientation))
+    shown = read_image(path)
+    assert shown.shape == cv2.rotate(stored, turn).shape
+    assert np.abs(shown.astype(int) - cv2.rotate(stored, turn)).mean() < 3
+
+
+def test_image_command_gives_landmarks_of_an_exif_rotated_photo_in_display_coordinates(tmp_path, face_photo):
+    from test_cli import run
+
+    img, pts, box = face_photo  # upright photo with its ground-truth 68 points
+    path = tmp_path / "sideways.jpg"  # stored turned a quarter to the left, shown upright (EXIF 6)
+    path.write_bytes(jpeg_with_orientation(cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE), 6))
+    r = run("image", path, "--max-faces", "1")
+    assert r.exit_code == 0, r.stderr
+    faces = json.loads(r.stdout)["faces"]
+    assert len(faces) == 1
+    err = np.linalg.norm(np.array(faces[0]["landmarks"]) - pts, axis=1)
+    assert np.median(err) < 0.05 * (box[2] - box[0])  # the ground truth of the upright photo
