@@ -33,7 +33,6 @@ def convert_onnx_fp16(model: "onnx.ModelProto", boundary: str = BOUNDARY_TENSOR,
                       keep_fp32_ops: frozenset[str] = KEEP_FP32_OPS) -> "onnx.ModelProto":
     """Return a copy of ``model`` whose nodes upstream of ``boundary`` compute in FP16 (IO stays FP32)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.shape_inference.infer_shapes(model)  # element types of all intermediate tensors
     g = model.graph
@@ -47,7 +46,27 @@ def convert_onnx_fp16(model: "onnx.ModelProto", boundary: str = BOUNDARY_TENSOR,
     if boundary not in producer:
         raise ModelError(f"ONNX graph has no tensor {boundary!r}: re-export it with this version of star-track")
 
-    region: set[int] = set()  # id() of nodes that compute in FP16
+    region = _fp16_region(producer, boundary, keep_fp32_ops)
+    half = _half_tensors(g, elem, consumers, region)
+    _split_initializers(g, consumers, region)
+    new_nodes = _border_casts(g, elem, half, region)
+    _cast_outputs_back(g, half, producer, consumers, new_nodes)
+
+    nodes = list(g.node)
+    for cast, before in new_nodes:
+        pos = len(nodes) if before is None else next(k for k, n in enumerate(nodes) if n is before)
+        nodes.insert(pos, cast)
+    del g.node[:]
+    g.node.extend(_toposort(nodes))
+    del g.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _fp16_region(producer: dict[str, "onnx.NodeProto"], boundary: str, keep_fp32_ops: frozenset[str]) -> set[int]:
+    """id() of the nodes that compute in FP16: every node ``boundary`` depends on, except ``keep_fp32_ops``."""
+    region: set[int] = set()
     stack = [boundary]
     while stack:
         node = producer.get(stack.pop())
@@ -56,18 +75,27 @@ def convert_onnx_fp16(model: "onnx.ModelProto", boundary: str = BOUNDARY_TENSOR,
         if node.op_type not in keep_fp32_ops:
             region.add(id(node))
         stack.extend(node.input)
+    return region
 
-    def wants_fp16(node: onnx.NodeProto, index: int) -> bool:
-        return id(node) in region and index not in _FLOAT32_INPUTS.get(node.op_type, ())
 
-    half: set[str] = set()  # float tensors that will be FP16
+def _wants_fp16(region: set[int], node: "onnx.NodeProto", index: int) -> bool:
+    """Whether ``node`` takes its input ``index`` in FP16."""
+    return id(node) in region and index not in _FLOAT32_INPUTS.get(node.op_type, ())
+
+
+def _half_tensors(g: "onnx.GraphProto", elem: dict[str, int], consumers: dict[str, list[tuple["onnx.NodeProto", int]]],
+                  region: set[int]) -> set[str]:
+    """The float tensors that become FP16 (FP16 nodes' outputs); constants and Casts in the region are retyped."""
+    from onnx import TensorProto, numpy_helper
+
+    half: set[str] = set()
     for node in g.node:
         if id(node) not in region:
             continue
         if node.op_type in _ATTRIBUTE_TYPED:
             # Convert a constant only if every consumer wants FP16 (Resize scales must stay float32).
             out = node.output[0]
-            if elem.get(out) == TensorProto.FLOAT and all(wants_fp16(n, i) for n, i in consumers[out]):
+            if elem.get(out) == TensorProto.FLOAT and all(_wants_fp16(region, n, i) for n, i in consumers[out]):
                 for attr in node.attribute:
                     if attr.name == _ATTRIBUTE_TYPED[node.op_type]:
                         attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype("float16"),
@@ -81,14 +109,21 @@ def convert_onnx_fp16(model: "onnx.ModelProto", boundary: str = BOUNDARY_TENSOR,
                 half.add(node.output[0])
             continue
         half.update(o for o in node.output if elem.get(o) == TensorProto.FLOAT)
+    return half
 
-    # Initializers: an FP16 copy for FP16 consumers (the FP32 original stays if anything else uses it).
+
+def _split_initializers(g: "onnx.GraphProto", consumers: dict[str, list[tuple["onnx.NodeProto", int]]],
+                        region: set[int]) -> None:
+    """An FP16 copy of each float initializer for its FP16 consumers (the FP32 original stays if anything else
+    uses it)."""
+    from onnx import TensorProto, numpy_helper
+
     inits = {t.name: t for t in g.initializer}
     for name, tensor in list(inits.items()):
         if tensor.data_type != TensorProto.FLOAT:
             continue
         users = consumers.get(name, [])
-        fp16_users = [(n, i) for n, i in users if wants_fp16(n, i)]
+        fp16_users = [(n, i) for n, i in users if _wants_fp16(region, n, i)]
         if not fp16_users:
             continue
         copy = numpy_helper.from_array(numpy_helper.to_array(tensor).astype("float16"), f"{name}__fp16")
@@ -98,9 +133,17 @@ def convert_onnx_fp16(model: "onnx.ModelProto", boundary: str = BOUNDARY_TENSOR,
         if len(fp16_users) == len(users):
             g.initializer.remove(tensor)
 
-    # Casts wherever a consumer wants another precision than the producer gives.
+
+_Insertions = list[tuple["onnx.NodeProto", "onnx.NodeProto | None"]]
+"""(Cast node, the node to insert it before; None: at the end)."""
+
+
+def _border_casts(g: "onnx.GraphProto", elem: dict[str, int], half: set[str], region: set[int]) -> _Insertions:
+    """Casts wherever a consumer wants another precision than the producer gives (inputs rewired to them)."""
+    from onnx import TensorProto, helper
+
     casts: dict[tuple[str, int], str] = {}
-    new_nodes: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []  # (cast, insert before this node)
+    new_nodes: _Insertions = []
     for node in list(g.node):
         for i, name in enumerate(node.input):
             if not name or elem.get(name) != TensorProto.FLOAT or name.endswith("__fp16"):
@@ -108,7 +151,7 @@ def convert_onnx_fp16(model: "onnx.ModelProto", boundary: str = BOUNDARY_TENSOR,
             if i in _ANY_TYPE_INPUTS.get(node.op_type, ()):
                 continue
             have = TensorProto.FLOAT16 if name in half else TensorProto.FLOAT
-            want = TensorProto.FLOAT16 if wants_fp16(node, i) else TensorProto.FLOAT
+            want = TensorProto.FLOAT16 if _wants_fp16(region, node, i) else TensorProto.FLOAT
             if have == want:
                 continue
             key = (name, want)
@@ -117,8 +160,14 @@ def convert_onnx_fp16(model: "onnx.ModelProto", boundary: str = BOUNDARY_TENSOR,
                 new_nodes.append((helper.make_node("Cast", [name], [casts[key]], to=want,
                                                    name=f"cast_{casts[key]}"), node))
             node.input[i] = casts[key]
+    return new_nodes
 
-    # Graph outputs keep FP32: rename an FP16 producer's output and cast back under the public name.
+
+def _cast_outputs_back(g: "onnx.GraphProto", half: set[str], producer: dict[str, "onnx.NodeProto"],
+                       consumers: dict[str, list[tuple["onnx.NodeProto", int]]], new_nodes: _Insertions) -> None:
+    """Graph outputs keep FP32: rename an FP16 producer's output and cast back under the public name."""
+    from onnx import TensorProto, helper
+
     for out in g.output:
         if out.name in half:
             inner = f"{out.name}__fp16_out"
@@ -130,17 +179,6 @@ def convert_onnx_fp16(model: "onnx.ModelProto", boundary: str = BOUNDARY_TENSOR,
                         n.input[i] = inner
             new_nodes.append((helper.make_node("Cast", [inner], [out.name], to=TensorProto.FLOAT,
                                                name=f"cast_{out.name}_fp32"), None))
-
-    nodes = list(g.node)
-    for cast, before in new_nodes:
-        pos = len(nodes) if before is None else next(k for k, n in enumerate(nodes) if n is before)
-        nodes.insert(pos, cast)
-    del g.node[:]
-    g.node.extend(_toposort(nodes))
-    del g.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    onnx.checker.check_model(model)
-    return model
 
 
 def _toposort(nodes: list) -> list:

@@ -114,7 +114,7 @@ def load_official_state(obj: Mapping[str, Any], name: str = "star-official", pre
     ``net`` is used by default (the release may already hold EMA weights there); ``prefer_ema`` picks
     ``net_ema`` when it is present.
     """
-    raw = obj.get("net_ema") if prefer_ema and obj.get("net_ema") is not None else obj["net"]
+    raw = obj["net_ema"] if prefer_ema and obj.get("net_ema") is not None else obj["net"]
     if hasattr(raw, "state_dict"):  # a pickled module rather than a state dict
         raw = raw.state_dict()
     if not isinstance(raw, Mapping):

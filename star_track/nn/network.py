@@ -135,6 +135,8 @@ def _coord_channels(size: int) -> torch.Tensor:
 class CoordConv(nn.Module):
     """Conv over the input plus coordinate channels, and optionally boundary channels from a heatmap."""
 
+    coords: torch.Tensor  # (1, 3, size, size) buffer
+
     def __init__(self, cin: int, cout: int, size: int, k: int = 1, stride: int = 1, with_boundary: bool = False,
                  bn_relu: bool = False):
         super().__init__()
@@ -229,6 +231,7 @@ class StarNet(nn.Module):
         # Fixed edge->heatmap map (not learned): which edges each landmark lies on.
         m, bias = scheme.edge_matrix()
         self.e2h_transform = nn.Conv2d(e, n, 1, bias=True)
+        assert self.e2h_transform.bias is not None  # bias=True
         with torch.no_grad():
             self.e2h_transform.weight.copy_(torch.from_numpy(m).view(n, e, 1, 1))
             self.e2h_transform.bias.copy_(torch.from_numpy(bias))

@@ -80,7 +80,7 @@ class KalmanSmoother:
         n = z.shape[0]
         scale = max(float(scale), 1.0)
         R = self.measurement_noise(cov, scale)
-        if self.x is None or self.x.shape[0] != n:
+        if self.x is None or self.P is None or self.x.shape[0] != n:  # P is set with x
             self.x = np.concatenate([z, np.zeros_like(z)], axis=1)
             self.P = np.zeros((n, 4, 4))
             self.P[:, :2, :2] = R

@@ -39,7 +39,7 @@ class OneEuroSmoother:
     def update(self, points: np.ndarray, cov: np.ndarray | None = None, dt: float = 1 / 30,
                scale: float = 1.0) -> np.ndarray:
         x = np.asarray(points, np.float64)
-        if self._x is None or self._x.shape != x.shape:
+        if self._x is None or self._dx is None or self._x.shape != x.shape:  # _dx is set with _x
             self._x, self._dx = x.copy(), np.zeros_like(x)
             return x.copy()
         dt = max(float(dt), 1e-6)
