@@ -61,6 +61,19 @@ FORMATS = ("csv", "json", "npz", "parquet")
 CLUSTER_HINT = 'pip install "star-track[cluster]"'
 
 
+class BatchWarning(UserWarning):
+    """A problem :func:`run_batch` worked around (a bad manifest line, --workers above the cores)."""
+
+
+def _warn(message: str, on_warning: Callable[[str], Any] | None) -> None:
+    if on_warning is not None:
+        on_warning(message)
+    else:
+        import warnings
+
+        warnings.warn(message, BatchWarning, stacklevel=3)
+
+
 class BatchRows(list):
     """The rows :func:`run_batch` returns (a list of dicts), plus :attr:`signal`: the SIGINT/SIGTERM that
     stopped the batch early, else None."""
@@ -449,20 +462,67 @@ def _run_task(task: VideoTask) -> dict[str, Any]:
 
 
 # -- manifest ------------------------------------------------------------------------------------------------
-def read_manifest(out_dir: str | os.PathLike) -> dict[str, dict]:
-    """The latest manifest row per input (absolute path) in ``out_dir/manifest.jsonl``; a torn last line (a
-    killed run) is ignored."""
+def _bad_row(row: Any) -> str | None:
+    """Why a parsed manifest line is not a usable row (None when it is)."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    if not isinstance(row.get("input"), str) or not row["input"]:
+        return 'no "input" path'
+    if not isinstance(row.get("status"), str):
+        return 'no "status"'
+    for key in ("outputs", "claimed"):
+        recs = row.get(key, {})
+        if not isinstance(recs, dict):
+            return f'"{key}" is not an object'
+        for rec in recs.values():
+            path = rec.get("path") if isinstance(rec, dict) and key == "outputs" else rec
+            if not isinstance(path, str):
+                return f'"{key}" holds a path that is not a string'
+    try:
+        json.dumps(row, allow_nan=False)
+    except ValueError:
+        return "a NaN or infinite number"
+    return None
+
+
+def read_manifest(out_dir: str | os.PathLike, on_warning: Callable[[str], Any] | None = None) -> dict[str, dict]:
+    """The latest manifest row per input (absolute path) in ``out_dir/manifest.jsonl``.
+
+    A line that is not a manifest row (not JSON, not UTF-8, not an object with an ``input`` path and a
+    ``status``) is ignored with a warning naming the file and line (``on_warning``, else
+    :class:`BatchWarning`); the next run's compaction drops it. A torn last line (a killed run) is ignored
+    silently.
+    """
     rows: dict[str, dict] = {}
     path = Path(out_dir) / MANIFEST
-    if not path.is_file():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
+    except IsADirectoryError:
+        raise OutputError(f"{path}: is a folder, not the batch's manifest") from None
+    except OSError as e:
+        raise OutputError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
+    lines = data.split(b"\n")
+    bad = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
-        if isinstance(row, dict) and "input" in row:
+        try:
+            row = json.loads(line.decode("utf-8"))
+            why = _bad_row(row)
+        except UnicodeDecodeError:
+            why = "not UTF-8 text"
+        except ValueError:
+            why = "not JSON"
+        if why is None:
             rows[row["input"]] = row
+        elif number < len(lines):  # the last piece has no newline: a torn line, not garbage
+            bad.append(f"{path}:{number}: {why}")
+    for message in bad[:5]:
+        _warn(f"{message}; line ignored", on_warning)
+    if len(bad) > 5:
+        _warn(f"{path}: {len(bad) - 5} more bad line(s) ignored", on_warning)
     return rows
 
 
@@ -554,7 +614,8 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
               ray_address: str | None = None, tracker_kwargs: dict[str, Any] | None = None,
               landmarks_format: str = "csv", annotated_video: bool = False,
               video_options: dict[str, Any] | None = None, max_retries: int = 2, num_gpus: float | None = None,
-              on_result: Callable[[dict], Any] | None = None, progress: bool = False) -> BatchRows:
+              on_result: Callable[[dict], Any] | None = None, progress: bool = False,
+              on_warning: Callable[[str], Any] | None = None) -> BatchRows:
     """Track every video in ``inputs`` into ``out_dir``; return the manifest rows (skipped videos included).
 
     Args:
@@ -574,6 +635,8 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
         num_gpus: GPUs each Ray task requests (default: 1 for the ``tensorrt`` and ``torch`` engines, else 0).
         on_result: called with each new row as it arrives (the CLI's progress bar).
         progress: show a progress bar over videos on stderr (on a terminal).
+        on_warning: called with each one-line warning (a bad manifest line, ...); default: a
+            :class:`BatchWarning`.
 
     Raises:
         StarTrackError: bad settings (unknown format, missing model), no video found, another batch is using
@@ -601,15 +664,15 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
     with _lock(out):
         return _run_locked(tasks, out, workers=workers, ray_address=ray_address, max_retries=max_retries,
-                           num_gpus=num_gpus, on_result=on_result, progress=progress)
+                           num_gpus=num_gpus, on_result=on_result, progress=progress, on_warning=on_warning)
 
 
 def _run_locked(tasks: list[VideoTask], out: Path, *, workers, ray_address, max_retries, num_gpus, on_result,
-                progress) -> BatchRows:
+                progress, on_warning) -> BatchRows:
     from .output_files import clean_stale_partials
     from .pipeline import StopFlag
 
-    previous = read_manifest(out)
+    previous = read_manifest(out, on_warning)
     _write_manifest(out, previous.values())  # compacted: one row per input
     for folder in {Path(p).parent for t in tasks for p in t.outputs.values()}:
         clean_stale_partials(folder)
@@ -792,5 +855,5 @@ def summary_table(rows: Sequence[dict], max_rows: int = 30):
     return table
 
 
-__all__ = ["BatchRows", "FORMATS", "MANIFEST", "VideoTask", "default_workers", "find_videos", "is_complete",
+__all__ = ["BatchRows", "BatchWarning", "FORMATS", "MANIFEST", "VideoTask", "default_workers", "find_videos", "is_complete",
            "plan", "read_manifest", "run_batch", "run_task", "settings_hash", "summary_table"]

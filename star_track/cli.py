@@ -267,7 +267,7 @@ def batch(
         rows = run_batch(inputs, out_dir, workers=workers, ray_address=ray, tracker_kwargs=tracker_kwargs,
                          landmarks_format=landmarks_format.value, annotated_video=annotated,
                          video_options=video_options, max_retries=max_retries, num_gpus=ray_gpus,
-                         progress=progress)
+                         progress=progress, on_warning=lambda m: typer.echo(f"star-track: warning: {m}", err=True))
     Console(stderr=False, width=max(100, Console().width)).print(summary_table(rows))
     if rows.signal is not None:
         typer.echo(f"star-track: {signal.Signals(rows.signal).name}: batch stopped; rerun the same command to "

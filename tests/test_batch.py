@@ -279,3 +279,26 @@ def test_folders_and_globs_follow_symlinked_folders_once_and_end_on_loops(tmp_pa
     tasks = plan([d], tmp_path / "out")
     assert sorted(Path(t.outputs["landmarks"]).relative_to(tmp_path / "out").as_posix() for t in tasks) == [
         "a.csv", "link/c.csv", "sub/b.csv"]
+
+
+def test_bad_manifest_lines_are_ignored_with_a_warning_naming_the_file_and_line(tmp_path, model_path):
+    (tmp_path / "clips").mkdir()
+    flat(tmp_path / "clips" / "a.mp4", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = out / MANIFEST
+    manifest.write_bytes(b'garbage\n[1, 2]\n{"input": 5, "status": "ok"}\n\xff\xfe\n'
+                         b'{"input": "x", "status": "ok", "outputs": 3}\n{"input": "y", "status": "ok", "s": NaN}\n'
+                         b'{"input": "/v/z.mp4", "status": "failed", "outputs": {}}\n{"inpu')  # torn last line
+    said: list[str] = []
+    rows = run_batch(tmp_path / "clips", out, workers=1, tracker_kwargs={"model": str(model_path)},
+                     on_warning=said.append)
+    assert [r["status"] for r in rows] == ["ok"]
+    assert [w.split(": ")[0] for w in said] == [f"{manifest}:{n}" for n in range(1, 6)] + [str(manifest)]
+    assert "not JSON" in said[0] and "not UTF-8" in said[3] and "1 more bad line" in said[5]
+    # The compaction kept the good row and dropped the garbage; the new row is appended.
+    kept = [json.loads(ln)["input"] for ln in manifest.read_text().splitlines()]
+    assert kept == ["/v/z.mp4", str(tmp_path / "clips" / "a.mp4")]
+    with pytest.warns(UserWarning, match=f"{manifest}:1: not JSON"):
+        manifest.write_text("garbage\n")
+        read_manifest(out)
