@@ -257,6 +257,14 @@ def batch(
     from .batch import run_batch, summary_table
 
     o = tracker_options
+    from dataclasses import replace
+
+    from .tracker import capped_threads
+
+    threads, note = capped_threads(o.threads)  # per worker: capped at the cores, said once here
+    if note is not None:
+        typer.echo(f"star-track: note: --{note.replace('=', ' ', 1)}", err=True)
+    o = replace(o, threads=threads)
     tracker_kwargs = {"model": o.model, "engine": o.engine, "smoothing": o.smoothing, "max_faces": o.max_faces,
                       "detect_every": o.detect_every, "detector": o.detector,
                       "output_scheme": "68" if o.output_68 else None, "flip_test": o.flip_test,

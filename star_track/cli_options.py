@@ -46,10 +46,14 @@ class TrackerOptions:
         """
         import warnings
 
-        from .tracker import NonFiniteOutputWarning, Tracker
+        from .tracker import NonFiniteOutputWarning, Tracker, capped_threads
 
         o = replace(self, **changes)
         warnings.simplefilter("ignore", NonFiniteOutputWarning)
+        threads, note = capped_threads(o.threads)  # one note line here instead of the SDK's RuntimeWarning
+        if note is not None:
+            typer.echo(f"star-track: note: --{note.replace('=', ' ', 1)}", err=True)
+        o = replace(o, threads=threads)
         tracker = Tracker(model=o.model, engine=o.engine, smoothing=o.smoothing, max_faces=o.max_faces or 1,
                           detect_every=o.detect_every, detector=o.detector,
                           output_scheme="68" if o.output_68 else None, fps=fps, flip_test=o.flip_test,

@@ -169,6 +169,50 @@ def _same_framing(a: Crop, b: Crop, tolerance: float) -> bool:
     return shift <= tolerance and abs(np.log(b.side / a.side)) <= tolerance and dangle <= 2 * tolerance
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def capped_threads(threads: int | None) -> tuple[int | None, str | None]:
+    """``threads`` validated (None, or an integer >= 0) and capped at :func:`usable_cores`, with the one-line
+    note to give when it was capped (more engine threads than cores only adds contention).
+
+    Raises:
+        ValueError: not None and not an integer >= 0.
+    """
+    if threads is None:
+        return None, None
+    threads = _int_arg("threads", threads, 0)
+    cores = usable_cores()
+    if threads > cores:
+        return cores, f"threads={threads} is more than the {cores} usable CPU cores: using {cores}"
+    return threads, None
+
+
+def _int_arg(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (an integral float passes), else a ValueError naming ``name``."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not ok or not math.isfinite(value) or value != int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _float_arg(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    """``value`` as a finite float in [low, high] ((low, high] with ``low_open``), else a ValueError naming it."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if isinstance(value, (bool, str)) or not math.isfinite(v) or v < low or v > high or (low_open and v == low):
+        bounds = f"{'>' if low_open else '>='} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
+        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
+    return v
+
+
 class Tracker:
     """Facial landmark tracker for video (and single images via :meth:`detect_image`).
 
@@ -197,8 +241,11 @@ class Tracker:
             (:class:`~star_track.engines.flip_average.FlipAveragedEngine`): lower error, twice the engine time.
         threads: CPU threads of the ONNX Runtime engine (``None``: 1, measured as the fastest per face and the
             most robust on a busy machine; see :func:`star_track.engines.onnxruntime_engine.default_threads`).
+            More than the usable cores is capped at them, with a ``RuntimeWarning``.
 
     Raises:
+        ValueError: an argument of the wrong type or out of range (the message names it), e.g.
+            ``max_faces=None`` or ``fps=nan``.
         ModelError / EngineUnavailable / DetectorError: at construction, when a model cannot be loaded.
 
     Not thread-safe: use one Tracker per thread or stream.
@@ -210,14 +257,19 @@ class Tracker:
                  output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
                  uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
                  flip_test: bool = False, refine_tolerance: float = 0.05, threads: int | None = None):
-        if max_faces < 1:
-            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
-        if detect_every < 1:
-            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
-        if fps <= 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
-        if refine_steps < 0:
-            raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
+        # Every argument checked up front: a ValueError naming it, never a TypeError from deep inside.
+        max_faces = _int_arg("max_faces", max_faces, 1)
+        detect_every = _int_arg("detect_every", detect_every, 1)
+        refine_steps = _int_arg("refine_steps", refine_steps, 0)
+        max_misses = _int_arg("max_misses", max_misses, 0)
+        fps = _float_arg("fps", fps, 0.0, low_open=True)
+        min_detection_confidence = _float_arg("min_detection_confidence", min_detection_confidence, 0.0, 1.0)
+        redetect_below = _float_arg("redetect_below", redetect_below, 0.0, 1.0)
+        uncertainty_half = _float_arg("uncertainty_half", uncertainty_half, 0.0, low_open=True)
+        refine_tolerance = _float_arg("refine_tolerance", refine_tolerance, 0.0)
+        threads, note = capped_threads(threads)
+        if note is not None:
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
         self.refine_steps = int(refine_steps)
         self.refine_tolerance = float(refine_tolerance)
         self.smoothing = smoothing

@@ -62,6 +62,13 @@ class VideoSource:
     """
 
     def __init__(self, source: str | os.PathLike | int, fps: float | None = None):
+        if fps is not None:
+            try:
+                fps = float(fps)
+            except (TypeError, ValueError):
+                raise ValueError(f"fps must be a number > 0 or None, got {fps!r}") from None
+            if not 0 < fps <= 1000:  # also NaN and inf; a negative rate gives negative frame times
+                raise ValueError(f"fps must be > 0 and <= 1000 (or None: the file's own rate), got {fps}")
         spec = source if isinstance(source, int) else os.fspath(source)
         self.is_camera = isinstance(spec, int) or bool(_INT.fullmatch(str(spec).strip()))
         self.name = f"camera {int(spec)}" if self.is_camera else str(spec)

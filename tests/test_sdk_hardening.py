@@ -10,7 +10,7 @@ import pytest
 
 from star_track.engines import create_engine
 from star_track.tracker import ConcurrentUseError, NonFiniteOutputWarning, Tracker
-from star_track.video import VideoError, VideoSink
+from star_track.video import VideoError, VideoSink, VideoSource
 from test_cli import frame_count, run
 from test_tracker import affine_path
 
@@ -132,3 +132,48 @@ def test_concurrent_use_of_one_tracker_raises_instead_of_mixing_streams(model_pa
         eng.hold = None
         assert len(results) == 1 and len(results[0]) == 1  # the worker's own call completed normally
         assert len(tr.track(frames[1])) == 1  # and the Tracker is usable again
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"max_faces": None}, "max_faces"), ({"max_faces": 2.5}, "max_faces"), ({"max_faces": 0}, "max_faces"),
+    ({"fps": float("nan")}, "fps"), ({"fps": float("inf")}, "fps"), ({"fps": -5}, "fps"), ({"fps": "30"}, "fps"),
+    ({"detect_every": None}, "detect_every"), ({"refine_steps": -1}, "refine_steps"),
+    ({"max_misses": float("nan")}, "max_misses"), ({"redetect_below": float("inf")}, "redetect_below"),
+    ({"min_detection_confidence": 2}, "min_detection_confidence"), ({"uncertainty_half": 0}, "uncertainty_half"),
+    ({"refine_tolerance": None}, "refine_tolerance"), ({"threads": -1}, "threads"), ({"threads": "4"}, "threads"),
+])
+def test_tracker_arguments_give_a_value_error_naming_them(model_path, kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        Tracker(model=model_path, **kwargs)
+
+
+def test_more_threads_than_cores_are_capped_with_one_warning(model_path, monkeypatch):
+    import star_track.tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "usable_cores", lambda: 3)
+    with pytest.warns(RuntimeWarning, match="threads=100000 is more than the 3 usable CPU cores: using 3"):
+        tr = Tracker(model=model_path, threads=100000, smoothing="none")
+    assert tr.engine.threads == 3
+    assert Tracker(model=model_path, threads=2, smoothing="none").engine.threads == 2
+
+
+def test_cli_threads_above_the_cores_is_one_note(tmp_path, frames, model_path):
+    from star_track.tracker import usable_cores
+
+    cv2.imwrite(str(tmp_path / "f.png"), frames[0])
+    r = run("image", tmp_path / "f.png", "-m", model_path, "--threads", 100000)
+    assert r.exit_code == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if "--threads" in ln]
+    assert notes == [f"star-track: note: --threads 100000 is more than the {usable_cores()} usable CPU cores: "
+                     f"using {usable_cores()}"], r.stderr
+
+
+@pytest.mark.parametrize("fps", [-5, 0, float("nan"), float("inf"), 1e9, "fast"])
+def test_video_source_refuses_an_invalid_frame_rate(tmp_path, frames, fps):
+    from conftest import write_video
+
+    clip = write_video(tmp_path / "c.mp4", frames)
+    with pytest.raises(ValueError, match="^fps must be"):
+        VideoSource(clip, fps=fps)
+    with VideoSource(clip, fps=12.5) as src:  # a valid override: times index / fps, never negative
+        assert [f.time for f in src] == [i / 12.5 for i in range(len(frames))]
