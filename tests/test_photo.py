@@ -74,7 +74,7 @@ def test_cli_image_returns_every_face_of_a_group_photo(tmp_path, group_photo, mo
     r = CliRunner().invoke(app, ["image", str(src), "-l", str(lm), "-m", str(model_path)])
     assert r.exit_code == 0, r.stderr
     assert "12 face(s)" in r.stdout
-    assert len(json.loads(lm.read_text())["frames"][0]["faces"]) == 12
+    assert len(json.loads(lm.read_text())["faces"]) == 12
 
 
 def test_rolled_face_found_with_eye_line(face_photo, model_path):
