@@ -177,3 +177,29 @@ def test_video_source_refuses_an_invalid_frame_rate(tmp_path, frames, fps):
         VideoSource(clip, fps=fps)
     with VideoSource(clip, fps=12.5) as src:  # a valid override: times index / fps, never negative
         assert [f.time for f in src] == [i / 12.5 for i in range(len(frames))]
+
+
+def test_frames_over_the_detector_limit_are_downscaled_for_detection_only(face_photo, monkeypatch):
+    """mediapipe crashes on images over 2 GiB (a 27000x27000 frame): such frames are detected downscaled. The
+    limit is lowered here so that an ordinary photo crosses it."""
+    import star_track.detection.blazeface as bf
+    from star_track.detection.blazeface import FaceDetector
+
+    img, pts, box = face_photo
+    with FaceDetector("full", mode="image") as det:
+        full = det.detect(img)
+        seen = []
+        real = bf._aligned_rgb
+        monkeypatch.setattr(bf, "_aligned_rgb", lambda f: seen.append(f.shape) or real(f))
+        monkeypatch.setattr(bf, "MAX_DETECT_PIXELS", img.shape[0] * img.shape[1] // 9)
+        small = det.detect(img)
+    assert seen and seen[0][0] * seen[0][1] <= bf.MAX_DETECT_PIXELS  # mediapipe got the small image
+    assert len(full) >= 1 and len(small) >= 1
+    side = box[2] - box[0]
+    assert np.abs(small[0].box - full[0].box).max() < 0.1 * side  # boxes in the frame's own pixels
+    assert np.abs(small[0].keypoints - full[0].keypoints).max() < 0.1 * side
+    with Tracker(smoothing="none") as tr:  # the whole pipeline on a frame over the limit: right landmarks
+        faces = tr.track(img)
+    assert len(faces) >= 1
+    err = min(np.median(np.linalg.norm(f.landmarks - pts, axis=1)) for f in faces)
+    assert err < 0.05 * side

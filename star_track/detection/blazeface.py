@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import math
 import os
 import sys
 import weakref
@@ -31,6 +32,9 @@ BUNDLED_DETECTORS: dict[str, tuple[str, str]] = {
 }
 """Detector name -> (file in :data:`star_track.model.BUNDLED_DIR`, sha256)."""
 
+MAX_DETECT_PIXELS = 1 << 28
+"""Largest image (pixels) handed to mediapipe; larger ones are downscaled to fit for detection only. mediapipe
+crashes (SIGSEGV) on images over 2 GiB; BlazeFace sees 128-192 px anyway, so nothing is lost."""
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear_tragion", "left_ear_tragion")
 """BlazeFace's six keypoints, in output order ("right" is the subject's right, i.e. image-left)."""
 
@@ -171,6 +175,12 @@ class FaceDetector:
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"frame must be (H, W, 3) uint8 BGR, got {frame_bgr.shape} {frame_bgr.dtype}")
         h, w = frame_bgr.shape[:2]
+        back = np.ones(4, np.float32)  # detector pixels -> frame pixels (x, y, x, y)
+        if h * w > MAX_DETECT_PIXELS:  # a huge photo or frame: downscale (boxes are mapped back below)
+            scale = math.sqrt(MAX_DETECT_PIXELS / (h * w))
+            size = (max(1, int(w * scale)), max(1, int(h * scale)))
+            frame_bgr = cv2.resize(frame_bgr, size, interpolation=cv2.INTER_AREA)
+            back = np.array([w / size[0], h / size[1]] * 2, np.float32)
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=_aligned_rgb(frame_bgr))
         with quiet_native_stderr(self._quiet and not self._warm):  # first call logs delegate creation
             if self.mode == "video":
@@ -185,7 +195,7 @@ class FaceDetector:
         for det in result.detections:
             bb = det.bounding_box
             box = np.array([bb.origin_x, bb.origin_y, bb.origin_x + bb.width, bb.origin_y + bb.height],
-                           np.float32)
+                           np.float32) * back
             kps = np.array([[k.x * w, k.y * h] for k in det.keypoints], np.float32).reshape(-1, 2)
             score = float(det.categories[0].score) if det.categories else 0.0
             out.append(Detection(box=box, score=score, keypoints=kps))
