@@ -20,13 +20,16 @@ video and writes, under ``out_dir`` mirroring the input tree, ``NAME.<format>`` 
   workers x 1 ONNX Runtime thread), each with one :class:`~star_track.tracker.Tracker` built once and reused
   (reset per video). ``ray_address`` runs the same per-video task (:func:`run_task`) as Ray tasks instead:
   Ray does placement, retries (``max_retries``) and back-pressure.
+* **Never the user's files.** An existing output file the manifest does not record (written or claimed) is
+  never replaced: that video is a failed row saying so. The batch's own outputs are never inputs.
 
 Manifest rows (``manifest.jsonl``, one JSON object per line; the latest row of an input wins, and the file is
 compacted to one row per input at the start of each run): ``input``, ``outputs`` (kind -> ``{"path", "bytes",
 "sha256"}``), ``frames``, ``frames_with_faces``, ``face_records``, ``max_faces``, ``video_seconds``, ``seconds``,
 ``status`` (``ok``, ``failed``, ``interrupted``; :func:`run_batch` also returns ``skipped`` rows, which are not
-written), ``error``, ``settings`` (hash), ``input_bytes``, ``input_mtime_ns``, ``worker`` (host:pid),
-``finished`` (UTC ISO time).
+written; ``started`` rows are written before a video is dispatched), ``error``, ``settings`` (hash),
+``input_bytes``, ``input_mtime_ns``, ``worker`` (host:pid), ``finished`` (UTC ISO time), ``claimed`` (kind ->
+output path the batch owns).
 """
 from __future__ import annotations
 
@@ -385,7 +388,7 @@ def _run_task(task: VideoTask) -> dict[str, Any]:
     row: dict[str, Any] = {"input": task.input, "outputs": {}, "frames": 0, "frames_with_faces": 0,
                            "face_records": 0, "max_faces": 0, "video_seconds": 0.0, "seconds": 0.0,
                            "status": "failed", "error": None, "settings": task.settings,
-                           "worker": f"{socket.gethostname()}:{os.getpid()}"}
+                           "worker": f"{socket.gethostname()}:{os.getpid()}", "claimed": dict(task.outputs)}
     with contextlib.suppress(OSError):
         st = os.stat(task.input)
         row["input_bytes"], row["input_mtime_ns"] = st.st_size, st.st_mtime_ns
@@ -538,10 +541,21 @@ def _write_manifest(out_dir: Path, rows: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _append_manifest(f, row: dict) -> None:
-    f.write(json.dumps(row, allow_nan=False) + "\n")
+def _append_manifest(f, *rows: dict) -> None:
+    if not rows:
+        return
+    f.write("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
     f.flush()
     os.fsync(f.fileno())
+
+
+def _recorded_outputs(rows: dict[str, dict]) -> set[str]:
+    """Every output path the manifest records as the batch's own (written, or claimed before writing)."""
+    paths = set()
+    for row in rows.values():
+        paths.update(rec["path"] for rec in (row.get("outputs") or {}).values())
+        paths.update((row.get("claimed") or {}).values())
+    return {os.path.abspath(p) for p in paths}
 
 
 def is_complete(row: dict | None, task: VideoTask) -> bool:
@@ -589,12 +603,16 @@ def _lock(out_dir: Path):
 
 
 # -- the batch -----------------------------------------------------------------------------------------------
-def plan(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, landmarks_format: str = "csv",
-         annotated_video: bool = False, settings: str = "", tracker_kwargs: dict[str, Any] | None = None,
-         video_options: dict[str, Any] | None = None) -> list[VideoTask]:
-    """The tasks of a batch: one per input video, outputs under ``out_dir`` mirroring the input tree."""
+def plan(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+         landmarks_format: str = "csv", annotated_video: bool = False, settings: str = "",
+         tracker_kwargs: dict[str, Any] | None = None, video_options: dict[str, Any] | None = None,
+         exclude: Iterable[str] = ()) -> list[VideoTask]:
+    """The tasks of a batch: one per input video, outputs under ``out_dir`` mirroring the input tree.
+
+    Folder and glob searches never take the batch's own outputs as inputs: ``out_dir`` (when it is inside a
+    searched folder) and the paths in ``exclude`` (the outputs its manifest records) are left out."""
     out = Path(os.path.abspath(out_dir))
-    videos = find_videos(inputs)
+    videos = find_videos(inputs, out_dir=out, exclude=exclude)
     tasks: list[VideoTask] = []
     claimed: set[str] = set()
     for (video, _), rel in zip(videos, _mirror(videos)):
@@ -610,7 +628,8 @@ def plan(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str |
     return tasks
 
 
-def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, workers: int | None = None,
+def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+              workers: int | None = None,
               ray_address: str | None = None, tracker_kwargs: dict[str, Any] | None = None,
               landmarks_format: str = "csv", annotated_video: bool = False,
               video_options: dict[str, Any] | None = None, max_retries: int = 2, num_gpus: float | None = None,
@@ -653,11 +672,14 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
     kwargs = {"threads": 1, **(tracker_kwargs or {})}
     vopts = {"audio": True, "draw": True, "ellipses": False, **(video_options or {})} if annotated_video else {}
     settings = settings_hash(kwargs, landmarks_format, vopts or None)
-    tasks = plan(inputs, out_dir, landmarks_format=landmarks_format, annotated_video=annotated_video,
-                 settings=settings, tracker_kwargs=kwargs, video_options=vopts)
+    out = Path(os.path.abspath(out_dir))
+    # Outputs of earlier runs (when out_dir is, or is inside, an input folder) are not inputs; read again, with
+    # warnings, under the lock.
+    recorded = _recorded_outputs(read_manifest(out, lambda _: None)) if out.is_dir() else set()
+    tasks = plan(inputs, out, landmarks_format=landmarks_format, annotated_video=annotated_video,
+                 settings=settings, tracker_kwargs=kwargs, video_options=vopts, exclude=recorded)
     if not tasks:
         raise VideoError(f"no videos found in {', '.join(map(str, inputs)) or '(no inputs)'}")
-    out = Path(os.path.abspath(out_dir))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -676,16 +698,31 @@ def _run_locked(tasks: list[VideoTask], out: Path, *, workers, ray_address, max_
     _write_manifest(out, previous.values())  # compacted: one row per input
     for folder in {Path(p).parent for t in tasks for p in t.outputs.values()}:
         clean_stale_partials(folder)
+    owned = _recorded_outputs(previous)
     results: dict[str, dict] = {}
-    pending = []
+    pending, refused = [], []
     for t in tasks:
         if is_complete(previous.get(t.input), t):
             results[t.input] = {**previous[t.input], "status": "skipped"}
+            continue
+        # A file the manifest does not record is the user's (`batch d --out-dir d` beside d/talk.csv): never
+        # replaced.
+        foreign = [p for p in t.outputs.values() if os.path.lexists(p) and os.path.abspath(p) not in owned]
+        if foreign:
+            row = _failed_row(t, f"{foreign[0]}: exists and is not an output recorded in {out / MANIFEST}; not "
+                                 "replaced (move it away, or choose another --out-dir)")
+            row["claimed"] = {k: p for k, p in t.outputs.items() if os.path.abspath(p) in owned}
+            refused.append(row)
         else:
             pending.append(t)
     rows = BatchRows()
     with open(out / MANIFEST, "a", encoding="utf-8") as manifest, StopFlag() as stop, \
-            _progress(progress, len(tasks), len(tasks) - len(pending)) as advance:
+            _progress(progress, len(tasks), len(tasks) - len(pending) - len(refused)) as advance:
+        # Claimed before any worker writes: a batch killed after an output's rename, before its row, still
+        # knows the file as its own on the next run.
+        _append_manifest(manifest, *({"input": t.input, "outputs": {}, "claimed": dict(t.outputs),
+                                      "status": "started", "error": None, "settings": t.settings,
+                                      "finished": None} for t in pending))
 
         def record(row: dict) -> None:
             results[row["input"]] = row
@@ -695,6 +732,8 @@ def _run_locked(tasks: list[VideoTask], out: Path, *, workers, ray_address, max_
             if on_result is not None:
                 on_result(row)
 
+        for row in refused:
+            record(row)
         if pending:
             if ray_address:
                 _run_ray(pending, ray_address, workers, max_retries, num_gpus, record, stop)
@@ -753,7 +792,7 @@ def _failed_row(t: VideoTask, error: str) -> dict:
     row: dict[str, Any] = {"input": t.input, "outputs": {}, "frames": 0, "frames_with_faces": 0,
                            "face_records": 0, "max_faces": 0, "video_seconds": 0.0, "seconds": 0.0,
                            "status": "failed", "error": error, "settings": t.settings, "worker": None,
-                           "finished": _now()}
+                           "finished": _now(), "claimed": dict(t.outputs)}
     return row
 
 

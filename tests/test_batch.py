@@ -302,3 +302,45 @@ def test_bad_manifest_lines_are_ignored_with_a_warning_naming_the_file_and_line(
     with pytest.warns(UserWarning, match=f"{manifest}:1: not JSON"):
         manifest.write_text("garbage\n")
         read_manifest(out)
+
+
+def test_a_file_the_manifest_does_not_record_is_never_replaced(tmp_path, model_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    flat(d / "talk.mp4", 3)
+    flat(d / "other.mp4", 3)
+    (d / "talk.csv").write_text("my own notes\n")
+    kw = {"workers": 1, "tracker_kwargs": {"model": str(model_path)}}
+    r = by_name(run_batch(d, d, **kw))
+    assert r["talk.mp4"]["status"] == "failed" and r["other.mp4"]["status"] == "ok"
+    assert r["talk.mp4"]["error"].startswith(f"{d / 'talk.csv'}: exists and is not an output recorded in")
+    assert (d / "talk.csv").read_text() == "my own notes\n"
+    # Its own outputs (recorded) are replaced when the settings change; the user's file still is not.
+    kw["tracker_kwargs"]["detect_every"] = 2
+    r = by_name(run_batch(d, d, **kw))
+    assert r["other.mp4"]["status"] == "ok" and r["talk.mp4"]["status"] == "failed"
+    assert (d / "talk.csv").read_text() == "my own notes\n"
+    # A batch killed after renaming an output but before writing its row: the output was claimed first (a
+    # "started" row), so the rerun knows it as its own.
+    (d / "talk.csv").unlink()
+    manifest = d / MANIFEST
+    manifest.write_text("")
+    del kw["tracker_kwargs"]["detect_every"]
+    run_batch(d / "talk.mp4", d, **kw)
+    started = [json.loads(ln) for ln in manifest.read_text().splitlines()][0]
+    assert started["status"] == "started" and started["claimed"] == {"landmarks": str(d / "talk.csv")}
+    manifest.write_text(json.dumps(started) + "\n")
+    assert [r["status"] for r in run_batch(d / "talk.mp4", d, **kw)] == ["ok"]
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "glob"])
+def test_the_batch_never_takes_its_own_outputs_as_inputs(tmp_path, model_path, where):
+    d = tmp_path / "d"
+    d.mkdir()
+    flat(d / "a.mp4", 3)
+    out = d if where == "same" else d / "out"
+    inputs = str(d / "**" / "*.mp4") if where == "glob" else d
+    for run in range(3):
+        rows = run_batch(inputs, out, workers=1, annotated_video=True, tracker_kwargs={"model": str(model_path)})
+        assert [(Path(r["input"]).name, r["status"]) for r in rows] == [("a.mp4", "skipped" if run else "ok")]
+    assert sorted(p.name for p in out.rglob("*.mp4")) == ["a.annotated.mp4"] + ["a.mp4"] * (where == "same")
