@@ -39,6 +39,7 @@ import datetime
 import fnmatch
 import glob
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -614,16 +615,19 @@ def plan(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str |
     out = Path(os.path.abspath(out_dir))
     videos = find_videos(inputs, out_dir=out, exclude=exclude)
     tasks: list[VideoTask] = []
-    claimed: set[str] = set()
+    # Output names are unique (case-folded, for case-insensitive file systems) and never an input's name:
+    # a.mp4 -> a.csv; then a.mkv -> a.mkv.csv; then a.mkv.mp4 (its stem a.mkv is taken) -> a.mkv.mp4.csv; then
+    # NAME.2.csv, NAME.3.csv, ...
+    taken = {os.path.abspath(v).casefold() for v, _ in videos}
     for (video, _), rel in zip(videos, _mirror(videos)):
         base = out / rel.parent
-        outputs = {"landmarks": str(base / f"{rel.stem}.{landmarks_format}")}
-        if annotated_video:
-            outputs["video"] = str(base / f"{rel.stem}.annotated.mp4")
-        if outputs["landmarks"] in claimed:  # a.mp4 and a.mov in one folder
-            outputs = {k: str(Path(p).with_name(f"{rel.name}{Path(p).name[len(rel.stem):]}"))
-                       for k, p in outputs.items()}
-        claimed.update(outputs.values())
+        for stem in itertools.chain((rel.stem, rel.name), (f"{rel.name}.{n}" for n in itertools.count(2))):
+            outputs = {"landmarks": str(base / f"{stem}.{landmarks_format}")}
+            if annotated_video:
+                outputs["video"] = str(base / f"{stem}.annotated.mp4")
+            if not any(p.casefold() in taken for p in outputs.values()):
+                break
+        taken.update(p.casefold() for p in outputs.values())
         tasks.append(VideoTask(str(video), outputs, settings, dict(tracker_kwargs or {}), dict(video_options or {})))
     return tasks
 

@@ -344,3 +344,19 @@ def test_the_batch_never_takes_its_own_outputs_as_inputs(tmp_path, model_path, w
         rows = run_batch(inputs, out, workers=1, annotated_video=True, tracker_kwargs={"model": str(model_path)})
         assert [(Path(r["input"]).name, r["status"]) for r in rows] == [("a.mp4", "skipped" if run else "ok")]
     assert sorted(p.name for p in out.rglob("*.mp4")) == ["a.annotated.mp4"] + ["a.mp4"] * (where == "same")
+
+
+def test_output_names_are_unique(tmp_path):
+    """a.mp4.mkv and a.mp4 (and a.mkv, A.MP4) each get their own outputs, never an input's name."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in ("a.mp4", "a.mkv", "a.mp4.mkv", "A.MP4", "b.mp4", "b.annotated.mp4"):
+        (d / name).touch()
+    tasks = {Path(t.input).name: t.outputs for t in plan(d, d, annotated_video=True)}
+    paths = [p for outs in tasks.values() for p in outs.values()]
+    assert len({p.casefold() for p in paths}) == len(paths) == 12
+    assert not {p.casefold() for p in paths} & {str(d / n).casefold() for n in tasks}
+    assert Path(tasks["b.mp4"]["video"]).name == "b.mp4.annotated.mp4"  # b.annotated.mp4 is an input
+    assert Path(tasks["b.annotated.mp4"]["landmarks"]).name == "b.annotated.csv"
+    assert {Path(tasks[n]["landmarks"]).name for n in ("a.mp4", "a.mkv", "a.mp4.mkv", "A.MP4")} == {
+        "A.csv", "a.mkv.csv", "a.mp4.csv", "a.mp4.mkv.csv"}  # in sorted order: A.MP4, a.mkv, a.mp4, a.mp4.mkv
