@@ -534,12 +534,17 @@ def _write_manifest(out_dir: Path, rows: Iterable[dict]) -> None:
     """Rewrite the manifest atomically (temp + rename)."""
     path = out_dir / MANIFEST
     tmp = out_dir / f".{MANIFEST}.partial-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
 
 
 def _append_manifest(f, *rows: dict) -> None:
@@ -588,7 +593,10 @@ def is_complete(row: dict | None, task: VideoTask) -> bool:
 @contextlib.contextmanager
 def _lock(out_dir: Path):
     """One batch at a time per output folder."""
-    f = open(out_dir / ".batch.lock", "w")
+    try:
+        f = open(out_dir / ".batch.lock", "w")
+    except OSError as e:  # a read-only folder, a full disk: say which folder, not the lock file's OSError
+        raise OutputError(f"{out_dir}: cannot write in the output folder ({e.strerror or e})") from None
     try:
         try:
             import fcntl

@@ -360,3 +360,23 @@ def test_output_names_are_unique(tmp_path):
     assert Path(tasks["b.annotated.mp4"]["landmarks"]).name == "b.annotated.csv"
     assert {Path(tasks[n]["landmarks"]).name for n in ("a.mp4", "a.mkv", "a.mp4.mkv", "A.MP4")} == {
         "A.csv", "a.mkv.csv", "a.mp4.csv", "a.mp4.mkv.csv"}  # in sorted order: A.MP4, a.mkv, a.mp4, a.mp4.mkv
+
+
+def test_a_read_only_out_dir_is_one_clear_error(tmp_path, model_path):
+    (tmp_path / "clips").mkdir()
+    flat(tmp_path / "clips" / "a.mp4", 3)
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        if os.access(out, os.W_OK):  # root ignores the mode: /sys refuses new files even to root
+            out = Path("/sys")
+            if not out.is_dir():
+                pytest.skip("no read-only folder to test with")
+        r = subprocess.run([*ENTRY, "batch", tmp_path / "clips", "--out-dir", out, "-m", model_path,
+                            "--no-progress"], capture_output=True, text=True, timeout=120)
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"star-track: error: {out}: cannot write in the output folder "
+                                             "(Permission denied)"], r.stderr
