@@ -292,13 +292,17 @@ def settings_hash(tracker_kwargs: dict[str, Any], landmarks_format: str, video_o
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_workers(threads: int | None = None) -> int:
     """Usable cores // the engine's threads per worker (at least 1): the CPU used fully, not oversubscribed."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, threads or 1))
+    return max(1, usable_cores() // max(1, threads or 1))
 
 
 # -- the per-video task (runs in a worker process or a Ray task) ----------------------------------------------
@@ -653,8 +657,8 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
         inputs: files, folders, glob patterns, ``.txt``/``.csv`` lists of paths (:func:`find_videos`); one str
             or PathLike is one input.
         out_dir: output folder (created); outputs mirror the input tree, plus ``manifest.jsonl``.
-        workers: local worker processes (default :func:`default_workers`); with Ray, the CPUs of a local
-            runtime started here.
+        workers: local worker processes (default :func:`default_workers`; at most :func:`usable_cores`, with a
+            warning); with Ray, the CPUs of a local runtime started here.
         ray_address: run on Ray: ``"local"`` (a runtime started here, or the one already initialised in this
             process), ``"auto"`` (the running cluster, e.g. inside ``ray job submit``) or ``"ray://host:10001"``.
         tracker_kwargs: keyword arguments of :class:`~star_track.tracker.Tracker` (``threads`` defaults to 1).
@@ -674,6 +678,13 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
             ``out_dir``, ray not installed. Problems with single videos are rows, never exceptions.
     """
     inputs = _as_list(inputs)
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        if workers > usable_cores():  # more processes than cores only adds memory and switching
+            _warn(f"{workers} workers asked for, but {usable_cores()} cores are usable: using {usable_cores()}",
+                  on_warning)
+            workers = usable_cores()
     if landmarks_format not in FORMATS:
         raise VideoError(f"unsupported landmarks format {landmarks_format!r} (use {', '.join(FORMATS)})")
     if landmarks_format == "parquet":
@@ -907,4 +918,4 @@ def summary_table(rows: Sequence[dict], max_rows: int = 30):
 
 
 __all__ = ["BatchRows", "BatchWarning", "FORMATS", "MANIFEST", "VideoTask", "default_workers", "find_videos", "is_complete",
-           "plan", "read_manifest", "run_batch", "run_task", "settings_hash", "summary_table"]
+           "plan", "read_manifest", "run_batch", "run_task", "settings_hash", "summary_table", "usable_cores"]

@@ -380,3 +380,25 @@ def test_a_read_only_out_dir_is_one_clear_error(tmp_path, model_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"star-track: error: {out}: cannot write in the output folder "
                                              "(Permission denied)"], r.stderr
+
+
+def test_workers_are_capped_at_the_usable_cores_with_a_note(tmp_path, model_path, monkeypatch):
+    import star_track.batch as batch_module
+    from test_cli import run
+
+    (tmp_path / "clips").mkdir()
+    flat(tmp_path / "clips" / "a.mp4", 3)
+    cores = batch_module.usable_cores()
+    used = []
+    monkeypatch.setattr(batch_module, "_run_pool", lambda tasks, workers, record, stop: used.append(workers))
+    r = run("batch", tmp_path / "clips", "--out-dir", tmp_path / "out", "-j", "999", "-m", model_path,
+            "--no-progress")
+    assert used == [cores]
+    assert r.stderr.splitlines() == [f"star-track: warning: 999 workers asked for, but {cores} cores are usable: "
+                                     f"using {cores}"], r.stderr
+    said: list[str] = []
+    run_batch(tmp_path / "clips", tmp_path / "out", workers=cores, tracker_kwargs={"model": str(model_path)},
+              on_warning=said.append)
+    assert used == [cores, cores] and said == []  # no note at the cap
+    with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
+        run_batch(tmp_path / "clips", tmp_path / "out", workers=0)
