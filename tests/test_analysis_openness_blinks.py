@@ -1,0 +1,154 @@
+"""Eye / mouth openness (pose-normalised) and blink events (issue 28), synthetic and on hand-labelled real clips."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from star_track.analysis.blinks import BlinkDetector, detect_blinks
+from star_track.analysis.mean_face import mean_face
+from star_track.analysis.openness import face_openness
+from star_track.analysis.pose import Camera, project, rotation_from_euler, solve_pose
+from tests.conftest import DATA
+
+SIZE = (640, 480)
+CAM = Camera.default(*SIZE)
+LABELS = Path(__file__).parent / "data"
+
+
+def _face(yaw=0.0, pitch=0.0, roll=0.0, lid=1.0, mouth_open=0.0):
+    """Mean face landmarks at a pose, lids closed to fraction ``lid`` of their gap, mouth opened by cm."""
+    pts = mean_face(68).points.copy()
+    for up, lo in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        mid = (pts[up] + pts[lo]) / 2
+        pts[up] = mid + (pts[up] - mid) * lid
+        pts[lo] = mid + (pts[lo] - mid) * lid
+    pts[[65, 66, 67, 56, 57, 58, 7, 8, 9], 1] += mouth_open  # lower inner/outer lip and chin move down
+    return project(pts, rotation_from_euler(yaw, pitch, roll), np.array([0.0, 0.0, 60.0]), CAM)
+
+
+def _open(uv):
+    return face_openness(uv, solve_pose(uv, image_size=SIZE))
+
+
+def test_open_eye_is_about_one_and_closing_lids_fall_through_a_blink():
+    o = _open(_face())
+    assert 0.9 < o.left_eye < 1.1 and 0.9 < o.right_eye < 1.1
+    seq = [_open(_face(lid=f)).eyes for f in (1.0, 0.6, 0.2, 0.0, 0.5, 1.0)]  # a blink warped over 3+2 frames
+    assert seq[0] > seq[1] > seq[2] > seq[3] and seq[3] < seq[4] < seq[5]
+    assert seq[3] < 0.05
+    assert seq[2] == pytest.approx(0.2, abs=0.05)
+
+
+def test_openness_is_pose_normalised():
+    front = _open(_face())
+    for yaw, pitch, roll in ((45, 0, 0), (-45, 0, 0), (0, 25, 0), (0, -25, 0), (20, 15, 30)):
+        o = _open(_face(yaw, pitch, roll))
+        for a, b in ((o.left_eye, front.left_eye), (o.right_eye, front.right_eye)):
+            assert a == pytest.approx(b, rel=0.08), (yaw, pitch, roll)
+    # The raw image gap shrinks when the head pitches down (what pose normalisation corrects).
+    raw = lambda uv: np.linalg.norm(uv[41] - uv[37])  # noqa: E731
+    assert raw(_face(0, -35, 0)) < 0.85 * raw(_face())
+
+
+def test_mouth_openness_grows_with_the_lip_gap_and_the_sides_are_the_subjects():
+    closed, half, wide = (_open(_face(mouth_open=m)).mouth for m in (0.0, 1.0, 2.5))
+    assert closed < half < wide and wide > 0.5
+    # Close only the subject's left eye (300W 42-47, image right): left_eye drops, right_eye stays.
+    uv = _face()
+    uv_w = uv.copy()
+    for up, lo in ((43, 47), (44, 46)):
+        mid = (uv[up] + uv[lo]) / 2
+        uv_w[up] = uv_w[lo] = mid
+    o = _open(uv_w)
+    assert o.left_eye < 0.05 and o.right_eye > 0.9
+
+
+def _series(closed_frames, n=150, fps=25.0, glitches=(), noise=0.03, seed=0):
+    rng = np.random.default_rng(seed)
+    o = 1.3 + rng.normal(0, noise, n)
+    for a, b in closed_frames:
+        o[a:b + 1] = 0.5
+        o[a - 1] = o[b + 1] = 0.9  # half-closed edges
+    for g in glitches:
+        o[g] = 0.4
+    return np.arange(n) / fps, o
+
+
+def test_blink_detector_finds_start_and_end_and_ignores_one_frame_glitches():
+    t, o = _series([(40, 43), (100, 102)], glitches=(70,))
+    blinks = detect_blinks(t, o)
+    assert [(b.start_frame, b.end_frame) for b in blinks] == [(39, 45), (99, 104)]
+    assert blinks[0].start == pytest.approx(39 / 25) and blinks[0].end == pytest.approx(45 / 25)
+    assert blinks[0].depth < 0.5
+    # Eyes held shut for 2 s is no blink; NaN (no face) frames are skipped.
+    t, o = _series([(30, 80)])
+    o[90:95] = np.nan
+    assert detect_blinks(t, o) == []
+
+
+def test_blink_detector_tracks_are_independent():
+    t, o = _series([(40, 43)])
+    t2, o2 = _series([(80, 83)], seed=1)
+    ids = np.r_[np.zeros(len(t)), np.ones(len(t2))].astype(int)
+    order = np.argsort(np.r_[t, t2], kind="stable")
+    tt, oo, ii = np.r_[t, t2][order], np.r_[o, o2][order], ids[order]
+    got = sorted((b.track_id, b.start_frame) for b in detect_blinks(tt, oo, ii))
+    assert got == [(0, 39), (1, 79)]
+    det = BlinkDetector()
+    assert det.update(5, 0.0, math.nan) == (False, None)
+
+
+def _clip_openness(clip: Path) -> tuple[np.ndarray, np.ndarray]:
+    from star_track import Tracker
+
+    cap = cv2.VideoCapture(str(clip))
+    times, eyes = [], []
+    prev = None
+    with Tracker(model="star68-fast") as tracker:
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            faces = tracker.track(frame, i / 25.0)
+            value = math.nan
+            if faces:
+                f = faces[0]
+                # Raw (unsmoothed) landmarks: the smoother would blunt a 3-frame lid closure.
+                prev = solve_pose(f.raw_landmarks, f.covariance, image_size=(frame.shape[1], frame.shape[0]),
+                                  init=prev)
+                value = face_openness(f.raw_landmarks, prev).eyes
+            times.append(i / 25.0)
+            eyes.append(value)
+            i += 1
+    return np.array(times), np.array(eyes)
+
+
+@pytest.mark.slow
+def test_blinks_on_hand_labelled_real_clips():
+    files = sorted(LABELS.glob("blinks_*.json"))
+    assert files, "hand-made blink lists are committed with this test"
+    found = total = false = 0
+    seconds = 0.0
+    for path in files:
+        label = json.loads(path.read_text())
+        clip = DATA / label["clip"]
+        if not clip.is_file():
+            pytest.skip(f"no shared clip at {clip}")
+        t, eyes = _clip_openness(clip)
+        assert len(t) == label["frames"]
+        seconds += len(t) / label["fps"]
+        truth = label["closed_frames"]
+        got = detect_blinks(t, eyes)
+        frames = [(round(b.start * label["fps"]), round(b.end * label["fps"])) for b in got]
+        total += len(truth)
+        # A labelled blink is found when a detected one overlaps its closed frames (end is the first open frame).
+        found += sum(any(s <= b and e > a for s, e in frames) for a, b in truth)
+        false += sum(not any(s <= b and e > a for a, b in truth) for s, e in frames)
+    assert found >= 0.9 * total, (found, total)
+    assert false <= seconds / 60.0, (false, seconds)  # at most one false blink per minute of video
