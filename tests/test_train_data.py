@@ -206,10 +206,92 @@ def test_cofw_coco_reader_on_real_samples():
 def test_shared_split_is_by_image_and_fixed(tmp_path):
     a = prepare_shared_wflw68(WFLW, tmp_path / "a")
     b = prepare_shared_wflw68(WFLW, tmp_path / "b")
-    train, val = read_annotations(a["train"]), read_annotations(a["val"])
-    assert len(train) + len(val) == 660
-    assert not ({f.image for f in train} & {f.image for f in val})
-    assert a["val"].read_text() == b["val"].read_text()
+    for key in a:
+        assert a[key].read_text() == b[key].read_text(), key  # deterministic
+    train, val, val_tr = (read_annotations(a[k]) for k in ("train", "val", "val_trainsplit"))
+    # every face of the derived test file and of the official train list, each in exactly one file
+    assert len(train) + len(val) + len(val_tr) == 660 + 1193
+    photos = lambda *sets: {f.image for fs in sets for f in fs}  # noqa: E731
+    train98, val98 = read_annotations(a["wflw98_train"]), read_annotations(a["wflw98_val"])
+    assert len(train98) + len(val98) == 514 + 1193  # every face with official 98-point labels
+    assert not photos(train, train98) & photos(val, val_tr, val98)  # split by photo, in every file
+    assert all(f.landmarks.shape == (98, 2) for f in train98 + val98)
+    # the held-out WFLW faces every earlier figure was measured on are still exactly the held-out test faces
+    old_rule = {f.image for f in read_wflw_list(WFLW / "derived_68pt" / "list_68pt_rect_attr_test.txt", 68)
+                if is_validation_image(f"WFLW_images/{f.image}", 0.15)}
+    assert {f.image for f in val} == {f"WFLW_images/{i}" for i in old_rule}
+    assert len(val) == 96 and {f.extra["wflw_split"] for f in val} == {"test"}
+    assert {f.extra["wflw_split"] for f in val_tr} == {"train"} and len(val_tr) > 100
+    assert {f.extra["wflw_split"] for f in train} == {"test", "train"}
+    # about 15 % of the photos held out (a hash, not a cut in file order)
+    n_photos = len(photos(train, val, val_tr))
+    assert n_photos == 1125 and 0.10 < len(photos(val, val_tr)) / n_photos < 0.20
+
+
+@needs_shared
+def test_wflw_official_train_list_reader_on_real_files():
+    from train.prepare import WFLW_TRAIN_LIST, read_shared_wflw_train
+
+    lines = (WFLW / WFLW_TRAIN_LIST).read_text().split("\n")
+    assert len(lines[0].split()) == 196 + 4 + 6 + 1  # the official line layout
+    faces = read_shared_wflw_train(WFLW)
+    assert len(faces) == 1193 and len({f.image for f in faces}) == 807  # the data README's counts
+    assert all(f.image.startswith("WFLW_images/") and f.split == "train" for f in faces)
+    first = [float(v) for v in lines[0].split()[:196]]
+    np.testing.assert_allclose(faces[0].landmarks.ravel(), first, atol=1e-3)  # x0 y0 x1 y1 ..., not x then y
+    inside = pupils = 0
+    for f in faces:
+        x1, y1, x2, y2 = f.box
+        assert x1 < x2 and y1 < y2
+        pts = f.landmarks
+        inside += np.mean((pts[:, 0] >= x1 - 5) & (pts[:, 0] <= x2 + 5) & (pts[:, 1] >= y1 - 5) & (pts[:, 1] <= y2 + 5))
+        lo, hi = sorted(pts[list(WFLW_98.outer_eye_corners), 0])
+        pupils += lo < pts[96, 0] < hi and lo < pts[97, 0] < hi  # pupils between the outer eye corners
+    assert inside / len(faces) > 0.95  # the box is x_min y_min x_max y_max of this face
+    assert pupils / len(faces) > 0.95  # points 96/97 are the pupils (profiles may break it)
+    img = cv2.imread(str(WFLW / faces[0].image))
+    assert img is not None and (faces[0].landmarks.max(0) < img.shape[1::-1]).all()
+
+
+@needs_shared
+def test_wflw_train_list_reader_rejects_a_missing_photo(tmp_path):
+    from train.prepare import WFLW_TRAIN_LIST, read_shared_wflw_train
+
+    line = (WFLW / WFLW_TRAIN_LIST).read_text().split("\n")[0]
+    (tmp_path / WFLW_TRAIN_LIST).parent.mkdir(parents=True)
+    (tmp_path / WFLW_TRAIN_LIST).write_text(line + "\n")
+    with pytest.raises(FileNotFoundError, match="1 WFLW training images missing"):
+        read_shared_wflw_train(tmp_path)
+
+
+@needs_shared
+def test_300w_lfpw_trainset_reader_and_split_on_real_files(tmp_path):
+    root = SHARED / "300w"
+    faces = read_300w(root, "train", skip_missing=True)
+    lfpw = [f for f in faces if f.attributes == ("lfpw",)]
+    assert len(lfpw) == 805 and all(f.image.startswith("lfpw/trainset/") for f in lfpw)
+    for f in lfpw[::80]:
+        img = cv2.imread(str(root / f.image))
+        h, w = img.shape[:2]
+        assert (f.landmarks > -1).all() and (f.landmarks[:, 0] < w).all() and (f.landmarks[:, 1] < h).all()
+        assert f.landmarks[36, 0] < f.landmarks[45, 0] and f.landmarks[8, 1] > f.landmarks[30, 1]  # upright
+    written = prepare_300w(root, tmp_path, allow_partial=True, log=lambda _: None)
+    train, val = read_annotations(written["300w68_train"]), read_annotations(written["300w68_val"])
+    assert len(train) + len(val) == 2012 and not ({f.image for f in train} & {f.image for f in val})
+    held = {sub: sum(f.attributes == (sub,) for f in val) for sub in ("afw", "helen", "lfpw")}
+    assert held["afw"] + held["helen"] == 165  # the AFW/HELEN faces held out before LFPW came stay held out
+    assert held["lfpw"] > 60  # and LFPW joined the held-out set by the same rule
+
+
+def test_distillation_hashes_300w_photos_by_their_split_key():
+    from train.distill import SOURCES, _relative_to_300w
+    from train.prepare import w300_split_key
+
+    assert "wflw_unlabeled" not in SOURCES
+    assert w300_split_key(_relative_to_300w("../300w/lfpw/trainset/image_0001.jpg")) == \
+        "300w/lfpw/trainset/image_0001.jpg"
+    with pytest.raises(ValueError, match="not a 300W photo"):
+        _relative_to_300w("WFLW_images/0--Parade/x.jpg")
 
 
 @needs_shared

@@ -138,30 +138,52 @@ def calibrate_uncertainty_cmd(
 @app.command()
 def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/, 300w/)"),
          skip_training: bool = typer.Option(False, help="export the runs as they are"),
-         self_training: bool = typer.Option(True, help="WFLW stage: pseudo-label wflw_unlabeled and fine-tune a "
-                                            "student"),
          fast_only: bool = typer.Option(False, help="only the fast model's 300W stage, distilled from the "
-                                        "bundled star68-accurate.onnx and star68-precise.onnx")):
+                                        "bundled star68-accurate.onnx and star68-precise.onnx"),
+         fast_all_labelled: bool = typer.Option(False, help="only the fast model's refresh on every labelled face "
+                                                "(train.ship.ship_fast_all_labelled), exported to --out"),
+         out: Path = typer.Option(Path("runs") / "candidates", help="--fast-all-labelled: where the model and its "
+                                  "card go (not the bundled folder: a candidate is evaluated first)"),
+         threads: int = typer.Option(0, help="CPU threads for torch and OpenCV (0: their defaults); 1 also loads "
+                                     "the data in the training process (no worker)")):
     """Regenerate the bundled models from the data (both stages, see train/ship.py): star68-accurate.onnx, then
     star68-fast.onnx distilled from it, each with its .md card. Stages whose output exists are skipped and
     training runs resume, so an interrupted build continues with the same command."""
     from star_track.errors import StarTrackError
     from star_track.model import BUNDLED_DIR
 
-    from .ship import ACCURATE_NAME, FAST_NAME, PRECISE_NAME, STAGE_DIR, ship_fast_combined
+    from .ship import ACCURATE_NAME, FAST_NAME, PRECISE_NAME, STAGE_DIR, ship_fast_all_labelled, ship_fast_combined
     from .ship import ship as build
 
     for folder in ("wflw", "300w"):
         if not (data / folder).is_dir():
             raise _fail(f"{data / folder} not found (pass --data pointing at shared/data)")
+    if threads > 0:
+        _limit_threads(threads)
     try:
-        if fast_only:
+        if fast_all_labelled:
+            ship_fast_all_labelled(data, out_dir=out, train_first=not skip_training, workers=0 if threads == 1 else None)
+        elif fast_only:
             ship_fast_combined(data, BUNDLED_DIR / f"{ACCURATE_NAME}.onnx", STAGE_DIR / f"{FAST_NAME}.onnx",
                                BUNDLED_DIR / f"{PRECISE_NAME}.onnx", train_first=not skip_training)
         else:
-            build(data, train_first=not skip_training, self_training=self_training)
+            build(data, train_first=not skip_training)
     except (StarTrackError, FileNotFoundError) as e:  # e.g. --skip-training with no run to export
         raise _fail(str(e)) from None
+
+
+def _limit_threads(n: int) -> None:
+    """At most ``n`` compute threads in this process (torch intra- and inter-op, OpenCV): a long training run
+    beside other work on a small machine."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # already set, or parallel work has started
+        pass
+    cv2.setNumThreads(n)
 
 
 def main() -> None:

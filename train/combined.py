@@ -3,11 +3,14 @@
 :func:`build_combined_set` writes, with image paths relative to the WFLW folder (the training ``image_root``;
 300W photos as ``../300w/<path>``):
 
-- ``combined68_train.jsonl``: the WFLW training faces with the convention correction of :mod:`train.conventions`
-  applied, the 300W training faces with their own labels, and (optionally) teacher labels on the unlabeled WFLW
-  photos, corrected the same way (the teacher was trained on WFLW-derived points);
-- ``combined68_val.jsonl``: both held-out splits, WFLW's labels corrected the same way (the correction was fitted
-  on training faces only); each face tagged with ``extra["source"]``;
+- ``combined68_train.jsonl``: the WFLW training faces (test-split and train-split faces on the training photos)
+  with the convention correction of :mod:`train.conventions` applied, the 300W training faces (AFW, HELEN, LFPW)
+  with their own labels, and (optionally) teacher labels on unlabelled photos (``extra["source"] = "pseudo"``),
+  corrected the same way (the teacher was trained on WFLW-derived points);
+- ``combined68_val.jsonl``: both held-out splits (:mod:`train.prepare`), WFLW's labels corrected the same way (the
+  correction was fitted on training faces only): the 300W held-out faces, the WFLW test-split faces and, when
+  ``wflw68_val_trainsplit.jsonl`` exists, the WFLW train-split faces on held-out photos
+  (``extra["wflw_split"]`` tells them apart); each face tagged with ``extra["source"]``;
 - ``convention_correction.json``: the (68, 2) correction and its per-group summary, and each source's
   horizontal mirror convention (:func:`mirror_shift`).
 
@@ -104,10 +107,13 @@ def _relabelled(faces: list[FaceAnnotation], correction: np.ndarray | None, dx: 
 
 def build_combined_set(teacher: Path, data_root: Path, ann_dir: Path, unlabeled: list[FaceAnnotation] = (),
                        ) -> dict[str, Path]:
-    """Fit the WFLW -> 300W correction with ``teacher`` (an exported model trained on WFLW-derived points) and
-    write the combined annotation files into ``ann_dir``; returns their paths."""
+    """Fit the WFLW -> 300W correction with ``teacher`` (an exported 68-point model; its own bias cancels in the
+    correction and in :func:`mirror_shift`, so a model trained on WFLW-derived points or on 300W semantics will do)
+    and write the combined annotation files into ``ann_dir``; returns their paths."""
     wflw_train = read_annotations(ann_dir / "wflw68_train.jsonl")
     wflw_val = read_annotations(ann_dir / "wflw68_val.jsonl")
+    if (ann_dir / "wflw68_val_trainsplit.jsonl").is_file():
+        wflw_val += read_annotations(ann_dir / "wflw68_val_trainsplit.jsonl")
     w300_train = read_annotations(ann_dir / "300w68_train.jsonl")
     w300_val = read_annotations(ann_dir / "300w68_val.jsonl")
     pred_wflw = gt_framed_predictions(teacher, wflw_train, data_root / "wflw")
@@ -128,7 +134,7 @@ def build_combined_set(teacher: Path, data_root: Path, ann_dir: Path, unlabeled:
     w300 = str(Path("..") / "300w") + "/"
     train = (_relabelled(wflw_train, correction, target - shift["wflw"], target, "wflw")
              + _relabelled(w300_train, None, 0.0, target, "300w", w300)
-             + _relabelled(list(unlabeled), correction, target - shift["teacher"], target, "wflw_unlabeled"))
+             + _relabelled(list(unlabeled), correction, target - shift["teacher"], target, "pseudo"))
     val = (_relabelled(wflw_val, correction, target - shift["wflw"], target, "wflw")
            + _relabelled(w300_val, None, 0.0, target, "300w", w300))
     paths["train"] = write_annotations(train, ann_dir / "combined68_train.jsonl")

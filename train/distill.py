@@ -2,11 +2,12 @@
 
 Sources (all under the shared data folder):
 
-- the labelled WFLW training faces (true labels, 68 points);
-- the unlabeled WFLW photos (``wflw_unlabeled``);
+- the labelled training faces (true labels, 68 points: every WFLW face on a training photo, test-split and
+  train-split, since ``shared/data`` has the WFLW train labels; the former ``wflw_unlabeled`` photos are among
+  them, so no WFLW photo is pseudo-labelled any more);
 - the 300W photos (``300w``), labelled by the *teacher* so the student learns one 68-point convention (the
   300W labels themselves follow a different one; see the model card). Images of the fixed by-image held-out
-  split (:func:`train.prepare.is_validation_image`) are left out, so a later 300W held-out figure stays clean;
+  split (:func:`train.prepare.is_w300_validation_image`) are left out, so a later 300W held-out figure stays clean;
 - frames of the talking-head clips (``videos``, every ``frame_step``-th frame, written as JPEG under ``out``).
 
 The teacher runs through the SDK with flip averaging (:func:`train.pseudo_label.pseudo_label`); the student is
@@ -18,10 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .annotations import FaceAnnotation, write_annotations
-from .prepare import is_validation_image
+from .prepare import is_w300_validation_image
 from .pseudo_label import pseudo_label
-
-VAL_FRACTION = 0.15
 
 
 def extract_frames(videos: Path, out: Path, frame_step: int = 5) -> int:
@@ -42,8 +41,9 @@ def extract_frames(videos: Path, out: Path, frame_step: int = 5) -> int:
     return count
 
 
-SOURCES = ("wflw_unlabeled", "300w", "video_frames")
-"""Every unlabeled source, in order: the unlabeled WFLW photos, the 300W photos, the clip frames."""
+SOURCES = ("300w", "video_frames")
+"""Every source the teacher labels, in order: the 300W photos, the clip frames. (The former ``wflw_unlabeled``
+photos are labelled WFLW training photos now: their faces come with ``labelled``.)"""
 
 
 def build_distillation_set(teacher: str | Path, data_root: Path, labelled: list[FaceAnnotation], out: Path,
@@ -55,7 +55,10 @@ def build_distillation_set(teacher: str | Path, data_root: Path, labelled: list[
     root = data_root / "wflw"
     faces: list[FaceAnnotation] = list(labelled)
     counts = {"labelled": len(faces)}
-    folders = {"wflw_unlabeled": data_root / "wflw_unlabeled", "300w": data_root / "300w"}
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ValueError(f"unknown distillation source(s) {sorted(unknown)} (known: {', '.join(SOURCES)})")
+    folders = {"300w": data_root / "300w"}
     videos = data_root / "videos"
     if "video_frames" in sources and videos.is_dir():
         frames = work_dir.resolve() / "frames"
@@ -68,7 +71,7 @@ def build_distillation_set(teacher: str | Path, data_root: Path, labelled: list[
             continue
         found = pseudo_label(teacher, folder, relative_to=root)
         if name == "300w":
-            found = [f for f in found if not is_validation_image(_relative_to_data(f.image), VAL_FRACTION)]
+            found = [f for f in found if not is_w300_validation_image(_relative_to_300w(f.image))]
         for f in found:
             f.extra["source"] = name
         counts[name] = len(found)
@@ -77,7 +80,10 @@ def build_distillation_set(teacher: str | Path, data_root: Path, labelled: list[
     return counts
 
 
-def _relative_to_data(image: str) -> str:
-    """``../300w/afw/x.jpg`` (relative to the wflw root) -> ``300w/afw/x.jpg``, the path the split hashes."""
+def _relative_to_300w(image: str) -> str:
+    """``../300w/afw/x.jpg`` (relative to the wflw root) -> ``afw/x.jpg``, the path relative to the 300W root
+    (:func:`train.prepare.w300_split_key` makes it ``300w/afw/x.jpg``, the key the split hashes)."""
     parts = Path(image).parts
-    return str(Path(*parts[1:])) if parts and parts[0] == ".." else image
+    if len(parts) < 3 or parts[:2] != ("..", "300w"):
+        raise ValueError(f"{image!r} is not a 300W photo relative to the WFLW root (../300w/...)")
+    return str(Path(*parts[2:]))

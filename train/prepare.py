@@ -1,6 +1,16 @@
 """``prepare``: read a benchmark in its own layout and write our annotation files (JSON Lines).
 
 Counts are checked against the published split sizes; a mismatch is an error unless ``allow_partial``.
+
+**The fixed held-out split of our own models** (by photo, never trained, distilled or pseudo-labelled on): a
+photo is held out when the first 8 hex digits of the SHA-1 of its key, modulo 10,000, are below 1,500 (15 %,
+:func:`is_validation_image`). Keys: ``WFLW_images/<event>/<name>.jpg`` for WFLW photos (:func:`wflw_split_key`;
+test-split and train-split faces share photos, so the photo decides for all its faces) and ``300w/<path>`` for
+300W photos (:func:`w300_split_key`). The rule predates the WFLW train labels and LFPW: the faces held out before
+(96 WFLW test faces, 165 AFW/HELEN faces) are held out still; the new faces on held-out photos (201 WFLW
+train-split faces, 121 LFPW faces in ``shared/data``) joined them. In ``shared/data``: WFLW 171 of 1,125 photos
+held out (96 test-split + 201 train-split faces held out; 564 + 992 for training); 300W 286 of 2,012 faces held
+out (AFW 50, HELEN 115, LFPW 121; 1,726 for training).
 """
 from __future__ import annotations
 
@@ -80,7 +90,7 @@ def prepare_300w(root: Path, out: Path, allow_partial: bool = False, log=print) 
       ``val`` faces are held out of training and distillation.
 
     A missing folder is an error unless ``allow_partial``; then the parts present are used and ``log`` gets a
-    report of what is missing (e.g. ``shared/data/300w`` holds AFW and part of HELEN train only).
+    report of what is missing (e.g. ``shared/data/300w`` holds AFW and part of HELEN and LFPW train only).
     """
     root = Path(root)
     counts = w300_part_counts(root)
@@ -172,23 +182,97 @@ def _use_official_labels(faces68: list[FaceAnnotation], subset_dir: Path) -> int
     return replaced
 
 
-def prepare_shared_wflw68(root: Path, out: Path, val_fraction: float = 0.15) -> dict[str, Path]:
-    """The development data in ``shared/data/wflw``: all 660 faces of the derived 68-point file (WFLW's own
-    boxes and flags), split by image into train / val. Used to train the bundled compact model.
+WFLW_TRAIN_LIST = Path("WFLW_annotations") / "list_98pt_rect_attr_train_test" / "list_98pt_rect_attr_train.txt"
+"""The official WFLW training-split list inside a WFLW root (in ``shared/data``: the train faces on the photos
+present, flags all 0)."""
+WFLW_VAL_FRACTION = 0.15
+"""Share of the WFLW photos held out (:func:`is_wflw_validation_image`)."""
 
-    Where a face also has official 98-point labels (514 of 660), its points are those reduced with
-    :attr:`WFLW_98.to_68 <star_track.model.schemes.WFLW_98>`: the derived file places the 8 eyelid points on chords
-    between WFLW eye points, ours on the lids as in 300W. The other 146 faces keep the derived points.
+
+def wflw_split_key(image: str) -> str:
+    """The string the WFLW held-out split hashes: ``WFLW_images/<event>/<name>.jpg``, whether ``image`` carries
+    the ``WFLW_images/`` prefix (our annotation files) or not (the official lists)."""
+    image = Path(image).as_posix()
+    return image if image.startswith("WFLW_images/") else f"WFLW_images/{image}"
+
+
+def is_wflw_validation_image(image: str, fraction: float = WFLW_VAL_FRACTION) -> bool:
+    """True for the WFLW photos of the fixed held-out split. One rule for every face on a photo, test-split or
+    train-split (they share photos): it is the rule the 660 test faces were split by before the train labels
+    came, so those held-out faces stay held out."""
+    return is_validation_image(wflw_split_key(image), fraction)
+
+
+def read_shared_wflw_train(root: Path) -> list[FaceAnnotation]:
+    """The official WFLW training-split faces of a WFLW root (98 points, box, image ``WFLW_images/...``,
+    ``split="train"``; every image must exist). In ``shared/data``: 1,193 faces on 807 photos."""
+    root = Path(root)
+    path = root / WFLW_TRAIN_LIST
+    if not path.is_file():
+        raise FileNotFoundError(f"WFLW training list missing: {path}")
+    faces = [_prefixed(f, "WFLW_images") for f in read_wflw_list(path, 98, "train")]
+    missing = [f.image for f in faces if not (root / f.image).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} WFLW training images missing under {root} (first: {missing[0]})")
+    return faces
+
+
+def prepare_shared_wflw68(root: Path, out: Path, val_fraction: float = WFLW_VAL_FRACTION,
+                          include_train_split: bool = True) -> dict[str, Path]:
+    """The development data in ``shared/data/wflw``, split **by photo** with :func:`is_wflw_validation_image`
+    (the faces of one photo are all train or all held out). Writes:
+
+    - ``wflw68_train.jsonl``: the faces on training photos: the 660 test-split faces of the derived 68-point file
+      (WFLW's own boxes and flags) and, with ``include_train_split``, the official training-split faces
+      (:func:`read_shared_wflw_train`, 98 points reduced to 68);
+    - ``wflw68_val.jsonl``: the test-split faces on held-out photos (96 faces, the set every earlier held-out WFLW
+      figure was measured on, so figures stay comparable);
+    - ``wflw68_val_trainsplit.jsonl``: the training-split faces on held-out photos (a second held-out set, never
+      trained on);
+    - ``wflw98_{train,val}.jsonl``: every face with official 98-point labels (the 514 test faces of the subset
+      files and the training-split faces), the same photo split (for 98-point models).
+
+    Each face's ``extra["wflw_split"]`` says which official split it belongs to. Where a test face has official
+    98-point labels (514 of 660), its 68 points are those reduced with :attr:`WFLW_98.to_68
+    <star_track.model.schemes.WFLW_98>`: the derived file places the 8 eyelid points on chords between WFLW eye
+    points, ours on the lids as in 300W. The other 146 test faces keep the derived points.
     """
+    from star_track.model.schemes import WFLW_98
+
+    from .readers import read_wflw_subsets
+
     ann = root / "derived_68pt" / "list_68pt_rect_attr_test.txt"
     if not ann.is_file():
         raise FileNotFoundError(f"derived 68-point file missing: {ann}")
     faces = [_prefixed(f, "WFLW_images") for f in read_wflw_list(ann, 68)]
     _use_official_labels(faces, root / "WFLW_annotations" / "list_98pt_test")
-    for f in faces:
-        f.split = "val" if is_validation_image(f.image, val_fraction) else "train"
-    return {s: write_annotations([f for f in faces if f.split == s], out / f"wflw68_{s}.jsonl")
-            for s in ("train", "val")}
+    faces98 = []
+    subset_dir = root / "WFLW_annotations" / "list_98pt_test"
+    if subset_dir.is_dir():
+        faces98 = [_prefixed(f, "WFLW_images") for f in read_wflw_subsets(subset_dir)]
+    for f in faces + faces98:
+        f.extra["wflw_split"] = "test"
+    if include_train_split:
+        train98 = read_shared_wflw_train(root)
+        for f in train98:
+            f.extra["wflw_split"] = "train"
+        faces98 += train98
+        faces += [FaceAnnotation(f.image, WFLW_98.reduce_to_68(f.landmarks).astype(np.float32), f.box,
+                                 f.attributes, "train", {"wflw_split": "train", "labels": "wflw98-official"})
+                  for f in train98]
+    for f in faces + faces98:
+        f.split = "val" if is_wflw_validation_image(f.image, val_fraction) else "train"
+    pick = lambda fs, split, origin=None: [f for f in fs if f.split == split  # noqa: E731
+                                           and origin in (None, f.extra["wflw_split"])]
+    written = {"train": write_annotations(pick(faces, "train"), out / "wflw68_train.jsonl"),
+               "val": write_annotations(pick(faces, "val", "test"), out / "wflw68_val.jsonl")}
+    if include_train_split:
+        written["val_trainsplit"] = write_annotations(pick(faces, "val", "train"),
+                                                      out / "wflw68_val_trainsplit.jsonl")
+    if faces98:
+        for s in ("train", "val"):
+            written[f"wflw98_{s}"] = write_annotations(pick(faces98, s), out / f"wflw98_{s}.jsonl")
+    return written
 
 
 PREPARERS = {"wflw": prepare_wflw, "300w": prepare_300w, "cofw": prepare_cofw, "wflw68-dev": prepare_shared_wflw68}
