@@ -191,7 +191,7 @@ def test_image_command_gray_and_rgba(tmp_path, face_photo, model_path, mode):
     assert r.exit_code == 0, r.stderr
     assert "1 face(s)" in r.stdout
     assert cv2.imread(str(out)).shape == img.shape
-    assert len(json.loads(lm.read_text())["frames"][0]["faces"]) == 1
+    assert len(json.loads(lm.read_text())["faces"]) == 1
 
 
 def test_image_many_faces(tmp_path, face_photo, model_path):
@@ -201,7 +201,7 @@ def test_image_many_faces(tmp_path, face_photo, model_path):
     lm = tmp_path / "grid.json"
     r = run("image", src, "-l", lm, "-m", model_path, "--max-faces", 30, "--detector", "full")
     assert r.exit_code == 0, r.stderr
-    faces = json.loads(lm.read_text())["frames"][0]["faces"]
+    faces = json.loads(lm.read_text())["faces"]
     assert len(faces) >= 16 and len({f["track_id"] for f in faces}) == len(faces)
     assert_one_line_error(run("image", tmp_path / "none.png", "-l", tmp_path / "n.json", "-m", model_path),
                           "none.png")
@@ -347,7 +347,7 @@ def test_image_flip_test_is_at_least_as_accurate_on_a_real_face(tmp_path, face_p
         lm = tmp_path / f"lm{len(flag)}.json"
         r = run("image", src, "-l", lm, *flag)  # bundled model
         assert r.exit_code == 0, r.stderr
-        pts = np.array(json.loads(lm.read_text())["frames"][0]["faces"][0]["landmarks"])
+        pts = np.array(json.loads(lm.read_text())["faces"][0]["landmarks"])
         nme[bool(flag)] = np.linalg.norm(pts - gt, axis=1).mean() / iod
     assert nme[True] < 0.08 and nme[True] <= nme[False] + 0.005
 
