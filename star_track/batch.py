@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .errors import MissingDependency, OutputError, StarTrackError, VideoError
+from .errors import ClusterError, MissingDependency, OutputError, StarTrackError, VideoError
 from .hashing import sha256_file
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
@@ -650,7 +650,7 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
               landmarks_format: str = "csv", annotated_video: bool = False,
               video_options: dict[str, Any] | None = None, max_retries: int = 2, num_gpus: float | None = None,
               on_result: Callable[[dict], Any] | None = None, progress: bool = False,
-              on_warning: Callable[[str], Any] | None = None) -> BatchRows:
+              on_warning: Callable[[str], Any] | None = None, ray_timeout: float = 30.0) -> BatchRows:
     """Track every video in ``inputs`` into ``out_dir``; return the manifest rows (skipped videos included).
 
     Args:
@@ -667,6 +667,7 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
             ``audio`` (copy the input's audio, default True), ``draw`` (default True), ``ellipses``.
         max_retries: Ray's retries of a task whose worker died; locally, a video whose worker process died is
             tried once more.
+        ray_timeout: seconds to wait for the cluster at ``ray_address`` to answer (:func:`check_ray_address`).
         num_gpus: GPUs each Ray task requests (default: 1 for the ``tensorrt`` and ``torch`` engines, else 0).
         on_result: called with each new row as it arrives (the CLI's progress bar).
         progress: show a progress bar over videos on stderr (on a terminal).
@@ -709,11 +710,12 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
     with _lock(out):
         return _run_locked(tasks, out, workers=workers, ray_address=ray_address, max_retries=max_retries,
-                           num_gpus=num_gpus, on_result=on_result, progress=progress, on_warning=on_warning)
+                           num_gpus=num_gpus, on_result=on_result, progress=progress, on_warning=on_warning,
+                           ray_timeout=ray_timeout)
 
 
 def _run_locked(tasks: list[VideoTask], out: Path, *, workers, ray_address, max_retries, num_gpus, on_result,
-                progress, on_warning) -> BatchRows:
+                progress, on_warning, ray_timeout) -> BatchRows:
     from .output_files import clean_stale_partials
     from .pipeline import StopFlag
 
@@ -739,31 +741,39 @@ def _run_locked(tasks: list[VideoTask], out: Path, *, workers, ray_address, max_
         else:
             pending.append(t)
     rows = BatchRows()
-    with open(out / MANIFEST, "a", encoding="utf-8") as manifest, StopFlag() as stop, \
-            _progress(progress, len(tasks), len(tasks) - len(pending) - len(refused)) as advance:
-        # Claimed before any worker writes: a batch killed after an output's rename, before its row, still
-        # knows the file as its own on the next run.
-        _append_manifest(manifest, *({"input": t.input, "outputs": {}, "claimed": dict(t.outputs),
-                                      "status": "started", "error": None, "settings": t.settings,
-                                      "finished": None} for t in pending))
+    # Ray is connected before the batch defers Ctrl-C (StopFlag), so a connection that waits can be interrupted.
+    ray_started = _connect_ray(ray_address, workers, ray_timeout) if pending and ray_address else False
+    try:
+        with open(out / MANIFEST, "a", encoding="utf-8") as manifest, StopFlag() as stop, \
+                _progress(progress, len(tasks), len(tasks) - len(pending) - len(refused)) as advance:
+            # Claimed before any worker writes: a batch killed after an output's rename, before its row, still
+            # knows the file as its own on the next run.
+            _append_manifest(manifest, *({"input": t.input, "outputs": {}, "claimed": dict(t.outputs),
+                                          "status": "started", "error": None, "settings": t.settings,
+                                          "finished": None} for t in pending))
 
-        def record(row: dict) -> None:
-            results[row["input"]] = row
-            if row["status"] in ("ok", "failed"):
-                _append_manifest(manifest, row)
-            advance(row)
-            if on_result is not None:
-                on_result(row)
+            def record(row: dict) -> None:
+                results[row["input"]] = row
+                if row["status"] in ("ok", "failed"):
+                    _append_manifest(manifest, row)
+                advance(row)
+                if on_result is not None:
+                    on_result(row)
 
-        for row in refused:
-            record(row)
-        if pending:
-            if ray_address:
-                _run_ray(pending, ray_address, workers, max_retries, num_gpus, record, stop)
-            else:
-                _run_pool(pending, workers or default_workers(pending[0].tracker_kwargs.get("threads")), record,
-                          stop)
-        rows.signal = stop.signum
+            for row in refused:
+                record(row)
+            if pending:
+                if ray_address:
+                    _run_ray(pending, max_retries, num_gpus, record, stop)
+                else:
+                    _run_pool(pending, workers or default_workers(pending[0].tracker_kwargs.get("threads")), record,
+                              stop)
+            rows.signal = stop.signum
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
     rows.extend(results[t.input] for t in tasks if t.input in results)
     return rows
 
@@ -824,43 +834,99 @@ def _ray_task(task: VideoTask) -> dict[str, Any]:
     return run_task(task)
 
 
-def _run_ray(tasks: list[VideoTask], address: str, workers: int | None, max_retries: int,
-             num_gpus: float | None, record: Callable[[dict], None], stop) -> None:
+def _connect_ray(address: str, workers: int | None, timeout: float) -> bool:
+    """Connect to (or start) the Ray runtime ``address`` names; True when this call did (and shuts it down)."""
     try:
         import ray
     except ImportError:
         raise MissingDependency(f"--ray needs ray: {CLUSTER_HINT}") from None
-    started = False
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)
-        else:
+    if ray.is_initialized():
+        return False
+    if address == "local":
+        ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)
+    else:
+        check_ray_address(address, timeout)
+        try:
             ray.init(address=address, log_to_driver=False)
-        started = True
+        except Exception as e:  # noqa: BLE001 - Ray's errors, one line naming what was asked for
+            raise ClusterError(f"ray {address}: cannot connect ({_one_line(e).splitlines()[0]})") from None
+    return True
+
+
+_GCS_CHECK = ("import sys, ray._raylet as r; "
+              "r.GcsClient(address=sys.argv[1]).get_all_node_info(timeout=float(sys.argv[2]))")
+
+
+def check_ray_address(address: str, timeout: float = 30.0) -> None:
+    """Raise :class:`~star_track.errors.ClusterError`, naming ``address`` as given, unless a Ray cluster
+    answers there within ``timeout`` seconds.
+
+    ``ray.init`` alone waits for many minutes when nothing answers, cannot be interrupted, then ends the whole
+    process from native code naming the address it resolved (``127.0.0.1`` becomes the host's IP). Here: a TCP
+    connect (refused at once, or ``timeout``), then, for a cluster (GCS) address, one GCS request in a child
+    process that is killed at the deadline (or on Ctrl-C) - a port that accepts connections is not yet Ray."""
+    import subprocess
+    import sys
+
+    deadline = time.monotonic() + timeout
+    client = address.startswith("ray://")
     try:
-        threads = tasks[0].tracker_kwargs.get("threads") or 1
-        engine = str(tasks[0].tracker_kwargs.get("engine", "auto"))
-        gpus = num_gpus if num_gpus is not None else (1.0 if engine in ("tensorrt", "torch") else 0.0)
-        remote = ray.remote(_ray_task).options(num_cpus=threads, num_gpus=gpus, max_retries=max_retries)
-        refs = {remote.remote(t): t for t in tasks}
-        waiting = list(refs)
-        cancelled = False
-        while waiting:
-            done, waiting = ray.wait(waiting, num_returns=1, timeout=0.2)
-            for ref in done:
-                try:
-                    record(ray.get(ref))
-                except Exception as e:  # noqa: BLE001 - a task that died max_retries + 1 times, or cancelled
-                    if not cancelled:
-                        record(_failed_row(refs[ref], f"ray: {_one_line(e).splitlines()[0]}"))
-            if stop.signum is not None and not cancelled:
-                cancelled = True
-                for ref in waiting:
-                    ray.cancel(ref)
-                waiting = []
-    finally:
-        if started:
-            ray.shutdown()
+        if client:
+            target = address[len("ray://"):]
+        else:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            target = canonicalize_bootstrap_address_or_die(address)  # "auto": RAY_ADDRESS or the running one
+        host, _, port = target.rpartition(":")
+        host, port_number = host.strip("[]"), int(port.split("/")[0])
+    except Exception as e:  # noqa: BLE001 - a bad address, or "auto" with no cluster
+        raise ClusterError(f"ray {address}: {_one_line(e).splitlines()[0]}") from None
+    where = address if target == address else f"{address} ({target})"
+    try:
+        with socket.create_connection((host, port_number), timeout=timeout):
+            pass
+    except socket.timeout:
+        raise ClusterError(f"ray {where}: no answer within {timeout:g} s") from None
+    except OSError as e:
+        raise ClusterError(f"ray {where}: cannot connect ({e.strerror or e})") from None
+    if client:
+        return
+    left = max(1.0, deadline - time.monotonic())
+    try:
+        r = subprocess.run([sys.executable, "-c", _GCS_CHECK, target, str(left)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=left)
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"ray {where}: the port is open but no Ray cluster answered within {timeout:g} s") \
+            from None
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise ClusterError(f"ray {where}: not a Ray cluster, or it failed to answer ({last})")
+
+
+def _run_ray(tasks: list[VideoTask], max_retries: int, num_gpus: float | None, record: Callable[[dict], None],
+             stop) -> None:
+    import ray
+
+    threads = tasks[0].tracker_kwargs.get("threads") or 1
+    engine = str(tasks[0].tracker_kwargs.get("engine", "auto"))
+    gpus = num_gpus if num_gpus is not None else (1.0 if engine in ("tensorrt", "torch") else 0.0)
+    remote = ray.remote(_ray_task).options(num_cpus=threads, num_gpus=gpus, max_retries=max_retries)
+    refs = {remote.remote(t): t for t in tasks}
+    waiting = list(refs)
+    cancelled = False
+    while waiting:
+        done, waiting = ray.wait(waiting, num_returns=1, timeout=0.2)
+        for ref in done:
+            try:
+                record(ray.get(ref))
+            except Exception as e:  # noqa: BLE001 - a task that died max_retries + 1 times, or cancelled
+                if not cancelled:
+                    record(_failed_row(refs[ref], f"ray: {_one_line(e).splitlines()[0]}"))
+        if stop.signum is not None and not cancelled:
+            cancelled = True
+            for ref in waiting:
+                ray.cancel(ref)
+            waiting = []
 
 
 @contextlib.contextmanager
@@ -917,5 +983,5 @@ def summary_table(rows: Sequence[dict], max_rows: int = 30):
     return table
 
 
-__all__ = ["BatchRows", "BatchWarning", "FORMATS", "MANIFEST", "VideoTask", "default_workers", "find_videos", "is_complete",
+__all__ = ["BatchRows", "BatchWarning", "FORMATS", "MANIFEST", "VideoTask", "check_ray_address", "default_workers", "find_videos", "is_complete",
            "plan", "read_manifest", "run_batch", "run_task", "settings_hash", "summary_table", "usable_cores"]

@@ -13,6 +13,7 @@ code that catches those still works.
 * :class:`VideoError` - a video input or output cannot be used; :class:`OutputError` - an output file
   cannot be written (exists, unwritable, disk full).
 * :class:`ConcurrentUseError` - one :class:`~star_track.tracker.Tracker` used from two threads at once.
+* :class:`ClusterError` - the Ray cluster a batch was pointed at does not answer.
 """
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ class OutputClosed(OutputError):
     of the run, the CLI stops quietly."""
 
 
+class ClusterError(StarTrackError, ConnectionError):
+    """The Ray cluster a batch was asked to use does not answer; the message names the address as given."""
+
+
 class ConcurrentUseError(StarTrackError, RuntimeError):
     """One Tracker was called from two threads at once (unsupported: use one Tracker per thread)."""
 
@@ -67,5 +72,5 @@ def require_torch(purpose: str):
     return torch
 
 
-__all__ = ["ConcurrentUseError", "DetectorError", "EngineUnavailable", "MissingDependency", "ModelError",
+__all__ = ["ClusterError", "ConcurrentUseError", "DetectorError", "EngineUnavailable", "MissingDependency", "ModelError",
            "OutputClosed", "OutputError", "StarTrackError", "TRAIN_HINT", "VideoError", "require_torch"]

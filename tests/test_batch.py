@@ -2,6 +2,7 @@
 and redo, interrupted batches (SIGINT, SIGKILL) that finish identically on rerun, and the same batch on Ray."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from star_track.batch import MANIFEST, find_videos, plan, read_manifest, run_batch
+from star_track.batch import MANIFEST, check_ray_address, find_videos, plan, read_manifest, run_batch
 from star_track.landmark_io import read_landmarks_csv
 
 VIDEOS = DATA / "videos"
@@ -221,6 +222,7 @@ def test_ray_gives_the_same_landmarks_as_the_process_pool(batch, model_path, tmp
     out = tmp_path / "ray"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        check_ray_address(ray.get_runtime_context().gcs_address, 30)  # a real cluster passes the check
         rows = by_name(run_batch([inp], out, ray_address="local", tracker_kwargs={"model": str(model_path)}))
     finally:
         ray.shutdown()
@@ -402,3 +404,61 @@ def test_workers_are_capped_at_the_usable_cores_with_a_note(tmp_path, model_path
     assert used == [cores, cores] and said == []  # no note at the cap
     with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
         run_batch(tmp_path / "clips", tmp_path / "out", workers=0)
+
+
+@pytest.fixture
+def silent_port():
+    """A TCP port that accepts connections and never answers (not Ray); on every interface, as Ray connects to
+    the host's IP for 127.0.0.1."""
+    import socket
+
+    with socket.socket() as srv:
+        srv.bind(("0.0.0.0", 0))
+        srv.listen(16)
+        yield srv.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_an_unreachable_ray_address_fails_fast_naming_the_address_asked_for(tmp_path, silent_port):
+    pytest.importorskip("ray")
+    from star_track.errors import ClusterError
+
+    flat(tmp_path / "a.mp4", 3)
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match=r"^ray 127\.0\.0\.1:1 .*cannot connect \(Connection refused\)"):
+        run_batch(tmp_path / "a.mp4", tmp_path / "out", ray_address="127.0.0.1:1")
+    assert time.monotonic() - t0 < 20  # refused: at once, not Ray's 822 s
+    assert not (tmp_path / "out" / MANIFEST).exists() or "started" not in (tmp_path / "out" / MANIFEST).read_text()
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match=rf"^ray 127\.0\.0\.1:{silent_port} .*no Ray cluster answered within 3 s"):
+        check_ray_address(f"127.0.0.1:{silent_port}", timeout=3)
+    assert time.monotonic() - t0 < 10
+
+
+def test_ctrl_c_stops_a_batch_waiting_for_its_ray_cluster(tmp_path, model_path, silent_port):
+    pytest.importorskip("ray")
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("needs /proc to see the connection check")
+    flat(tmp_path / "a.mp4", 3)
+    cmd = [*ENTRY, "batch", tmp_path / "a.mp4", "--out-dir", tmp_path / "out", "-m", model_path, "--no-progress",
+           "--ray", f"127.0.0.1:{silent_port}"]
+    proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not children(proc.pid):
+        time.sleep(0.05)  # until the connection check (a child process) is waiting
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
