@@ -124,15 +124,19 @@ def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwr
     from .landmark_io import check_landmarks_path
     from .video import VideoError, check_image_output, check_video_output
 
+    from .output_files import input_paths, same_file
+
     checks = {"video": check_video_output, "image": check_image_output, "landmarks": check_landmarks_path}
-    src = Path(input)
+    sources = input_paths(input)  # a file: URL names a local file too
     given = [(p, kind) for p, kind in outputs if p is not None and str(p) != STDOUT]
     for p, kind in given:
         checks[kind](p, overwrite)
-        # Checked even with --overwrite: replacing the input would destroy it (it is read while writing).
-        if src.exists() and p.exists() and os.path.realpath(p) == os.path.realpath(src):
+        # Checked even with --overwrite: replacing the input would destroy it (it is read while writing). The
+        # same file by device and inode: a hard link or another spelling of the path counts.
+        if any(same_file(p, src) for src in sources):
             raise VideoError(f"{p}: output would overwrite the input")
-    if len(given) == 2 and os.path.realpath(given[0][0]) == os.path.realpath(given[1][0]):
+    if len(given) == 2 and (os.path.realpath(given[0][0]) == os.path.realpath(given[1][0])
+                            or same_file(given[0][0], given[1][0])):
         raise VideoError(f"{given[0][0]}: --out and --landmarks-out are the same file")
 
 
@@ -161,6 +165,9 @@ def video(
     """Track faces in a video file or stream; write an annotated video and/or a landmarks file."""
     if out is None and landmarks_out is None:
         raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
+    if out is None and (codec is not None or crf is not None or preset is not None):
+        used = [n for n, v in (("--codec", codec), ("--crf", crf), ("--preset", preset)) if v is not None]
+        raise fail(f"{' and '.join(used)} set the output video's encoding: give --out too (or leave them out)", 2)
     from .landmark_io import CsvLandmarkWriter, LandmarkWriter, open_landmark_writer
     from .pipeline import process_video
     from .video import VideoSink, VideoSource
@@ -256,6 +263,10 @@ def batch(
 
     from .batch import run_batch, summary_table
 
+    if not annotated and (codec is not None or crf is not None):
+        used = [n for n, v in (("--codec", codec), ("--crf", crf)) if v is not None]
+        raise fail(f"{' and '.join(used)} set the annotated videos' encoding: give --video too (or leave them "
+                   "out)", 2)
     o = tracker_options
     from dataclasses import replace
 

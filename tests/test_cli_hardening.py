@@ -82,3 +82,35 @@ def test_paths_are_reported_as_given(tmp_path):
 def test_bench_batches_must_be_positive(model_path):
     for bad in ("0", "1,-2", ","):
         assert_one_line_error(run("bench", "engines", "-m", model_path, "--batches", bad), "--batches", code=2)
+
+
+@pytest.mark.parametrize("spell", ["file://{}", "file:{}", "file://localhost{}"])
+def test_a_file_url_input_is_never_overwritten(tmp_path, spell):
+    """Issue 30 #2: the input given as a file: URL is the same file as the output name."""
+    src = tmp_path / "in.mp4"
+    src.write_bytes(b"precious video")
+    r = run("video", spell.format(src), "-o", src, "--overwrite")
+    assert_one_line_error(r, "in.mp4", "overwrite the input")
+    assert src.read_bytes() == b"precious video"
+
+
+def test_a_hard_link_of_the_input_is_never_overwritten(tmp_path):
+    """Issue 30 #3: another name of the same file (same inode) is the input too."""
+    src = tmp_path / "in.mp4"
+    src.write_bytes(b"precious video")
+    link = tmp_path / "h.csv"
+    import os
+
+    os.link(src, link)
+    assert_one_line_error(run("video", src, "-l", link, "--overwrite"), "h.csv", "overwrite the input")
+    assert src.read_bytes() == b"precious video"
+
+
+@pytest.mark.parametrize("args,needle", [(["--crf", "20"], "--crf"), (["--preset", "fast"], "--preset"),
+                                         (["--codec", "hevc", "--crf", "20"], "--codec and --crf")])
+def test_encoder_settings_without_an_output_video_are_a_usage_error(tmp_path, args, needle):
+    """Issue 30 #20: they would be silently ignored; one usage line instead (exit 2)."""
+    r = run("video", tmp_path / "in.mp4", "-l", tmp_path / "o.csv", *args)
+    assert_one_line_error(r, needle, "--out", code=2)
+    r = run("batch", tmp_path, "--out-dir", tmp_path / "out", "--crf", "20")
+    assert_one_line_error(r, "--crf", "--video", code=2)
