@@ -36,6 +36,42 @@ def _raise_interrupted(signum, _frame) -> None:
     raise Interrupted(signum)
 
 
+class deferred_signals:
+    """``with deferred_signals():`` holds SIGINT/SIGTERM until the block ends, then delivers them to the handler
+    that was in place (a KeyboardInterrupt, :class:`Interrupted`, a :class:`~star_track.pipeline.StopFlag`
+    that records it, or the default action).
+
+    The outputs' ``close()`` run in such a block, so that a second Ctrl-C or a SIGTERM cannot cut a video's
+    finishing (encoder flush, index, the move into place) short and leave hidden partial or claim files behind.
+    Outside the main thread (where Python cannot change handlers) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.caught: list[int] = []
+        self._old: dict[int, object] = {}
+
+    def _hold(self, signum: int, _frame: object) -> None:
+        self.caught.append(signum)
+
+    def __enter__(self) -> "deferred_signals":
+        for s in SIGNAL_EXIT:
+            try:
+                old = signal.getsignal(s)
+                if old is not None and old is not signal.SIG_IGN:
+                    self._old[s] = signal.signal(s, self._hold)
+            except ValueError:  # not the main thread
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        old, self._old = self._old, {}
+        for s, handler in old.items():
+            signal.signal(s, handler)  # type: ignore[arg-type]
+        caught, self.caught = self.caught, []
+        for s in caught:  # now the handler in place decides (the first one that raises ends the loop)
+            signal.raise_signal(s)
+
+
 def install_handlers() -> None:
     """Raise :class:`Interrupted` on SIGINT/SIGTERM; a signal the parent ignores (``nohup``, a shell's
     background job) stays ignored."""

@@ -183,30 +183,47 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[str
 
 class AvWriter:
     """Encodes BGR frames at given times into ``path`` (its extension picks the container) and copies the
-    audio packets of an :class:`AvReader` up to the last frame written (to the end when the reader ended)."""
+    audio packets of an :class:`AvReader` up to the last frame written (to the end when the reader ended).
+
+    The container's header is written when the writer is made, so a stream the muxer cannot hold is found
+    before any frame is processed: an audio codec the container refuses (e.g. Opus in ``.mov``) is then
+    re-encoded to AAC (:attr:`audio_transcoded`)."""
 
     def __init__(self, path: str, codec: str, fps: float, size: tuple[int, int], options: dict[str, str],
                  audio_from: AvReader | None = None, audio_origin: float = 0.0):
         self.cfr = codec == "mjpeg"  # AVI: constant rate, frame-numbered
         self.fps = fps
-        try:
-            self.container = av.open(path, "w")
-            rate = Fraction(fps).limit_denominator(1001000)
-            self.stream = self.container.add_stream(CODECS[codec], rate=rate, options=options)
-            self.stream.width, self.stream.height = size
-            self.stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-            self.stream.codec_context.time_base = 1 / rate if self.cfr else TIME_BASE
-            self.stream.time_base = self.stream.codec_context.time_base
-            self.stream.codec_context.open()
-        except (av.FFmpegError, ValueError) as e:
-            with contextlib.suppress(Exception):
-                self.container.close()
-            raise VideoError(f"cannot open a {codec} encoder for {size[0]}x{size[1]} ({_reason(e)})") from None
+        self.size = size
+        self.frames_in = 0
+        """Frames given to the encoder."""
+        self.packets_out = 0
+        """Video packets the encoder has returned (``frames_in - packets_out``: frames it still holds)."""
+        self.max_packet = 0
+        """Largest video packet so far (bytes)."""
+        self.audio_packets_out = 0
         self._audio_in = audio_from
         self._audio_out = None
         self._transcode = None
-        if audio_from is not None and audio_from.audio is not None:
-            self._audio_out, self._transcode = self._add_audio(audio_from.audio)
+        has_audio = audio_from is not None and audio_from.audio is not None
+        try:
+            self._open(path, codec, fps, size, options, audio_from if has_audio else None, force_aac=False)
+            try:
+                self.container.start_encoding()  # the header: the real muxer judges every stream now
+            except av.FFmpegError:
+                if not has_audio or self._transcode is not None:
+                    raise
+                with contextlib.suppress(Exception):
+                    self.container.close()
+                self._open(path, codec, fps, size, options, audio_from, force_aac=True)
+                self.container.start_encoding()
+        except (av.FFmpegError, ValueError, OSError) as e:
+            with contextlib.suppress(Exception):
+                self.container.close()
+            if getattr(e, "errno", None) == errno.ENOSPC:
+                raise VideoError("No space left on device") from None
+            raise VideoError(f"cannot open a {codec} encoder for {size[0]}x{size[1]} ({_reason(e)})") from None
+        if has_audio:
+            assert audio_from is not None and audio_from.audio is not None
             audio_from.audio_wanted = True
             tb = audio_from.audio.time_base
             self._shift = int(round(audio_origin / tb)) if tb else 0
@@ -214,9 +231,28 @@ class AvWriter:
         self._last_pts = -1
         self._end_time = 0.0
 
-    def _add_audio(self, src):
+    @property
+    def audio_transcoded(self) -> bool:
+        """True when the input's audio is re-encoded to AAC (the container cannot hold its codec)."""
+        return self._transcode is not None
+
+    def _open(self, path: str, codec: str, fps: float, size: tuple[int, int], options: dict[str, str],
+              audio_from: AvReader | None, force_aac: bool) -> None:
+        self.container = av.open(path, "w")
+        rate = Fraction(fps).limit_denominator(1001000)
+        self.stream = self.container.add_stream(CODECS[codec], rate=rate, options=options)
+        self.stream.width, self.stream.height = size
+        self.stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        self.stream.codec_context.time_base = 1 / rate if self.cfr else TIME_BASE
+        self.stream.time_base = self.stream.codec_context.time_base
+        self.stream.codec_context.open()
+        self._audio_out, self._transcode = None, None
+        if audio_from is not None and audio_from.audio is not None:
+            self._audio_out, self._transcode = self._add_audio(audio_from.audio, force_aac)
+
+    def _add_audio(self, src, force_aac: bool = False):
         name = src.codec_context.name
-        if name in self.container.supported_codecs:  # copied as is
+        if not force_aac and name in self.container.supported_codecs:  # copied as is
             return self.container.add_stream_from_template(src), None
         out = self.container.add_stream("aac", rate=src.codec_context.sample_rate or 48000)
         return out, av.AudioResampler(format=out.codec_context.format, layout=out.codec_context.layout,
@@ -228,7 +264,11 @@ class AvWriter:
         frame.pts, frame.time_base = pts, self.stream.codec_context.time_base
         self._last_pts = pts
         self._end_time = float(pts * frame.time_base) + 1.0 / self.fps
-        self._mux(self.stream.encode(frame))
+        packets = self.stream.encode(frame)
+        self.frames_in += 1
+        self.packets_out += len(packets)
+        self.max_packet = max([self.max_packet, *(p.size for p in packets)])
+        self._mux(packets)
         self._copy_audio(self._end_time)
 
     def _mux(self, packets) -> None:
@@ -259,6 +299,7 @@ class AvWriter:
             p.dts = p.dts - self._shift
             p.stream = self._audio_out
             self._mux(p)
+            self.audio_packets_out += 1
 
     def _encode_audio(self, packet, start) -> None:
         try:
@@ -270,7 +311,9 @@ class AvWriter:
                 continue
             f.pts = None
             for r in self._transcode.resample(f):
-                self._mux(self._audio_out.encode(r))
+                packets = self._audio_out.encode(r)
+                self.audio_packets_out += len(packets)
+                self._mux(packets)
 
     def close(self, source_ended: bool) -> None:
         """Copy the remaining audio (all of it when the source ended, else up to the last frame), flush the

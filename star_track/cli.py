@@ -176,7 +176,7 @@ def video(
     say = (lambda m: typer.echo(m, err=True)) if to_stdout else typer.echo  # stdout carries the landmarks
     sink: VideoSink | None = None
     writer: LandmarkWriter | None = None
-    stop = StopFlag()
+    stop = StopFlag(hold=True)  # signals stay recorded (deferred) from the loop until every output is closed
     with error_boundary(input):
         # Outputs are checked before any work so a bad path never costs a full run.
         _check_outputs(input, [(out, "video"), (landmarks_out, "landmarks")], overwrite)
@@ -201,17 +201,18 @@ def video(
                 summary = process_video(source, tracker, sink=sink, landmark_writer=writer, draw=not no_draw,
                                         ellipses=ellipses, progress=progress, label=Path(input).name, stop=stop)
         finally:
-            source.close()
-            _close_all(sink, writer)
+            with stop.deferring():  # a second Ctrl-C or a SIGTERM cannot cut the video's finishing short
+                source.close()
+                _close_all(sink, writer)
     _report_nonfinite(tracker, Path(input).name)
-    if summary.ended_early and not summary.interrupted:
+    if summary.ended_early and stop.signum is None:
         typer.echo(f"star-track: warning: {input}: the file ended early (truncated or damaged?): read "
                    f"{source.frames_read} of the {source.frame_count} frames its container lists; the results "
                    "cover those frames", err=True)
     frames = summary.frames
     targets = ", ".join("stdout" if str(p) == STDOUT else str(p) for p in (out, landmarks_out) if p is not None)
-    if summary.signal is not None:
-        name = signal.Signals(summary.signal).name
+    if stop.signum is not None:  # also a signal that came while the outputs were closed
+        name = signal.Signals(stop.signum).name
         typer.echo(f"star-track: {name}: stopped after {frames} frames; wrote {frames} frames to {targets}",
                    err=True)
         raise typer.Exit(stop.exit_code)

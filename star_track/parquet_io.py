@@ -6,6 +6,7 @@ place, so the file appears complete or not at all (like ``.npz``).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .output_files import ClosedOnExit, OutputClaim
+from .errors import OutputError
 from .video import VideoError
 
 ROW_GROUP_FRAMES = 256
@@ -65,7 +67,22 @@ class ParquetLandmarkWriter(ClosedOnExit):
             r["expected_error"].append(float(getattr(f, "expected_error", float("nan"))))
         self.frames_written += 1
         if self.frames_written % ROW_GROUP_FRAMES == 0:
-            self._flush()
+            try:
+                self._flush()
+            except Exception as e:  # noqa: BLE001 - e.g. disk full: the writer is unusable from here on
+                raise self._abandon(e) from None
+
+    def _abandon(self, e: BaseException) -> OutputError:
+        """Drop the partial file and the claim after a failure; the error to raise (names this file, the
+        reason)."""
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+        self._claim.release()
+        disk_full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
+        reason = "No space left on device" if disk_full else (getattr(e, "strerror", None) or str(e))
+        return OutputError(f"{self.path}: {reason} (the parquet file could not be written)")
 
     def _flush(self) -> None:
         if not self._rows["frame"]:
@@ -86,14 +103,14 @@ class ParquetLandmarkWriter(ClosedOnExit):
         """Write the last rows and the frame count, then move the file into place (idempotent)."""
         if self._closed:
             return
-        self._closed = True
-        try:
-            self._flush()
-            self._writer.add_key_value_metadata({"frame_count": str(self.frames_written)})
-            self._writer.close()
-        except OSError as e:
-            self._tmp.unlink(missing_ok=True)
-            self._claim.release()
-            reason = "No space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            raise VideoError(f"{self.path}: {reason} (the parquet file could not be written)") from None
-        self._claim.commit(self._tmp)
+        from ._entry import deferred_signals
+
+        with deferred_signals():  # SIGINT/SIGTERM now are delivered once the file is in place
+            try:
+                self._flush()
+                self._writer.add_key_value_metadata({"frame_count": str(self.frames_written)})
+                self._writer.close()
+            except Exception as e:  # noqa: BLE001 - e.g. disk full: nothing hidden is left behind
+                raise self._abandon(e) from None
+            self._closed = True
+            self._claim.commit(self._tmp)

@@ -33,31 +33,68 @@ class StopFlag:
     """Records SIGINT/SIGTERM instead of raising, so the current frame finishes and files get closed.
 
     Used as a context manager around the loop; outside the main thread (where Python cannot install signal
-    handlers) it records nothing. A second Ctrl-C while the current frame finishes raises KeyboardInterrupt.
+    handlers) it records nothing. A second Ctrl-C while the current frame is tracked raises KeyboardInterrupt
+    (a hung input can still be left), but never while the frame's outputs are written (:meth:`deferring`).
+
+    ``hold=True`` keeps the handlers installed, recording only, after the loop ends, until the caller's
+    ``with stop.deferring():`` block around the closing of its outputs ends: then no signal can arrive between
+    the loop and the closing, or during the closing, and interrupt a video being finished (``star-track video``
+    does this). The signal is in :attr:`signum` afterwards.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hold: bool = False) -> None:
         self.signum: int | None = None
+        self.hold = hold
         self._old: dict[int, Any] = {}
+        self._deferring = False
+        self._held = False
 
-    def __enter__(self) -> "StopFlag":
+    def _install(self) -> bool:
+        """Install the handlers unless they are; True when this call installed them."""
+        if self._old:
+            return False
         for s in SIGNAL_EXIT:
             try:
                 if signal.getsignal(s) is not signal.SIG_IGN:  # ignored by the parent: stays ignored
                     self._old[s] = signal.signal(s, self._handle)
             except ValueError:  # not the main thread: keep default behaviour
                 pass
-        return self
+        return bool(self._old)
 
-    def _handle(self, signum: int, _frame: object) -> None:
-        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: give up waiting
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc: object) -> None:
+    def _restore(self) -> None:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old.clear()
+        self._held = False
+
+    def __enter__(self) -> "StopFlag":
+        self._install()
+        self._deferring = self._held = False
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT and not self._deferring:
+            raise KeyboardInterrupt  # second Ctrl-C: give up waiting
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        if self.hold and self._old:
+            self._deferring = self._held = True  # recording only, until deferring() ends
+            return
+        self._restore()
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator["StopFlag"]:
+        """Record SIGINT/SIGTERM (never raise) until the block ends; wrap the writing or closing of outputs in
+        it. Installs the handlers for the block when they are not installed (e.g. the loop never started)."""
+        installed = self._install()
+        was, self._deferring = self._deferring, True
+        try:
+            yield self
+        finally:
+            self._deferring = was
+            if installed or self._held:
+                self._restore()
 
     @property
     def exit_code(self) -> int:
@@ -121,13 +158,16 @@ def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink
         for vf in source:
             t0 = time.perf_counter()
             faces = tracker.track(vf.image, vf.time)
-            if sink is not None:
-                sink.ensure_space()
-            if landmark_writer is not None:
-                landmark_writer.write(vf.index, vf.time, faces)
-            if sink is not None:
-                image = draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses) if draw else vf.image
-                sink.write(image, vf.time)
+            image = vf.image
+            if sink is not None and draw:
+                image = draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses)
+            with stop.deferring():  # a second Ctrl-C cannot leave one output a frame ahead of the other
+                if sink is not None:
+                    sink.ensure_space()
+                if landmark_writer is not None:
+                    landmark_writer.write(vf.index, vf.time, faces)
+                if sink is not None:
+                    sink.write(image, vf.time)
             frames += 1
             frames_with_faces += bool(faces)
             done = bool(on_frame(vf, faces)) if on_frame is not None else False

@@ -322,6 +322,12 @@ RESERVE_BYTES = 4 * 2**20
 """Free space kept on the output disk during a run so that the video can still be finalised."""
 MAX_SINK_FPS = 1000.0
 """Highest frame rate a :class:`VideoSink` accepts."""
+MIN_SINK_FPS = 0.01
+"""Lowest frame rate a :class:`VideoSink` accepts (one frame per 100 s; below it the time base degenerates)."""
+
+
+class SinkArgumentError(VideoError, ValueError):
+    """A :class:`VideoSink` argument out of range (``fps``, a frame's ``time``): a ValueError naming it."""
 
 
 class VideoSink:
@@ -351,9 +357,11 @@ class VideoSink:
         try:
             fps = float(fps)
         except (TypeError, ValueError):
-            raise VideoError(f"{self.path}: invalid frame rate {fps!r}") from None
-        if not (0 < fps <= MAX_SINK_FPS):  # also NaN; an infinite rate makes the encoder spin forever
-            raise VideoError(f"{self.path}: invalid frame rate {fps} (must be > 0 and <= {MAX_SINK_FPS:g})")
+            raise SinkArgumentError(f"{self.path}: invalid frame rate fps={fps!r} (a number)") from None
+        # Also NaN; an infinite rate makes the encoder spin forever, a tiny one loses the video at close.
+        if not (MIN_SINK_FPS <= fps <= MAX_SINK_FPS):
+            raise SinkArgumentError(f"{self.path}: invalid frame rate fps={fps!r} (must be >= {MIN_SINK_FPS:g} "
+                                    f"and <= {MAX_SINK_FPS:g})")
         if len(size) != 2 or min(int(size[0]), int(size[1])) < 1:
             raise VideoError(f"{self.path}: invalid frame size {size}")
         from .av_video import CODECS, AvWriter, encoder_options
@@ -381,10 +389,21 @@ class VideoSink:
             self._writer = None
             self._tmp.unlink(missing_ok=True)
             self._claim.release()
-            raise VideoError(f"{self.path}: {e}") from None
+            raise (OutputError if "No space" in str(e) else VideoError)(f"{self.path}: {e}") from None
         self.has_audio = self._writer is not None and self._writer._audio_out is not None
         """True when the input's audio is being copied."""
+        self.audio_transcoded = self._writer.audio_transcoded
+        """True when the input's audio is re-encoded to AAC because the container cannot hold its codec."""
         self.frames_written = 0
+        from .output_files import SpaceReserve
+
+        self._reserve = SpaceReserve(self._tmp)  # the header is written: the file exists
+        self._space_checked = False  # ensure_space() ran for the next frame (process_video calls it first)
+        try:
+            self.ensure_space()
+        except OutputError:
+            self.close()
+            raise
 
     def write(self, frame: np.ndarray, time: float | None = None) -> None:
         """Append one frame: uint8 (H, W) / (H, W, 1) gray, (H, W, 3) BGR or (H, W, 4) BGRA, shown at
@@ -412,7 +431,19 @@ class VideoSink:
         if self.padded != self.size:
             frame = cv2.copyMakeBorder(frame, 0, self.padded[1] - self.size[1], 0, self.padded[0] - self.size[0],
                                        cv2.BORDER_REPLICATE)
-        t = self.frames_written / self.fps if time is None else float(time)
+        if time is None:
+            t = self.frames_written / self.fps
+        else:
+            try:
+                t = float(time)
+            except (TypeError, ValueError):
+                raise SinkArgumentError(f"{self.path}: invalid frame time time={time!r} (seconds)") from None
+            if not (np.isfinite(t) and t >= 0):
+                raise SinkArgumentError(f"{self.path}: invalid frame time time={time!r} (must be finite and "
+                                        ">= 0)")
+        if not self._space_checked:  # the encoder never meets a full disk: the file can always be finished
+            self.ensure_space()
+        self._space_checked = False
         try:
             self._writer.write(np.ascontiguousarray(frame), t)
         except OSError as e:
@@ -421,29 +452,57 @@ class VideoSink:
 
     def close(self) -> None:
         """Finish the file (audio up to the last frame, or all of it when the source ended) and move it to its
-        final name (idempotent)."""
+        final name (idempotent). SIGINT/SIGTERM arriving meanwhile are delivered when it is done."""
         if self._writer is None:
             return
-        writer, self._writer = self._writer, None
-        try:
-            writer.close(source_ended=bool(getattr(self._source, "ended", False)))
-        except Exception as e:  # noqa: BLE001 - the partial file is dropped, the name released
-            self._tmp.unlink(missing_ok=True)
-            self._claim.release()
-            raise OutputError(f"{self.path}: cannot finish the video ({e})") from None
-        if self.frames_written == 0:
-            self._tmp.unlink(missing_ok=True)
-            self._claim.release()
-            return
-        self._claim.commit(self._tmp)
+        from ._entry import deferred_signals
+
+        with deferred_signals():
+            writer, self._writer = self._writer, None
+            try:
+                writer.close(source_ended=bool(getattr(self._source, "ended", False)))
+            except Exception as e:  # noqa: BLE001 - the partial file is dropped, the name released
+                self._reserve.release()
+                self._tmp.unlink(missing_ok=True)
+                self._claim.release()
+                raise OutputError(f"{self.path}: cannot finish the video ({e})") from None
+            self._reserve.release()  # the space kept for the finish, unused, goes back
+            if self.frames_written == 0:
+                self._tmp.unlink(missing_ok=True)
+                self._claim.release()
+                return
+            self._claim.commit(self._tmp)
+
+    def reserve_bytes(self) -> int:
+        """Space the finish of the file may still need: the frames the encoder holds (each at least twice the
+        largest packet so far, or 1 bit per pixel), the container's index (about 64 bytes per packet) and 1 MiB
+        of slack."""
+        w = self._writer
+        if w is None:
+            return 0
+        held = max(w.frames_in - w.packets_out, 0) + 2
+        per_frame = max(2 * w.max_packet, self.padded[0] * self.padded[1] // 8)
+        return 2**20 + held * per_frame + 64 * (w.frames_in + w.audio_packets_out)
 
     def ensure_space(self) -> None:
-        """Raise VideoError when the output's disk is nearly full, while the encoder can still finish the file
-        (an MP4's index is written at the end): call it before writing each frame's outputs."""
-        free = shutil.disk_usage(self._tmp.parent).free
-        if free < RESERVE_BYTES:
+        """Raise OutputError when the output's disk has no room left to finish the video after another frame,
+        while the encoder can still finish it (an MP4's index is written at the end). The sink calls it before
+        each frame; :func:`~star_track.pipeline.process_video` also calls it before each frame's landmarks,
+        so that every output ends on the same frame.
+
+        The room is held, not just checked: :meth:`reserve_bytes` stay allocated past the end of the file
+        (:class:`~star_track.output_files.SpaceReserve`), so neither the landmark file nor another program
+        filling the disk can take it. Where the filesystem cannot reserve, that much free space is required
+        instead; in both cases the run also stops while :data:`RESERVE_BYTES` are still free."""
+        if self._writer is None:
+            return
+        need = self.reserve_bytes()
+        held = self._reserve.ensure(need)  # True (nothing held) where the filesystem cannot reserve
+        free = shutil.disk_usage(self._tmp.parent).free  # and some room for the landmark files
+        if not held or free < (RESERVE_BYTES if self._reserve.supported else max(need, RESERVE_BYTES)):
             raise OutputError(f"{self.path}: No space left on device (stopped after {self.frames_written} frames; "
                              "the outputs are complete up to there)")
+        self._space_checked = True
 
     def __enter__(self) -> "VideoSink":
         return self

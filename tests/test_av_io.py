@@ -390,3 +390,22 @@ def test_fifo_input_is_read_as_a_stream(tmp_path, talk):
     with pytest.raises(VideoError, match="pipe"):
         VideoSource(fifo)
     t.join(10)
+
+
+def test_opus_audio_into_mov_is_reencoded_to_aac_before_any_frame(tmp_path, face_video, model_path):
+    """Issue 30 #14: .mov cannot hold Opus; the real muxer says so when the sink opens (not after the whole
+    clip), and the audio is re-encoded to AAC."""
+    src = tmp_path / "opus.mkv"
+    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(face_video), "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=0.8", "-c:v", "copy", "-c:a", "libopus", "-shortest", str(src)],
+                   check=True)
+    with VideoSource(src) as vs, VideoSink(tmp_path / "sdk.mov", vs.fps, vs.size, audio_from=vs) as sink:
+        assert sink.has_audio and sink.audio_transcoded  # known before the first frame
+        for vf in vs:
+            sink.write(vf.image, vf.time)
+    out = tmp_path / "o.mov"
+    r = run("video", src, "-o", out, "-m", model_path)
+    assert r.exit_code == 0, r.stderr
+    for path in (tmp_path / "sdk.mov", out):
+        codec, times, acodec, adur = probe(path)
+        assert codec == "h264" and len(times) == 20 and acodec == "aac" and adur > 0.7

@@ -4,8 +4,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ import star_track.video as video_mod
 from star_track.landmark_io import open_landmark_writer, read_landmarks_csv
 from star_track.output_files import OutputClaim, clean_stale_partials
 from star_track.video import VideoError, VideoSink
-from test_cli import assert_one_line_error, face_video, frame_count, run  # noqa: F401 (fixture)
+from test_cli import assert_one_line_error, face_video, frame_count, long_face_video, run  # noqa: F401 (fixture)
 
 
 def _fail_on_call(monkeypatch, n_ok: int):
@@ -170,3 +173,167 @@ def test_image_output_follows_the_same_name_rules(tmp_path, face_photo, model_pa
     assert r.exit_code == 0, r.stderr
     assert not link.is_symlink() and cv2.imread(str(link)) is not None
     assert target.read_bytes() == b"precious"  # not written through the link
+
+
+# -- issue 30: a second signal while the outputs close, a disk that really fills up, sink arguments -----------
+
+_SLOW_CLOSE = ("import sys, time, pathlib, star_track.av_video as a\n"
+               "real, marker = a.AvWriter.close, pathlib.Path(sys.argv.pop(1))\n"
+               "def slow(self, **kw):\n"
+               "    marker.touch()  # tell the test the video is closing\n"
+               "    time.sleep(0.6)\n"
+               "    return real(self, **kw)\n"
+               "a.AvWriter.close = slow\n"
+               "from star_track.cli import main; main()\n")
+
+
+@pytest.mark.parametrize("lm_name,second,delay,code", [("o.csv", signal.SIGINT, 0.05, 130),
+                                                       ("o.npz", signal.SIGTERM, 0.3, 143)])
+def test_a_second_signal_while_the_video_closes_still_leaves_every_output(tmp_path, long_face_video, model_path,
+                                                                         lm_name, second, delay, code):
+    """Issue 30 #1: Ctrl-C, then Ctrl-C or SIGTERM 0.05-0.3 s later while the video is being finished."""
+    work, marker = tmp_path / "out", tmp_path / "closing"
+    work.mkdir()
+    out, lm = work / "o.mp4", work / lm_name
+    cmd = [sys.executable, "-c", _SLOW_CLOSE, str(marker), "video", str(long_face_video), "-o", str(out), "-l",
+           str(lm), "-m", str(model_path), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+
+    def progressed() -> bool:  # some frames are in the landmarks (the CSV, or the .npz's spool)
+        files = [lm] if lm_name.endswith(".csv") else list(work.glob(".star-track-*/landmarks"))
+        return any(f.exists() and f.stat().st_size > 2000 for f in files)
+
+    while time.time() < deadline and proc.poll() is None and not progressed():
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    while time.time() < deadline and proc.poll() is None and not marker.exists():
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert proc.poll() is None, proc.communicate()  # still closing: the second signal lands there
+    proc.send_signal(second)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in work.iterdir()) == sorted(["o.mp4", lm_name])  # no partial or claim files
+    n = (int(np.load(lm)["frame_count"]) if lm_name.endswith(".npz")
+         else len(set(read_landmarks_csv(lm)["frame"])))
+    assert 0 < n < 400 and f"wrote {n} frames" in stderr, stderr
+    assert frame_count(out) >= n > 0  # the video holds every frame (frames without a face have no CSV row)
+
+
+def test_sdk_close_delivers_a_signal_only_once_the_video_is_in_place(tmp_path, monkeypatch):
+    import star_track.av_video as av_mod
+
+    real = av_mod.AvWriter.close
+
+    def interrupted_close(self, **kw):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C while the container is being finished
+        return real(self, **kw)
+
+    monkeypatch.setattr(av_mod.AvWriter, "close", interrupted_close)
+    out = tmp_path / "o.mp4"
+    sink = VideoSink(out, 10, (32, 32))
+    for _ in range(3):
+        sink.write(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(KeyboardInterrupt):  # still delivered: the default handler runs afterwards
+        sink.close()
+    assert frame_count(out) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+def _in_small_disk(tmp_path: Path, script: str, **env: str) -> Path:
+    """Run ``script`` (sh) in a user+mount namespace where ``$FULL`` is a fresh 48 MiB tmpfs; what it writes to
+    ``$RES`` comes back. Skips where unprivileged namespaces are not allowed."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"],
+                                                         capture_output=True).returncode:
+        pytest.skip("unprivileged user/mount namespaces (unshare -rm) are not available here")
+    full, res = tmp_path / "full", tmp_path / "res"
+    full.mkdir()
+    res.mkdir()
+    env = {**os.environ, **env, "FULL": str(full), "RES": str(res), "PY": sys.executable}
+    subprocess.run(["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=48m tmpfs "$FULL" && {script}'],
+                   env=env, check=True, timeout=300)
+    return res
+
+
+_FILL_MID_RUN = """
+"$PY" -c 'from star_track.cli import main; main()' video "$IN" $OUTS -m "$MODEL" --no-progress 2>"$RES/stderr" &
+pid=$!
+i=0
+while [ "$(cat "$FULL"/$WATCH 2>/dev/null | wc -c)" -lt 20000 ]; do  # $WATCH: a glob
+  sleep 0.05; i=$((i+1)); [ $i -gt 2400 ] && break
+done
+dd if=/dev/zero of="$FULL/fill" bs=64k 2>/dev/null
+wait $pid; echo $? > "$RES/rc"
+for f in "$FULL"/o.*; do cp "$f" "$RES/"; done
+ls -A "$FULL" > "$RES/listing"
+"""
+
+
+def test_a_disk_that_really_fills_up_keeps_the_video_up_to_the_last_frame(tmp_path, long_face_video, model_path):
+    """Issue 30 #7: another program fills the disk mid-run; the video still ends on the CSV's last frame."""
+    res = _in_small_disk(tmp_path, _FILL_MID_RUN.replace("$OUTS", '-o "$FULL/o.mp4" -l "$FULL/o.csv"'),
+                         IN=str(long_face_video), MODEL=str(model_path), WATCH="o.csv")
+    stderr = (res / "stderr").read_text()
+    assert (res / "rc").read_text().strip() == "1", stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "No space left on device" in lines[0], stderr
+    assert sorted((res / "listing").read_text().split()) == ["fill", "o.csv", "o.mp4"]  # nothing hidden left
+    frames = sorted(set(read_landmarks_csv(res / "o.csv")["frame"]))
+    assert 0 < len(frames) < 400
+    assert frame_count(res / "o.mp4") == frames[-1] + 1  # the video ends on the landmarks' last frame
+
+
+@pytest.mark.parametrize("name", ["o.npz", "o.parquet"])
+def test_a_full_disk_with_npz_or_parquet_names_the_output_and_leaves_nothing_hidden(tmp_path, long_face_video,
+                                                                                   model_path, name):
+    """Issue 30 #8: the message names the landmarks file and says the disk is full; no partial/claim/spool."""
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    # Progress shows in the .npz's spool; a .parquet is written at the end, so a video runs beside it
+    watch = ".star-track-*/landmarks" if name.endswith(".npz") else ".o.partial-*.mp4"
+    outs = f'-l "$FULL/{name}"' + ("" if name.endswith(".npz") else ' -o "$FULL/o.mp4"')
+    script = _FILL_MID_RUN.replace("$OUTS", outs)
+    res = _in_small_disk(tmp_path, script, IN=str(long_face_video), MODEL=str(model_path), WATCH=watch)
+    stderr = (res / "stderr").read_text()
+    assert (res / "rc").read_text().strip() == "1", stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "No space left on device" in lines[0], stderr
+    assert str(long_face_video.name) not in lines[0] and "closed file" not in lines[0]
+    listing = (res / "listing").read_text().split()
+    assert not [p for p in listing if p.startswith(".")], listing  # no partial, claim or spool
+    if name not in listing:  # it could not be written: the message says so
+        assert name in lines[0]
+    elif name.endswith(".npz"):  # else it holds the frames before the disk filled up
+        assert 0 < int(np.load(res / name)["frame_count"]) < 400
+    else:
+        import pyarrow.parquet as pq
+
+        assert 0 < int(pq.read_metadata(res / name).metadata[b"frame_count"]) < 400
+
+
+@pytest.mark.parametrize("fps", [1e-6, 0.0, float("nan")])
+def test_a_sink_frame_rate_out_of_range_is_a_value_error_naming_it(tmp_path, fps):
+    with pytest.raises(ValueError, match="fps="):
+        VideoSink(tmp_path / "o.mp4", fps, (32, 32))
+    assert not list(tmp_path.iterdir())  # nothing claimed
+
+
+def test_the_lowest_sink_frame_rate_still_gives_a_video(tmp_path):
+    out = tmp_path / "slow.mp4"
+    with VideoSink(out, video_mod.MIN_SINK_FPS, (32, 32)) as sink:
+        for _ in range(2):
+            sink.write(np.zeros((32, 32, 3), np.uint8))
+    assert frame_count(out) == 2
+
+
+@pytest.mark.parametrize("t", [float("inf"), float("nan"), -1.0, "soon"])
+def test_a_sink_frame_time_out_of_range_is_a_value_error_naming_it(tmp_path, t):
+    with VideoSink(tmp_path / "o.mp4", 10, (32, 32)) as sink:
+        sink.write(np.zeros((32, 32, 3), np.uint8), 0.0)
+        with pytest.raises(ValueError, match="time="):
+            sink.write(np.zeros((32, 32, 3), np.uint8), t)
+        sink.write(np.zeros((32, 32, 3), np.uint8), 0.1)  # the sink is still usable
+    assert frame_count(tmp_path / "o.mp4") == 2
