@@ -37,7 +37,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .errors import OutputClosed
+from .errors import OutputClosed, OutputError
 from .output_files import ClosedOnExit, OutputClaim, open_exclusive
 from .video import VideoError, check_output_path
 
