@@ -66,6 +66,11 @@ class _Prepared:
         eye_gap = [float((pts[lo, 1] - pts[u, 1]).mean()) for u, lo in zip(self.upper[:2], self.lower[:2])]
         a, b = _MOUTH_CORNERS[n]
         self.norm = np.array(eye_gap + [float(np.linalg.norm(pts[a] - pts[b]))])
+        # All pairs at once: their upper / lower indices, their part, and a (3, pairs) averaging matrix.
+        self.all_upper = np.concatenate(self.upper)
+        self.all_lower = np.concatenate(self.lower)
+        self.part = np.concatenate([np.full(len(u), k) for k, u in enumerate(self.upper)])
+        self.average = np.stack([(self.part == k) / (self.part == k).sum() for k in range(3)])
 
 
 _CACHE: dict[int, _Prepared] = {}
@@ -91,9 +96,7 @@ def face_openness(landmarks: np.ndarray, pose: Pose, face: MeanFace | None = Non
     wx = cam.fx * iz * (v[0] - xc[:, 0] * iz * v[2])
     wy = cam.fy * iz * (v[1] - xc[:, 1] * iz * v[2])
     w2 = wx * wx + wy * wy
-    out = []
-    for k in range(3):
-        d = pts[prep.lower[k]] - pts[prep.upper[k]]  # upper -> lower lid, image px
-        gap_cm = float((d[:, 0] * wx[k] + d[:, 1] * wy[k]).mean() / w2[k])
-        out.append(max(gap_cm, 0.0) / prep.norm[k])
-    return Openness(out[0], out[1], out[2])
+    d = pts[prep.all_lower] - pts[prep.all_upper]  # upper -> lower lid / lip, image px
+    proj = (d[:, 0] * wx[prep.part] + d[:, 1] * wy[prep.part]) / w2[prep.part]  # gap in cm, face frame
+    left, right, mouth = (np.maximum(prep.average @ proj, 0.0) / prep.norm).tolist()
+    return Openness(left, right, mouth)

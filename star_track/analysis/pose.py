@@ -83,6 +83,8 @@ class Pose:
     rms: float = float("nan")
     """Root mean square of the whitened residuals (about 1 when landmarks and mean face fit as expected)."""
     camera: Camera | None = field(default=None, repr=False)
+    rvec: np.ndarray | None = field(default=None, repr=False)
+    """(3,) the rotation as an OpenCV rotation vector (what a warm start reuses)."""
 
     @property
     def angles(self) -> np.ndarray:
@@ -136,16 +138,6 @@ def euler_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
     return yaw * _DEG, pitch * _DEG, roll * _DEG
 
 
-def _exp_so3(w: np.ndarray) -> np.ndarray:
-    """Rodrigues: rotation matrix of rotation vector ``w``."""
-    wx, wy, wz = float(w[0]), float(w[1]), float(w[2])
-    th = math.sqrt(wx * wx + wy * wy + wz * wz)
-    k = np.array([[0.0, -wz, wy], [wz, 0.0, -wx], [-wy, wx, 0.0]])
-    if th < 1e-9:
-        return np.eye(3) + k
-    return np.eye(3) + (math.sin(th) / th) * k + ((1 - math.cos(th)) / (th * th)) * (k @ k)
-
-
 def _view_rotation(t: np.ndarray) -> np.ndarray:
     """Rotation turning the optical axis (0, 0, 1) onto the direction of ``t``."""
     d = t / np.linalg.norm(t)
@@ -153,7 +145,7 @@ def _view_rotation(t: np.ndarray) -> np.ndarray:
     s = math.hypot(d[0], d[1])
     if s < 1e-12:
         return np.eye(3)
-    return _exp_so3(axis / s * math.atan2(s, d[2]))
+    return cv2.Rodrigues(axis * (math.atan2(s, d[2]) / s))[0]
 
 
 def project(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray, camera: Camera) -> np.ndarray:
@@ -223,7 +215,7 @@ def solve_pose(landmarks: np.ndarray, covariance: np.ndarray | None = None, *,
     model = face.points
     k = np.array([[camera.fx, 0.0, camera.cx], [0.0, camera.fy, camera.cy], [0.0, 0.0, 1.0]])
     if init is not None:
-        rvec = cv2.Rodrigues(init.rotation)[0].ravel()
+        rvec = init.rvec if init.rvec is not None else cv2.Rodrigues(init.rotation)[0].ravel()
         tvec = np.array(init.translation, dtype=np.float64)
     else:
         rvec, tvec = _initial_pose(pts, model, k)
@@ -265,13 +257,14 @@ def solve_pose(landmarks: np.ndarray, covariance: np.ndarray | None = None, *,
     rel = view.T @ r
     yaw, pitch, roll = euler_from_rotation(rel)
     sd = _angle_sd(rvec, rel, view, cov_r, yaw, roll)
-    return Pose(yaw, pitch, roll, sd[0], sd[1], sd[2], r, tvec, math.sqrt(max(chi2, 0.0) / (2 * n)), camera)
+    return Pose(yaw, pitch, roll, sd[0], sd[1], sd[2], r, tvec, math.sqrt(max(chi2, 0.0) / (2 * n)), camera, rvec)
 
 
 def _left_jacobian(phi: np.ndarray) -> np.ndarray:
     """SO(3) left Jacobian: d(rotation)/d(rotation vector) as a camera-frame angular increment."""
-    th = float(np.linalg.norm(phi))
-    k = np.array([[0.0, -phi[2], phi[1]], [phi[2], 0.0, -phi[0]], [-phi[1], phi[0], 0.0]])
+    x, y, z = phi.tolist()
+    th = math.sqrt(x * x + y * y + z * z)
+    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
     if th < 1e-6:
         return np.eye(3) + 0.5 * k
     return np.eye(3) + ((1 - math.cos(th)) / th ** 2) * k + ((th - math.sin(th)) / th ** 3) * (k @ k)
