@@ -121,7 +121,7 @@ def mean_face(scheme: int | str = 68) -> MeanFace:
     """
     from star_track.errors import ModelError
 
-    key = {68: 68, 98: 98, "300w68": 68, "wflw98": 98}.get(scheme)  # type: ignore[call-overload]
+    key = {68: 68, 98: 98, "300w68": 68, "wflw98": 98}.get(scheme)
     if key is None:
         raise ModelError(f"no 3D mean face for landmark layout {scheme!r} (known: 68 / 300w68, 98 / wflw98)")
     return _mean_face(key)

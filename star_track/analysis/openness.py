@@ -22,7 +22,7 @@ from .mean_face import MeanFace, mean_face
 from .pose import Pose, PoseError
 
 # (upper, lower) lid / lip point pairs per layout; the eye's and mouth's centre points.
-_PAIRS = {
+_PAIRS: dict[int, dict[str, tuple[tuple[int, int], ...]]] = {
     68: {"right_eye": ((37, 41), (38, 40)), "left_eye": ((43, 47), (44, 46)),
          "mouth": ((61, 67), (62, 66), (63, 65))},
     98: {"right_eye": ((61, 67), (62, 66), (63, 65)), "left_eye": ((69, 75), (70, 74), (71, 73)),
