@@ -298,9 +298,10 @@ def test_bad_manifest_lines_are_ignored_with_a_warning_naming_the_file_and_line(
     assert [r["status"] for r in rows] == ["ok"]
     assert [w.split(": ")[0] for w in said] == [f"{manifest}:{n}" for n in range(1, 6)] + [str(manifest)]
     assert "not JSON" in said[0] and "not UTF-8" in said[3] and "1 more bad line" in said[5]
-    # The compaction kept the good row and dropped the garbage; the new row is appended.
-    kept = [json.loads(ln)["input"] for ln in manifest.read_text().splitlines()]
-    assert kept == ["/v/z.mp4", str(tmp_path / "clips" / "a.mp4")]
+    # The compaction kept the good row and dropped the garbage; the new rows are appended.
+    kept = [(json.loads(ln)["input"], json.loads(ln)["status"]) for ln in manifest.read_text().splitlines()]
+    a = str(tmp_path / "clips" / "a.mp4")
+    assert kept == [("/v/z.mp4", "failed"), (a, "started"), (a, "ok")]
     with pytest.warns(UserWarning, match=f"{manifest}:1: not JSON"):
         manifest.write_text("garbage\n")
         read_manifest(out)
