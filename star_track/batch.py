@@ -247,8 +247,8 @@ def find_videos(inputs: str | os.PathLike | Iterable[str | os.PathLike], *, out_
         elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
             found += [(v, v.parent) for v in _read_list(p)]
         elif not p.exists() and glob.has_magic(s):
-            root = _glob_base(s)[0]
-            found += [(Path(v), Path(v).parent) for v in sorted(set(searched(_glob(s, pruned(root)), root)))]
+            base = _glob_base(s)[0]
+            found += [(Path(v), Path(v).parent) for v in sorted(set(searched(_glob(s, pruned(base)), base)))]
         else:
             found.append((p, p.parent))
     seen: set[str] = set()
@@ -561,7 +561,7 @@ def _append_manifest(f, *rows: dict) -> None:
 
 def _recorded_outputs(rows: dict[str, dict]) -> set[str]:
     """Every output path the manifest records as the batch's own (written, or claimed before writing)."""
-    paths = set()
+    paths: set[str] = set()
     for row in rows.values():
         paths.update(rec["path"] for rec in (row.get("outputs") or {}).values())
         paths.update((row.get("claimed") or {}).values())
