@@ -1,11 +1,14 @@
 """The bundled models on the 300W held-out faces, and the offset between their 68 points and 300W's own.
 
-Faces: the fixed by-image held-out split of ``shared/data/300w`` (AFW + part of HELEN train;
-:func:`train.prepare.is_w300_validation_image`, 15 % of images, the path hashed as ``300w/<path>``); no model
-trains or distils on them. The same figures on the held-out WFLW faces (``data/wflw68_val.jsonl``, 68 points
-reduced from WFLW), and, when ``data/combined68_val.jsonl`` exists (``python -m train ship``), on those
-faces with their labels moved onto 300W semantics (row ``wflw→300w``: the per-point correction and the pixel
-convention of :mod:`train.combined`, fitted on training faces only). Models trained on 300W semantics should be
+Faces: the fixed by-image held-out split of ``shared/data/300w`` (AFW, part of HELEN train and LFPW train:
+286 faces, of which the 165 AFW/HELEN faces are the 300W set of every figure before LFPW came, reported as the
+``AFW+HELEN`` part; :func:`train.prepare.is_w300_validation_image`, 15 % of images, the path hashed as
+``300w/<path>``); no model trains or distils on them. The same figures on the held-out WFLW test-split faces
+(``data/wflw68_val.jsonl``, 68 points reduced from WFLW), and, when ``data/combined68_val.jsonl`` exists
+(``python -m train ship``), on those faces with their labels moved onto 300W semantics (row ``wflw→300w``: the
+per-point correction and the pixel convention of :mod:`train.combined`, fitted on training faces only) and on
+the WFLW train-split faces of the held-out photos, labels moved the same way (row ``wflw train→300w``; models
+built before the WFLW train labels came saw teacher labels of those photos). Models trained on 300W semantics should be
 read on ``300w`` and ``wflw→300w``; ``wflw`` measures them against the other convention.
 
 Any ``.onnx`` path is accepted as a model, e.g. the WFLW-stage models ``runs/wflw-stage/*.onnx``.
@@ -19,6 +22,10 @@ Per bundled model (loaded by name through the SDK), 68 points, NME normalised by
                 photo; a true face is matched to the returned face whose box centre is nearest its landmark
                 centre and lies inside its landmark box (``benchmarks.common.match_to_gt``, as in the accuracy
                 benchmark); a miss is a failure (NME = inf) in FR and AUC.
+
+**Per region** (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67), both modes: each face's mean
+point error over the region's points / the outer-eye distance, then the mean and the median over the faces
+(end to end: the faces found).
 
 **Convention offset** (GT-framed predictions): each prediction minus its label, in the face's frame (x along the
 true outer-eye axis, y perpendicular, pointing down the face) and in inter-ocular units. Per landmark group (jaw
@@ -133,6 +140,33 @@ def nme_offset_removed(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return out
 
 
+def region_nme(pred: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per landmark group: mean and median over the faces of each face's region NME (the region's mean point
+    error over the outer-eye distance)."""
+    a, b = SCHEME.outer_eye_corners
+    err = np.linalg.norm(pred - gt, axis=-1) / np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)[:, None]
+    out = {}
+    for name, idx in GROUPS.items():
+        per_face = err[:, list(idx)].mean(1)
+        out[name] = {"mean": float(per_face.mean()), "median": float(np.median(per_face))}
+    return out
+
+
+def part_summary(faces: list, nme_box: np.ndarray, nme_e2e: np.ndarray) -> dict[str, dict]:
+    """GT-framed and end-to-end figures per 300W part (``attributes[0]``: afw / helen / lfpw) and for AFW+HELEN
+    together (the 300W held-out set before LFPW came); empty for faces without parts."""
+    parts = np.array([f.attributes[0] if f.attributes else "" for f in faces])
+    groups = {p: parts == p for p in ("afw", "helen", "lfpw") if (parts == p).any()}
+    if {"afw", "helen"} <= set(groups):
+        groups["AFW+HELEN"] = groups["afw"] | groups["helen"]
+    from train.metrics import summarize
+
+    return {p: {"faces": int(m.sum()), "gt_framed": {**summarize(nme_box[m]), "median_nme": float(np.median(nme_box[m]))},
+                "end_to_end": {**summarize(nme_e2e[m]), "median_nme": float(np.median(nme_e2e[m])),
+                               "found": int(np.isfinite(nme_e2e[m]).sum())}}
+            for p, m in groups.items()}
+
+
 def evaluate_model(model: str, sets: dict[str, tuple[list, Path]], detector: str = "full") -> dict:
     from train.metrics import nme_per_face, summarize
 
@@ -153,10 +187,41 @@ def evaluate_model(model: str, sets: dict[str, tuple[list, Path]], detector: str
                 "gt_framed_offset_removed_2fold": {**summarize(nme_corr), "median_nme": float(np.median(nme_corr))},
                 "end_to_end": {**summarize(nme_e2e), "median_nme": float(np.median(nme_e2e)),
                                "found": int(found.sum())},
+                "regions_gt_framed": region_nme(box_pred, gt),
+                "regions_end_to_end": region_nme(e2e_pred[found], gt[found]) if found.any() else {},
+                "parts": part_summary(faces, nme_box, nme_e2e),
                 "convention_offset_gt_framed": convention_offsets(box_pred, gt),
                 "convention_offset_end_to_end": convention_offsets(e2e_pred[found], gt[found]) if found.any() else {},
                 "seconds": time.perf_counter() - t0}
     return res
+
+
+def region_table(results: dict[str, dict]) -> tuple[list, list]:
+    """Rows model / set / mode with each region's mean (median) NME %, and the 300W parts' overall figures."""
+    cols = ["model", "held-out set", "mode", *GROUPS]
+    rows = []
+    for model, r in results.items():
+        for name, s in r["sets"].items():
+            for mode in ("gt_framed", "end_to_end"):
+                reg = s[f"regions_{mode}"]
+                if reg:
+                    rows.append([model, name, mode.replace("_", " "),
+                                 *(f"{100 * reg[g]['mean']:.2f} ({100 * reg[g]['median']:.2f})" for g in GROUPS)])
+    return cols, rows
+
+
+def part_table(results: dict[str, dict]) -> tuple[list, list]:
+    cols = ["model", "held-out set", "part", "faces", "GT-framed NME % (median)", "e2e found",
+            "e2e NME % (median)", "e2e FR@0.1 %"]
+    rows = []
+    for model, r in results.items():
+        for name, s in r["sets"].items():
+            for part, q in s.get("parts", {}).items():
+                g, e = q["gt_framed"], q["end_to_end"]
+                rows.append([model, name, part, q["faces"], f"{100 * g['nme']:.2f} ({100 * g['median_nme']:.2f})",
+                             f"{e['found']} / {q['faces']}", f"{100 * e['nme']:.2f} ({100 * e['median_nme']:.2f})",
+                             f"{100 * e['fr@0.1']:.1f}"])
+    return cols, rows
 
 
 def tables(results: dict[str, dict]) -> tuple[tuple[list, list], tuple[list, list]]:
@@ -197,8 +262,12 @@ def main(argv: list[str] | None = None) -> None:
         wflw = load_faces(VAL_ANNOTATIONS)
         sets["wflw"] = (wflw, data / "wflw")
         if COMBINED_VAL.is_file():  # the same faces, labels moved onto 300W semantics
-            sets["wflw→300w"] = ([f for f in load_faces(COMBINED_VAL) if f.extra.get("source") == "wflw"],
+            combined = [f for f in load_faces(COMBINED_VAL) if f.extra.get("source") == "wflw"]
+            sets["wflw→300w"] = ([f for f in combined if f.extra.get("wflw_split", "test") == "test"],
                                  data / "wflw")
+            trainsplit = [f for f in combined if f.extra.get("wflw_split") == "train"]
+            if trainsplit:  # the WFLW train-split faces on the held-out photos
+                sets["wflw train→300w"] = (trainsplit, data / "wflw")
     results, by_sha = {}, {}
     for m in a.models:  # a model file bundled under two names is evaluated once
         sha = model_info(m)["sha256"]
@@ -215,15 +284,21 @@ def main(argv: list[str] | None = None) -> None:
                 f"WFLW: data/wflw68_val.jsonl)", acc_cols, acc)
     print("NME % offset removed: GT-framed, each point's mean signed offset (face frame) subtracted, fitted on the "
           "other half of the faces. e2e: detect_image(search='single'), misses count as failures in FR / AUC.")
+    region_cols, regions = region_table(results)
+    print_table("NME % per region, mean (median) over faces; e2e: faces found", region_cols, regions)
+    part_cols, parts = part_table(results)
+    print_table("300W held-out faces per part (AFW+HELEN: the 300W held-out set before LFPW)", part_cols, parts)
     print_table("Convention offset (GT-framed): mean signed offset prediction - label per group, face frame, "
                 "inter-ocular units; pt = mean length of the per-point mean offsets", off_cols, off)
     path = write_json("w300", {
         "command": " ".join(["python -m benchmarks.w300", *(argv if argv is not None else sys.argv[1:])]),
         "detector": a.detector, "groups": {g: [r.start, r.stop - 1] for g, r in GROUPS.items()},
         "heldout": {"300w": "fixed by-image hash of '300w/<path>' (train.prepare.is_w300_validation_image), 15 %",
-                    "wflw": str(VAL_ANNOTATIONS.relative_to(REPO))},
+                    "wflw": str(VAL_ANNOTATIONS.relative_to(REPO)),
+                    "wflw train→300w": "combined68_val.jsonl faces with extra.wflw_split == 'train'"},
         "results": results, "seconds": time.perf_counter() - t0,
-        "markdown": {"accuracy": markdown_table(acc_cols, acc), "offsets": markdown_table(off_cols, off)}}, a.out)
+        "markdown": {"accuracy": markdown_table(acc_cols, acc), "regions": markdown_table(region_cols, regions),
+                     "parts": markdown_table(part_cols, parts), "offsets": markdown_table(off_cols, off)}}, a.out)
     print(f"results: {path} ({time.perf_counter() - t0:.0f} s)")
 
 

@@ -36,3 +36,25 @@ def test_offsets_are_measured_in_the_face_frame_and_inter_ocular_units():
     pred2[:, 16] -= (0.05 * ux * iod[:, None])
     c2 = convention_offsets(pred2, gt)["jaw"]
     assert abs(c2["dx"]) < 1e-9 and abs(c2["point_offset"] - 2 * 0.05 / 17) < 1e-9
+
+
+def test_region_nme_and_parts_measure_each_region_and_part_on_its_own():
+    from benchmarks.w300 import part_summary, region_nme
+    from train.annotations import FaceAnnotation
+
+    gt = _faces(40, seed=1)
+    iod = np.linalg.norm(gt[:, 45] - gt[:, 36], axis=-1)
+    pred = gt.copy()
+    pred[:, list(GROUPS["mouth"]), 0] += 0.04 * iod[:, None]  # every mouth point 0.04 IOD off, the rest exact
+    r = region_nme(pred, gt)
+    assert abs(r["mouth"]["mean"] - 0.04) < 1e-9 and abs(r["mouth"]["median"] - 0.04) < 1e-9
+    assert all(r[g]["mean"] < 1e-12 for g in ("jaw", "brows", "nose", "eyes"))
+    faces = [FaceAnnotation(f"{p}/{i}.jpg", gt[i], attributes=(p,)) for i, p in
+             enumerate(["afw"] * 10 + ["helen"] * 10 + ["lfpw"] * 20)]
+    nme_box = np.r_[np.full(10, 0.01), np.full(10, 0.03), np.full(20, 0.05)]
+    nme_e2e = nme_box.copy()
+    nme_e2e[0] = np.inf  # one AFW face missed
+    parts = part_summary(faces, nme_box, nme_e2e)
+    assert parts["lfpw"]["faces"] == 20 and abs(parts["lfpw"]["gt_framed"]["nme"] - 0.05) < 1e-12
+    assert abs(parts["AFW+HELEN"]["gt_framed"]["nme"] - 0.02) < 1e-12  # the set before LFPW came
+    assert parts["afw"]["end_to_end"]["found"] == 9 and parts["AFW+HELEN"]["end_to_end"]["fr@0.1"] == 1 / 20
