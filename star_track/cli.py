@@ -445,7 +445,8 @@ def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engi
     """Engine, execution providers, model metadata and model card."""
     import onnxruntime as ort
 
-    from .detect import BUNDLED_DETECTORS, MODELS_DIR
+    from .detection.blazeface import BUNDLED_DETECTORS
+    from .model import BUNDLED_DIR as MODELS_DIR
     from .hashing import sha256_file
     from .engines import create_engine, engine_availability, has_nvidia_gpu
 
@@ -456,7 +457,7 @@ def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engi
         p = MODELS_DIR / fname
         state = "missing" if not p.is_file() else ("ok" if sha256_file(p) == digest else "CORRUPT (sha256 mismatch)")
         typer.echo(f"detector {name}: {fname} [{state}]")
-    from .model_registry import default_model_path, model_card, resolve_model
+    from .model.registry import default_model_path, model_card, resolve_model
 
     if model is None and not default_model_path().is_file():
         typer.echo(f"model: none (the bundled model {default_model_path()} is not installed; "
@@ -475,7 +476,7 @@ def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engi
 @models_app.command("list")
 def models_list() -> None:
     """Bundled and cached models (the one ``default`` names is marked)."""
-    from .model_registry import cache_dir, default_model_path, list_models
+    from .model.registry import cache_dir, default_model_path, list_models
 
     entries = list_models()
     for e in entries:
@@ -492,7 +493,7 @@ def models_import(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a cached model of the same name"),
 ) -> None:
     """Convert a checkpoint to a verified ONNX model in the user cache (use it with --model NAME)."""
-    from .model_import import import_model
+    from .nn.model_import import import_model
 
     with error_boundary(str(checkpoint)):
         path = import_model(checkpoint, name, overwrite)
@@ -507,7 +508,7 @@ def bench_engines(
     repeats: int = typer.Option(20, "--repeats", min=1, help="timed runs per batch size (median reported)"),
 ) -> None:
     """Time each available landmark engine at batch 1/4/8 (unavailable engines are listed, not fatal)."""
-    from .bench_engines import print_table, run_engine_bench
+    from .engines.timing import print_table, run_engine_bench
 
     with error_boundary(model or "default model"):
         try:

@@ -15,7 +15,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .detect import quiet_native_stderr
+from .detection.blazeface import quiet_native_stderr
 from .errors import OutputError, VideoError
 
 SINK_CODECS = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "mjpeg"}
