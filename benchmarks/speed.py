@@ -29,13 +29,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from star_track.detection.blazeface import FaceDetector
-from star_track.draw import draw_faces
-from star_track.engines import create_engine
-from star_track.tracker import Tracker
-from star_track.video import VideoSink, VideoSource
+from star_track import FaceDetector, Tracker, VideoSink, VideoSource, create_engine, draw_faces
 
-from .peer import PEER_MODEL, PeerFaceMesh
+from .peer import PEER_MODEL, PeerFaceMesh, setup_peer
+from .speed_e2e import headline, run_e2e
 from .common import (DEFAULT_DATA, RESULTS_DIR, DlibPipeline, cpu_name, load_faces, make_console,
                      markdown_table, model_info, model_label, print_table, write_json)
 
@@ -53,6 +50,8 @@ def face_patches(faces: list, data: Path, n: int) -> list[np.ndarray]:
     out = []
     for f in order:
         img = cv2.imread(str(data / "wflw" / f.image))
+        if img is None:
+            raise SystemExit(f"{data / 'wflw' / f.image}: not a readable image")
         lo, hi = f.landmarks.min(0), f.landmarks.max(0)
         c, side = (lo + hi) / 2, float(max(hi - lo)) * 2.0
         m = np.array([[1, 0, side / 2 - c[0]], [0, 1, side / 2 - c[1]]], np.float64)
@@ -258,7 +257,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--peer-repeats", type=int, default=200, help="timed calls per model in the peer comparison")
     p.add_argument("--loaded", action="store_true", help="repeat the peer comparison beside 2 busy processes")
     p.add_argument("--peer-only", action="store_true", help="only the engine vs peer comparison")
+    p.add_argument("--vs-mediapipe", action="store_true",
+                   help="only the engine vs peer comparison and end to end vs MediaPipe (no composed videos, dlib)")
+    p.add_argument("--clips", nargs="*", default=None, help="talking-head clips for the end-to-end section "
+                   "(default: every DATA/videos/*.mp4)")
+    p.add_argument("--e2e-frames", type=int, default=None, help="frames per clip end to end (default: all)")
+    p.add_argument("--passes", type=int, default=3, help="timed passes end to end; the best counts")
+    p.add_argument("--setup-peer", action="store_true", help="create the MediaPipe peer venv (.peer-mp) and exit")
     a = p.parse_args(argv)
+    if a.setup_peer:
+        print(f"peer environment ready: {setup_peer()}")
+        return
     console = make_console()
     t_start = time.perf_counter()
     from star_track.engines.onnxruntime_engine import default_threads
@@ -277,6 +286,17 @@ def main(argv: list[str] | None = None) -> None:
                               + (" --loaded" if a.loaded else ""), "threads": threads, "runs": peer,
                               "markdown": peer_md}, a.out)
     if a.peer_only:
+        return
+    clips = [Path(c) for c in a.clips] if a.clips else sorted((a.data / "videos").glob("*.mp4"))
+    e2e = run_e2e(clips, a.e2e_frames, a.passes, console)
+    head = headline(e2e, peer["idle"], cpu_name(), threads)
+    console.print(head)
+    # One file for the figures that must come from one run: engine vs model, end to end, the CPU.
+    write_json("speed_mediapipe", {"command": "python -m benchmarks.speed" + " ".join([""] + (argv or [])),
+                                   "processor": cpu_name(), "threads": threads, "engine_vs_peer": peer["idle"],
+                                   "end_to_end": e2e, "headline": head,
+                                   "markdown": {"engine": peer_md["idle"], **e2e["markdown"]}}, a.out)
+    if a.vs_mediapipe:
         return
     engines = [(model_label(m), create_engine(m, "onnxruntime", threads=a.threads)) for m in models]
     if a.torch_checkpoint:
