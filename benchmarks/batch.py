@@ -26,7 +26,7 @@ def cut_clips(folder: Path, videos: list[Path], clips: int, frames: int) -> list
     """``clips`` short H.264 clips (the first ``frames`` frames of the real videos, in turn), cut with the SDK."""
     from itertools import islice
 
-    from star_track.video import VideoSink, VideoSource
+    from star_track import VideoSink, VideoSource
 
     out = []
     for k in range(clips):

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from star_track.landmark_io import read_landmarks_csv
+from star_track.io.landmarks import read_landmarks_csv
 
 from .common import DEFAULT_DATA, DOCS_DIR, write_json
 

@@ -14,7 +14,12 @@ Engine vs peer: ms per face of each landmark model (``star68-fast``, the default
 MediaPipe's Face Mesh model (LiteRT, the speed peer, :mod:`benchmarks.peer`) on the same real face crops in the
 same process, at batch 1 and per face at batch 4; with ``--loaded`` again while two busy processes run beside it.
 
+End to end vs MediaPipe (:mod:`benchmarks.speed_e2e`, right after the engine comparison, in the same run and
+the same results file ``speed_mediapipe.json``): ``Tracker()`` and MediaPipe's legacy Face Mesh solution (its own
+venv, ``--setup-peer`` creates it) on the talking-head clips and on 1 and 4 faces in 1280x720, frames in memory.
+
     python -m benchmarks.speed [--model PATH] [--frames 90] [--torch-checkpoint runs/x/best.pt] [--loaded]
+    python -m benchmarks.speed --vs-mediapipe   # only the two comparisons with MediaPipe
 """
 from __future__ import annotations
 

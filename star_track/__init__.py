@@ -21,9 +21,9 @@ _EXPORTS = {
     "EngineUnavailable": ".errors", "create_engine": ".engines", "LandmarkEngine": ".engines.base",
     "ModelError": ".errors", "StarTrackError": ".errors", "MissingDependency": ".errors",
     "OutputError": ".errors", "ConcurrentUseError": ".errors", "FlipAveragedEngine": ".engines.flip_average",
-    "open_landmark_writer": ".landmark_io", "process_video": ".pipeline", "VideoSummary": ".pipeline", "ModelMeta": ".model.meta", "list_models": ".model.registry",
+    "open_landmark_writer": ".io.landmarks", "process_video": ".pipeline", "VideoSummary": ".pipeline", "ModelMeta": ".model.meta", "list_models": ".model.registry",
     "resolve_model": ".model.registry", "make_smoother": ".smoothing", "Face": ".tracker", "Tracker": ".tracker",
-    "VideoError": ".errors", "VideoSink": ".video", "VideoSource": ".video",
+    "VideoError": ".errors", "VideoSink": ".io.sink", "VideoSource": ".io.source",
 }
 
 

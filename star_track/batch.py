@@ -12,7 +12,7 @@ video and writes, under ``out_dir`` mirroring the input tree, ``NAME.<format>`` 
   own partial files inside it) and renamed into place only when the whole video is done; the manifest row is
   appended (and fsync'd) after that. A batch killed at any point leaves complete outputs or none under final
   names; partial files of dead processes are removed by the next run
-  (:func:`~star_track.output_files.clean_stale_partials`).
+  (:func:`~star_track.io.claims.clean_stale_partials`).
 * **Failure isolation.** An unreadable or corrupt video is a ``failed`` row with a one-line ``error`` and the
   batch goes on; a worker process that dies (a crash in native code) is replaced and its video tried again
   once, then recorded as failed.
@@ -387,7 +387,8 @@ def run_task(task: VideoTask) -> dict[str, Any]:
 
 def _run_task(task: VideoTask) -> dict[str, Any]:
     from .pipeline import StopFlag, process_video
-    from .video import VideoSink, VideoSource
+    from .io.sink import VideoSink
+    from .io.source import VideoSource
 
     t0 = time.perf_counter()
     row: dict[str, Any] = {"input": task.input, "outputs": {}, "frames": 0, "frames_with_faces": 0,
@@ -417,7 +418,7 @@ def _run_task(task: VideoTask) -> dict[str, Any]:
             if os.path.exists(p) and os.path.samefile(p, task.input):
                 raise VideoError(f"{p}: output would overwrite the input")
             p.parent.mkdir(parents=True, exist_ok=True)
-        from .landmark_io import open_landmark_writer
+        from .io.landmarks import open_landmark_writer
 
         with VideoSource(task.input) as source:
             tracker = _tracker_for(task)
@@ -716,7 +717,7 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
 
 def _run_locked(tasks: list[VideoTask], out: Path, *, workers, ray_address, max_retries, num_gpus, on_result,
                 progress, on_warning, ray_timeout) -> BatchRows:
-    from .output_files import clean_stale_partials
+    from .io.claims import clean_stale_partials
     from .pipeline import StopFlag
 
     previous = read_manifest(out, on_warning)

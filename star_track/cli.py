@@ -47,7 +47,7 @@ def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Also 
                                                  help="Print the version and exit.")) -> None:
     """Real-time facial landmark tracking with STAR uncertainty."""
     if verbose:
-        from .av_video import set_verbose
+        from .io.av_video import set_verbose
 
         set_verbose(True)  # FFmpeg's log lines through PyAV (they are off by default)
     if verbose and _REAL_STDERR is not None:
@@ -121,10 +121,11 @@ def _detach_stdout() -> None:
 
 def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwrite: bool) -> None:
     """Validate every output (kind ``video``, ``image`` or ``landmarks``) before any work or any write."""
-    from .landmark_io import check_landmarks_path
-    from .video import VideoError, check_image_output, check_video_output
-
-    from .output_files import input_paths, same_file
+    from .errors import OutputError
+    from .io.claims import input_paths, same_file
+    from .io.images import check_image_output
+    from .io.landmarks import check_landmarks_path
+    from .io.sink import check_video_output
 
     checks = {"video": check_video_output, "image": check_image_output, "landmarks": check_landmarks_path}
     sources = input_paths(input)  # a file: URL names a local file too
@@ -134,10 +135,10 @@ def _check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwr
         # Checked even with --overwrite: replacing the input would destroy it (it is read while writing). The
         # same file by device and inode: a hard link or another spelling of the path counts.
         if any(same_file(p, src) for src in sources):
-            raise VideoError(f"{p}: output would overwrite the input")
+            raise OutputError(f"{p}: output would overwrite the input")
     if len(given) == 2 and (os.path.realpath(given[0][0]) == os.path.realpath(given[1][0])
                             or same_file(given[0][0], given[1][0])):
-        raise VideoError(f"{given[0][0]}: --out and --landmarks-out are the same file")
+        raise OutputError(f"{given[0][0]}: --out and --landmarks-out are the same file")
 
 
 @app.command()
@@ -168,9 +169,10 @@ def video(
     if out is None and (codec is not None or crf is not None or preset is not None):
         used = [n for n, v in (("--codec", codec), ("--crf", crf), ("--preset", preset)) if v is not None]
         raise fail(f"{' and '.join(used)} set the output video's encoding: give --out too (or leave them out)", 2)
-    from .landmark_io import CsvLandmarkWriter, LandmarkWriter, open_landmark_writer
+    from .io.landmarks import CsvLandmarkWriter, LandmarkWriter, open_landmark_writer
     from .pipeline import process_video
-    from .video import VideoSink, VideoSource
+    from .io.sink import VideoSink
+    from .io.source import VideoSource
 
     to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT
     say = (lambda m: typer.echo(m, err=True)) if to_stdout else typer.echo  # stdout carries the landmarks
@@ -332,9 +334,8 @@ def webcam(
 
     from .draw import draw_faces
     from .pipeline import process_video
-    from .video import VideoSource, camera_source
-
-    from .display import require_display
+    from .io.display import require_display
+    from .io.source import VideoSource, camera_source
 
     stop = StopFlag()
     label = f"camera {camera}"
@@ -390,11 +391,11 @@ def image(
     to_stdout = landmarks_out is not None and str(landmarks_out) == STDOUT or (out is None and landmarks_out is None)
     if to_stdout:
         landmarks_out = None
-    import cv2
 
     from .draw import draw_faces
-    from .landmark_io import open_landmark_writer
-    from .video import VideoError, read_image
+    from .io.images import read_image, write_image
+    from .io.landmarks import faces_document, open_landmark_writer
+    from .io.claims import write_exclusive
 
     with error_boundary(input):
         _check_outputs(input, [(out, "image"), (landmarks_out, "landmarks")], overwrite)
@@ -405,11 +406,9 @@ def image(
             faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
         _report_nonfinite(tracker, Path(input).name)
         if to_stdout:
-            typer.echo(_faces_json(faces, tracker.scheme, input))
+            typer.echo(faces_document(faces, tracker.scheme, input))
         if landmarks_out is not None and landmarks_out.suffix.lower() == ".json":  # the same document as stdout
-            from .output_files import write_exclusive
-
-            write_exclusive(landmarks_out, (_faces_json(faces, tracker.scheme, input) + "\n").encode(), overwrite)
+            write_exclusive(landmarks_out, (faces_document(faces, tracker.scheme, input) + "\n").encode(), overwrite)
         elif landmarks_out is not None:
             w = open_landmark_writer(landmarks_out, tracker.scheme.num_points, tracker.scheme.name, 0.0, overwrite)
             w.write(0, 0.0, faces)
@@ -417,27 +416,10 @@ def image(
         if out is not None:
             from .tracker import as_bgr
 
-            from .output_files import write_exclusive
-
             canvas = draw_faces(as_bgr(img).copy(), faces, tracker.scheme, ellipses=ellipses)
-            ok, encoded = cv2.imencode(out.suffix, canvas)
-            if not ok:
-                raise VideoError(f"{out}: could not encode the image (unsupported extension?)")
-            write_exclusive(out, encoded.tobytes(), overwrite)  # same name rules as every other output
+            write_image(out, canvas, overwrite)  # same name rules as every other output
     summary = f"{len(faces)} face(s) in {input}" + "".join(f"; wrote {p}" for p in (out, landmarks_out) if p)
     typer.echo(summary, err=to_stdout)  # stdout holds only the JSON then
-
-
-def _faces_json(faces, scheme, input: str) -> str:
-    """``{"image", "scheme", "num_points", "covariance_layout", "faces": [...]}`` as one strict-JSON line: what
-    ``star-track image`` prints on stdout and writes to ``-l NAME.json``."""
-    import json
-
-    from .landmark_io import face_dict
-
-    doc = {"image": input, "scheme": scheme.name, "num_points": scheme.num_points,
-           "covariance_layout": ["xx", "xy", "yy"], "faces": [face_dict(f) for f in faces]}
-    return json.dumps(doc, allow_nan=False, separators=(",", ":"))
 
 
 @app.command()

@@ -10,8 +10,11 @@ code that catches those still works.
 * :class:`EngineUnavailable` - an engine cannot run here (package or hardware missing);
   :class:`MissingDependency` - an optional package (torch, onnx, TensorRT, pyarrow) is not installed, with the
   ``pip install`` that fixes it (a missing torch raises it on every path).
-* :class:`VideoError` - a video input or output cannot be used; :class:`OutputError` - an output file
-  cannot be written (exists, unwritable, disk full).
+* :class:`VideoError` - a video or image input cannot be read (missing, not decodable, no such camera), or a
+  video cannot be encoded as asked (codec settings, no display for a window).
+* :class:`OutputError` - an output file cannot be written: it exists (without overwrite), its name or folder is
+  unusable (unsupported extension, a directory, missing or unwritable folder), the disk is full. Not a
+  :class:`VideoError`: a landmark file that fills the disk is not a video problem.
 * :class:`ConcurrentUseError` - one :class:`~star_track.tracker.Tracker` used from two threads at once.
 * :class:`ClusterError` - the Ray cluster a batch was pointed at does not answer.
 """
@@ -42,12 +45,13 @@ class MissingDependency(EngineUnavailable, ImportError):
 
 
 class VideoError(StarTrackError, RuntimeError):
-    """A video input or output cannot be used; the message names it and says why."""
+    """A video or image input cannot be read, or a video cannot be encoded as asked; the message names it and
+    says why."""
 
 
-class OutputError(VideoError):
-    """An output file cannot be written: it exists (without overwrite), its folder is unwritable, the disk is
-    full."""
+class OutputError(StarTrackError, RuntimeError):
+    """An output file cannot be written: it exists (without overwrite), its name or folder is unusable, the disk
+    is full."""
 
 
 class OutputClosed(OutputError):

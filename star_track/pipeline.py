@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from ._entry import SIGNAL_EXIT
 
 if TYPE_CHECKING:
-    from .landmark_io import LandmarkWriter
+    from .io.landmarks import LandmarkWriter
     from .tracker import Face, Tracker
-    from .video import VideoFrame, VideoSink, VideoSource
+    from .io.sink import VideoSink
+    from .io.source import VideoFrame, VideoSource
 
 FrameCallback = Callable[["VideoFrame", "Sequence[Face]"], Any]
 """``on_frame(frame, faces)``, called after each frame's outputs are written; returning True stops the loop."""

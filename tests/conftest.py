@@ -166,7 +166,7 @@ def disk_full_at(monkeypatch, frame: int) -> None:
     """Make every CSV landmark writer fail with ENOSPC ("No space left on device") when it writes ``frame``."""
     import errno
 
-    from star_track.landmark_io import CsvLandmarkWriter
+    from star_track.io.landmarks import CsvLandmarkWriter
 
     original = CsvLandmarkWriter.write
 

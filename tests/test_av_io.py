@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import DATA, disk_full_at, signal_mid_run
-from star_track.landmark_io import csv_header, open_landmark_writer, read_landmarks_csv
+from star_track.io.landmarks import csv_header, open_landmark_writer, read_landmarks_csv
 from star_track.tracker import Face
-from star_track.video import VideoError, VideoSink, VideoSource
+from star_track import VideoError, VideoSink, VideoSource
 from test_cli import _cli_cmd, assert_one_line_error, face_video, run  # noqa: F401 (fixture)
 
 CLIP = DATA / "videos" / "RD_Radio2_000.mp4"

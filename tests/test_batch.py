@@ -17,7 +17,7 @@ import pytest
 
 from conftest import DATA
 from star_track.batch import MANIFEST, check_ray_address, find_videos, plan, read_manifest, run_batch
-from star_track.landmark_io import read_landmarks_csv
+from star_track.io.landmarks import read_landmarks_csv
 
 VIDEOS = DATA / "videos"
 ENTRY = [sys.executable, "-c", "from star_track._entry import main; main()"]

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import disk_full_at, signal_mid_run, to_variable_rate, write_video
 from star_track.cli import app
-from star_track.landmark_io import read_landmarks_csv
+from star_track.io.landmarks import read_landmarks_csv
 from test_tracker import affine_path, tile_faces
 
 runner = CliRunner()
@@ -228,7 +228,7 @@ def test_info_and_models_list(tmp_path, monkeypatch, standin_model):
 
 def test_webcam_without_camera(model_path, monkeypatch):
     # a display is checked first (test_cli_process covers its absence); pretend one so the camera check runs
-    monkeypatch.setattr("star_track.display.require_display", lambda *a, **k: None)
+    monkeypatch.setattr("star_track.io.display.require_display", lambda *a, **k: None)
     assert_one_line_error(run("webcam", "--camera", 57, "-m", model_path), "camera 57")
 
 
@@ -294,7 +294,7 @@ def test_memory_is_bounded_on_a_long_video(tmp_path, face_photo, model_path):
 
 def test_webcam_disconnect_ends_cleanly(monkeypatch, face_video, model_path):
     """A camera that stops delivering frames mid-stream ends the session normally (exit 0)."""
-    import star_track.video as video_mod
+    import star_track.io.source as video_mod
 
     real = video_mod.VideoSource
 
@@ -304,6 +304,7 @@ def test_webcam_disconnect_ends_cleanly(monkeypatch, face_video, model_path):
             self.is_camera, self.name = True, f"camera {source}"
 
     shown = []
+    monkeypatch.setattr("star_track.io.display.require_display", lambda *a, **k: None)  # headless here
     monkeypatch.setattr(video_mod, "VideoSource", FlakyCamera)
     monkeypatch.setattr(cv2, "imshow", lambda name, img: shown.append(img.shape))
     monkeypatch.setattr(cv2, "waitKey", lambda ms: -1)

@@ -114,22 +114,20 @@ def test_model_registry(tmp_path, monkeypatch, standin_model):
         resolve_model(str(tmp_path) + "/")
 
 
-def test_one_error_family_keeps_the_old_names_and_bases():
-    """Every error star-track raises on purpose is a StarTrackError; the old import paths still work."""
+def test_one_error_family_with_the_builtin_bases():
+    """Every error star-track raises on purpose is a StarTrackError and keeps its built-in base; an output that
+    cannot be written is an OutputError beside (not under) VideoError, so a full disk while writing a landmark
+    file is never mistaken for a bad video."""
     from star_track import errors
-    from star_track.detection.blazeface import DetectorError
-    from star_track.engines import EngineUnavailable as registry_unavailable
-    from star_track.engines.base import ModelError as base_model_error
-    from star_track.tracker import ConcurrentUseError
-    from star_track.video import VideoError
 
-    assert base_model_error is errors.ModelError and issubclass(errors.ModelError, ValueError)
-    assert registry_unavailable is errors.EngineUnavailable and DetectorError is errors.DetectorError
-    assert VideoError is errors.VideoError and ConcurrentUseError is errors.ConcurrentUseError
     for cls in (errors.ModelError, errors.DetectorError, errors.EngineUnavailable, errors.MissingDependency,
-                errors.VideoError, errors.OutputError, errors.ConcurrentUseError):
+                errors.VideoError, errors.OutputError, errors.ConcurrentUseError, errors.ClusterError):
         assert issubclass(cls, errors.StarTrackError)
-    assert issubclass(errors.MissingDependency, ImportError) and issubclass(errors.OutputError, VideoError)
+    assert issubclass(errors.ModelError, ValueError) and issubclass(errors.MissingDependency, ImportError)
+    assert issubclass(errors.VideoError, RuntimeError) and issubclass(errors.OutputError, RuntimeError)
+    assert not issubclass(errors.OutputError, errors.VideoError)
+    assert not issubclass(errors.VideoError, errors.OutputError)
+    assert issubclass(errors.OutputClosed, errors.OutputError)
 
 
 def test_onnxruntime_sessions_do_not_spin_and_take_the_thread_count(standin_model):

@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import star_track.landmark_io as landmark_io
-import star_track.video as video_mod
-from star_track.landmark_io import open_landmark_writer, read_landmarks_csv
-from star_track.output_files import OutputClaim, clean_stale_partials
-from star_track.video import VideoError, VideoSink
+import star_track.io.landmarks.base as landmark_base
+import star_track.io.sink as sink_mod
+from star_track.errors import OutputError, VideoError
+from star_track.io.claims import OutputClaim, clean_stale_partials
+from star_track.io.landmarks import CsvLandmarkWriter, open_landmark_writer, read_landmarks_csv
+from star_track.io.sink import VideoSink
 from test_cli import assert_one_line_error, face_video, frame_count, long_face_video, run  # noqa: F401 (fixture)
 
 
 def _fail_on_call(monkeypatch, n_ok: int):
-    """Make landmark_io's low-level write succeed ``n_ok`` times, then write half the bytes and hit ENOSPC."""
+    """Make the landmark writers' low-level write succeed ``n_ok`` times, then write half the bytes and hit ENOSPC."""
     real = os.write
     calls = [0]
 
@@ -34,7 +35,7 @@ def _fail_on_call(monkeypatch, n_ok: int):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd, data)
 
-    monkeypatch.setattr(landmark_io, "_os_write", write)
+    monkeypatch.setattr(landmark_base, "_os_write", write)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
@@ -63,7 +64,7 @@ def test_disk_nearly_full_during_a_run_stops_while_the_video_can_be_finished(tmp
         rows = len(lm.read_text().splitlines()) - 1 if lm.exists() else 0
         return usage(10**9, 0, 10**9 if rows < 5 else 2**20)
 
-    monkeypatch.setattr(video_mod.shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(sink_mod.shutil, "disk_usage", disk_usage)
     assert_one_line_error(run("video", face_video, "-o", out, "-l", lm, "-m", model_path), "No space left")
     assert frame_count(out) == 5 and list(read_landmarks_csv(lm)["frame"]) == list(range(5))
 
@@ -71,23 +72,23 @@ def test_disk_nearly_full_during_a_run_stops_while_the_video_can_be_finished(tmp
 def test_an_output_name_is_claimed_by_exactly_one_writer(tmp_path):
     out = tmp_path / "same.avi"
     first = VideoSink(out, 10, (32, 32))
-    with pytest.raises(VideoError, match="same.avi"):
+    with pytest.raises(OutputError, match="same.avi"):
         VideoSink(out, 10, (32, 32))  # a concurrent run on the same name
     first.write(np.zeros((32, 32, 3), np.uint8))
     first.close()
     assert frame_count(out) == 1
-    with pytest.raises(VideoError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         VideoSink(out, 10, (32, 32))
     npz = tmp_path / "same.npz"
     w = open_landmark_writer(npz, 68, "300w68", 10.0)
-    with pytest.raises(VideoError, match="same.npz"):
+    with pytest.raises(OutputError, match="same.npz"):
         open_landmark_writer(npz, 68, "300w68", 10.0)
     w.close()
     # a file that appears between the up-front checks and the open is not truncated
     csv_path = tmp_path / "late.csv"
     csv_path.write_text("precious")
-    with pytest.raises(VideoError, match="already exists"):
-        landmark_io.CsvLandmarkWriter(csv_path, 68, "300w68", 10.0)
+    with pytest.raises(OutputError, match="already exists"):
+        CsvLandmarkWriter(csv_path, 68, "300w68", 10.0)
     assert csv_path.read_text() == "precious"
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no claims or partials left
 
@@ -108,7 +109,7 @@ def test_a_symlink_output_is_taken_without_overwrite_and_replaced_not_followed_w
         target.write_bytes(b"precious")
     out = tmp_path / name
     os.symlink(out if link == "loop" else target, out)
-    with pytest.raises(VideoError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         _open(kind, out, overwrite=False)
     assert out.is_symlink()
     w = _open(kind, out, overwrite=True)
@@ -177,7 +178,7 @@ def test_image_output_follows_the_same_name_rules(tmp_path, face_photo, model_pa
 
 # -- issue 30: a second signal while the outputs close, a disk that really fills up, sink arguments -----------
 
-_SLOW_CLOSE = ("import sys, time, pathlib, star_track.av_video as a\n"
+_SLOW_CLOSE = ("import sys, time, pathlib, star_track.io.av_video as a\n"
                "real, marker = a.AvWriter.close, pathlib.Path(sys.argv.pop(1))\n"
                "def slow(self, **kw):\n"
                "    marker.touch()  # tell the test the video is closing\n"
@@ -224,7 +225,7 @@ def test_a_second_signal_while_the_video_closes_still_leaves_every_output(tmp_pa
 
 
 def test_sdk_close_delivers_a_signal_only_once_the_video_is_in_place(tmp_path, monkeypatch):
-    import star_track.av_video as av_mod
+    import star_track.io.av_video as av_mod
 
     real = av_mod.AvWriter.close
 
@@ -323,7 +324,7 @@ def test_a_sink_frame_rate_out_of_range_is_a_value_error_naming_it(tmp_path, fps
 
 def test_the_lowest_sink_frame_rate_still_gives_a_video(tmp_path):
     out = tmp_path / "slow.mp4"
-    with VideoSink(out, video_mod.MIN_SINK_FPS, (32, 32)) as sink:
+    with VideoSink(out, sink_mod.MIN_SINK_FPS, (32, 32)) as sink:
         for _ in range(2):
             sink.write(np.zeros((32, 32, 3), np.uint8))
     assert frame_count(out) == 2

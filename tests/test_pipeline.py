@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from star_track import Tracker, VideoSink, VideoSource, VideoSummary, open_landmark_writer, process_video
-from star_track.landmark_io import read_landmarks_csv
+from star_track.io.landmarks import read_landmarks_csv
 from test_cli import face_video  # noqa: F401 (fixture)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from star_track.engines import create_engine
 from star_track.tracker import ConcurrentUseError, NonFiniteOutputWarning, Tracker
-from star_track.video import VideoError, VideoSink, VideoSource
+from star_track import VideoError, VideoSink, VideoSource
 from test_cli import frame_count, run
 from test_tracker import affine_path
 

@@ -3,15 +3,20 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
 from conftest import DATA, to_variable_rate, write_video
-from star_track.landmark_io import open_landmark_writer, read_landmarks_csv
+from star_track.errors import OutputError, VideoError
+from star_track.io.images import read_image
+from star_track.io.landmarks import open_landmark_writer, read_landmarks_csv
+from star_track.io.paths import check_output_path
+from star_track.io.sink import VideoSink
+from star_track.io.source import VideoSource
 from star_track.tracker import Face
-from star_track.video import VideoError, VideoSink, VideoSource, check_output_path, read_image
 
 CLIP = DATA / "videos" / "RD_Radio2_000.mp4"
 
@@ -83,14 +88,14 @@ def test_sink_is_atomic_and_refuses_overwrite(tmp_path):
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no temp file left
-    with pytest.raises(VideoError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         VideoSink(out, 25.0, (64, 48))
     VideoSink(out, 25.0, (64, 48), overwrite=True).close()
-    with pytest.raises(VideoError, match="unsupported output extension"):
+    with pytest.raises(OutputError, match="unsupported output extension"):
         VideoSink(tmp_path / "x.gif", 25.0, (64, 48))
-    with pytest.raises(VideoError, match="does not exist"):
+    with pytest.raises(OutputError, match="does not exist"):
         check_output_path(tmp_path / "no" / "dir" / "x.mp4")
-    with pytest.raises(VideoError, match="directory"):
+    with pytest.raises(OutputError, match="directory"):
         check_output_path(tmp_path)
 
 
@@ -148,10 +153,10 @@ def test_npz_writer(tmp_path):
 
 
 def test_landmark_writer_errors(tmp_path):
-    with pytest.raises(VideoError, match="unsupported landmarks format"):
+    with pytest.raises(OutputError, match="unsupported landmarks format"):
         open_landmark_writer(tmp_path / "x.txt", 68, "300w68", 25)
     (tmp_path / "x.csv").write_text("keep me")
-    with pytest.raises(VideoError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         open_landmark_writer(tmp_path / "x.csv", 68, "300w68", 25)
     assert (tmp_path / "x.csv").read_text() == "keep me"
 
@@ -191,3 +196,16 @@ def test_image_command_gives_landmarks_of_an_exif_rotated_photo_in_display_coord
     assert len(faces) == 1
     err = np.linalg.norm(np.array(faces[0]["landmarks"]) - pts, axis=1)
     assert np.median(err) < 0.05 * (box[2] - box[0])  # the ground truth of the upright photo
+
+
+def test_parquet_without_pyarrow_is_a_missing_dependency(tmp_path, monkeypatch):
+    """The CLI's up-front check and the SDK writer both say what to install, as one MissingDependency."""
+    from star_track.errors import MissingDependency
+    from star_track.io.landmarks import check_landmarks_path
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` raises ImportError
+    for call in (lambda: check_landmarks_path(tmp_path / "x.parquet"),
+                 lambda: open_landmark_writer(tmp_path / "x.parquet", 68, "300w68", 25)):
+        with pytest.raises(MissingDependency, match=r'x.parquet: .parquet needs pyarrow: pip install "star-track\[parquet\]"'):
+            call()
+    assert not list(tmp_path.iterdir())

@@ -27,7 +27,7 @@ def extract_frames(videos: Path, out: Path, frame_step: int = 5) -> int:
     """Every ``frame_step``-th frame of each ``videos/*.mp4`` as ``out/<clip>/<index>.jpg``; returns the count."""
     import cv2
 
-    from star_track.video import VideoSource
+    from star_track import VideoSource
 
     count = 0
     for clip in sorted(videos.glob("*.mp4")):

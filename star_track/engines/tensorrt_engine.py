@@ -207,7 +207,7 @@ def build_engine(onnx_path: str | Path, max_batch: int = 8, precision: str = "fp
 
 def _remove_leftovers(out_dir: Path) -> None:
     """FP16 ONNX files earlier versions kept beside the engines, and temporary files of killed builders."""
-    from ..output_files import clean_stale_partials
+    from ..io.claims import clean_stale_partials
 
     for old in out_dir.glob("*.fp16.onnx"):
         with contextlib.suppress(OSError):

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from .errors import VideoError
+from ..errors import VideoError
 
 # OpenCV's Qt backend aborts (SIGABRT, no Python exception) when it cannot reach a display, so the only safe
 # test is to open a window in a child process and look at how it ended.

@@ -1,15 +1,13 @@
 """``.parquet`` landmark files (pyarrow): one row per face and frame, list columns, metadata in the schema.
 
-See :mod:`star_track.landmark_io` for the layout. Rows are buffered and written one row group per
+See :mod:`star_track.io.landmarks` for the layout. Rows are buffered and written one row group per
 :data:`ROW_GROUP_FRAMES` frames to a hidden partial file that :meth:`ParquetLandmarkWriter.close` moves into
 place, so the file appears complete or not at all (like ``.npz``).
 """
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,9 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .output_files import ClosedOnExit, OutputClaim
-from .errors import OutputError
-from .video import VideoError
+from ..._entry import deferred_signals
+from ...errors import OutputError
+from ..claims import ClosedOnExit, OutputClaim, partial_path
+from .base import expected_error, flat_covariance, reason
 
 ROW_GROUP_FRAMES = 256
 """Frames per row group (bounded memory on long videos)."""
@@ -43,19 +42,18 @@ class ParquetLandmarkWriter(ClosedOnExit):
         self.frames_written = 0
         self.num_points = num_points
         self._claim = OutputClaim(self.path, overwrite)  # also removes stale partials of killed runs
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}.parquet")
+        self._tmp = partial_path(self.path)
         self._schema = _schema(num_points, scheme, fps)
         try:
             self._writer = pq.ParquetWriter(str(self._tmp), self._schema)
         except OSError as e:
             self._claim.release()
-            raise VideoError(f"{self.path}: cannot write ({e.strerror or e})") from None
+            raise OutputError(f"{self.path}: cannot write ({e.strerror or e})") from None
         self._rows: dict[str, list] = {k: [] for k in self._schema.names}
         self._closed = False
 
     def write(self, frame_index: int, time: float, faces: Sequence) -> None:
         for f in faces:
-            cov = np.asarray(f.covariance, np.float32)
             r = self._rows
             r["frame"].append(int(frame_index))
             r["time"].append(float(time))
@@ -63,8 +61,8 @@ class ParquetLandmarkWriter(ClosedOnExit):
             r["score"].append(float(f.score))
             r["box"].append(np.asarray(f.box, np.float32).ravel())
             r["landmarks"].append(np.asarray(f.landmarks, np.float32).ravel())
-            r["covariance"].append(np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]], 1).ravel())
-            r["expected_error"].append(float(getattr(f, "expected_error", float("nan"))))
+            r["covariance"].append(flat_covariance(f.covariance, np.float32).ravel())
+            r["expected_error"].append(expected_error(f))
         self.frames_written += 1
         if self.frames_written % ROW_GROUP_FRAMES == 0:
             try:
@@ -80,9 +78,7 @@ class ParquetLandmarkWriter(ClosedOnExit):
             self._writer.close()
         self._tmp.unlink(missing_ok=True)
         self._claim.release()
-        disk_full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
-        reason = "No space left on device" if disk_full else (getattr(e, "strerror", None) or str(e))
-        return OutputError(f"{self.path}: {reason} (the parquet file could not be written)")
+        return OutputError(f"{self.path}: {reason(e)} (the parquet file could not be written)")
 
     def _flush(self) -> None:
         if not self._rows["frame"]:
@@ -103,8 +99,6 @@ class ParquetLandmarkWriter(ClosedOnExit):
         """Write the last rows and the frame count, then move the file into place (idempotent)."""
         if self._closed:
             return
-        from ._entry import deferred_signals
-
         with deferred_signals():  # SIGINT/SIGTERM now are delivered once the file is in place
             try:
                 self._flush()

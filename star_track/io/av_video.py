@@ -1,5 +1,5 @@
-"""PyAV (FFmpeg) decoding and encoding behind :class:`~star_track.video.VideoSource` and
-:class:`~star_track.video.VideoSink`: container timestamps, H.264/HEVC/VP9/AV1/MPEG-4 output, audio copied.
+"""PyAV (FFmpeg) decoding and encoding behind :class:`~star_track.io.source.VideoSource` and
+:class:`~star_track.io.sink.VideoSink`: container timestamps, H.264/HEVC/VP9/AV1/MPEG-4 output, audio copied.
 
 FFmpeg's own log lines are off unless :func:`set_verbose` turned them on (``star-track --verbose``).
 """
@@ -9,18 +9,21 @@ import contextlib
 import errno
 from collections import deque
 from fractions import Fraction
+from typing import Any, Generator, cast
 
 import av
 import numpy as np
+from av.audio.resampler import AudioResampler
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
 
-from .video import VideoError
+from ..errors import OutputError, VideoError
 
 CODECS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1", "mpeg4": "mpeg4",
           "mjpeg": "mjpeg"}
 """``--codec`` name -> FFmpeg encoder."""
-DEFAULT_CODEC = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "mjpeg"}
-"""Codec used for each output extension when none is asked for."""
-PRESETS = {"h264": None, "hevc": None, "av1": range(0, 14)}  # x264/x265 take names, SVT-AV1 numbers 0..13
+AV1_PRESETS = range(0, 14)
+"""SVT-AV1's ``--preset`` numbers (x264/x265 take the names in :data:`X26X_PRESETS`)."""
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 TIME_BASE = Fraction(1, 60000)
 """Output video time base: fine enough for any frame time, within MPEG-4 Part 2's limit (denominator < 65536)."""
@@ -109,7 +112,7 @@ class AvReader:
         self.rotation = 0
         """Counter-clockwise degrees of the stream's display matrix (as ffprobe reports; 0: none)."""
 
-    def _upright(self, frame) -> np.ndarray:
+    def _upright(self, frame: Any) -> np.ndarray:  # av.VideoFrame (its stubs miss side_data's items)
         """The frame as BGR in display geometry: square pixels, then the display matrix applied."""
         if self.transform is None:
             self.transform = (False, False, False)
@@ -126,7 +129,7 @@ class AvReader:
             image = frame.to_ndarray(format="bgr24", width=w, height=h, interpolation="BICUBIC")
         return apply_transform(image, self.transform)
 
-    def _decode(self):
+    def _decode(self) -> Generator[tuple[float | None, np.ndarray], None, None]:
         streams = [self.stream] + ([self.audio] if self.audio is not None else [])
         try:
             for packet in self.container.demux(*streams):
@@ -137,7 +140,7 @@ class AvReader:
                     decoded = packet.decode()
                 except av.FFmpegError:  # a damaged packet: skip it, keep the rest
                     continue
-                for frame in decoded:
+                for frame in cast("list[av.VideoFrame]", decoded):  # a video stream's packets
                     yield frame.time, self._upright(frame)
         except (av.FFmpegError, OSError):  # truncated file, dropped stream: the frames so far stand
             return
@@ -173,7 +176,7 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[str
     if preset is not None:
         if codec in ("h264", "hevc") and preset in X26X_PRESETS:
             opts["preset"] = preset
-        elif codec == "av1" and preset.isdigit() and int(preset) in PRESETS["av1"]:
+        elif codec == "av1" and preset.isdigit() and int(preset) in AV1_PRESETS:
             opts["preset"] = preset
         else:
             raise VideoError(f"--preset {preset}: use one of {', '.join(X26X_PRESETS)} with h264/hevc, "
@@ -202,8 +205,8 @@ class AvWriter:
         """Largest video packet so far (bytes)."""
         self.audio_packets_out = 0
         self._audio_in = audio_from
-        self._audio_out = None
-        self._transcode = None
+        self._audio_out: AudioStream | None = None
+        self._transcode: AudioResampler | None = None
         has_audio = audio_from is not None and audio_from.audio is not None
         try:
             self._open(path, codec, fps, size, options, audio_from if has_audio else None, force_aac=False)
@@ -220,7 +223,7 @@ class AvWriter:
             with contextlib.suppress(Exception):
                 self.container.close()
             if getattr(e, "errno", None) == errno.ENOSPC:
-                raise VideoError("No space left on device") from None
+                raise OutputError("No space left on device") from None
             raise VideoError(f"cannot open a {codec} encoder for {size[0]}x{size[1]} ({_reason(e)})") from None
         if has_audio:
             assert audio_from is not None and audio_from.audio is not None
@@ -232,6 +235,11 @@ class AvWriter:
         self._end_time = 0.0
 
     @property
+    def has_audio(self) -> bool:
+        """True when the reader's audio goes into the output (copied or re-encoded)."""
+        return self._audio_out is not None
+
+    @property
     def audio_transcoded(self) -> bool:
         """True when the input's audio is re-encoded to AAC (the container cannot hold its codec)."""
         return self._transcode is not None
@@ -240,7 +248,7 @@ class AvWriter:
               audio_from: AvReader | None, force_aac: bool) -> None:
         self.container = av.open(path, "w")
         rate = Fraction(fps).limit_denominator(1001000)
-        self.stream = self.container.add_stream(CODECS[codec], rate=rate, options=options)
+        self.stream = cast(VideoStream, self.container.add_stream(CODECS[codec], rate=rate, options=options))
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         self.stream.codec_context.time_base = 1 / rate if self.cfr else TIME_BASE
@@ -250,12 +258,14 @@ class AvWriter:
         if audio_from is not None and audio_from.audio is not None:
             self._audio_out, self._transcode = self._add_audio(audio_from.audio, force_aac)
 
-    def _add_audio(self, src, force_aac: bool = False):
+    def _add_audio(self, src: AudioStream, force_aac: bool = False
+                   ) -> tuple[AudioStream, AudioResampler | None]:
+        """The output audio stream: a copy of ``src``'s, or AAC with the resampler that feeds it."""
         name = src.codec_context.name
         if not force_aac and name in self.container.supported_codecs:  # copied as is
-            return self.container.add_stream_from_template(src), None
-        out = self.container.add_stream("aac", rate=src.codec_context.sample_rate or 48000)
-        return out, av.AudioResampler(format=out.codec_context.format, layout=out.codec_context.layout,
+            return cast(AudioStream, self.container.add_stream_from_template(src)), None
+        out = cast(AudioStream, self.container.add_stream("aac", rate=src.codec_context.sample_rate or 48000))
+        return out, AudioResampler(format=out.codec_context.format, layout=out.codec_context.layout,
                                       rate=out.codec_context.sample_rate)
 
     def write(self, image: np.ndarray, time: float) -> None:
@@ -281,9 +291,10 @@ class AvWriter:
 
     def _copy_audio(self, until: float | None) -> None:
         """Mux the reader's audio packets that start before ``until`` seconds of output time (None: all)."""
-        if self._audio_out is None:
+        reader = self._audio_in
+        if self._audio_out is None or reader is None or reader.audio is None:
             return
-        queue, tb = self._audio_in.audio_packets, self._audio_in.audio.time_base
+        queue, tb = reader.audio_packets, reader.audio.time_base
         while queue:
             p = queue[0]
             start = (p.pts if p.pts is not None else p.dts) - self._shift
@@ -301,7 +312,8 @@ class AvWriter:
             self._mux(p)
             self.audio_packets_out += 1
 
-    def _encode_audio(self, packet, start) -> None:
+    def _encode_audio(self, packet: av.Packet, start: int) -> None:
+        assert self._transcode is not None and self._audio_out is not None  # only called when re-encoding
         try:
             frames = packet.decode()
         except av.FFmpegError:
@@ -310,7 +322,7 @@ class AvWriter:
             if start < 0:
                 continue
             f.pts = None
-            for r in self._transcode.resample(f):
+            for r in self._transcode.resample(cast(av.AudioFrame, f)):
                 packets = self._audio_out.encode(r)
                 self.audio_packets_out += len(packets)
                 self._mux(packets)
@@ -321,7 +333,7 @@ class AvWriter:
         try:
             self._copy_audio(None if source_ended else self._end_time)
             self._mux(self.stream.encode(None))
-            if self._transcode is not None:
+            if self._transcode is not None and self._audio_out is not None:
                 self._mux(self._audio_out.encode(None))
         finally:
             self.container.close()
