@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.peer import PEER_SCRIPT, LegacyFaceMeshPeer, best_of, parse_peer_json
-from benchmarks.speed_e2e import compose_grid, grid_layout, headline, per_extra_face, pooled
+from benchmarks.speed_e2e import compose_grid, grid_layout, headline, per_extra_face, pooled, tracker_pass
 
 
 def record(seconds: list[float], frames: int = 4, faces: int = 1) -> dict:
@@ -107,6 +107,37 @@ def test_compose_grid_puts_clip_i_in_tile_i_on_the_background():
         assert (out[:, y:y + side, x:x + side] == 50 * (i % 3 + 1)).all()  # the 4th tile reuses clip 0
     assert not np.isin(out[:, :, :corners[0][0]], (50, 100, 150)).all()  # left margin: the gradient
     assert (out[0] == out[2]).all()  # constant clips: every frame alike
+
+
+class FakeTracker:
+    """Reports 1 ms of engine on every frame and 5 ms of detection on every 4th, through ``on_stage``."""
+
+    def __init__(self):
+        self.on_stage = None
+        self.resets = 0
+        self.times: list[float] = []
+
+    def reset(self):
+        self.resets += 1
+
+    def track(self, frame, t):
+        self.times.append(t)
+        self.on_stage("engine", 1e-3)
+        if len(self.times) % 4 == 1:
+            self.on_stage("detect", 5e-3)
+        return [object()] * int(frame[0, 0, 0])
+
+
+def test_tracker_pass_means_every_stage_over_all_frames():
+    frames = np.zeros((8, 2, 2, 3), np.uint8)
+    frames[::2, 0, 0, 0] = 2
+    tr = FakeTracker()
+    seconds, counts, stages = tracker_pass(tr, frames, fps=25.0)
+    assert tr.resets == 1 and tr.on_stage is None and tr.times == pytest.approx([i / 25 for i in range(8)])
+    assert counts == [2, 0] * 4
+    assert stages["engine"] == pytest.approx(1.0) and stages["detect"] == pytest.approx(2 * 5.0 / 8)
+    assert stages["crop"] == 0.0 and stages["track"] == pytest.approx(1e3 * seconds / 8)
+    assert stages["other"] == pytest.approx(stages["track"] - 1.0 - 1.25)
 
 
 def load_peer_script():
