@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -229,7 +230,6 @@ def engine_vs_peer(models: list[str | None], patches: list[np.ndarray], threads:
 def busy_processes(n: int = 2) -> Iterator[None]:
     """``n`` processes spinning on the CPU beside the benchmark (a loaded machine)."""
     import subprocess
-    import sys
 
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     try:
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     head = headline(e2e, peer["idle"], cpu_name(), threads)
     console.print(head)
     # One file for the figures that must come from one run: engine vs model, end to end, the CPU.
-    write_json("speed_mediapipe", {"command": "python -m benchmarks.speed" + " ".join([""] + (argv or [])),
+    write_json("speed_mediapipe", {"command": " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)]),
                                    "processor": cpu_name(), "threads": threads, "engine_vs_peer": peer["idle"],
                                    "end_to_end": e2e, "headline": head,
                                    "markdown": {"engine": peer_md["idle"], **e2e["markdown"]}}, a.out)

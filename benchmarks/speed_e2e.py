@@ -7,7 +7,9 @@ faces). All frames are decoded into memory first: no decode, draw or encode in t
 ``FaceMesh(static_image_mode=False, max_num_faces=<faces in the scene>, refine_landmarks=False)`` in its own venv
 (:class:`benchmarks.peer.LegacyFaceMeshPeer`). After one warm-up pass each, the timed passes alternate ours /
 peer, so both see the same machine state; the best pass of each counts. Our passes run with
-:attr:`Tracker.on_stage` set: the best one also gives the mean time per frame of each stage.
+:attr:`Tracker.on_stage` set: the best one also gives the mean time per frame of each stage. Both sides also
+report process CPU time inside the timed calls (least of the passes; every thread counts): on a busy machine it
+moves less than wall time, and it shows work a side spreads over several cores.
 """
 from __future__ import annotations
 
@@ -77,10 +79,10 @@ def compose_grid(clips: list[np.ndarray], size: tuple[int, int], n_faces: int) -
 
 
 # -- our side ----------------------------------------------------------------------------------------------------
-def tracker_pass(tracker: Any, frames: np.ndarray, fps: float) -> tuple[float, list[int], dict[str, float]]:
-    """One pass from a reset tracker: seconds inside ``track``, faces returned per frame, and the mean ms per
-    frame of each stage (:attr:`Tracker.on_stage`; ``other``: the rest of ``track``). The hook costs two clock
-    reads and a call per stage, a few microseconds per frame."""
+def tracker_pass(tracker: Any, frames: np.ndarray, fps: float) -> tuple[float, float, list[int], dict[str, float]]:
+    """One pass from a reset tracker: wall and process CPU seconds inside ``track``, faces returned per frame,
+    and the mean ms per frame of each stage (:attr:`Tracker.on_stage`; ``other``: the rest of ``track``). The
+    hook costs two clock reads and a call per stage, a few microseconds per frame."""
     sums: dict[str, float] = defaultdict(float)
 
     def add(stage: str, seconds: float) -> None:
@@ -88,12 +90,13 @@ def tracker_pass(tracker: Any, frames: np.ndarray, fps: float) -> tuple[float, l
 
     tracker.reset()
     tracker.on_stage = add
-    total, counts = 0.0, []
+    total, cpu, counts = 0.0, 0.0, []
     try:
         for i, frame in enumerate(frames):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             faces = tracker.track(frame, i / fps)
             total += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             counts.append(len(faces))
     finally:
         tracker.on_stage = None
@@ -101,14 +104,14 @@ def tracker_pass(tracker: Any, frames: np.ndarray, fps: float) -> tuple[float, l
     stages = {s: 1e3 * sums[s] / n for s in TRACKER_STAGES if s != "other"}
     stages["track"] = 1e3 * total / n
     stages["other"] = stages["track"] - sum(stages[s] for s in TRACKER_STAGES if s != "other")
-    return total, counts, stages
+    return total, cpu, counts, stages
 
 
 # -- one setting, both sides -------------------------------------------------------------------------------------
 def compare(name: str, frames: np.ndarray, fps: float, n_faces: int, tracker: Any, passes: int,
             tmp: Path, with_peer: bool) -> dict:
     """Best-of-``passes`` frames/s of ours and of the peer on ``frames``, alternating, plus our stage times."""
-    ours: list[tuple[float, list[int], dict[str, float]]] = []
+    ours: list[tuple[float, float, list[int], dict[str, float]]] = []
     peer_recs: list[dict] = []
     peer = None
     if with_peer:
@@ -127,15 +130,20 @@ def compare(name: str, frames: np.ndarray, fps: float, n_faces: int, tracker: An
         if peer is not None:
             peer.close()
     n = len(frames)
-    seconds, counts, stages = min(ours, key=lambda o: o[0])  # the stages of the best pass: they add up to it
+    seconds, _, counts, stages = min(ours, key=lambda o: o[0])  # the best pass's stages: they add up to it
+    cpu = [o[1] for o in ours]
     row: dict[str, Any] = {"setting": name, "frames": n, "size": f"{frames.shape[2]}x{frames.shape[1]}",
                            "faces": n_faces, "ours_pass_seconds": [o[0] for o in ours], "ours_fps": n / seconds,
-                           "ours_ms": 1e3 * seconds / n, "ours_faces_mean": float(np.mean(counts)),
+                           "ours_ms": 1e3 * seconds / n, "ours_pass_cpu_seconds": cpu,
+                           "ours_cpu_ms": 1e3 * min(cpu) / n, "ours_faces_mean": float(np.mean(counts)),
                            "stages_ms": stages}
     if peer_recs:
         best = best_of(peer_recs)
         row.update(peer_fps=best["fps"], peer_ms=best["ms_per_frame"], peer_pass_seconds=best["pass_seconds"],
                    peer_faces_mean=best["faces_mean"], ratio=row["ours_fps"] / best["fps"])
+        if "cpu_ms_per_frame" in best:
+            row.update(peer_pass_cpu_seconds=best["pass_cpu_seconds"], peer_cpu_ms=best["cpu_ms_per_frame"],
+                       cpu_ratio=best["cpu_ms_per_frame"] / row["ours_cpu_ms"])
     return row
 
 
@@ -146,11 +154,16 @@ def pooled(rows: list[dict], name: str) -> dict:
                            "ours_fps": n / sum(min(r["ours_pass_seconds"]) for r in rows),
                            "ours_faces_mean": float(np.mean([r["ours_faces_mean"] for r in rows]))}
     out["ours_ms"] = 1e3 / out["ours_fps"]
+    if all("ours_cpu_ms" in r for r in rows):
+        out["ours_cpu_ms"] = 1e3 * sum(min(r["ours_pass_cpu_seconds"]) for r in rows) / n
     if all("peer_fps" in r for r in rows):
         out["peer_fps"] = n / sum(min(r["peer_pass_seconds"]) for r in rows)
         out["peer_ms"] = 1e3 / out["peer_fps"]
         out["peer_faces_mean"] = float(np.mean([r["peer_faces_mean"] for r in rows]))
         out["ratio"] = out["ours_fps"] / out["peer_fps"]
+        if "ours_cpu_ms" in out and all("peer_cpu_ms" in r for r in rows):
+            out["peer_cpu_ms"] = 1e3 * sum(min(r["peer_pass_cpu_seconds"]) for r in rows) / n
+            out["cpu_ratio"] = out["peer_cpu_ms"] / out["ours_cpu_ms"]
     return out
 
 
@@ -194,12 +207,13 @@ def tables(rows: list[dict], extra: dict[str, float], console: Any) -> dict[str,
     def f(r: dict, k: str, fmt: str = "{:.1f}") -> str:
         return fmt.format(r[k]) if k in r else "-"
 
-    cols = ["setting", "frames", "faces ours / peer", "ours fps", "ours ms", "MediaPipe fps", "MediaPipe ms",
-            "ours / MediaPipe"]
+    cols = ["setting", "frames", "faces ours/MP", "ours fps", "ours ms", "ours CPU ms", "MP fps", "MP ms",
+            "MP CPU ms", "ours/MP fps", "ours/MP by CPU"]
     body = [[r["setting"], r["frames"], f"{r['ours_faces_mean']:.2f} / {f(r, 'peer_faces_mean', '{:.2f}')}",
-             f(r, "ours_fps"), f(r, "ours_ms", "{:.2f}"), f(r, "peer_fps"), f(r, "peer_ms", "{:.2f}"),
-             f(r, "ratio", "{:.2f}x")] for r in rows]
-    print_table("End to end, frames in memory: star-track Tracker() vs MediaPipe Face Mesh (legacy), best pass",
+             f(r, "ours_fps"), f(r, "ours_ms", "{:.2f}"), f(r, "ours_cpu_ms", "{:.2f}"), f(r, "peer_fps"),
+             f(r, "peer_ms", "{:.2f}"), f(r, "peer_cpu_ms", "{:.2f}"), f(r, "ratio", "{:.2f}x"),
+             f(r, "cpu_ratio", "{:.2f}x")] for r in rows]
+    print_table("End to end, frames in memory: star-track Tracker() vs MediaPipe (MP) Face Mesh, legacy solution",
                 cols, body, console)
     scols = ["setting", *TRACKER_STAGES, "track"]
     staged = [r for r in rows if "stages_ms" in r]
@@ -223,6 +237,9 @@ def headline(e2e: dict, engine_rows: list[dict], cpu: str, threads: int) -> str:
     for r in e2e["summary"]:
         peer = (f" vs MediaPipe {r['peer_fps']:.1f} fps ({r['peer_ms']:.2f} ms) = {r['ratio']:.2f}x"
                 if "ratio" in r else " (no peer)")
+        if "cpu_ratio" in r:
+            peer += (f"; CPU ms/frame ours {r['ours_cpu_ms']:.2f} vs {r['peer_cpu_ms']:.2f} = "
+                     f"{r['cpu_ratio']:.2f}x")
         lines.append(f"end to end, {r['setting']}: ours {r['ours_fps']:.1f} fps ({r['ours_ms']:.2f} ms){peer}")
     x = e2e["per_extra_face"]
     lines.append(f"per extra face: ours {x['ours_ms']:.2f} ms" + (f", MediaPipe {x['peer_ms']:.2f} ms"

@@ -14,10 +14,11 @@ from benchmarks.peer import PEER_SCRIPT, LegacyFaceMeshPeer, best_of, parse_peer
 from benchmarks.speed_e2e import compose_grid, grid_layout, headline, per_extra_face, pooled, tracker_pass
 
 
-def record(seconds: list[float], frames: int = 4, faces: int = 1) -> dict:
-    return {"frames": frames, "max_faces": faces, "pass_seconds": seconds, "fps": frames / min(seconds),
-            "ms_per_frame": 1e3 * min(seconds) / frames, "faces_per_frame": [faces] * frames,
-            "faces_mean": float(faces)}
+def record(seconds: list[float], frames: int = 4, faces: int = 1, cpu: list[float] | None = None) -> dict:
+    r = {"frames": frames, "max_faces": faces, "pass_seconds": seconds, "fps": frames / min(seconds),
+         "ms_per_frame": 1e3 * min(seconds) / frames, "faces_per_frame": [faces] * frames,
+         "faces_mean": float(faces)}
+    return r if cpu is None else {**r, "pass_cpu_seconds": cpu}
 
 
 def test_parser_takes_the_last_record_and_skips_logs_and_ready():
@@ -39,20 +40,24 @@ def test_parser_rejects_what_is_not_a_whole_record(text, message):
 
 
 def test_best_of_keeps_every_pass_and_the_fastest():
-    best = best_of([record([0.4], frames=8), record([0.2], frames=8), record([0.3], frames=8)])
+    best = best_of([record([0.4], 8, cpu=[0.3]), record([0.2], 8, cpu=[0.24]), record([0.3], 8, cpu=[0.16])])
     assert best["pass_seconds"] == [0.4, 0.2, 0.3] and best["passes"] == 3
     assert best["fps"] == pytest.approx(40.0) and best["ms_per_frame"] == pytest.approx(25.0)
+    assert best["cpu_ms_per_frame"] == pytest.approx(20.0)  # the least CPU time, whichever pass had it
+    assert "cpu_ms_per_frame" not in best_of([record([0.4])])  # an older peer script: no CPU figure
     with pytest.raises(ValueError):
         best_of([])
 
 
 def row(name: str, frames: int, ours: list[float], peer: list[float] | None, stages: float = 1.0) -> dict:
+    """A result row whose CPU seconds are half the wall seconds for ours, the same for the peer."""
     r = {"setting": name, "frames": frames, "size": "512x512", "faces": 1, "ours_pass_seconds": ours,
          "ours_fps": frames / min(ours), "ours_ms": 1e3 * min(ours) / frames, "ours_faces_mean": 1.0,
+         "ours_pass_cpu_seconds": [s / 2 for s in ours], "ours_cpu_ms": 1e3 * min(ours) / 2 / frames,
          "stages_ms": {"engine": stages, "track": 2 * stages}}
     if peer is not None:
         r.update(peer_pass_seconds=peer, peer_fps=frames / min(peer), peer_ms=1e3 * min(peer) / frames,
-                 peer_faces_mean=1.0)
+                 peer_faces_mean=1.0, peer_pass_cpu_seconds=peer, peer_cpu_ms=1e3 * min(peer) / frames)
     return r
 
 
@@ -62,6 +67,8 @@ def test_pooled_clips_are_all_frames_over_the_summed_best_passes():
     assert p["frames"] == 400
     assert p["ours_fps"] == pytest.approx(400 / 2.0) and p["peer_fps"] == pytest.approx(400 / 1.0)
     assert p["ratio"] == pytest.approx(0.5) and p["ours_ms"] == pytest.approx(5.0)
+    assert p["ours_cpu_ms"] == pytest.approx(2.5) and p["peer_cpu_ms"] == pytest.approx(2.5)
+    assert p["cpu_ratio"] == pytest.approx(1.0)
     no_peer = pooled([row("a", 100, [1.0], None), rows[1]], "both")
     assert "ratio" not in no_peer and "peer_fps" not in no_peer
 
@@ -132,9 +139,9 @@ def test_tracker_pass_means_every_stage_over_all_frames():
     frames = np.zeros((8, 2, 2, 3), np.uint8)
     frames[::2, 0, 0, 0] = 2
     tr = FakeTracker()
-    seconds, counts, stages = tracker_pass(tr, frames, fps=25.0)
+    seconds, cpu, counts, stages = tracker_pass(tr, frames, fps=25.0)
     assert tr.resets == 1 and tr.on_stage is None and tr.times == pytest.approx([i / 25 for i in range(8)])
-    assert counts == [2, 0] * 4
+    assert counts == [2, 0] * 4 and cpu >= 0
     assert stages["engine"] == pytest.approx(1.0) and stages["detect"] == pytest.approx(2 * 5.0 / 8)
     assert stages["crop"] == 0.0 and stages["track"] == pytest.approx(1e3 * seconds / 8)
     assert stages["other"] == pytest.approx(stages["track"] - 1.0 - 1.25)
@@ -180,8 +187,8 @@ def test_peer_pass_counts_faces_and_maps_468_to_68_points():
     peer = load_peer_script()
     assert len(peer.MESH_TO_68) == 68 and len(set(peer.MESH_TO_68)) == 68 and max(peer.MESH_TO_68) < 468
     frames = [np.zeros((100, 200, 3), np.uint8)] * 4
-    seconds, counts, points = peer.run_pass(FakeMesh, frames, max_faces=1)
-    assert seconds >= 0 and counts == [0, 1, 2, 0]
+    seconds, cpu, counts, points = peer.run_pass(FakeMesh, frames, max_faces=1)
+    assert seconds >= 0 and cpu >= 0 and counts == [0, 1, 2, 0]
     assert points.shape == (4, 1, 68, 2) and np.isnan(points[0]).all() and np.isnan(points[3]).all()
     assert points[1, 0, 0] == pytest.approx([162 / 1000 * 200, 1 / 100 * 100])  # jaw 0 = vertex 162, in pixels
     assert points[2, 0, 30, 0] == pytest.approx(4 / 1000 * 200)  # nose tip = vertex 4
