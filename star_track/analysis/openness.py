@@ -73,30 +73,47 @@ class _Prepared:
         self.average = np.stack([(self.part == k) / (self.part == k).sum() for k in range(3)])
 
 
-_CACHE: dict[int, _Prepared] = {}
+_CACHE: dict[int, tuple[MeanFace, _Prepared]] = {}
+
+
+def _prepared(face: MeanFace) -> _Prepared:
+    hit = _CACHE.get(id(face))
+    if hit is None or hit[0] is not face:
+        if len(_CACHE) > 16:
+            _CACHE.clear()
+        hit = _CACHE[id(face)] = (face, _Prepared(face))  # the face is kept so its id is not reused
+    return hit[1]
+
+
+def openness_arrays(points_t: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
+                    face: MeanFace) -> np.ndarray:
+    """(F, 3) left eye, right eye, mouth openness of F faces at once.
+
+    ``points_t``: (F, 2, N) landmarks in normalised image coordinates ((u - cx) / fx, (v - cy) / fy), i.e.
+    transposed; ``rotation`` (F, 3, 3) / ``translation`` (F, 3) their poses. Normalised coordinates leave the
+    focal length out: the gap and the face's vertical axis are imaged with the same scale.
+    """
+    prep = _prepared(face)
+    xc = prep.centre @ rotation.transpose(0, 2, 1) + translation[:, None, :]  # (F, 3 parts, 3) camera frame
+    v = rotation[:, None, :, 1]  # the face's vertical axis (down) in the camera frame, (F, 1, 3)
+    iz = 1.0 / xc[..., 2]
+    # Image of a 1 cm step along the face's vertical axis at each part's centre (projection Jacobian times v).
+    w = (v[..., :2] - xc[..., :2] * (iz * v[..., 2])[..., None]) * iz[..., None]  # (F, 3, 2)
+    w = w / (w * w).sum(2, keepdims=True)  # so that d . w is the gap in cm on the face
+    d = points_t[:, :, prep.all_lower] - points_t[:, :, prep.all_upper]  # (F, 2, pairs) upper -> lower
+    gap = (d * w[:, prep.part].transpose(0, 2, 1)).sum(1)  # (F, pairs) in cm
+    return np.maximum(gap @ prep.average.T, 0.0) / prep.norm
 
 
 def face_openness(landmarks: np.ndarray, pose: Pose, face: MeanFace | None = None) -> Openness:
     """Eye and mouth openness of one face from its (N, 2) landmarks and its :func:`~.pose.solve_pose` pose."""
     pts = np.asarray(landmarks, dtype=np.float64)
     face = face if face is not None else mean_face(len(pts))
-    prep = _CACHE.get(id(face))
-    if prep is None:
-        prep = _CACHE[id(face)] = _Prepared(face)
     if pts.shape != (len(face.points), 2):
         raise PoseError(f"landmarks must be ({len(face.points)}, 2), got shape {pts.shape}")
     cam = pose.camera
     if cam is None:
         raise PoseError("the pose carries no camera (use a Pose from solve_pose)")
-    r, t = pose.rotation, pose.translation
-    xc = prep.centre @ r.T + t  # (3, 3) part centres in the camera frame
-    v = r[:, 1]  # the face's vertical axis (down) in the camera frame
-    iz = 1.0 / xc[:, 2]
-    # Image of a 1 cm step along the face's vertical axis at each centre (projection Jacobian times v).
-    wx = cam.fx * iz * (v[0] - xc[:, 0] * iz * v[2])
-    wy = cam.fy * iz * (v[1] - xc[:, 1] * iz * v[2])
-    w2 = wx * wx + wy * wy
-    d = pts[prep.all_lower] - pts[prep.all_upper]  # upper -> lower lid / lip, image px
-    proj = (d[:, 0] * wx[prep.part] + d[:, 1] * wy[prep.part]) / w2[prep.part]  # gap in cm, face frame
-    left, right, mouth = (np.maximum(prep.average @ proj, 0.0) / prep.norm).tolist()
+    xn = ((pts - [cam.cx, cam.cy]) / [cam.fx, cam.fy]).T[None]
+    left, right, mouth = openness_arrays(xn, pose.rotation[None], np.asarray(pose.translation)[None], face)[0].tolist()
     return Openness(left, right, mouth)
