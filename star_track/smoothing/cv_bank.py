@@ -1,0 +1,113 @@
+"""A bank of independent constant-velocity Kalman filters, vectorised: B blocks of dimension d each.
+
+Block b has state (position (d,), velocity (d,)) and a (2d, 2d) covariance. Every block shares the time step;
+each has its own process-noise density, measurement covariance (d, d), speed adaptation and innovation gate.
+The face-level smoother runs three banks: the rigid similarity (1 block of 4), the shape modes (K blocks of 1)
+and the per-landmark residual (N blocks of 2).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _inv(m: np.ndarray) -> np.ndarray:
+    """Inverses of (B, d, d) matrices; closed form for d <= 2 (the common case, far cheaper than LAPACK)."""
+    d = m.shape[-1]
+    if d == 1:
+        return 1.0 / m
+    if d == 2:
+        det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+        out = np.empty_like(m)
+        out[:, 0, 0], out[:, 1, 1] = m[:, 1, 1] / det, m[:, 0, 0] / det
+        out[:, 0, 1], out[:, 1, 0] = -m[:, 0, 1] / det, -m[:, 1, 0] / det
+        return out
+    return np.linalg.inv(m)
+
+
+class CVBank:
+    """B constant-velocity Kalman filters of dimension d.
+
+    Process noise: white-noise acceleration of density ``q_b * qdiag_b`` per axis, multiplied by
+    (1 + (v / speed_ref)²)² where v is the block's speed (norm of its velocity times ``speed_weight``): a
+    still block is smoothed hard, a moving one follows (the Kalman counterpart of One Euro's speed-dependent
+    cutoff; the filter bandwidth grows roughly as q^¼, hence the square of a square).
+
+    Gate: when a block's normalised innovation squared (NIS, chi² with d degrees of freedom) exceeds
+    ``gate * d``, its predicted covariance is inflated by (NIS / (gate d))² before the update, so a sudden
+    movement is followed at once instead of being smoothed away. The square keeps noise just past the gate
+    nearly smoothed while a clear movement (NIS several times the gate) gets a gain close to 1.
+    """
+
+    def __init__(self, x: np.ndarray, R: np.ndarray, velocity_var: np.ndarray):
+        """Start at positions ``x`` (B, d) with covariance ``R`` (B, d, d) and velocity variance (B, d)."""
+        b, d = x.shape
+        self.d = d
+        self.x = np.concatenate([x, np.zeros_like(x)], axis=1)  # (B, 2d)
+        self.P = np.zeros((b, 2 * d, 2 * d))
+        self.P[:, :d, :d] = R
+        self.P[:, d:, d:] = velocity_var[:, :, None] * np.eye(d)
+        self.nis = np.zeros(b)
+        """(B,) normalised innovation squared of the last update (diagnostics)."""
+
+    def predict(self, dt: float, q: np.ndarray, speed_ref: float, speed_weight: np.ndarray | float = 1.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Prior (x (B, 2d), P (B, 2d, 2d)) at the next frame. ``q`` (B, d): process-noise density per axis."""
+        d = self.d
+        x = self.x.copy()
+        x[:, :d] += dt * x[:, d:]
+        if speed_ref > 0:
+            v = np.sqrt(np.sum((self.x[:, d:] * speed_weight) ** 2, axis=1))
+            q = q * ((1.0 + (v / speed_ref) ** 2) ** 2)[:, None]
+        P = self.P
+        # F P Fᵀ with F = [[I, dt I], [0, I]], written out (no (2d)³ products).
+        pp, pv, vv = P[:, :d, :d], P[:, :d, d:], P[:, d:, d:]
+        pv_t = np.swapaxes(pv, 1, 2)
+        out = np.empty_like(P)
+        out[:, :d, :d] = pp + dt * (pv + pv_t) + dt * dt * vv
+        out[:, :d, d:] = pv + dt * vv
+        out[:, d:, :d] = np.swapaxes(out[:, :d, d:], 1, 2)
+        out[:, d:, d:] = vv
+        idx = np.arange(d)
+        out[:, idx, idx] += q * dt ** 3 / 3
+        out[:, idx, idx + d] += q * dt ** 2 / 2
+        out[:, idx + d, idx] += q * dt ** 2 / 2
+        out[:, idx + d, idx + d] += q * dt
+        return x, out
+
+    def update(self, x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray, gate: float,
+               groups: np.ndarray | None = None) -> None:
+        """Fuse measurements ``z`` (B, d) with covariances ``R`` (B, d, d) into the prior (x, P).
+
+        ``groups`` (B,) int: blocks that gate together (their NIS summed over their degrees of freedom: a blink
+        moves several eye modes at once, and their sum stands out of the noise more than any one of them)."""
+        d = self.d
+        y = z - x[:, :d]
+        S = P[:, :d, :d] + R
+        Si = _inv(S)
+        Siy = (Si @ y[:, :, None])[:, :, 0]
+        nis = np.sum(y * Siy, axis=1)
+        if gate > 0:
+            if groups is None:
+                f = np.maximum(1.0, nis / (gate * d)) ** 2
+            else:
+                per = np.bincount(groups, nis) / (np.bincount(groups) * d)
+                f = np.maximum(1.0, per / gate)[groups] ** 2
+            if (f > 1).any():
+                P = P * f[:, None, None]
+                Si = _inv(P[:, :d, :d] + R)
+                Siy = (Si @ y[:, :, None])[:, :, 0]
+        K = P[:, :, :d] @ Si  # (B, 2d, d)
+        self.x = x + (P[:, :, :d] @ Siy[:, :, None])[:, :, 0]
+        P = P - K @ P[:, :d, :]
+        self.P = 0.5 * (P + np.swapaxes(P, 1, 2))
+        self.nis = nis
+
+    @property
+    def position(self) -> np.ndarray:
+        """(B, d) filtered positions."""
+        return self.x[:, :self.d]
+
+    @property
+    def position_cov(self) -> np.ndarray:
+        """(B, d, d) covariance of the filtered positions."""
+        return self.P[:, :self.d, :self.d]

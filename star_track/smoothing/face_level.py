@@ -1,0 +1,338 @@
+"""Face-level smoother: one rigid motion, a few shape modes and a per-landmark residual, each with its own dynamics.
+
+A face moves mostly rigidly, plus a few non-rigid modes (mouth, eyelids, brows). Filtering 68 landmarks as 68
+independent objects leaves most of the gain on the table. Model, in the *face frame* (the mean training shape,
+centred, eyes level, landmark box sqrt(w h) = 1):
+
+    landmark_i = s R(theta) (mean_i + B_i c + e_i) + t
+
+- **rigid** (t_x, t_y, log s, theta): estimated every frame with all landmarks at once, each landmark's vote
+  weighted by the inverse of its measurement noise R_i = r_scale Σ_i + (r_floor scale)² I (Σ_i: its calibrated
+  STAR covariance, so a jaw point votes along the jaw normal and hardly along the jaw), and filtered by a 4-D
+  constant-velocity Kalman filter;
+- **shape modes** c: region-wise PCA modes of the training shapes (jaw, brows, nose, eyes, mouth;
+  ``shape_basis.npz`` from ``python -m train.shape_basis``), estimated jointly with the rigid motion in the same
+  weighted least squares and filtered as one constant-velocity filter per mode. Each mode has its own innovation
+  gate, so a blink opens the eye modes' gate at once while the rest of the face stays smoothed;
+- **residual** e: what the modes do not explain (mostly the person's own shape, static), filtered per landmark
+  in the face frame, slowly, with a gate for what the modes miss.
+
+Without a basis for the point count (any scheme other than 68 / 98 points) there are no modes: the residual
+carries all the non-rigid motion, around the first frame's own shape.
+
+Per-frame cost: one (4 + K)-unknown least-squares solve and three small filter banks, all vectorised (no loop
+over landmarks). The per-landmark output covariance is :attr:`FaceLevelSmoother.last_cov`.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .cv_bank import CVBank
+
+BASIS_FILE = Path(__file__).with_name("shape_basis.npz")
+_J = np.array([[0.0, -1.0], [1.0, 0.0]])  # 90° rotation
+REGION_Q: dict[str, float] = {}
+"""Process-noise multiplier of the modes of a region (default 1)."""
+
+
+@lru_cache(maxsize=4)
+def load_basis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(mean (N, 2), modes (N, 2, K), variances (K,), region names (K,)) for ``n`` points, or None.
+
+    The similarity directions at the mean (translation, scale, rotation) are projected out of the modes: the
+    rigid motion is estimated beside them, so the two must not overlap.
+    """
+    if not BASIS_FILE.is_file():
+        return None
+    with np.load(BASIS_FILE) as z:
+        if f"mean_{n}" not in z:
+            return None
+        mean = z[f"mean_{n}"].astype(np.float64)
+        modes = z[f"modes_{n}"].astype(np.float64).reshape(-1, 2 * n).T  # (2N, K)
+        var = z[f"var_{n}"].astype(np.float64)
+        regions = z["regions"][z[f"region_{n}"].astype(int)]
+    sim = np.stack([np.tile([1.0, 0.0], n), np.tile([0.0, 1.0], n), mean.ravel(), (mean @ _J.T).ravel()], 1)
+    q, _ = np.linalg.qr(sim)
+    modes = modes - q @ (q.T @ modes)
+    return mean, modes.reshape(n, 2, -1), var, regions
+
+
+def measurement_noise(cov: np.ndarray, scale: float, r_scale: float, r_floor: float) -> np.ndarray:
+    """R (N, 2, 2) = r_scale Σ + (r_floor scale)² I, Σ symmetrised and clipped to PSD (closed form for 2x2);
+    a non-finite Σ counts as face-sized."""
+    c = np.asarray(cov, np.float64)
+    a, b, d = c[:, 0, 0], 0.5 * (c[:, 0, 1] + c[:, 1, 0]), c[:, 1, 1]
+    bad = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(d))
+    if bad.any():
+        a, b, d = np.where(bad, scale ** 2, a), np.where(bad, 0.0, b), np.where(bad, scale ** 2, d)
+    # Clip negative eigenvalues: λ = m ± r; shift so the smaller is >= 0 (keeps the eigenvectors).
+    m, r = 0.5 * (a + d), np.hypot(0.5 * (a - d), b)
+    lo = m - r
+    shift = np.where(lo < 0, -lo, 0.0)
+    floor = (r_floor * scale) ** 2
+    out = np.empty((len(a), 2, 2))
+    out[:, 0, 0] = r_scale * (a + shift) + floor
+    out[:, 1, 1] = r_scale * (d + shift) + floor
+    out[:, 0, 1] = out[:, 1, 0] = r_scale * b
+    return out
+
+
+def inv2(m: np.ndarray) -> np.ndarray:
+    """Inverses of (N, 2, 2) matrices (closed form)."""
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    out = np.empty_like(m)
+    out[:, 0, 0], out[:, 1, 1] = m[:, 1, 1] / det, m[:, 0, 0] / det
+    out[:, 0, 1], out[:, 1, 0] = -m[:, 0, 1] / det, -m[:, 1, 0] / det
+    return out
+
+
+def rotation(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def similarity_init(z: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Unweighted least-squares similarity (t_x, t_y, log s, theta) mapping ``ref`` (centred) onto ``z``."""
+    zc = z - z.mean(0)
+    n = float((ref ** 2).sum())
+    a = float((ref * zc).sum()) / n
+    b = float((ref[:, 0] * zc[:, 1] - ref[:, 1] * zc[:, 0]).sum()) / n
+    t = z.mean(0) - (ref.mean(0) @ np.array([[a, -b], [b, a]]).T)
+    return np.array([t[0], t[1], np.log(max(np.hypot(a, b), 1e-9)), np.arctan2(b, a)])
+
+
+class FaceLevelSmoother:
+    """Face-level filter on (N, 2) landmarks with (N, 2, 2) covariances (see the module docs).
+
+    Measurement noise: R_i = r_scale * a * Σ_i + (r_floor scale)² I, where ``a`` is the measured noise level, the
+    frame-to-frame noise variance over the calibrated covariance (which predicts the total error, static bias
+    included, and is far larger than the noise: 13-480x on the benchmark faces). ``a`` is tracked online
+    (:meth:`_track_noise`), so the gates are in units of the real noise whatever the model and the video.
+
+    Args:
+        r_scale: multiplier on the noise-matched R. Larger = smoother, more lag.
+        r_floor: noise floor as a standard deviation in face sizes.
+        q_rigid: process-noise density of the rigid motion, (face sizes / s²)² per Hz (a rotation or scale
+            change counts as the motion of a landmark at the face's RMS radius).
+        rigid_speed_ref: face speed (face sizes / s) at which the rigid process noise is 4x ``q_rigid``.
+        rigid_gate, shape_gate, residual_gate: innovation gates, NIS per degree of freedom above which a block's
+            prior is inflated (0 disables).
+        q_shape: process-noise density of each shape mode, in (mode standard deviations / s²)² per Hz.
+        shape_speed_ref: mode speed (standard deviations / s) at which its process noise is 4x ``q_shape``.
+        q_residual: process-noise density of the per-landmark residual, (face sizes / s²)² per Hz.
+        basis: use the PCA shape modes when one fits the point count (False: per-landmark residual only).
+        isotropic: replace every Σ_i by the face's mean isotropic covariance (what STAR's covariance adds).
+        noise_window: time constant (s) of the noise-level estimate.
+    """
+
+    def __init__(self, r_scale: float = 1.0, r_floor: float = 0.001, q_rigid: float = 1e-5,
+                 rigid_speed_ref: float = 0.05, rigid_gate: float = 8.0, q_shape: float = 0.05,
+                 shape_speed_ref: float = 1.0, shape_gate: float = 3.0, q_residual: float = 1e-6,
+                 residual_gate: float = 6.0, basis: bool = True, isotropic: bool = False,
+                 noise_window: float = 1.0):
+        if r_scale <= 0 or r_floor < 0 or min(q_rigid, q_shape, q_residual, noise_window) <= 0 \
+                or min(rigid_speed_ref, shape_speed_ref, rigid_gate, shape_gate, residual_gate) < 0:
+            raise ValueError("face: r_scale, q_* and noise_window must be > 0; r_floor, speed refs and gates "
+                             "must be >= 0")
+        self.r_scale, self.r_floor = float(r_scale), float(r_floor)
+        self.q_rigid, self.rigid_speed_ref, self.rigid_gate = float(q_rigid), float(rigid_speed_ref), float(rigid_gate)
+        self.q_shape, self.shape_speed_ref, self.shape_gate = float(q_shape), float(shape_speed_ref), float(shape_gate)
+        self.q_residual, self.residual_gate = float(q_residual), float(residual_gate)
+        self.use_basis, self.isotropic = bool(basis), bool(isotropic)
+        self.noise_window = float(noise_window)
+        self.reset()
+
+    def reset(self) -> None:
+        self._n = -1
+        self._rigid: CVBank | None = None
+        self._shape: CVBank | None = None
+        self._resid: CVBank | None = None
+        self._log_noise = np.log(0.02)
+        """log noise level a (prior: the calibrated covariance is 50x the noise variance)."""
+        self._noise_frames = 0
+        self._face_pts: list[np.ndarray] = []
+        self._log_rigid = np.log(8.0)
+        """log rigid noise factor b: the rigid estimate's real noise variance over the least-squares one
+        (landmark errors are correlated: the whole face shifts with its crop, 2-27x on the benchmark faces)."""
+        self._rigid_frames = 0
+        self._rigid_meas: list[np.ndarray] = []
+
+    # -- model -------------------------------------------------------------------------------------------
+    def _setup(self, z: np.ndarray) -> None:
+        n = len(z)
+        found = load_basis(n) if self.use_basis else None
+        if found is None:  # no modes: the first frame's own shape is the reference
+            w, h = np.ptp(z, axis=0)
+            mean = (z - z.mean(0)) / max(float(np.sqrt(w * h)), 1e-6)
+            found = (mean, np.zeros((n, 2, 0)), np.zeros(0), np.zeros(0, str))
+        self.mean: np.ndarray = found[0]
+        self.modes: np.ndarray = found[1]
+        """(N, 2, K) shape modes (face-size units)."""
+        self.mode_var: np.ndarray = found[2]
+        self.mode_region: np.ndarray = found[3]
+        self.mode_group = np.unique(self.mode_region, return_inverse=True)[1].ravel()
+        self.mode_q = self.mode_var * np.array([REGION_Q.get(str(r), 1.0) for r in self.mode_region])
+        self.k = self.modes.shape[2]
+        self.rho = float(np.sqrt((self.mean ** 2).sum(1).mean()))  # RMS radius, face sizes
+        self._n = n
+
+    def _jacobian(self, p: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted landmarks (N, 2) and d landmarks / d (t_x, t_y, log s, theta, c) (N, 2, 4 + K)."""
+        sr = np.exp(p[2]) * rotation(p[3])
+        g = shape @ sr.T
+        H = np.empty((self._n, 2, 4 + self.k))
+        H[:, :, 0], H[:, :, 1] = (1.0, 0.0), (0.0, 1.0)
+        H[:, :, 2], H[:, :, 3] = g, g @ _J.T
+        if self.k:
+            H[:, :, 4:] = np.einsum("ab,nbk->nak", sr, self.modes)
+        return g + p[:2], H
+
+    def _solve(self, z: np.ndarray, W: np.ndarray, p: np.ndarray, c: np.ndarray, e: np.ndarray,
+               steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted least squares for (rigid, modes) around (p, c) with the residual e held: Gauss-Newton
+        ``steps`` times (up to 2 more while rotation or scale still move). Returns (p, c, covariance)."""
+        base = self.mean + e
+        for it in range(steps + 2):
+            shape = base + self.modes @ c if self.k else base
+            zp, H = self._jacobian(p, shape)
+            d = H.shape[2]
+            WH = (W @ H).reshape(-1, d)
+            A = H.reshape(-1, d).T @ WH
+            A[np.diag_indices(d)] += 1e-12 * np.trace(A) / d
+            cov = np.linalg.inv(A)
+            delta = cov @ (WH.T @ (z - zp).ravel())
+            p, c = p + delta[:4], c + delta[4:]
+            if it + 1 >= steps and abs(delta[2]) < 0.02 and abs(delta[3]) < 0.02:
+                break
+        return p, c, cov
+
+    def _to_face(self, z: np.ndarray, R: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, 2) and covariances (N, 2, 2) mapped into the face frame of rigid motion ``p``."""
+        s, rot = np.exp(p[2]), rotation(p[3])
+        return (z - p[:2]) @ rot / s, (rot.T @ R @ rot) / (s * s)
+
+    def _track_noise(self, x: np.ndarray, sig: np.ndarray, dt: float) -> None:
+        """Update the noise level from the second difference of the face-frame landmarks ``x`` (rigid motion
+        removed; ``sig`` their covariances there): for white noise its variance is 6x the noise variance. The
+        25th percentile over landmarks ignores the minority that really move (mouth, eyelids); for chi² with 2
+        degrees of freedom it is 0.575."""
+        prev, self._face_pts = self._face_pts, [*self._face_pts[-1:], x]
+        if len(prev) < 2:
+            return
+        d2 = x - 2 * prev[1] + prev[0]
+        sig = sig + np.eye(2) * 1e-9 * float(np.mean(sig[:, 0, 0] + sig[:, 1, 1]) + 1e-30)  # keep it invertible
+        u = np.einsum("ni,nij,nj->n", d2, inv2(sig), d2) / 6
+        level = np.log(max(float(np.partition(u, len(u) // 4)[len(u) // 4]) / 0.575, 1e-12))
+        self._noise_frames += 1
+        rate = max(1.0 / self._noise_frames, min(1.0, dt / self.noise_window))
+        self._log_noise += rate * (level - self._log_noise)
+
+    def _track_rigid_noise(self, p: np.ndarray, cov: np.ndarray, dt: float) -> None:
+        """Update the rigid noise factor from the second difference of the per-frame rigid estimates ``p``
+        (covariance ``cov`` as least squares gives it): u = d²ᵀ cov⁻¹ d² / 6 / 4 is chi²(4) / 4 times the
+        factor; E[log chi²(4) / 4] = -0.27."""
+        prev, self._rigid_meas = self._rigid_meas, [*self._rigid_meas[-1:], p]
+        if len(prev) < 2:
+            return
+        d2 = p - 2 * prev[1] + prev[0]
+        u = float(d2 @ np.linalg.solve(cov, d2)) / 24
+        self._rigid_frames += 1
+        rate = max(1.0 / self._rigid_frames, min(1.0, dt / self.noise_window))
+        self._log_rigid += rate * (np.log(max(u, 1e-12)) + 0.27 - self._log_rigid)
+
+    # -- filtering ---------------------------------------------------------------------------------------
+    def _measure(self, cov: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """(Σ (N, 2, 2) as used for the noise level, R (N, 2, 2)) in pixels²."""
+        sig = measurement_noise(cov, scale, 1.0, 0.0)
+        if self.isotropic:
+            sig[:] = np.eye(2) * float(np.mean(sig[:, 0, 0] + sig[:, 1, 1])) / 2
+        R = self.r_scale * np.exp(self._log_noise) * sig
+        R[:, 0, 0] += (self.r_floor * scale) ** 2
+        R[:, 1, 1] += (self.r_floor * scale) ** 2
+        return sig, R
+
+    def _start(self, z: np.ndarray, W: np.ndarray, R: np.ndarray, scale: float) -> None:
+        self._setup(z)
+        p0 = similarity_init(z, self.mean)
+        p, c, cov = self._solve(z, W, p0, np.zeros(self.k), np.zeros_like(self.mean), steps=3)
+        v = 0.5  # prior velocity: 0.5 face sizes / s, or 0.5 mode standard deviations / s
+        self._rigid = CVBank(p[None], cov[None, :4, :4],
+                             (v * np.array([[scale, scale, 1 / self.rho, 1 / self.rho]])) ** 2)
+        if self.k:
+            self._shape = CVBank(c[:, None], np.diag(cov)[4:, None, None], (v * v * self.mode_var)[:, None])
+        x, Rf = self._to_face(z, R, p)
+        self._resid = CVBank(x - self.mean - (self.modes @ c if self.k else 0.0), Rf, np.full((self._n, 2), 1e-4))
+
+    def update(self, points: np.ndarray, cov: np.ndarray, dt: float = 1 / 30, scale: float = 100.0) -> np.ndarray:
+        """Fuse one frame's measurements; returns the filtered positions (N, 2)."""
+        z = np.asarray(points, np.float64)
+        scale = max(float(scale), 1.0)
+        sig, R = self._measure(cov, scale)
+        bad = np.asarray(~np.isfinite(z).all(axis=1))
+        if bad.any():  # a missing landmark votes for nothing
+            z = np.where(bad[:, None], 0.0, z)
+            R[bad] = np.eye(2) * 1e12 * scale ** 2
+        W = inv2(R)
+        if self._rigid is None or self._n != len(z):
+            if bad.all():
+                return np.full_like(z, np.nan)
+            self._start(z, W, R, scale)
+            return self.output()
+        assert self._resid is not None
+        dt = max(float(dt), 1e-4)
+        rw = np.array([1 / scale, 1 / scale, self.rho, self.rho])
+        q = self.q_rigid * np.array([[scale ** 2, scale ** 2, self.rho ** -2, self.rho ** -2]])
+        xr, Pr = self._rigid.predict(dt, q, self.rigid_speed_ref, rw)
+        xe, Pe = self._resid.predict(dt, np.full((self._n, 2), self.q_residual), 0.0)
+        c_prior = np.zeros(0)
+        if self._shape is not None:
+            sd = np.sqrt(self.mode_var)[:, None]
+            xc, Pc = self._shape.predict(dt, self.q_shape * self.mode_q[:, None], self.shape_speed_ref, 1 / sd)
+            c_prior = xc[:, 0]
+        p, c, jc = self._solve(z, W, xr[0, :4], c_prior, xe[:, :2], steps=1)
+        self._track_rigid_noise(p, jc[:4, :4], dt)
+        self._rigid.update(xr, Pr, p[None], np.exp(self._log_rigid) * jc[None, :4, :4], self.rigid_gate)
+        if self._shape is not None:
+            self._shape.update(xc, Pc, c[:, None], np.diag(jc)[4:, None, None], self.shape_gate, self.mode_group)
+        x, Rf = self._to_face(z, R, p)
+        shape = self.mean + self.modes @ c if self.k else self.mean
+        self._resid.update(xe, Pe, x - shape, Rf, self.residual_gate)
+        if not bad.any():
+            self._track_noise(x, self._to_face(z, sig, p)[1], dt)
+        return self.output()
+
+    def output(self) -> np.ndarray:
+        """The filtered landmarks (N, 2) of the current state."""
+        assert self._rigid is not None and self._resid is not None
+        p = self._rigid.position[0]
+        shape = self.mean + self._resid.position
+        if self._shape is not None:
+            shape = shape + self.modes @ self._shape.position[:, 0]
+        return shape @ (np.exp(p[2]) * rotation(p[3])).T + p[:2]
+
+    @property
+    def noise_level(self) -> float:
+        """The tracked noise level: measured frame-to-frame noise variance over the calibrated covariance."""
+        return float(np.exp(self._log_noise))
+
+    @property
+    def last_cov(self) -> np.ndarray | None:
+        """(N, 2, 2) covariance of the filtered landmarks in pixels² (rigid, mode and residual parts propagated;
+        cross-terms between the three neglected), or None before the first update."""
+        if self._rigid is None or self._resid is None:
+            return None
+        p = self._rigid.position[0]
+        sr = np.exp(p[2]) * rotation(p[3])
+        shape = self.mean + self._resid.position
+        if self._shape is not None:
+            shape = shape + self.modes @ self._shape.position[:, 0]
+        _, H = self._jacobian(p, shape)
+        G = H[:, :, :4]
+        out = np.einsum("nai,ij,nbj->nab", G, self._rigid.position_cov[0], G)
+        if self._shape is not None:
+            M = H[:, :, 4:]
+            out += np.einsum("nak,k,nbk->nab", M, self._shape.position_cov[:, 0, 0], M)
+        return out + sr @ self._resid.position_cov @ sr.T

@@ -1,0 +1,171 @@
+"""Face-level smoother: pooled rigid motion calms a still face, rigid motion and expressions are followed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.nonrigid import displacement
+from star_track.smoothing import FaceLevelSmoother, KalmanSmoother, OneEuroSmoother, make_smoother
+from star_track.smoothing.face_level import load_basis
+
+DT = 1 / 30
+SIZE = 200.0  # face size in pixels
+CENTRE = np.array([320.0, 240.0])
+
+
+def _face(n: int = 68) -> np.ndarray:
+    basis = load_basis(n)
+    assert basis is not None, f"no shape basis for {n} points"
+    return basis[0] * SIZE + CENTRE
+
+
+def _covariances(pts: np.ndarray, sd: float = 1.0, ratio: float = 4.0, calibrated: float = 30.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """STAR-like covariances: each point's noise ``ratio`` x larger along a direction that varies over the face
+    (like a contour tangent); reported ``calibrated`` x larger than the true noise variance, as the calibrated
+    STAR covariance is (it predicts the total error, bias included). Returns (true, reported)."""
+    ang = np.arange(len(pts)) * 0.7
+    u = np.stack([np.cos(ang), np.sin(ang)], 1)
+    v = np.stack([-u[:, 1], u[:, 0]], 1)
+    true = sd ** 2 * (ratio ** 2 * u[:, :, None] * u[:, None, :] + v[:, :, None] * v[:, None, :]) / ratio
+    return true, calibrated * true
+
+
+def _noise(cov: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
+    L = np.linalg.cholesky(cov)
+    return np.einsum("nij,tnj->tni", L, rng.normal(size=(frames, len(cov), 2)))
+
+
+def _run(f, truth: np.ndarray, noise: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    return np.stack([f.update(t + e, cov, DT, SIZE) for t, e in zip(truth, noise)])
+
+
+def _jitter(out: np.ndarray, truth: np.ndarray, skip: int = 10) -> float:
+    d = np.diff(out, axis=0) - np.diff(truth, axis=0)
+    return float(np.sqrt(np.mean(np.sum(d[skip:] ** 2, axis=-1))))
+
+
+def test_still_face_with_anisotropic_noise_is_much_calmer_than_raw_and_per_landmark_kalman():
+    rng = np.random.default_rng(0)
+    face = _face()
+    true_cov, cov = _covariances(face)
+    truth = np.repeat(face[None], 90, axis=0)
+    noise = _noise(true_cov, 90, rng)
+    raw = _jitter(truth + noise, truth)
+    kalman = _jitter(_run(KalmanSmoother(), truth, noise, cov), truth)
+    face_out = _run(FaceLevelSmoother(), truth, noise, cov)
+    jit = _jitter(face_out, truth)
+    assert jit < 0.15 * raw, (jit, raw)
+    assert jit < 0.5 * kalman, (jit, kalman)
+    assert np.isfinite(face_out).all()
+
+
+def test_rigid_step_is_followed_within_two_frames():
+    rng = np.random.default_rng(1)
+    face = _face()
+    true_cov, cov = _covariances(face)
+    step = np.array([0.25, -0.1]) * SIZE
+    truth = np.stack([face + (step if t >= 30 else 0.0) for t in range(45)])
+    out = _run(FaceLevelSmoother(), truth, _noise(true_cov, 45, rng), cov)
+    moved = (out[31:] - out[25:29].mean(0)).mean(1)  # mean displacement from two frames after the step on
+    assert np.all(np.linalg.norm(moved - step, axis=-1) < 0.05 * np.linalg.norm(step)), moved
+
+
+def test_rigid_sway_has_bounded_lag():
+    rng = np.random.default_rng(2)
+    face = _face()
+    true_cov, cov = _covariances(face)
+    T = 120
+    t = np.arange(T) * DT
+    ang = np.radians(8) * np.sin(2 * np.pi * 0.8 * t)
+    shift = 0.3 * SIZE * np.stack([np.sin(2 * np.pi * 0.5 * t), 0.5 * np.sin(2 * np.pi * 0.7 * t)], 1)
+    c, s = np.cos(ang), np.sin(ang)
+    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    truth = np.einsum("tij,nj->tni", rot, face - CENTRE) + CENTRE + shift[:, None]
+    noise = _noise(true_cov, T, rng)
+    err = {}
+    for name in ("face", "one-euro", "none"):
+        out = _run(make_smoother(name), truth, noise, cov)
+        err[name] = float(np.sqrt(np.mean(np.sum((out - truth)[20:] ** 2, axis=-1))))
+    assert err["face"] < err["none"], err  # lag added is smaller than the noise removed
+    assert err["face"] < err["one-euro"], err
+
+
+def _expression(face: np.ndarray, T: int = 40, at: int = 15, rise: int = 3) -> np.ndarray:
+    """Mouth opening and the image-left eye closing together over ``rise`` frames from ``at``, then held."""
+    w = np.clip((np.arange(T) - at) / rise, 0.0, 1.0)
+    return np.stack([face + displacement(face, k, k) for k in w])
+
+
+def test_mouth_opening_and_eye_closing_are_followed():
+    rng = np.random.default_rng(3)
+    face = _face()
+    true_cov, cov = _covariances(face, sd=0.7)
+    truth = _expression(face)
+    noise = _noise(true_cov, len(truth), rng)
+    region = np.r_[36:42, 48:68]  # the blinking eye and the mouth
+    moved = np.linalg.norm(truth[-1] - truth[0], axis=-1)[region].max()
+    errs = {}
+    for name, f in (("face", FaceLevelSmoother()), ("one-euro", OneEuroSmoother())):
+        out = _run(f, truth, noise, cov)
+        errs[name] = np.linalg.norm(out - truth, axis=-1)[:, region].max(1)  # worst point per frame
+    done = 15 + 3  # the movement is complete at this frame
+    # One frame after it ends, no point of the eye or mouth is more than 20 % of the movement behind ...
+    assert errs["face"][done + 1] < 0.2 * moved, (errs["face"][done - 2:done + 4], moved)
+    # ... and from then on the face filter is at least as close as One Euro (which smooths the rest less).
+    assert errs["face"][done + 1:].mean() <= errs["one-euro"][done + 1:].mean(), errs
+
+
+def test_98_points_and_a_scheme_without_basis():
+    rng = np.random.default_rng(4)
+    for n, face in ((98, _face(98)), (29, _face()[:29])):
+        true_cov, cov = _covariances(face)
+        truth = np.repeat(face[None], 60, axis=0)
+        noise = _noise(true_cov, 60, rng)
+        f = FaceLevelSmoother()
+        out = _run(f, truth, noise, cov)
+        assert out.shape == (60, n, 2)
+        assert f.k == (0 if n == 29 else f.modes.shape[2]) and (n == 29 or f.k > 10)
+        assert _jitter(out, truth) < 0.3 * _jitter(truth + noise, truth)
+
+
+def test_reset_and_a_new_point_count_start_again_from_the_measurement():
+    face = _face()
+    _, cov = _covariances(face)
+    f = FaceLevelSmoother()
+    for _ in range(10):
+        f.update(face, cov, DT, SIZE)
+    far = face + 500.0
+    f.reset()
+    np.testing.assert_allclose(f.update(far, cov, DT, SIZE), far, atol=1e-6)
+    f98 = _face(98)
+    np.testing.assert_allclose(f.update(f98, np.tile(np.eye(2), (98, 1, 1)), DT, SIZE), f98, atol=1e-6)
+
+
+def test_bad_covariances_and_missing_points_give_finite_output():
+    rng = np.random.default_rng(5)
+    face = _face()
+    true_cov, cov = _covariances(face)
+    f = FaceLevelSmoother()
+    for t in range(40):
+        c = cov.copy()
+        z = face + _noise(true_cov, 1, rng)[0]
+        if t % 3 == 0:
+            c[5] = np.nan
+            c[7] = np.inf
+            c[9] = -c[9]  # not PSD
+        if t % 4 == 0:
+            z[11] = np.nan
+        out = f.update(z, c, DT, SIZE)
+        assert np.isfinite(out).all(), t
+    last = f.last_cov
+    assert last is not None and np.isfinite(last).all()
+    assert np.all(np.linalg.eigvalsh(last) > 0)
+    assert np.median(np.trace(last, axis1=1, axis2=2)) < np.median(np.trace(true_cov, axis1=1, axis2=2))
+
+
+def test_invalid_parameters_are_rejected():
+    with pytest.raises(ValueError):
+        make_smoother("face", q_rigid=0)
+    with pytest.raises(ValueError):
+        make_smoother("face", r_scale=-1)
