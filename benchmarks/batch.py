@@ -5,7 +5,7 @@ The clips are the first ``--frames`` frames of the real videos in ``$STAR_TRACK_
 ``--clips`` files). Each configuration runs into a fresh output folder, so nothing is skipped; wall time
 includes starting the workers and loading one model per worker, as a user's batch does.
 
-* throughput = video-seconds of the clips / wall seconds of :func:`star_track.batch.run_batch`;
+* throughput = video-seconds of the clips / wall seconds of :func:`star_track.run_batch`;
 * scaling = throughput / the 1-worker throughput;
 * overhead per video = (wall x workers - the videos' own loop seconds) / videos: start-up, model loading,
   opening files, hashing outputs, scheduling.
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import DEFAULT_DATA, environment, print_table, write_json
-from star_track.batch import run_batch
+from star_track import run_batch
 
 
 def cut_clips(folder: Path, videos: list[Path], clips: int, frames: int) -> list[Path]:

@@ -16,9 +16,8 @@ from typing import Iterator, Optional
 
 import typer
 
-from ._entry import SIGNAL_EXIT, Interrupted, install_handlers, interrupted_by
+from .run.signals import SIGNAL_EXIT, Interrupted, StopFlag, install_handlers, interrupted_by
 from .cli_options import OPTIONS, TrackerOptions, tracker_options
-from .pipeline import StopFlag
 
 app = typer.Typer(name="star-track", help="Real-time facial landmark tracking with STAR uncertainty.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -170,7 +169,7 @@ def video(
         used = [n for n, v in (("--codec", codec), ("--crf", crf), ("--preset", preset)) if v is not None]
         raise fail(f"{' and '.join(used)} set the output video's encoding: give --out too (or leave them out)", 2)
     from .io.landmarks import CsvLandmarkWriter, LandmarkWriter, open_landmark_writer
-    from .pipeline import process_video
+    from .run.loop import process_video
     from .io.sink import VideoSink
     from .io.source import VideoSource
 
@@ -264,7 +263,7 @@ def batch(
     stops the batch, local worker processes or a Ray cluster. Exit code 1 when any video failed."""
     from rich.console import Console
 
-    from .batch import run_batch, summary_table
+    from .run.batch import run_batch, summary_table
 
     if not annotated and (codec is not None or crf is not None):
         used = [n for n, v in (("--codec", codec), ("--crf", crf)) if v is not None]
@@ -333,7 +332,7 @@ def webcam(
     import cv2
 
     from .draw import draw_faces
-    from .pipeline import process_video
+    from .run.loop import process_video
     from .io.display import require_display
     from .io.source import VideoSource, camera_source
 
@@ -532,7 +531,7 @@ def main() -> None:
     """Console-script entry point.
 
     SIGINT and SIGTERM are one line and exit 130 / 143 in every phase: start-up and model loading (the handler
-    raises :class:`~star_track._entry.Interrupted`), processing (:class:`StopFlag`), and the interpreter's
+    raises :class:`~star_track.run.signals.Interrupted`), processing (:class:`StopFlag`), and the interpreter's
     teardown, where the signals are ignored so a second Ctrl-C cannot turn the exit code into death-by-signal
     and native libraries' shutdown logs stay off the terminal.
     """

@@ -328,6 +328,18 @@ class Tracker:
         self._t_offset = 0.0 if not hasattr(self, "_t_end") else self._t_end
         self._t_end = self._t_offset
 
+    def start_video(self, fps: float) -> None:
+        """Get ready for another video at ``fps`` frames per second, as a Tracker built for it would be (the
+        models stay loaded): :meth:`reset`, the frame rate set, :attr:`nonfinite_faces` counted from zero.
+
+        Raises:
+            ValueError: ``fps`` is not a finite number > 0.
+        """
+        fps = _float_arg("fps", fps, 0.0, low_open=True)
+        self.reset()
+        self.fps = fps
+        self.nonfinite_faces = 0
+
     def close(self) -> None:
         """Release the detector(s)."""
         self.detector.close()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from star_track.batch import MANIFEST, check_ray_address, find_videos, plan, read_manifest, run_batch
+from star_track.run.batch import MANIFEST, check_ray_address, find_videos, plan, read_manifest, run_batch
 from star_track.io.landmarks import read_landmarks_csv
 
 VIDEOS = DATA / "videos"
@@ -386,14 +386,15 @@ def test_a_read_only_out_dir_is_one_clear_error(tmp_path, model_path):
 
 
 def test_workers_are_capped_at_the_usable_cores_with_a_note(tmp_path, model_path, monkeypatch):
-    import star_track.batch as batch_module
+    import star_track.run.batch.runner as runner
+    from star_track.tracker import usable_cores
     from test_cli import run
 
     (tmp_path / "clips").mkdir()
     flat(tmp_path / "clips" / "a.mp4", 3)
-    cores = batch_module.usable_cores()
+    cores = usable_cores()
     used = []
-    monkeypatch.setattr(batch_module, "_run_pool", lambda tasks, workers, record, stop: used.append(workers))
+    monkeypatch.setattr(runner, "run_pool", lambda tasks, workers, record, stop: used.append(workers))
     r = run("batch", tmp_path / "clips", "--out-dir", tmp_path / "out", "-j", "999", "-m", model_path,
             "--no-progress")
     assert used == [cores]
@@ -426,6 +427,19 @@ def children(pid: int) -> list[int]:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(stat.parent.name))
     return found
+
+
+def test_batch_on_a_local_ray_runtime_keeps_rays_log_lines_off_stderr(tmp_path, model_path):
+    """Issue 30: Ray's start-up notes ("Started a local Ray instance", the token-authentication warning) are
+    hidden, as the README says; the summary table is on stdout."""
+    pytest.importorskip("ray")
+    (tmp_path / "in").mkdir()
+    flat(tmp_path / "in" / "a.mp4", 3)
+    cmd = [*ENTRY, "batch", tmp_path / "in", "--out-dir", tmp_path / "out", "-m", model_path, "--no-progress",
+           "--ray", "local", "-j", "1"]
+    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and "1 ok" in r.stdout, (r.stderr, r.stdout)
 
 
 def test_an_unreachable_ray_address_fails_fast_naming_the_address_asked_for(tmp_path, silent_port):

@@ -129,8 +129,8 @@ SIGNAL_BEFORE_THE_BOUNDARY = """
 import os, signal
 import star_track.cli as cli
 _init = cli.StopFlag.__init__
-def init(self):  # inside the command, before its error boundary: typer would swallow a KeyboardInterrupt
-    _init(self)
+def init(self, *args, **kwargs):  # inside the command, before its error boundary: typer would swallow a
+    _init(self, *args, **kwargs)  # KeyboardInterrupt
     os.kill(os.getpid(), signal.SIGTERM)
 cli.StopFlag.__init__ = init
 """

@@ -1,4 +1,4 @@
-"""The SDK's one video loop (star_track.pipeline.process_video), used without the command line."""
+"""The SDK's one video loop (star_track.run.loop.process_video), used without the command line."""
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ from .av_video import CODECS, AvWriter, encoder_options
 from .claims import OutputClaim, partial_path
 from .paths import check_output_path
 from .reserve import SpaceReserve
+from ..run.signals import deferred_signals
 
 if TYPE_CHECKING:
     from .source import VideoSource
@@ -172,8 +173,6 @@ class VideoSink:
         final name (idempotent). SIGINT/SIGTERM arriving meanwhile are delivered when it is done."""
         if self._writer is None:
             return
-        from .._entry import deferred_signals
-
         with deferred_signals():
             writer, self._writer = self._writer, None
             try:
@@ -204,7 +203,7 @@ class VideoSink:
     def ensure_space(self) -> None:
         """Raise OutputError when the output's disk has no room left to finish the video after another frame,
         while the encoder can still finish it (an MP4's index is written at the end). The sink calls it before
-        each frame; :func:`~star_track.pipeline.process_video` also calls it before each frame's landmarks,
+        each frame; :func:`~star_track.run.loop.process_video` also calls it before each frame's landmarks,
         so that every output ends on the same frame.
 
         The room is held, not just checked: :meth:`reserve_bytes` stay allocated past the end of the file

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..._entry import deferred_signals
+from ...run.signals import deferred_signals
 from ...errors import OutputError
 from ..claims import SPOOL_PREFIX, ClosedOnExit, OutputClaim, partial_path
 from .base import expected_error, reason, write_all, write_failed

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..._entry import deferred_signals
+from ...run.signals import deferred_signals
 from ...errors import OutputError
 from ..claims import ClosedOnExit, OutputClaim, partial_path
 from .base import expected_error, flat_covariance, reason

@@ -11,96 +11,23 @@ they differ only in what they pass to it::
 """
 from __future__ import annotations
 
-import contextlib
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ._entry import SIGNAL_EXIT
+from ..draw import draw_faces
+from .progress import progress_bar
+from .signals import StopFlag
 
 if TYPE_CHECKING:
-    from .io.landmarks import LandmarkWriter
-    from .tracker import Face, Tracker
-    from .io.sink import VideoSink
-    from .io.source import VideoFrame, VideoSource
+    from ..io.landmarks import LandmarkWriter
+    from ..io.sink import VideoSink
+    from ..io.source import VideoFrame, VideoSource
+    from ..tracker import Face, Tracker
 
 FrameCallback = Callable[["VideoFrame", "Sequence[Face]"], Any]
 """``on_frame(frame, faces)``, called after each frame's outputs are written; returning True stops the loop."""
-
-
-class StopFlag:
-    """Records SIGINT/SIGTERM instead of raising, so the current frame finishes and files get closed.
-
-    Used as a context manager around the loop; outside the main thread (where Python cannot install signal
-    handlers) it records nothing. A second Ctrl-C while the current frame is tracked raises KeyboardInterrupt
-    (a hung input can still be left), but never while the frame's outputs are written (:meth:`deferring`).
-
-    ``hold=True`` keeps the handlers installed, recording only, after the loop ends, until the caller's
-    ``with stop.deferring():`` block around the closing of its outputs ends: then no signal can arrive between
-    the loop and the closing, or during the closing, and interrupt a video being finished (``star-track video``
-    does this). The signal is in :attr:`signum` afterwards.
-    """
-
-    def __init__(self, hold: bool = False) -> None:
-        self.signum: int | None = None
-        self.hold = hold
-        self._old: dict[int, Any] = {}
-        self._deferring = False
-        self._held = False
-
-    def _install(self) -> bool:
-        """Install the handlers unless they are; True when this call installed them."""
-        if self._old:
-            return False
-        for s in SIGNAL_EXIT:
-            try:
-                if signal.getsignal(s) is not signal.SIG_IGN:  # ignored by the parent: stays ignored
-                    self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread: keep default behaviour
-                pass
-        return bool(self._old)
-
-    def _restore(self) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-        self._old.clear()
-        self._held = False
-
-    def __enter__(self) -> "StopFlag":
-        self._install()
-        self._deferring = self._held = False
-        return self
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        if self.signum is not None and signum == signal.SIGINT and not self._deferring:
-            raise KeyboardInterrupt  # second Ctrl-C: give up waiting
-        self.signum = signum
-
-    def __exit__(self, *exc: object) -> None:
-        if self.hold and self._old:
-            self._deferring = self._held = True  # recording only, until deferring() ends
-            return
-        self._restore()
-
-    @contextlib.contextmanager
-    def deferring(self) -> Iterator["StopFlag"]:
-        """Record SIGINT/SIGTERM (never raise) until the block ends; wrap the writing or closing of outputs in
-        it. Installs the handlers for the block when they are not installed (e.g. the loop never started)."""
-        installed = self._install()
-        was, self._deferring = self._deferring, True
-        try:
-            yield self
-        finally:
-            self._deferring = was
-            if installed or self._held:
-                self._restore()
-
-    @property
-    def exit_code(self) -> int:
-        """130 after SIGINT, 143 after SIGTERM, 0 when no signal arrived."""
-        return SIGNAL_EXIT.get(self.signum, 0) if self.signum is not None else 0
 
 
 @dataclass(frozen=True)
@@ -148,13 +75,12 @@ def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink
 
     The caller owns (opens and closes) the source, tracker, sink and writer.
     """
-    from .draw import draw_faces
-
     stop = stop if stop is not None else StopFlag()
     frames = frames_with_faces = 0
     label = label if label is not None else Path(str(getattr(source, "name", "video"))).name
     t_start = time.perf_counter()
-    with stop, progress_bar(progress, source.frame_count, label) as advance:
+    with stop, progress_bar(progress, source.frame_count, label, ["{task.fields[fps]:>6.1f} fps"],
+                            fps=0.0) as advance:
         fps_ema: float | None = None
         for vf in source:
             t0 = time.perf_counter()
@@ -174,28 +100,9 @@ def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink
             done = bool(on_frame(vf, faces)) if on_frame is not None else False
             rate = 1 / max(time.perf_counter() - t0, 1e-6)
             fps_ema = rate if fps_ema is None else 0.9 * fps_ema + 0.1 * rate
-            advance(fps_ema)
+            advance(fps=fps_ema)
             if done or stop.signum is not None:
                 break
     return VideoSummary(frames=frames, frames_with_faces=frames_with_faces,
                         seconds=time.perf_counter() - t_start, signal=stop.signum,
                         ended_early=bool(getattr(source, "ended_early", False)))
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[Callable[[float | None], None]]:
-    """A rich progress bar on stderr with fps and ETA (shown only on a terminal); yields ``advance(fps)``."""
-    if not enabled:
-        yield lambda fps: None
-        return
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    console = Console(stderr=True)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[fps]:>6.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as prog:
-        task = prog.add_task(label, total=total, fps=0.0)
-        yield lambda fps: prog.update(task, advance=1, fps=fps or 0.0)
