@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from star_track.analysis.mean_face import MESH_TO_300W68, canonical_mesh, mean_face
+from star_track.analysis.mean_face import MESH_TO_300W68, MESH_TO_WFLW98, canonical_mesh, mean_face
 from star_track.analysis.pose import (Camera, Pose, PoseError, euler_from_rotation, project, rotation_from_euler,
                                       solve_pose)
 from tests.conftest import DATA
@@ -40,8 +40,14 @@ def test_mean_face_layouts_are_mirror_symmetric_and_from_the_mesh():
     p68 = mean_face(68).points
     assert p68[19, 1] < p68[37, 1] < p68[30, 1] < p68[8, 1]
     assert p68[30, 2] == p68[:, 2].min()
-    # 98 -> 68 reduction of the 98-point face gives the 68-point face (the layouts agree).
-    np.testing.assert_allclose(mean_face(98).points[list(WFLW_98.to_68)], p68)
+    # 98 -> 68 reduction of the 98-point face gives the 68-point face (the layouts agree), except the points
+    # WFLW places elsewhere on the same contour (outer lids, inner lips): a neighbouring vertex, under 6 mm away.
+    gap = np.linalg.norm(mean_face(98).points[list(WFLW_98.to_68)] - p68, axis=1)
+    moved = [37, 41, 44, 46, 61, 63, 65, 67]
+    np.testing.assert_allclose(np.delete(gap, moved), 0.0, atol=1e-12)
+    assert np.all((gap[moved] > 0.1) & (gap[moved] < 0.6))
+    flat = [v for e in MESH_TO_WFLW98 for v in ((e,) if isinstance(e, int) else e)]
+    assert len(MESH_TO_WFLW98) == 98 and len(set(MESH_TO_WFLW98)) == 98 and max(flat) < len(mesh)
     np.testing.assert_allclose(p68[30], mesh[MESH_TO_300W68[30]] * [1, -1, -1])
     with pytest.raises(PoseError.__mro__[1]):  # StarTrackError
         mean_face(29)

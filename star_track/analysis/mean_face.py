@@ -6,13 +6,28 @@ Apache License 2.0, copy in ``LICENSE-mediapipe.txt`` beside this module). They 
 :mod:`star_track.analysis._canonical_face_data`.
 
 300W 68 points: one mesh vertex per landmark, the map in ``shared/docs/PEERS.md`` (:data:`MESH_TO_300W68`).
-WFLW 98 points, derived (no 98-point map exists in :mod:`star_track.model.schemes`, only 98 -> 68):
 
-* the 17 even contour points are the 300W jaw; each odd one is the mesh vertex that lies between them on the
-  face oval where there is one (127, 132, 150, 176, 400, 379, 361, 356), else the 3D midpoint of its neighbours;
-* the upper brows, nose, eye corners and lids and both lips are the 300W vertices; the lower brow arcs are mesh
-  vertices 65 52 53 46 / 276 283 282 295, the mid-lid points 159 145 / 386 374 and the pupils the iris centres
-  468 / 473.
+WFLW 98 points: :data:`MESH_TO_WFLW98`, one mesh vertex per landmark, or for 8 contour points the midpoint of
+an edge of MediaPipe's face oval. No public 98-point map was found (not in MediaPipe, WFLW or the public
+468 -> 68 maps), so it is derived here from the 68-point map, the WFLW point definitions (Wu et al., "Look at
+Boundary", CVPR 2018: 33 contour points, brows as closed upper + lower arcs, 8 points per eye, 20 mouth, 2 pupils)
+and the named vertex groups of MediaPipe's ``face_mesh_connections.py`` (``FACEMESH_FACE_OVAL``,
+``FACEMESH_RIGHT_EYEBROW`` / ``LEFT_EYEBROW``, ``FACEMESH_RIGHT_EYE`` / ``LEFT_EYE``, the iris centres 468 / 473):
+
+* contour 0-32: the even points are the 300W jaw vertices (WFLW's own 98 -> 68 reduction keeps them); each odd
+  point is the face-oval vertex between its two neighbours (127, 132, 150, 176, 400, 379, 361, 356) or, where
+  the two are adjacent on the oval, the midpoint of that oval edge;
+* upper brows 33-37 / 42-46, nose 51-59, eye corners, the lid centres 62 66 70 74 (mesh 159 145 386 374), the
+  outer lips 76-87 and the inner-lip corners and centres: the 300W vertices or their mesh neighbours on the
+  same contour; the pupils 96 / 97: the iris centres 468 / 473;
+* where WFLW places a point elsewhere than 300W does, the next vertex along the same mesh contour: the lower
+  brow arcs 38-41 / 47-50 are 55 65 52 53 / 283 282 295 285 (the mesh's lower arc, inner to outer and back),
+  the outer upper and lower lid points 61 67 / 71 73 are 161 163 / 388 390, the inner-lip points 89 91 93 95
+  are 81 311 402 178. These were chosen by fitting the mean face to the shared WFLW training labels
+  (``list_98pt_rect_attr_train.txt``, every 4th face with |yaw| < 30 degrees) and taking, among a point's
+  neighbouring vertices on its contour, the one with the smallest median offset: the median point residual
+  fell from 0.067 to 0.059 of the inter-ocular distance, the lower brows' from ~0.13 to ~0.03. The same
+  check on the 300W training labels keeps the 68-point map as it is (its lids and inner lips fit best).
 
 Frame: the points are returned in the OpenCV object frame used by :mod:`star_track.analysis.pose`: +x toward the
 image right of a frontal face (the subject's left), +y down, +z into the head (away from the camera), in
@@ -42,11 +57,20 @@ MESH_TO_300W68: tuple[int, ...] = (
 )
 """MediaPipe mesh vertex of each 300W landmark (shared/docs/PEERS.md)."""
 
-# WFLW odd contour points: mesh vertex between two 300W jaw vertices on the face oval, or -1 for a midpoint.
-_WFLW_ODD_CONTOUR = (127, -1, 132, -1, -1, 150, 176, -1, -1, 400, 379, -1, -1, 361, -1, 356)
-_WFLW_LOWER_BROWS = ((38, 65), (39, 52), (40, 53), (41, 46), (47, 276), (48, 283), (49, 282), (50, 295))
-_WFLW_MID_LIDS = ((62, 159), (66, 145), (70, 386), (74, 374))
-_WFLW_PUPILS = ((96, 468), (97, 473))
+MESH_TO_WFLW98: tuple[int | tuple[int, int], ...] = (
+    162, 127, 234, (234, 93), 93, 132, 58, (58, 172), 172, (172, 136), 136, 150, 149, 176, 148, (148, 152),
+    152, (152, 377), 377, 400, 378, 379, 365, (365, 397), 397, (397, 288), 288, 361, 323, (323, 454), 454, 356,
+    389,  # contour 0-32
+    70, 63, 105, 66, 107, 55, 65, 52, 53,  # right brow 33-41 (upper outer -> inner, lower inner -> outer)
+    336, 296, 334, 293, 300, 283, 282, 295, 285,  # left brow 42-50 (upper inner -> outer, lower outer -> inner)
+    168, 197, 5, 4, 75, 97, 2, 326, 305,  # nose 51-59
+    33, 161, 159, 158, 133, 153, 145, 163,  # right eye 60-67
+    362, 385, 386, 388, 263, 390, 374, 380,  # left eye 68-75
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,  # outer lips 76-87
+    78, 81, 13, 311, 308, 402, 14, 178,  # inner lips 88-95
+    468, 473,  # pupils 96-97 (iris centres)
+)
+"""MediaPipe mesh vertex of each WFLW landmark; a pair is the midpoint of that face-oval edge (see module docs)."""
 
 # Model uncertainty of each 300W point (cm, isotropic): how far a real face's landmark sits from the mean
 # face's, beyond the landmark error. The jaw is a silhouette (see the module docs), brows and mouth move with
@@ -79,35 +103,23 @@ def _to_object_frame(p: np.ndarray) -> np.ndarray:
     return p * np.array([1.0, -1.0, -1.0])
 
 
-def _build_98(m68_mesh: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pts = np.zeros((98, 3))
-    sig = np.zeros(98)
-    jaw, jaw_sig = m68_mesh[:17], _SIGMA_68[:17]
-    pts[0:33:2], sig[0:33:2] = jaw, jaw_sig
-    for k, v in enumerate(_WFLW_ODD_CONTOUR):
-        pts[2 * k + 1] = mesh[v] if v >= 0 else (jaw[k] + jaw[k + 1]) / 2
-        sig[2 * k + 1] = jaw_sig[k]
-    # Every other 98 point that has a 300W partner (schemes' WFLW to_68 order): brows, nose, eyes, lips.
-    same = list(range(33, 38)) + list(range(42, 47)) + list(range(51, 60)) + [60, 61, 63, 64, 65, 67] + \
-        [68, 69, 71, 72, 73, 75] + list(range(76, 96))
-    for j68, j98 in enumerate(same, start=17):
-        pts[j98], sig[j98] = m68_mesh[j68], _SIGMA_68[j68]
-    for j98, v in _WFLW_LOWER_BROWS:
-        pts[j98], sig[j98] = mesh[v], 0.5
-    for j98, v in _WFLW_MID_LIDS + _WFLW_PUPILS:
-        pts[j98], sig[j98] = mesh[v], 0.25
-    return pts, sig
+def _vertices(table: tuple[int | tuple[int, int], ...], mesh: np.ndarray) -> np.ndarray:
+    return np.array([(mesh[v[0]] + mesh[v[1]]) / 2 if isinstance(v, tuple) else mesh[v] for v in table])
+
+
+def _sigma_98() -> np.ndarray:
+    # The 300W uncertainty of each region; the extra lower-brow points as the brows, mid-lids and pupils as
+    # the eyes.
+    return np.array([1.0] * 33 + [0.5] * 18 + [0.25] * 9 + [0.25] * 16 + [0.45] * 20 + [0.25] * 2)
 
 
 @lru_cache(maxsize=4)
 def _mean_face(n: int) -> MeanFace:
     mesh = canonical_mesh()
-    m68 = mesh[list(MESH_TO_300W68)]
     if n == 68:
-        pts, sig, name = m68, _SIGMA_68.copy(), "300w68"
+        pts, sig, name = mesh[list(MESH_TO_300W68)], _SIGMA_68.copy(), "300w68"
     else:
-        pts, sig = _build_98(m68, mesh)
-        name = "wflw98"
+        pts, sig, name = _vertices(MESH_TO_WFLW98, mesh), _sigma_98(), "wflw98"
     pts = _to_object_frame(pts)
     pts.setflags(write=False)
     sig.setflags(write=False)
