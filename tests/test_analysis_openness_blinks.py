@@ -159,12 +159,14 @@ def test_blink_detector_tracks_are_independent():
     assert det.update(5, 0.0, math.nan) == (False, None)
 
 
-def _clip_openness(clip: Path) -> tuple[np.ndarray, np.ndarray]:
+def _clip_states(clip: Path) -> tuple[np.ndarray, list, list]:
+    """Every frame of a clip through the tracker and a FaceAnalyzer (what the tracker wiring does)."""
     from star_track import Tracker
+    from star_track.analysis.analyzer import FaceAnalyzer
 
     cap = cv2.VideoCapture(str(clip))
-    times, eyes = [], []
-    prev = None
+    times, states = [], []
+    analyzer = FaceAnalyzer()
     with Tracker(model="star68-fast") as tracker:
         i = 0
         while True:
@@ -172,17 +174,15 @@ def _clip_openness(clip: Path) -> tuple[np.ndarray, np.ndarray]:
             if not ok:
                 break
             faces = tracker.track(frame, i / 25.0)
-            value = math.nan
+            state = None
             if faces:
                 f = faces[0]
                 # Raw (unsmoothed) landmarks: the smoother would blunt a 3-frame lid closure.
-                prev = solve_pose(f.raw_landmarks, f.covariance, image_size=(frame.shape[1], frame.shape[0]),
-                                  init=prev)
-                value = face_openness(f.raw_landmarks, prev).eyes
+                state = analyzer.update(f.raw_landmarks, f.covariance, (frame.shape[1], frame.shape[0]), i / 25.0)
             times.append(i / 25.0)
-            eyes.append(value)
+            states.append(state)
             i += 1
-    return np.array(times), np.array(eyes)
+    return np.array(times), states, analyzer.blinks
 
 
 @pytest.mark.slow
@@ -196,11 +196,18 @@ def test_blinks_on_hand_labelled_real_clips():
         clip = DATA / label["clip"]
         if not clip.is_file():
             pytest.skip(f"no shared clip at {clip}")
-        t, eyes = _clip_openness(clip)
+        t, states, got = _clip_states(clip)
         assert len(t) == label["frames"]
         seconds += len(t) / label["fps"]
         truth = label["closed_frames"]
-        got = detect_blinks(t, eyes)
+        # The events FaceAnalyzer emitted are those of the offline detector over the same openness series,
+        # and a frame is flagged closed in each of them.
+        eyes = np.array([np.mean(s.eye_open) if s is not None else np.nan for s in states])
+        assert [(b.start, b.end) for b in got] == [(b.start, b.end) for b in detect_blinks(t, eyes)]
+        for b in got:
+            first, end = round(b.start * 25), round(b.end * 25)
+            assert states[first] is not None and states[first].eyes_closed
+            assert states[end] is not None and states[end].blink == b
         frames = [(round(b.start * label["fps"]), round(b.end * label["fps"])) for b in got]
         total += len(truth)
         # A labelled blink is found when a detected one overlaps its closed frames (end is the first open frame).

@@ -66,6 +66,10 @@ class BlinkDetector:
         self.baseline_seconds, self.max_gap, self.warmup = baseline_seconds, max_gap, warmup
         self._tracks: dict[int, _TrackState] = {}
 
+    def drop(self, track_id: int) -> None:
+        """Forget a track (a closure it was in is not reported; a face with its id later starts afresh)."""
+        self._tracks.pop(track_id, None)
+
     def update(self, track_id: int, t: float, openness: float) -> tuple[bool, Blink | None]:
         """Feed one frame of one track: returns (eyes closed now, the blink that just ended or None).
 
