@@ -248,7 +248,7 @@ def peer_table(console, rows: list[dict], title: str) -> str:
     return markdown_table(cols, table)
 
 
-def main(argv: list[str] | None = None) -> None:
+def arguments() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", default=None,
                    help="ONNX model path or name; repeat for several (default: star68-fast and star68-accurate)")
@@ -269,7 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--e2e-frames", type=int, default=None, help="frames per clip end to end (default: all)")
     p.add_argument("--passes", type=int, default=3, help="timed passes end to end; the best counts")
     p.add_argument("--setup-peer", action="store_true", help="create the MediaPipe peer venv (.peer-mp) and exit")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = arguments().parse_args(argv)
     if a.setup_peer:
         print(f"peer environment ready: {setup_peer()}")
         return
@@ -292,17 +296,26 @@ def main(argv: list[str] | None = None) -> None:
                               "markdown": peer_md}, a.out)
     if a.peer_only:
         return
+    vs_mediapipe(a, sys.argv[1:] if argv is None else argv, peer["idle"], peer_md["idle"], threads, console)
+    if not a.vs_mediapipe:
+        pipelines(a, models, patches, console, t_start)
+
+
+def vs_mediapipe(a: argparse.Namespace, argv: list[str], engine_rows: list[dict], engine_md: str, threads: int,
+                 console) -> None:
+    """End to end vs MediaPipe; written with the engine comparison of the same run and the CPU's name."""
     clips = [Path(c) for c in a.clips] if a.clips else sorted((a.data / "videos").glob("*.mp4"))
     e2e = run_e2e(clips, a.e2e_frames, a.passes, console)
-    head = headline(e2e, peer["idle"], cpu_name(), threads)
+    head = headline(e2e, engine_rows, cpu_name(), threads)
     console.print(head)
-    # One file for the figures that must come from one run: engine vs model, end to end, the CPU.
-    write_json("speed_mediapipe", {"command": " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)]),
-                                   "processor": cpu_name(), "threads": threads, "engine_vs_peer": peer["idle"],
+    write_json("speed_mediapipe", {"command": " ".join(["python -m benchmarks.speed", *argv]),
+                                   "processor": cpu_name(), "threads": threads, "engine_vs_peer": engine_rows,
                                    "end_to_end": e2e, "headline": head,
-                                   "markdown": {"engine": peer_md["idle"], **e2e["markdown"]}}, a.out)
-    if a.vs_mediapipe:
-        return
+                                   "markdown": {"engine": engine_md, **e2e["markdown"]}}, a.out)
+
+
+def pipelines(a: argparse.Namespace, models: list[str], patches: list[np.ndarray], console, t_start: float) -> None:
+    """Composed test videos through decode -> track -> draw -> encode, BlazeFace alone, dlib."""
     engines = [(model_label(m), create_engine(m, "onnxruntime", threads=a.threads)) for m in models]
     if a.torch_checkpoint:
         engines.append((a.torch_checkpoint, create_engine(a.torch_checkpoint, "torch")))

@@ -183,7 +183,8 @@ def run_e2e(clip_paths: list[Path], frames: int | None, passes: int, console: An
 
     with_peer = peer_python() is not None
     if not with_peer:
-        console.print(f"MediaPipe peer environment missing: only our figures follow. Create it with: {SETUP_LINE}")
+        console.print(f"MediaPipe peer environment missing: only our figures follow. Create it with: {SETUP_LINE}",
+                      soft_wrap=True)
     clips = [load_clip(p, frames) for p in clip_paths]
     rows = []
     with tempfile.TemporaryDirectory() as tmp, Tracker() as tracker:
