@@ -82,7 +82,8 @@ def _face98(yaw=0.0, pitch=0.0, roll=0.0, lid=1.0):
 def test_98_point_openness_closes_and_is_pose_normalised():
     front = _open(_face98())
     # The 98-point eye norm is scaled so real eyes read as with 68 points: the mean face's eye reads 1 / 1.2.
-    assert front.left_eye == pytest.approx(front.right_eye, rel=1e-6) and front.left_eye == pytest.approx(0.83, abs=0.02)
+    assert front.left_eye == pytest.approx(front.right_eye, rel=1e-6)
+    assert front.left_eye == pytest.approx(0.83, abs=0.02)
     seq = [_open(_face98(lid=f)).eyes for f in (1.0, 0.5, 0.0)]
     assert seq[0] > seq[1] > seq[2] and seq[2] < 0.03
     assert seq[1] == pytest.approx(0.5 * seq[0], rel=0.05)
