@@ -162,3 +162,15 @@ def test_a_face_with_no_pose_gives_nan_columns_and_leaves_the_other_tracks_alone
     assert good.pose is not None and 2.0 < good.pose.yaw < 10.5  # track 1 smooths on from its own state
     later = an.update([7], _frame(face, (20, 0, 0), rng)[None], None, SIZE, 4 / FPS)[0]
     assert later.pose is not None and abs(later.pose.yaw - 20) < 1.0
+
+
+@pytest.mark.filterwarnings("error")  # no 0 / 0 in the filter
+def test_a_repeated_time_stamp_keeps_the_state_finite():
+    face = mean_face(68)
+    rng = np.random.default_rng(6)
+    an = FaceAnalyzer()
+    for ti in (0.0, 0.04, 0.04, 0.04, 0.08):
+        state = an.update(_frame(face, (12, 0, 0), rng), None, SIZE, ti)
+        assert state.pose is not None and np.isfinite(state.pose.angles).all()
+        assert abs(state.pose.yaw - 12) < 1.0
+    assert np.isfinite(an.frames.filter.vel).all()

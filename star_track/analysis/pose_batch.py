@@ -29,7 +29,6 @@ from .mean_face import MeanFace, mean_face
 from .pose import _DEG, Camera, Pose, PoseError
 
 _NEG_SIGN = np.array([-1.0, 1.0, 1.0])  # minus the diagonal of pose._F (OpenCV <-> y-up frames)
-_ROLL_SIGN = np.array([[1.0], [1.0], [-1.0]])  # yaw, pitch, roll = atan2(rel02, .), atan2(rel12, .), atan2(-rel01, .)
 
 
 @dataclass
@@ -236,14 +235,17 @@ def pose_angles(rot: np.ndarray, t: np.ndarray, cov_w: np.ndarray) -> tuple[np.n
     """(F, 3) yaw, pitch, roll and (F, 3) their sd in degrees from rotations (F, 3, 3), translations (F, 3)
     and camera-frame rotation covariances (F, 3, 3) rad^2: vectorised :func:`~.pose.euler_from_rotation`
     of the rotation relative to the line of sight, and :func:`~.pose._angle_sd`."""
-    d = t / np.sqrt((t * t).sum(1))[:, None]
-    dx, dy, dz = d.T
-    # view: the smallest rotation turning the optical axis (0, 0, 1) onto d (closed form, no trigonometry).
-    q = 1.0 / (1.0 + dz)
-    qxy = -dx * dy * q
-    view = _cols(1.0 - dx * dx * q, qxy, dx, qxy, 1.0 - dy * dy * q, dy, -dx, -dy, dz).reshape(-1, 3, 3)
-    r = (view.transpose(0, 2, 1) @ rot).reshape(-1, 9).T  # rel = view^T rot; rel[i, j] = r[3 i + j]
-    ang = np.arctan2(r[[2, 5, 1]] * _ROLL_SIGN, np.concatenate([np.hypot(r[0], r[1]), r[8], r[0]]).reshape(3, -1))
+    d = t / np.sqrt(np.einsum("ij,ij->i", t, t))[:, None]
+    # rel = view^T rot, view the smallest rotation turning the optical axis onto d. Its columns are
+    # e0 - d_x u, e1 - d_y u and d with u = (d_x, d_y, 0) / (1 + d_z) + e2, so no 3x3 view matrix is built.
+    u = d / (1.0 + d[:, 2:3])
+    u[:, 2] = 1.0
+    ur = np.einsum("fk,fkj->fj", u, rot)
+    top = rot[:, :2] - d[:, :2, None] * ur[:, None, :]  # rel rows 0 and 1
+    r22 = np.einsum("fk,fk->f", d, rot[:, :, 2])
+    r00, r01 = top[:, 0, 0], top[:, 0, 1]
+    ang = np.arctan2(np.concatenate([top[:, 0, 2], top[:, 1, 2], -r01]).reshape(3, -1),
+                     np.concatenate([np.hypot(r00, r01), r22, r00]).reshape(3, -1))
     c, s = np.cos(ang), np.sin(ang)
     # Euler rates of M = (F rel F)^T = Rz(roll) Ry(yaw) Rx(pitch) from a camera-frame increment w: M moves by
     # -M F view^T w = -F rot^T w in its space frame (see pose._angle_sd).
@@ -283,14 +285,15 @@ def _solve(xn: np.ndarray, cov: np.ndarray | None, cam: Camera, m: _Model, rot: 
     moved = np.zeros((len(t), 3))
     for _ in range(max(1, limit)):
         step, hinv, chi2 = _step(xn, rot, t, m, white, huber)
-        rot = turn(step[:, :3], rot)
+        w = step[:, :3]
+        rot = turn(w, rot)
         t = t + step[:, 3:]
-        moved += step[:, :3]
+        moved += w
         # Gauss-Newton converges about quadratically: after a rotation step of s rad about 2 s^2 rad is left
         # (0.02 deg after a 0.86 deg step), so a warm start from the previous frame mostly takes one step. The
         # translation converges with the rotation (the image positions tie them), the scale in one step.
-        big = np.abs(step[:, :3]).max(1)
-        if not (big > tol).any():
+        big = np.abs(w).max(1)
+        if big.max() <= tol:
             break
     return rot, t, hinv, chi2, big, moved
 
@@ -329,15 +332,16 @@ def solve_core(points: np.ndarray, covariance: np.ndarray | None, camera: Camera
     xn = (pts.transpose(0, 2, 1) - offset) * scale
     rot, t = _init_arrays(init, len(pts))
     cold = ~(t[:, 2] > 0)  # NaN (no start) compares False
-    if cold.any():
+    any_cold = bool(cold.any())
+    if any_cold:
         rot, t = rot.copy(), t.copy()  # the caller's arrays stay as they are
         rot[cold], t[cold] = _weak_perspective(xn[cold], m)
     limit = 6 if max_iterations is None else max_iterations
     rot, t, hinv, chi2, big, moved = _solve(xn, cov, camera, m, rot, t, limit, tol, huber)
-    if cold.any():
+    if any_cold:
         moved[cold] = np.nan
-    redo = (big > tol) & ~cold if max_iterations is None else np.zeros(len(t), bool)
-    if redo.any():  # a warm start far from this frame's pose (a jump, another face): start over
+    redo = (big > tol) & ~cold if max_iterations is None and big.max() > tol else None
+    if redo is not None and redo.any():  # a warm start far from this frame's pose (a jump, another face): redo
         sub = None if cov is None else cov[redo]
         r0, t0 = _weak_perspective(xn[redo], m)
         rot[redo], t[redo], hinv[redo], chi2[redo], _, _ = _solve(xn[redo], sub, camera, m, r0, t0, 6, tol, huber)

@@ -61,6 +61,7 @@ class PoseFilter:
         any_fresh = fresh.any()
         if any_fresh:
             dt[fresh] = 0.0
+        dt = np.maximum(dt, 1e-6)  # a repeated time stamp: (almost) no motion, no division by zero below
         step = self.vel[slots] * dt[:, None]
         rot = turn(step[:, :3], self.rot[slots])
         t = self.t[slots] + step[:, 3:]
