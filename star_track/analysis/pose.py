@@ -71,7 +71,9 @@ class Pose:
     yaw: float
     pitch: float
     roll: float
-    """Degrees, 300W-LP / AFLW2000 convention (see the module docs for the signs)."""
+    """Degrees, 300W-LP / AFLW2000 ``Pose_Para`` convention as 3DDFA defines it, frontal = (0, 0, 0): yaw > 0 the
+    subject turns to their own right (nose toward the image left), pitch > 0 looks up, roll > 0 the face turns
+    clockwise in the image (top of the head toward the image right); relative to the line of sight."""
     yaw_sd: float
     pitch_sd: float
     roll_sd: float
@@ -200,6 +202,10 @@ def solve_pose(landmarks: np.ndarray, covariance: np.ndarray | None = None, *,
                init: Pose | None = None, face: MeanFace | None = None, iterations: int = 3,
                huber: float = 3.0) -> Pose:
     """Head pose of one face from its (N, 2) landmarks in pixels (N = 68 or 98).
+
+    The single-face reference solver (OpenCV SQPnP start and Jacobian). Video and the tracker use
+    :func:`star_track.analysis.pose_batch.solve_poses` (every face of a frame in one vectorised solve, the same
+    result within 0.02 degree) through :class:`star_track.analysis.analyzer.FrameAnalyzer`.
 
     ``covariance``: (N, 2, 2) calibrated landmark covariances in px^2 (``Face.covariance``); without it every
     point counts as 1 px^2 isotropic. ``camera`` overrides the default intrinsics built from
