@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         video, csv = Path(tmp) / "ellipses.mp4", Path(tmp) / "landmarks.csv"
-        cmd = [sys.executable, "-m", "star_track._entry", "video", str(a.clip), "-o", str(video), "-l", str(csv),
+        cmd = [sys.executable, "-m", "star_track.cli.entry", "video", str(a.clip), "-o", str(video), "-l", str(csv),
                "--ellipses", "--no-progress", *(["--model", a.model] if a.model else [])]
         subprocess.run(cmd, check=True)
         d = read_landmarks_csv(csv)

@@ -16,7 +16,7 @@ console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``python -m export: error: message`` (star-track's one error style) and return the Exit to raise."""
-    from star_track.cli import fail
+    from star_track.cli.exits import fail
 
     return fail(message, code, prog="python -m export")
 

@@ -20,7 +20,7 @@ from star_track.run.batch import MANIFEST, check_ray_address, find_videos, plan,
 from star_track.io.landmarks import read_landmarks_csv
 
 VIDEOS = DATA / "videos"
-ENTRY = [sys.executable, "-c", "from star_track._entry import main; main()"]
+ENTRY = [sys.executable, "-c", "from star_track.cli.entry import main; main()"]
 
 
 def cut(src: Path, dst: Path, frames: int) -> Path:

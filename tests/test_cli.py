@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import disk_full_at, signal_mid_run, to_variable_rate, write_video
-from star_track.cli import app
+from star_track.cli.app import app
 from star_track.io.landmarks import read_landmarks_csv
 from test_tracker import affine_path, tile_faces
 
@@ -235,7 +235,7 @@ def test_webcam_without_camera(model_path, monkeypatch):
 # -- subprocess: signals and memory --------------------------------------------------------------------
 
 def _cli_cmd(*args):
-    return [sys.executable, "-c", "from star_track.cli import main; main()", *map(str, args)]
+    return [sys.executable, "-c", "from star_track.cli.entry import main; main()", *map(str, args)]
 
 
 @pytest.fixture(scope="module")

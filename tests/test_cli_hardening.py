@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from star_track.cli import run_cli
+from star_track.cli.app import run_cli
 from star_track import VideoError, VideoSource
 from test_cli import assert_one_line_error, run
 

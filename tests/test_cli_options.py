@@ -1,9 +1,9 @@
-"""The tracker options shared by video, webcam and image (declared once in star_track.cli_options)."""
+"""The tracker options shared by video, webcam and image (declared once in star_track.cli.options)."""
 from __future__ import annotations
 
 import cv2
 
-from star_track.cli_options import TrackerOptions
+from star_track.cli.options import TrackerOptions
 from test_cli import face_video, run  # noqa: F401 (fixture)
 
 

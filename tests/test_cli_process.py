@@ -17,7 +17,7 @@ from test_cli import face_video, run  # noqa: F401 (fixture)
 
 def run_main(args, hook: str = "", timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     """``star-track ARGS`` through the console script's entry point, after running the Python ``hook``."""
-    code = textwrap.dedent(hook) + "\nfrom star_track._entry import main\nmain()\n"
+    code = textwrap.dedent(hook) + "\nfrom star_track.cli.entry import main\nmain()\n"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, **kw)
 
@@ -118,21 +118,21 @@ def test_a_truncated_faststart_mp4_warns_and_keeps_its_frames(tmp_path, model_pa
 def test_the_entry_point_installs_its_handlers_before_any_heavy_import():
     """Everything imported before the handlers is a window in which Ctrl-C is Python's traceback: the console
     script's module imports neither typer nor numpy/OpenCV/mediapipe, and the package imports lazily."""
-    code = ("import sys, star_track._entry; "
+    code = ("import sys, star_track.cli.entry; "
             "print(sorted(m for m in ('typer', 'numpy', 'cv2', 'mediapipe') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
-    assert 'star-track = "star_track._entry:main"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert 'star-track = "star_track.cli.entry:main"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
 
 
 SIGNAL_BEFORE_THE_BOUNDARY = """
 import os, signal
-import star_track.cli as cli
-_init = cli.StopFlag.__init__
+import star_track.run.signals as signals
+_init = signals.StopFlag.__init__
 def init(self, *args, **kwargs):  # inside the command, before its error boundary: typer would swallow a
     _init(self, *args, **kwargs)  # KeyboardInterrupt
     os.kill(os.getpid(), signal.SIGTERM)
-cli.StopFlag.__init__ = init
+signals.StopFlag.__init__ = init
 """
 
 
@@ -153,7 +153,7 @@ def test_landmarks_to_a_pipe_its_reader_closes_stop_quietly(tmp_path, face_video
     """`star-track video x -l - | head -1`: once the reader is gone the run stops without an error line or a
     traceback, exit 0 (like reading a file only partly); an annotated video being written is finished with the
     frames it has, and nothing is left behind."""
-    code = "from star_track._entry import main\nmain()\n"
+    code = "from star_track.cli.entry import main\nmain()\n"
     out = tmp_path / "o.mp4"
     proc = subprocess.Popen([sys.executable, "-c", code, "video", str(face_video), "-l", "-", "-o", str(out),
                              "-m", str(model_path), "--no-progress"],

@@ -185,7 +185,7 @@ _SLOW_CLOSE = ("import sys, time, pathlib, star_track.io.av_video as a\n"
                "    time.sleep(0.6)\n"
                "    return real(self, **kw)\n"
                "a.AvWriter.close = slow\n"
-               "from star_track.cli import main; main()\n")
+               "from star_track.cli.entry import main; main()\n")
 
 
 @pytest.mark.parametrize("lm_name,second,delay,code", [("o.csv", signal.SIGINT, 0.05, 130),
@@ -260,7 +260,7 @@ def _in_small_disk(tmp_path: Path, script: str, **env: str) -> Path:
 
 
 _FILL_MID_RUN = """
-"$PY" -c 'from star_track.cli import main; main()' video "$IN" $OUTS -m "$MODEL" --no-progress 2>"$RES/stderr" &
+"$PY" -c 'from star_track.cli.entry import main; main()' video "$IN" $OUTS -m "$MODEL" --no-progress 2>"$RES/stderr" &
 pid=$!
 i=0
 while [ "$(cat "$FULL"/$WATCH 2>/dev/null | wc -c)" -lt 20000 ]; do  # $WATCH: a glob

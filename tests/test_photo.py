@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DATA
-from star_track.cli import app
+from star_track.cli.app import app
 from star_track.detection.blazeface import Detection
 from star_track.detection.photo_search import PhotoSearch, map_detection, rotate_image, tile_grid
 from star_track.tracker import Tracker

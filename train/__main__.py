@@ -10,7 +10,7 @@ from .prepare import PREPARERS
 
 def _fail(message: str) -> typer.Exit:
     """Print ``python -m train: error: message`` (star-track's one error style); exit code 2."""
-    from star_track.cli import fail
+    from star_track.cli.exits import fail
 
     return fail(message, 2, prog="python -m train")
 

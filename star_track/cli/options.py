@@ -1,12 +1,15 @@
-"""The tracker options of the ``star-track`` commands (``video``, ``webcam``, ``image``), declared once.
+"""The options several ``star-track`` commands share, declared once: the tracker options (``video``, ``webcam``,
+``image``, ``batch``) and the output video codec.
 
-A command takes them with :func:`tracker_options`, which adds the named options to its signature (so typer
-parses and documents them) and hands the command one :class:`TrackerOptions`.
+A command takes the tracker options with :func:`tracker_options`, which adds the named options to its signature
+(so typer parses and documents them) and hands the command one :class:`TrackerOptions`; that maps them to
+:class:`~star_track.tracking.tracker.Tracker` arguments in one place (:meth:`TrackerOptions.tracker_kwargs`).
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -14,7 +17,17 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import typer
 
 if TYPE_CHECKING:
-    from .tracker import Tracker
+    from ..tracker import Tracker
+
+
+class Codec(str, Enum):
+    """Video codecs ``--codec`` accepts."""
+
+    h264 = "h264"
+    hevc = "hevc"
+    vp9 = "vp9"
+    av1 = "av1"
+    mpeg4 = "mpeg4"
 
 
 class Smoothing(str, Enum):
@@ -39,25 +52,33 @@ class TrackerOptions:
     flip_test: bool = False
     threads: int | None = None
 
+    def capped(self) -> "TrackerOptions":
+        """These options with ``threads`` capped at the usable cores, and one note line on stderr when it was
+        (the SDK's RuntimeWarning, said the command line's way)."""
+        from ..tracker import capped_threads
+
+        threads, note = capped_threads(self.threads)
+        if note is not None:
+            typer.echo(f"star-track: note: --{note.replace('=', ' ', 1)}", err=True)
+        return replace(self, threads=threads)
+
+    def tracker_kwargs(self) -> dict[str, Any]:
+        """The :class:`~star_track.tracker.Tracker` keyword arguments these options stand for."""
+        return {"model": self.model, "engine": self.engine, "smoothing": self.smoothing,
+                "max_faces": self.max_faces or 1, "detect_every": self.detect_every, "detector": self.detector,
+                "output_scheme": "68" if self.output_68 else None, "flip_test": self.flip_test,
+                "threads": self.threads}
+
     def tracker(self, fps: float = 30.0, **changes: Any) -> "Tracker":
         """A Tracker with these options (``changes`` override some of them) for a ``fps`` video.
 
         Non-finite model outputs are not warned about here: the commands report them as one line.
         """
-        import warnings
+        from ..tracker import NonFiniteOutputWarning, Tracker
 
-        from .tracker import NonFiniteOutputWarning, Tracker, capped_threads
-
-        o = replace(self, **changes)
+        o = replace(self, **changes).capped()
         warnings.simplefilter("ignore", NonFiniteOutputWarning)
-        threads, note = capped_threads(o.threads)  # one note line here instead of the SDK's RuntimeWarning
-        if note is not None:
-            typer.echo(f"star-track: note: --{note.replace('=', ' ', 1)}", err=True)
-        o = replace(o, threads=threads)
-        tracker = Tracker(model=o.model, engine=o.engine, smoothing=o.smoothing, max_faces=o.max_faces or 1,
-                          detect_every=o.detect_every, detector=o.detector,
-                          output_scheme="68" if o.output_68 else None, fps=fps, flip_test=o.flip_test,
-                          threads=o.threads)
+        tracker = Tracker(fps=fps, **o.tracker_kwargs())
         if o.output_68 and tracker.model_scheme.num_points == 68:  # harmless, but say it did nothing
             typer.echo(f"star-track: note: --68 has no effect: the model already outputs 68 points "
                        f"({tracker.model_scheme.name})", err=True)
