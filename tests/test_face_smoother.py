@@ -45,7 +45,11 @@ def _jitter(out: np.ndarray, truth: np.ndarray, skip: int = 10) -> float:
     return float(np.sqrt(np.mean(np.sum(d[skip:] ** 2, axis=-1))))
 
 
-def test_still_face_with_anisotropic_noise_is_much_calmer_than_raw_and_per_landmark_kalman():
+VARIANTS = pytest.mark.parametrize("modes", [False, True], ids=["residual", "pca-modes"])
+
+
+@VARIANTS
+def test_still_face_with_anisotropic_noise_is_much_calmer_than_raw_and_per_landmark_kalman(modes):
     rng = np.random.default_rng(0)
     face = _face()
     true_cov, cov = _covariances(face)
@@ -53,7 +57,7 @@ def test_still_face_with_anisotropic_noise_is_much_calmer_than_raw_and_per_landm
     noise = _noise(true_cov, 90, rng)
     raw = _jitter(truth + noise, truth)
     kalman = _jitter(_run(KalmanSmoother(), truth, noise, cov), truth)
-    face_out = _run(FaceLevelSmoother(), truth, noise, cov)
+    face_out = _run(FaceLevelSmoother(basis=modes), truth, noise, cov)
     jit = _jitter(face_out, truth)
     assert jit < 0.15 * raw, (jit, raw)
     assert jit < 0.5 * kalman, (jit, kalman)
@@ -97,7 +101,8 @@ def _expression(face: np.ndarray, T: int = 40, at: int = 15, rise: int = 3) -> n
     return np.stack([face + displacement(face, k, k) for k in w])
 
 
-def test_mouth_opening_and_eye_closing_are_followed():
+@VARIANTS
+def test_mouth_opening_and_eye_closing_are_followed(modes):
     rng = np.random.default_rng(3)
     face = _face()
     true_cov, cov = _covariances(face, sd=0.7)
@@ -106,14 +111,17 @@ def test_mouth_opening_and_eye_closing_are_followed():
     region = np.r_[36:42, 48:68]  # the blinking eye and the mouth
     moved = np.linalg.norm(truth[-1] - truth[0], axis=-1)[region].max()
     errs = {}
-    for name, f in (("face", FaceLevelSmoother()), ("one-euro", OneEuroSmoother())):
+    for name, f in (("face", FaceLevelSmoother(basis=modes)), ("one-euro", OneEuroSmoother())):
         out = _run(f, truth, noise, cov)
         errs[name] = np.linalg.norm(out - truth, axis=-1)[:, region].max(1)  # worst point per frame
-    done = 15 + 3  # the movement is complete at this frame
-    # One frame after it ends, no point of the eye or mouth is more than 20 % of the movement behind ...
-    assert errs["face"][done + 1] < 0.2 * moved, (errs["face"][done - 2:done + 4], moved)
-    # ... and from then on the face filter is at least as close as One Euro (which smooths the rest less).
-    assert errs["face"][done + 1:].mean() <= errs["one-euro"][done + 1:].mean(), errs
+    at, done = 15, 15 + 3  # the movement runs from frame 15 to frame 18
+    peak = {k: float(e[at:done + 2].max()) for k, e in errs.items()}
+    # While it moves and one frame after, no point of the eye or mouth is a quarter of the movement behind, and
+    # the worst lag is no larger than One Euro's (which smooths a still face far less) ...
+    assert peak["face"] < 0.25 * moved, (errs["face"][at - 1:done + 4], moved)
+    assert peak["face"] <= peak["one-euro"], peak
+    # ... and within a few frames the new shape is held (no slow creep towards it).
+    assert errs["face"][done + 2:done + 9].mean() < 0.12 * moved, errs["face"][done:done + 9]
 
 
 def test_98_points_and_a_scheme_without_basis():
@@ -122,7 +130,7 @@ def test_98_points_and_a_scheme_without_basis():
         true_cov, cov = _covariances(face)
         truth = np.repeat(face[None], 60, axis=0)
         noise = _noise(true_cov, 60, rng)
-        f = FaceLevelSmoother()
+        f = FaceLevelSmoother(basis=True)
         out = _run(f, truth, noise, cov)
         assert out.shape == (60, n, 2)
         assert f.k == (0 if n == 29 else f.modes.shape[2]) and (n == 29 or f.k > 10)

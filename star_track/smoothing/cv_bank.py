@@ -53,33 +53,23 @@ class CVBank:
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Prior (x (B, 2d), P (B, 2d, 2d)) at the next frame. ``q`` (B, d): process-noise density per axis."""
         d = self.d
-        x = self.x.copy()
-        x[:, :d] += dt * x[:, d:]
+        F = np.eye(2 * d)
+        F[np.arange(d), np.arange(d) + d] = dt
         if speed_ref > 0:
             v = np.sqrt(np.sum((self.x[:, d:] * speed_weight) ** 2, axis=1))
             q = q * ((1.0 + (v / speed_ref) ** 2) ** 2)[:, None]
-        P = self.P
-        # F P Fᵀ with F = [[I, dt I], [0, I]], written out (no (2d)³ products).
-        pp, pv, vv = P[:, :d, :d], P[:, :d, d:], P[:, d:, d:]
-        pv_t = np.swapaxes(pv, 1, 2)
-        out = np.empty_like(P)
-        out[:, :d, :d] = pp + dt * (pv + pv_t) + dt * dt * vv
-        out[:, :d, d:] = pv + dt * vv
-        out[:, d:, :d] = np.swapaxes(out[:, :d, d:], 1, 2)
-        out[:, d:, d:] = vv
-        idx = np.arange(d)
-        out[:, idx, idx] += q * dt ** 3 / 3
-        out[:, idx, idx + d] += q * dt ** 2 / 2
-        out[:, idx + d, idx] += q * dt ** 2 / 2
-        out[:, idx + d, idx + d] += q * dt
-        return x, out
+        # Q = kron([[dt³/3, dt²/2], [dt²/2, dt]], diag(q_b)): the pattern times each block's q per axis.
+        pattern = np.kron(np.array([[dt ** 3 / 3, dt ** 2 / 2], [dt ** 2 / 2, dt]]), np.eye(d))
+        Q = pattern * np.concatenate([q, q], axis=1)[:, :, None]
+        return self.x @ F.T, F @ self.P @ F.T + Q
 
     def update(self, x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray, gate: float,
-               groups: np.ndarray | None = None) -> None:
+               groups: np.ndarray | None = None, group_and_block: bool = False) -> None:
         """Fuse measurements ``z`` (B, d) with covariances ``R`` (B, d, d) into the prior (x, P).
 
         ``groups`` (B,) int: blocks that gate together (their NIS summed over their degrees of freedom: a blink
-        moves several eye modes at once, and their sum stands out of the noise more than any one of them)."""
+        moves several eye modes at once, and their sum stands out of the noise more than any one of them);
+        ``group_and_block``: a block also opens on its own NIS."""
         d = self.d
         y = z - x[:, :d]
         S = P[:, :d, :d] + R
@@ -87,11 +77,11 @@ class CVBank:
         Siy = (Si @ y[:, :, None])[:, :, 0]
         nis = np.sum(y * Siy, axis=1)
         if gate > 0:
-            if groups is None:
-                f = np.maximum(1.0, nis / (gate * d)) ** 2
-            else:
-                per = np.bincount(groups, nis) / (np.bincount(groups) * d)
-                f = np.maximum(1.0, per / gate)[groups] ** 2
+            per = nis / d
+            if groups is not None:  # a block also opens with its group: max of its own and the group's NIS
+                pooled = np.bincount(groups, nis) / (np.bincount(groups) * d)
+                per = np.maximum(per, pooled[groups]) if group_and_block else pooled[groups]
+            f = np.maximum(1.0, per / gate) ** 2
             if (f > 1).any():
                 P = P * f[:, None, None]
                 Si = _inv(P[:, :d, :d] + R)

@@ -10,15 +10,19 @@ centred, eyes level, landmark box sqrt(w h) = 1):
   weighted by the inverse of its measurement noise R_i = r_scale Σ_i + (r_floor scale)² I (Σ_i: its calibrated
   STAR covariance, so a jaw point votes along the jaw normal and hardly along the jaw), and filtered by a 4-D
   constant-velocity Kalman filter;
-- **shape modes** c: region-wise PCA modes of the training shapes (jaw, brows, nose, eyes, mouth;
-  ``shape_basis.npz`` from ``python -m train.shape_basis``), estimated jointly with the rigid motion in the same
-  weighted least squares and filtered as one constant-velocity filter per mode. Each mode has its own innovation
-  gate, so a blink opens the eye modes' gate at once while the rest of the face stays smoothed;
-- **residual** e: what the modes do not explain (mostly the person's own shape, static), filtered per landmark
-  in the face frame, slowly, with a gate for what the modes miss.
+- **shape modes** c (optional, ``basis=True``): region-wise PCA modes of the training shapes (jaw, brows, nose,
+  eyes, mouth; ``shape_basis.npz`` from ``python -m train.shape_basis``), estimated jointly with the rigid motion
+  in the same weighted least squares and filtered as one constant-velocity filter per mode, gated per region
+  (a blink opens the eye modes' gate while the rest of the face stays smoothed);
+- **residual** e: the rest of the shape in the face frame, filtered per landmark: slowly (q_residual) while it
+  stays within the noise, followed at once (gate) when a landmark or its facial part really moves (speech, a
+  blink: the part's innovations pooled stand out of the noise where one landmark's do not).
 
-Without a basis for the point count (any scheme other than 68 / 98 points) there are no modes: the residual
-carries all the non-rigid motion, around the first frame's own shape.
+The default runs without the modes: on the benchmark (``benchmarks/README.md``, stability section) the
+per-landmark residual with its own gate follows the mouth and blinks better at lower jitter than the modes,
+whose pooled gates open the whole region on noise (or smooth a real movement away when set higher). Without a
+basis for the point count (any scheme other than 68 / 98 points) there are no modes either way; the residual is
+measured around the first frame's own shape.
 
 Per-frame cost: one (4 + K)-unknown least-squares solve and three small filter banks, all vectorised (no loop
 over landmarks). The per-landmark output covariance is :attr:`FaceLevelSmoother.last_cov`.
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.schemes import get_scheme
 from .cv_bank import CVBank
 
 BASIS_FILE = Path(__file__).with_name("shape_basis.npz")
@@ -56,6 +61,23 @@ def load_basis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] 
     q, _ = np.linalg.qr(sim)
     modes = modes - q @ (q.T @ modes)
     return mean, modes.reshape(n, 2, -1), var, regions
+
+
+def point_regions(n: int) -> np.ndarray | None:
+    """(N,) facial part of every landmark (the scheme's edges, nose bridge and bottom joined, lips joined; a point
+    on no edge is its own part), or None for a point count without a known scheme."""
+    try:
+        scheme = get_scheme(n)
+    except ValueError:
+        return None
+    merge = {"nose_bottom": "nose_bridge", "lip_inner": "lip_outer"}
+    names = sorted({merge.get(e.name, e.name) for e in scheme.edges})
+    region = np.full(n, -1)
+    for e in scheme.edges:
+        region[list(e.points)] = names.index(merge.get(e.name, e.name))
+    alone = np.flatnonzero(region < 0)
+    region[alone] = len(names) + np.arange(len(alone))
+    return region
 
 
 def measurement_noise(cov: np.ndarray, scale: float, r_scale: float, r_floor: float) -> np.ndarray:
@@ -127,15 +149,15 @@ class FaceLevelSmoother:
         noise_window: time constant (s) of the noise-level estimates.
         rigid_r_scale: extra multiplier on the rigid measurement noise (larger = a calmer, laggier head).
 
-    Defaults from the stability benchmark (``benchmarks/README.md``): a rigid filter that follows head motion
-    as closely as the per-landmark Kalman, shape gates that keep speech (inner-lip gap correlation >= 0.95
-    with the unsmoothed output on the real clips) and blinks.
+    Defaults from the stability benchmark (``benchmarks/README.md``): a rigid filter with less lag than the
+    per-landmark Kalman, a residual gate that keeps speech (inner-lip gap correlation >= 0.95 with the
+    unsmoothed output on the real clips) and blinks.
     """
 
-    def __init__(self, r_scale: float = 1.0, r_floor: float = 0.001, q_rigid: float = 1e-5,
+    def __init__(self, r_scale: float = 1.5, r_floor: float = 0.001, q_rigid: float = 1e-5,
                  rigid_speed_ref: float = 0.05, rigid_gate: float = 32.0, q_shape: float = 0.05,
                  shape_speed_ref: float = 1.0, shape_gate: float = 2.5, q_residual: float = 1e-6,
-                 residual_gate: float = 6.0, basis: bool = True, isotropic: bool = False,
+                 residual_gate: float = 5.0, basis: bool = False, isotropic: bool = False,
                  noise_window: float = 1.0, rigid_r_scale: float = 1.0):
         if r_scale <= 0 or rigid_r_scale <= 0 or r_floor < 0 or min(q_rigid, q_shape, q_residual, noise_window) <= 0 \
                 or min(rigid_speed_ref, shape_speed_ref, rigid_gate, shape_gate, residual_gate) < 0:
@@ -181,6 +203,7 @@ class FaceLevelSmoother:
         self.mode_group = np.unique(self.mode_region, return_inverse=True)[1].ravel()
         self.k = self.modes.shape[2]
         self.rho = float(np.sqrt((self.mean ** 2).sum(1).mean()))  # RMS radius, face sizes
+        self.point_group = point_regions(n)
         self._n = n
 
     def _jacobian(self, p: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +214,7 @@ class FaceLevelSmoother:
         H[:, :, 0], H[:, :, 1] = (1.0, 0.0), (0.0, 1.0)
         H[:, :, 2], H[:, :, 3] = g, g @ _J.T
         if self.k:
-            H[:, :, 4:] = np.einsum("ab,nbk->nak", sr, self.modes)
+            H[:, :, 4:] = sr @ self.modes
         return g + p[:2], H
 
     def _solve(self, z: np.ndarray, W: np.ndarray, p: np.ndarray, c: np.ndarray, e: np.ndarray,
@@ -304,7 +327,7 @@ class FaceLevelSmoother:
             self._shape.update(xc, Pc, c[:, None], np.diag(jc)[4:, None, None], self.shape_gate, self.mode_group)
         x, Rf = self._to_face(z, R, p)
         shape = self.mean + self.modes @ c if self.k else self.mean
-        self._resid.update(xe, Pe, x - shape, Rf, self.residual_gate)
+        self._resid.update(xe, Pe, x - shape, Rf, self.residual_gate, self.point_group, group_and_block=True)
         if not bad.any():
             self._track_noise(x, self._to_face(z, sig, p)[1], dt)
         return self.output()
