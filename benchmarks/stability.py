@@ -16,9 +16,16 @@ Metrics (all normalised by the true inter-ocular distance of the frame, in %):
              measures what smoothing adds or removes, not the network's fixed offset.
 ``delay``    time shift (ms) that best aligns the output's landmark centroid with the true centroid (``sway``).
 ``step``     frames after the step until the mean output displacement is within 10 % of the true step.
-``NME``      mean per-frame NME vs the true landmarks over all sequences.
+``NME``      mean per-frame NME vs the true landmarks over the four sequences.
+``NMF``      LDEQ's flicker: RMS of the frame-to-frame change of the error / sqrt(w h) of the true landmark box
+             (``still``, and the mean over all five sequences), in %.
 
-    python -m benchmarks.stability [--model PATH] [--faces 6] [--frames 60]
+A fifth sequence, ``expression`` (:mod:`benchmarks.nonrigid`: the still face opens its mouth and blinks), gives
+how each smoother follows non-rigid motion against the unsmoothed output (delay in frames, amplitude kept).
+The face-level filter (issue 27) runs with the STAR covariance and with an isotropic one
+(:mod:`benchmarks.face_stability`); ``--clips`` adds the real clips beside MediaPipe's Face Mesh peer.
+
+    python -m benchmarks.stability [--model PATH] [--faces 6] [--frames 60] [--clips]
 """
 from __future__ import annotations
 
@@ -31,12 +38,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from star_track.smoothing import SMOOTHERS, make_smoother
-from star_track.smoothing.kalman import KalmanSmoother
-from star_track.tracker import Tracker
+from star_track import Tracker
+from star_track.smoothing import SMOOTHERS, KalmanSmoother, make_smoother
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_console, markdown_table, model_info,
                      model_label, print_table, write_json)
+from .face_stability import (expression_metrics, face_configs, nmf, real_clips, report_face, star_vs_isotropic,
+                             time_per_update)
+from .nonrigid import render_nonrigid
 from .synthetic import SCHEME, FaceScene, Sequence, standard_sequences
 
 Config = tuple[str, str, dict[str, Any]]
@@ -62,7 +71,7 @@ def default_configs() -> list[Config]:
     # The earlier product filter, for comparison: constant process noise, 99 % gate.
     cfgs += [("kalman STAR-R constant q", "kalman", {"r_scale": rs, "q": 1.0, "speed_ref": 0.0, "gate": 9.21})
              for rs in scales]
-    return cfgs
+    return cfgs + face_configs()
 
 
 def compare_at_equal_lag(rows: list[dict], challenger: str, reference: str = "one-euro",
@@ -85,9 +94,10 @@ def config_label(cfg: Config) -> str:
     fam, _, p = cfg
     shown = {k: v for k, v in p.items() if not (fam == "kalman fixed-R" and k == "r_scale")
              and not (fam == "kalman STAR-R no floor" and k == "r_floor")
-             and not (fam == "kalman STAR-R constant q" and k in ("gate", "q", "speed_ref"))}
-    head = fam if fam.startswith("kalman") else fam.split()[0]
-    return fam if not p else f"{head} " \
+             and not (fam == "kalman STAR-R constant q" and k in ("gate", "q", "speed_ref"))
+             and k not in ("isotropic", "basis")}
+    head = fam if fam.startswith(("kalman", "face")) else fam.split()[0]
+    return fam if not p or not shown else f"{head} " \
         + ", ".join(f"{k}={v:g}" for k, v in shown.items() if not (fam.startswith("one-euro") and k == "beta")) \
         + (f", beta={p['beta']:g}" if fam.startswith("one-euro") else "")
 
@@ -118,7 +128,7 @@ class RawCovarianceKalman(KalmanSmoother):
     smoothers the calibrated covariance; this undoes the model's eigenvalue map (monotone, so invertible) in crop
     units. :attr:`calibration` and :attr:`crop_scale` are set from the Tracker by :func:`run`."""
 
-    calibration = None
+    calibration: Any = None
     crop_scale = 1.0
 
     def update(self, points: np.ndarray, cov: np.ndarray, dt: float = 1 / 30, scale: float = 100.0) -> np.ndarray:
@@ -266,13 +276,18 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
     lost = 0
     checks: list[dict] = []
     cov_checks: list[dict] = []
+    track = None
     with Tracker(model, engine="onnxruntime", smoothing="bench-fanout", smoothing_params={"configs": fan},
                  fps=30.0) as tracker:
         engine = tracker.engine
         RawCovarianceKalman.calibration, RawCovarianceKalman.crop_scale = tracker.uncertainty, tracker.meta.crop_scale
         for fi, f in enumerate(faces):
             photo = cv2.imread(str(data / "wflw" / f.image))
-            seqs = standard_sequences(FaceScene(photo, f.landmarks), frames, 30.0, seed=fi)
+            if photo is None:
+                raise SystemExit(f"cannot read {data / 'wflw' / f.image}")
+            scene = FaceScene(photo, f.landmarks)
+            seqs = standard_sequences(scene, frames, 30.0, seed=fi)
+            seqs.append(render_nonrigid(scene, frames, 30.0, np.random.default_rng(100 + fi)))
             results = {}
             for seq in seqs:
                 out, raw, cov = run_sequence(tracker, seq, len(configs))
@@ -280,6 +295,8 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
                 results[seq.name] = (seq, out, raw)
                 if seq.name == "still":
                     cov_checks.append(covariance_check(raw, cov))
+                if seq.name == "sway" and fi == 0:
+                    track = (raw, cov, np.sqrt(np.prod(np.ptp(raw, axis=1), axis=1)))
             # Static bias of the raw network per landmark (face frame), from the motion sequences themselves.
             for ci, cfg in enumerate(configs):
                 m: dict[str, float] = {}
@@ -295,7 +312,10 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
                 seq, out, _ = results["step"]
                 m["step_frames"] = step_delay(out[ci], seq, frames // 2)
                 m["nme"] = float(np.nanmean(np.concatenate([nme(results[s][1][ci], results[s][0].truth)
-                                                             for s in results])))
+                                                             for s in results if s != "expression"])))
+                m["nmf_still"] = nmf(results["still"][1][ci], results["still"][0].truth)
+                m["nmf_all"] = float(np.mean([nmf(results[s][1][ci], results[s][0].truth) for s in results]))
+                m |= expression_metrics(results["expression"][1][ci], results["expression"][2])
                 per[config_label(cfg)].append(m)
             if verify and fi == 0:
                 checks = verify_equivalence(model, engine, configs, [results[s][0] for s in results],
@@ -310,7 +330,8 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
                         "per_face": rows})
     cov_summary = {k: float(np.nanmean([c[k] for c in cov_checks])) for k in cov_checks[0]}
     return {"rows": summary, "faces": [f.image for f in faces], "lost_frames": lost, "verify": checks,
-            "engine": engine_name, "covariance_check": {"mean_over_faces": cov_summary, "per_face": cov_checks}}
+            "engine": engine_name, "covariance_check": {"mean_over_faces": cov_summary, "per_face": cov_checks},
+            "ms_per_update": time_per_update(*track) if track is not None else {}}
 
 
 def verify_equivalence(model, engine, configs: list[Config], seqs: list[Sequence],
@@ -336,7 +357,8 @@ SWEPT = ("min_cutoff", "r_scale", "r_floor")
 FAMILY_COLORS = {"none": "black", "one-euro beta=1": "tab:orange", "one-euro beta=10": "tab:olive",
                  "one-euro beta=30": "tab:red", "kalman fixed-R": "tab:purple", "kalman STAR-R": "tab:blue",
                  "kalman STAR-R no floor": "tab:cyan", "kalman STAR-R constant q": "tab:green",
-                 "kalman raw STAR-R": "tab:gray"}
+                 "kalman raw STAR-R": "tab:gray", "face STAR-R": "tab:brown", "face isotropic-R": "tab:pink",
+                 "face + PCA modes": "darkgoldenrod"}
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -357,7 +379,7 @@ def plot(rows: list[dict], path: Path) -> Path:
             xs = [100 * r[xkey] for r in rs]
             ys = [100 * r["jitter_still"] for r in rs]
             style = "o" if len(rs) == 1 else (":" if "no floor" in fam else "--" if "constant q" in fam else "-")
-            main = fam in ("kalman STAR-R", "kalman raw STAR-R", "none") or fam.startswith("one-euro")
+            main = fam in ("kalman STAR-R", "kalman raw STAR-R", "none", "face STAR-R") or fam.startswith("one-euro")
             ax.plot(xs, ys, style if len(rs) == 1 else "o" + style, label=fam, ms=3.5 if main else 2.5,
                     lw=1.8 if main else 1.0, zorder=3 if main else 2, color=FAMILY_COLORS.get(fam))
             if "no floor" in fam or "constant q" in fam:
@@ -396,14 +418,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="re-run one config per family as a separate Tracker and compare")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for stability.json")
     p.add_argument("--docs", type=Path, default=DOCS_DIR, help="folder for the jitter-vs-lag plot")
+    p.add_argument("--clips", action=argparse.BooleanOptionalAction, default=True,
+                   help="also the real clips (videos/) beside MediaPipe's Face Mesh peer")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     res = run(a.model, a.data, a.faces, a.frames, default_configs(), a.verify)
+    if a.clips:
+        res["real_clips"] = real_clips(a.model, a.data)
     cols = ["smoother", "jitter still", "jitter sway", "jitter fast", "lag sway", "lag fast", "delay sway ms",
-            "step frames", "NME"]
+            "step frames", "NME", "NMF still", "NMF all"]
     table = [[r["label"], *(f"{100 * r[k]:.3f}" for k in ("jitter_still", "jitter_sway", "jitter_fast")),
               *(f"{100 * r[k]:.3f}" for k in ("lag_sway", "lag_fast")), f"{r['delay_ms_sway']:.0f}",
-              f"{r['step_frames']:g}", f"{100 * r['nme']:.2f}"] for r in res["rows"]]
+              f"{r['step_frames']:g}", f"{100 * r['nme']:.2f}", f"{100 * r['nmf_still']:.3f}",
+              f"{100 * r['nmf_all']:.3f}"] for r in res["rows"]]
     console = make_console()
     print_table(f"Stability: {len(res['faces'])} held-out faces x 4 sequences x {a.frames} frames, "
                 f"model {model_label(a.model)} on {res['engine']} (jitter / lag / NME in % of inter-ocular)",
@@ -427,6 +454,8 @@ def main(argv: list[str] | None = None) -> None:
             who = {True: fam.split(" no ")[0] + " better", False: "One Euro better", None: "n/a"}[v["wins"]]
             console.print(f"  {v['config']}: jitter {100 * v['jitter']:.3f} lag {100 * v['lag']:.3f} | {ref} -> {who}")
     res["equal_lag_comparison"] = verdict
+    res["face_star_vs_isotropic"] = star_vs_isotropic(res["rows"])
+    report_face(res, console)
     png = plot(res["rows"], a.docs / "stability_jitter_lag.png")
     console.print(f"plot: {png}")
     command = "python -m benchmarks.stability" + (f" --model {a.model}" if a.model else "")
