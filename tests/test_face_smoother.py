@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.nonrigid import displacement
 from star_track.smoothing import FaceLevelSmoother, KalmanSmoother, OneEuroSmoother, make_smoother
-from star_track.smoothing.face_level import load_basis
+from star_track.smoothing.face_model import load_basis
 
 DT = 1 / 30
 SIZE = 200.0  # face size in pixels

@@ -1,0 +1,95 @@
+"""Geometry of the face-level smoother: its shape basis, facial parts, measurement noise and 2D similarity helpers."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..model.schemes import get_scheme
+
+BASIS_FILE = Path(__file__).with_name("shape_basis.npz")
+J = np.array([[0.0, -1.0], [1.0, 0.0]])  # 90° rotation
+
+
+@lru_cache(maxsize=4)
+def load_basis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(mean (N, 2), modes (N, 2, K), variances (K,), region names (K,)) for ``n`` points, or None.
+
+    The similarity directions at the mean (translation, scale, rotation) are projected out of the modes: the
+    rigid motion is estimated beside them, so the two must not overlap.
+    """
+    if not BASIS_FILE.is_file():
+        return None
+    with np.load(BASIS_FILE) as z:
+        if f"mean_{n}" not in z:
+            return None
+        mean = z[f"mean_{n}"].astype(np.float64)
+        modes = z[f"modes_{n}"].astype(np.float64).reshape(-1, 2 * n).T  # (2N, K)
+        var = z[f"var_{n}"].astype(np.float64)
+        regions = z["regions"][z[f"region_{n}"].astype(int)]
+    sim = np.stack([np.tile([1.0, 0.0], n), np.tile([0.0, 1.0], n), mean.ravel(), (mean @ J.T).ravel()], 1)
+    q, _ = np.linalg.qr(sim)
+    modes = modes - q @ (q.T @ modes)
+    return mean, modes.reshape(n, 2, -1), var, regions
+
+
+def point_regions(n: int) -> np.ndarray | None:
+    """(N,) facial part of every landmark (the scheme's edges, nose bridge and bottom joined, lips joined; a point
+    on no edge is its own part), or None for a point count without a known scheme."""
+    try:
+        scheme = get_scheme(n)
+    except ValueError:
+        return None
+    merge = {"nose_bottom": "nose_bridge", "lip_inner": "lip_outer"}
+    names = sorted({merge.get(e.name, e.name) for e in scheme.edges})
+    region = np.full(n, -1)
+    for e in scheme.edges:
+        region[list(e.points)] = names.index(merge.get(e.name, e.name))
+    alone = np.flatnonzero(region < 0)
+    region[alone] = len(names) + np.arange(len(alone))
+    return region
+
+
+def measurement_noise(cov: np.ndarray, scale: float, r_scale: float, r_floor: float) -> np.ndarray:
+    """R (N, 2, 2) = r_scale Σ + (r_floor scale)² I, Σ symmetrised and clipped to PSD (closed form for 2x2);
+    a non-finite Σ counts as face-sized."""
+    c = np.asarray(cov, np.float64)
+    a, b, d = c[:, 0, 0], 0.5 * (c[:, 0, 1] + c[:, 1, 0]), c[:, 1, 1]
+    bad = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(d))
+    if bad.any():
+        a, b, d = np.where(bad, scale ** 2, a), np.where(bad, 0.0, b), np.where(bad, scale ** 2, d)
+    # Clip negative eigenvalues: λ = m ± r; shift so the smaller is >= 0 (keeps the eigenvectors).
+    m, r = 0.5 * (a + d), np.hypot(0.5 * (a - d), b)
+    lo = m - r
+    shift = np.where(lo < 0, -lo, 0.0)
+    floor = (r_floor * scale) ** 2
+    out = np.empty((len(a), 2, 2))
+    out[:, 0, 0] = r_scale * (a + shift) + floor
+    out[:, 1, 1] = r_scale * (d + shift) + floor
+    out[:, 0, 1] = out[:, 1, 0] = r_scale * b
+    return out
+
+
+def inv2(m: np.ndarray) -> np.ndarray:
+    """Inverses of (N, 2, 2) matrices (closed form)."""
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    out = np.empty_like(m)
+    out[:, 0, 0], out[:, 1, 1] = m[:, 1, 1] / det, m[:, 0, 0] / det
+    out[:, 0, 1], out[:, 1, 0] = -m[:, 0, 1] / det, -m[:, 1, 0] / det
+    return out
+
+
+def rotation(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def similarity_init(z: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Unweighted least-squares similarity (t_x, t_y, log s, theta) mapping ``ref`` (centred) onto ``z``."""
+    zc = z - z.mean(0)
+    n = float((ref ** 2).sum())
+    a = float((ref * zc).sum()) / n
+    b = float((ref[:, 0] * zc[:, 1] - ref[:, 1] * zc[:, 0]).sum()) / n
+    t = z.mean(0) - (ref.mean(0) @ np.array([[a, -b], [b, a]]).T)
+    return np.array([t[0], t[1], np.log(max(np.hypot(a, b), 1e-9)), np.arctan2(b, a)])
