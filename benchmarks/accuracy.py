@@ -29,7 +29,7 @@ import numpy as np
 
 from star_track.crop import crop_from_box
 from star_track.model.schemes import get_scheme
-from star_track.tracker import Tracker
+from star_track import Tracker
 from train.calibrate import box_to_crop
 
 from .common import (COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, DlibPipeline,

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from star_track.tracker import Tracker
+from star_track import Tracker
 from star_track import VideoSource
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, make_console, markdown_table, model_info, model_label,

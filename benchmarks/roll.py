@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from star_track.tracker import Tracker
+from star_track import Tracker
 from train.calibrate import match_to_face
 
 from .common import (DEFAULT_DATA, RESULTS_DIR, DlibPipeline, load_faces, markdown_table, model_info, model_label,

@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 
 from star_track.model.schemes import get_scheme
-from star_track.tracker import Tracker
+from star_track import Tracker
 from train.conventions import GROUPS, face_frame_offsets
 
 from .common import (

@@ -22,7 +22,7 @@ _EXPORTS = {
     "ModelError": ".errors", "StarTrackError": ".errors", "MissingDependency": ".errors",
     "OutputError": ".errors", "ConcurrentUseError": ".errors", "FlipAveragedEngine": ".engines.flip_average",
     "open_landmark_writer": ".io.landmarks", "process_video": ".run.loop", "run_batch": ".run.batch", "VideoSummary": ".run.loop", "ModelMeta": ".model.meta", "list_models": ".model.registry",
-    "resolve_model": ".model.registry", "make_smoother": ".smoothing", "Face": ".tracker", "Tracker": ".tracker",
+    "resolve_model": ".model.registry", "make_smoother": ".smoothing", "Face": ".tracking.face", "NonFiniteOutputWarning": ".tracking.face", "Tracker": ".tracking.tracker",
     "VideoError": ".errors", "VideoSink": ".io.sink", "VideoSource": ".io.source",
 }
 
@@ -42,7 +42,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ConcurrentUseError", "Detection", "DetectorError", "EngineUnavailable", "Face", "FaceDetector",
     "FlipAveragedEngine", "LandmarkEngine", "MissingDependency", "ModelError", "OutputError", "StarTrackError",
-    "ModelMeta", "Tracker", "VideoError", "VideoSink", "VideoSource", "VideoSummary", "create_engine",
+    "ModelMeta", "NonFiniteOutputWarning", "Tracker", "VideoError", "VideoSink", "VideoSource", "VideoSummary", "create_engine",
     "draw_faces", "list_models", "make_smoother", "open_landmark_writer", "process_video", "resolve_model", "run_batch",
     "__version__",
 ]

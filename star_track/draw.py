@@ -74,7 +74,7 @@ def draw_fps(img: np.ndarray, fps: float) -> np.ndarray:
 
 def draw_faces(img: np.ndarray, faces: Sequence, scheme: LandmarkScheme | None = None, ellipses: bool = False,
                boxes: bool = True, fps: float | None = None) -> np.ndarray:
-    """Draw every :class:`star_track.tracker.Face` (smoothed landmarks) on ``img`` in place and return it."""
+    """Draw every :class:`star_track.tracking.face.Face` (smoothed landmarks) on ``img`` in place and return it."""
     for f in faces:
         color = track_color(f.track_id)
         if ellipses:

@@ -15,7 +15,7 @@ code that catches those still works.
 * :class:`OutputError` - an output file cannot be written: it exists (without overwrite), its name or folder is
   unusable (unsupported extension, a directory, missing or unwritable folder), the disk is full. Not a
   :class:`VideoError`: a landmark file that fills the disk is not a video problem.
-* :class:`ConcurrentUseError` - one :class:`~star_track.tracker.Tracker` used from two threads at once.
+* :class:`ConcurrentUseError` - one :class:`~star_track.tracking.tracker.Tracker` used from two threads at once.
 * :class:`ClusterError` - the Ray cluster a batch was pointed at does not answer.
 """
 from __future__ import annotations

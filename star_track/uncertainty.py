@@ -16,7 +16,11 @@ tracker warns once (:class:`UncalibratedUncertaintyWarning`).
 Face score
   The tracker's face confidence is defined on the raw STAR covariance: for landmark i with covariance Σᵢ in
   crop units, σᵢ = det(Σᵢ)^¼ is its geometric-mean standard deviation; with u = medianᵢ σᵢ
-  (:func:`landmark_spread`) the score is ``1 / (1 + (u / uncertainty_half)⁴)`` (:func:`landmark_score`).
+  (:func:`landmark_spread`) the score is ``1 / (1 + (u / uncertainty_half)⁴)`` (:func:`landmark_score`): 0.5
+  when the median landmark's spread is ``uncertainty_half`` (default 0.28, i.e. 14 % of the crop side).
+  Measured with the default model (``python -m benchmarks.uncertainty``): u is 0.16 / 0.18 / 0.22 (5th / 50th /
+  95th percentile) on the held-out face crops, scores 0.74 to 0.90; on patches of the same photos away from the
+  labelled faces u is 0.27 / 0.40 / 0.59, scores 0.54 / 0.20 / 0.05.
 """
 from __future__ import annotations
 

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import DATA, disk_full_at, signal_mid_run
+from star_track import Face, VideoError, VideoSink, VideoSource
 from star_track.io.landmarks import csv_header, open_landmark_writer, read_landmarks_csv
-from star_track.tracker import Face
-from star_track import VideoError, VideoSink, VideoSource
 from test_cli import _cli_cmd, assert_one_line_error, face_video, run  # noqa: F401 (fixture)
 
 CLIP = DATA / "videos" / "RD_Radio2_000.mp4"
@@ -216,7 +215,7 @@ def test_nonfinite_values_are_null_in_json_and_empty_in_csv(tmp_path):
 
 
 def test_video_run_with_a_nan_model_writes_strict_json_and_csv(tmp_path, face_video, model_path, monkeypatch):
-    import star_track.tracker as tracker_mod
+    import star_track.tracking.tracker as tracker_mod
     from star_track.engines import create_engine
     from test_sdk_hardening import ScriptedEngine
 
@@ -316,7 +315,7 @@ def portrait():
 
 @pytest.mark.parametrize("rotation, coded", [(90, cv2.ROTATE_90_CLOCKWISE), (-90, cv2.ROTATE_90_COUNTERCLOCKWISE)])
 def test_phone_video_is_read_upright_and_tracked_in_display_coordinates(tmp_path, portrait, rotation, coded):
-    from star_track.tracker import Tracker
+    from star_track import Tracker
 
     clip = _encode(tmp_path / "phone.mp4", [cv2.rotate(f, coded) for f in portrait], rotation=rotation)
     with VideoSource(clip) as vs:

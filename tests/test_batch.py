@@ -387,7 +387,7 @@ def test_a_read_only_out_dir_is_one_clear_error(tmp_path, model_path):
 
 def test_workers_are_capped_at_the_usable_cores_with_a_note(tmp_path, model_path, monkeypatch):
     import star_track.run.batch.runner as runner
-    from star_track.tracker import usable_cores
+    from star_track.tracking.arguments import usable_cores
     from test_cli import run
 
     (tmp_path / "clips").mkdir()

@@ -15,7 +15,7 @@ def test_every_tracking_command_takes_the_shared_options_and_threads():
 
 
 def test_threads_reach_the_tracker(tmp_path, face_video, face_photo, model_path, monkeypatch):
-    import star_track.tracker as tracker_mod
+    import star_track.tracking.tracker as tracker_mod
 
     seen = []
     real = tracker_mod.Tracker.__init__

@@ -28,7 +28,7 @@ def lines(text: str) -> list[str]:
 
 SIGNAL_DURING_LOAD = """
 import os, signal
-import star_track.tracker as t
+import star_track.tracking.tracker as t
 _init = t.Tracker.__init__
 def init(self, *a, **k):
     _init(self, *a, **k)
@@ -48,7 +48,7 @@ def test_signal_during_start_up_is_one_line_and_the_right_code(tmp_path, face_vi
 
 SECOND_SIGINT = """
 import atexit, os, signal
-import star_track.tracker as t
+import star_track.tracking.tracker as t
 _track = t.Tracker.track
 def track(self, frame, ts=None):
     if self._frame_index == 3:

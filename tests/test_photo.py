@@ -12,7 +12,7 @@ from conftest import DATA
 from star_track.cli.app import app
 from star_track.detection.blazeface import Detection
 from star_track.detection.photo_search import PhotoSearch, map_detection, rotate_image, tile_grid
-from star_track.tracker import Tracker
+from star_track import Tracker
 
 
 def _wflw_faces(n: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -8,9 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from star_track import ConcurrentUseError, NonFiniteOutputWarning, Tracker, VideoError, VideoSink, VideoSource
 from star_track.engines import create_engine
-from star_track.tracker import ConcurrentUseError, NonFiniteOutputWarning, Tracker
-from star_track import VideoError, VideoSink, VideoSource
 from test_cli import frame_count, run
 from test_tracker import affine_path
 
@@ -93,7 +92,7 @@ def test_nonfinite_model_output_drops_the_face_for_that_frame(model_path, frames
 
 def test_cli_with_a_nonfinite_model_writes_valid_files_and_one_warning(tmp_path, model_path, face_photo,
                                                                        monkeypatch):
-    import star_track.tracker as tracker_mod
+    import star_track.tracking.tracker as tracker_mod
 
     def poisoned(model, engine, **kw):
         e = ScriptedEngine(create_engine(model, "onnxruntime"))
@@ -148,7 +147,7 @@ def test_tracker_arguments_give_a_value_error_naming_them(model_path, kwargs, na
 
 
 def test_more_threads_than_cores_are_capped_with_one_warning(model_path, monkeypatch):
-    import star_track.tracker as tracker_module
+    import star_track.tracking.arguments as tracker_module
 
     monkeypatch.setattr(tracker_module, "usable_cores", lambda: 3)
     with pytest.warns(RuntimeWarning, match="threads=100000 is more than the 3 usable CPU cores: using 3"):
@@ -158,7 +157,7 @@ def test_more_threads_than_cores_are_capped_with_one_warning(model_path, monkeyp
 
 
 def test_cli_threads_above_the_cores_is_one_note(tmp_path, frames, model_path):
-    from star_track.tracker import usable_cores
+    from star_track.tracking.arguments import usable_cores
 
     cv2.imwrite(str(tmp_path / "f.png"), frames[0])
     r = run("image", tmp_path / "f.png", "-m", model_path, "--threads", 100000)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import _export
+from star_track import Face, Tracker
 from star_track.engines.base import ModelError
-from star_track.tracker import Face, Tracker, as_bgr
+from star_track.tracking.face import as_bgr
 from star_track.uncertainty import landmark_score
 
 
@@ -257,7 +258,7 @@ def test_new_face_stops_refining_once_the_framing_converges(face_photo):
 def test_stage_hook_and_landmarks_for_boxes_are_the_tracker_own_path(face_photo, model_path):
     """The public hooks benchmarks use: on_stage sees every stage; landmarks_for_boxes is detect_image's
     per-face path on given boxes (same landmarks), with no effect on the video tracks."""
-    from star_track.tracker import STAGES
+    from star_track.tracking.tracker import STAGES
 
     img, _, box = face_photo
     with Tracker(model=model_path, engine="onnxruntime", smoothing="kalman") as tracker:

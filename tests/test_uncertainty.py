@@ -10,7 +10,7 @@ import pytest
 
 from star_track.io.landmarks import open_landmark_writer, read_landmarks_csv
 from star_track.model.meta import ModelMeta
-from star_track.tracker import Face, Tracker
+from star_track import Face, Tracker
 from star_track.uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
 
 from conftest import BUNDLED_MODEL, _export

@@ -16,7 +16,7 @@ from star_track.io.landmarks import open_landmark_writer, read_landmarks_csv
 from star_track.io.paths import check_output_path
 from star_track.io.sink import VideoSink
 from star_track.io.source import VideoSource
-from star_track.tracker import Face
+from star_track import Face
 
 CLIP = DATA / "videos" / "RD_Radio2_000.mp4"
 

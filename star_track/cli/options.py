@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import typer
 
 if TYPE_CHECKING:
-    from ..tracker import Tracker
+    from ..tracking.tracker import Tracker
 
 
 class Codec(str, Enum):
@@ -40,7 +40,7 @@ class Smoothing(str, Enum):
 
 @dataclass(frozen=True)
 class TrackerOptions:
-    """What the command line says about the :class:`~star_track.tracker.Tracker` to build."""
+    """What the command line says about the :class:`~star_track.tracking.tracker.Tracker` to build."""
 
     model: str | None = None
     engine: str = "auto"
@@ -55,7 +55,7 @@ class TrackerOptions:
     def capped(self) -> "TrackerOptions":
         """These options with ``threads`` capped at the usable cores, and one note line on stderr when it was
         (the SDK's RuntimeWarning, said the command line's way)."""
-        from ..tracker import capped_threads
+        from ..tracking.arguments import capped_threads
 
         threads, note = capped_threads(self.threads)
         if note is not None:
@@ -63,7 +63,7 @@ class TrackerOptions:
         return replace(self, threads=threads)
 
     def tracker_kwargs(self) -> dict[str, Any]:
-        """The :class:`~star_track.tracker.Tracker` keyword arguments these options stand for."""
+        """The :class:`~star_track.tracking.tracker.Tracker` keyword arguments these options stand for."""
         return {"model": self.model, "engine": self.engine, "smoothing": self.smoothing,
                 "max_faces": self.max_faces or 1, "detect_every": self.detect_every, "detector": self.detector,
                 "output_scheme": "68" if self.output_68 else None, "flip_test": self.flip_test,
@@ -74,7 +74,8 @@ class TrackerOptions:
 
         Non-finite model outputs are not warned about here: the commands report them as one line.
         """
-        from ..tracker import NonFiniteOutputWarning, Tracker
+        from ..tracking.face import NonFiniteOutputWarning
+        from ..tracking.tracker import Tracker
 
         o = replace(self, **changes).capped()
         warnings.simplefilter("ignore", NonFiniteOutputWarning)

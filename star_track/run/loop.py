@@ -1,4 +1,4 @@
-"""The SDK's one video loop: frames from a source -> :class:`~star_track.tracker.Tracker` -> landmark file,
+"""The SDK's one video loop: frames from a source -> :class:`~star_track.tracking.tracker.Tracker` -> landmark file,
 annotated video and a per-frame callback, stopping cleanly on SIGINT/SIGTERM.
 
 The ``star-track video`` and ``webcam`` commands, the examples and batch jobs all run :func:`process_video`;
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from ..io.landmarks import LandmarkWriter
     from ..io.sink import VideoSink
     from ..io.source import VideoFrame, VideoSource
-    from ..tracker import Face, Tracker
+    from ..tracking.face import Face
+    from ..tracking.tracker import Tracker
 
 FrameCallback = Callable[["VideoFrame", "Sequence[Face]"], Any]
 """``on_frame(frame, faces)``, called after each frame's outputs are written; returning True stops the loop."""

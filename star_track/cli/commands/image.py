@@ -37,7 +37,7 @@ def image(
     from ...io.claims import write_exclusive
     from ...io.images import read_image, write_image
     from ...io.landmarks import faces_document, open_landmark_writer
-    from ...tracker import as_bgr
+    from ...tracking.face import as_bgr
 
     with error_boundary(input):
         check_outputs(input, [(out, "image"), (landmarks_out, "landmarks")], overwrite)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ...io.sink import VideoSink
     from ...io.source import VideoSource
     from ...run.loop import VideoSummary
-    from ...tracker import Tracker
+    from ...tracking.tracker import Tracker
 
 
 @tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "output_68", "flip_test",

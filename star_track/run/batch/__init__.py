@@ -17,7 +17,7 @@ video and writes, under ``out_dir`` mirroring the input tree, ``NAME.<format>`` 
   batch goes on; a worker process that dies (a crash in native code) is replaced and its video tried again
   once, then recorded as failed.
 * **Parallelism.** ``workers`` processes (default: the usable cores divided by the engine's threads, i.e. N
-  workers x 1 ONNX Runtime thread), each with one :class:`~star_track.tracker.Tracker` built once and reused
+  workers x 1 ONNX Runtime thread), each with one :class:`~star_track.tracking.tracker.Tracker` built once and reused
   (reset per video). ``ray_address`` runs the same per-video task (:func:`~star_track.run.batch.task.run_task`) as Ray tasks instead:
   Ray does placement, retries (``max_retries``) and back-pressure.
 * **Never the user's files.** An existing output file the manifest does not record (written or claimed) is

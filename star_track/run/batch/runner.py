@@ -18,7 +18,7 @@ from ...io.claims import clean_stale_partials
 from ...io.landmarks import FORMATS as LANDMARK_FORMATS
 from ...io.landmarks import require_pyarrow
 from ...model.registry import resolve_model
-from ...tracker import usable_cores
+from ...tracking.arguments import usable_cores
 from ..progress import progress_bar
 from ..signals import StopFlag
 from .inputs import as_input_list, find_videos, mirror_paths
@@ -110,7 +110,7 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
             warning); with Ray, the CPUs of a local runtime started here.
         ray_address: run on Ray: ``"local"`` (a runtime started here, or the one already initialised in this
             process), ``"auto"`` (the running cluster, e.g. inside ``ray job submit``) or ``"ray://host:10001"``.
-        tracker_kwargs: keyword arguments of :class:`~star_track.tracker.Tracker` (``threads`` defaults to 1).
+        tracker_kwargs: keyword arguments of :class:`~star_track.tracking.tracker.Tracker` (``threads`` defaults to 1).
         landmarks_format: ``csv``, ``json``, ``npz`` or ``parquet``.
         annotated_video: also write ``NAME.annotated.mp4``; ``video_options``: ``codec``, ``crf``, ``preset``,
             ``audio`` (copy the input's audio, default True), ``draw`` (default True), ``ellipses``.

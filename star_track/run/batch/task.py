@@ -1,7 +1,7 @@
 """One video's work, the unit of both the process pool and Ray: :class:`VideoTask` in, a manifest row out
 (:func:`run_task`), with outputs staged under hidden names and moved into place only when the video is done.
 
-Also the state of the process it runs in: one :class:`~star_track.tracker.Tracker` per settings hash, reused
+Also the state of the process it runs in: one :class:`~star_track.tracking.tracker.Tracker` per settings hash, reused
 from video to video, and for a pool worker the batch's stop event and the watch on its parent
 (:func:`init_worker`).
 """
@@ -25,7 +25,8 @@ from ...io.claims import partial_path, same_file
 from ...io.landmarks import LandmarkWriter, open_landmark_writer
 from ...io.sink import VideoSink
 from ...io.source import VideoSource
-from ...tracker import NonFiniteOutputWarning, Tracker
+from ...tracking.face import NonFiniteOutputWarning
+from ...tracking.tracker import Tracker
 from ..loop import VideoSummary, process_video
 from ..signals import StopFlag
 

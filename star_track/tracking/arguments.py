@@ -1,0 +1,67 @@
+"""Argument checks of the tracker's API: a ValueError naming the argument, never a TypeError from deep inside;
+engine threads capped at the usable cores."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+MAX_TIMESTAMP_S = 1e12
+"""Largest accepted timestamp magnitude (seconds; epoch times fit comfortably)."""
+
+
+def check_timestamp(timestamp: float) -> float:
+    """``timestamp`` as a float, else a ValueError: a finite number of seconds within :data:`MAX_TIMESTAMP_S`."""
+    try:
+        t = float(timestamp)
+    except (TypeError, ValueError):
+        raise ValueError(f"timestamp must be a number of seconds, got {timestamp!r}") from None
+    if not math.isfinite(t) or abs(t) > MAX_TIMESTAMP_S:
+        raise ValueError(f"timestamp must be a finite number of seconds within +-{MAX_TIMESTAMP_S:g}, got {t}")
+    return t
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def capped_threads(threads: int | None) -> tuple[int | None, str | None]:
+    """``threads`` validated (None, or an integer >= 0) and capped at :func:`usable_cores`, with the one-line
+    note to give when it was capped (more engine threads than cores only adds contention).
+
+    Raises:
+        ValueError: not None and not an integer >= 0.
+    """
+    if threads is None:
+        return None, None
+    threads = int_arg("threads", threads, 0)
+    cores = usable_cores()
+    if threads > cores:
+        return cores, f"threads={threads} is more than the {cores} usable CPU cores: using {cores}"
+    return threads, None
+
+
+def int_arg(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (an integral float passes), else a ValueError naming ``name``."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not ok or not math.isfinite(value) or value != int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def float_arg(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    """``value`` as a finite float in [low, high] ((low, high] with ``low_open``), else a ValueError naming it."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if isinstance(value, (bool, str)) or not math.isfinite(v) or v < low or v > high or (low_open and v == low):
+        bounds = f"{'>' if low_open else '>='} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
+        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
+    return v

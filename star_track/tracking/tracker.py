@@ -1,0 +1,396 @@
+"""The tracker: frame -> detect -> crop -> engine (decode inside the ONNX graph) -> back-map -> smooth ->
+:class:`Face` list (:data:`STAGES`; :attr:`Tracker.on_stage` times them, :meth:`Tracker.landmarks_for_boxes`
+runs the per-face path on given boxes).
+
+Per frame
+  1. Each existing track's crop comes from its previous landmarks (:func:`crop_from_landmarks` with the model's
+     ``crop_scale``, rolled so the eyes are level): the network sees faces framed exactly as in training.
+  2. The face detector runs on the first frame, every ``detect_every`` frames, whenever there is no track, and
+     whenever a track's confidence drops below ``redetect_below``. Detections are matched to tracks by IoU
+     (or by the track's landmark centre lying inside the box); unmatched detections start new tracks (up to
+     ``max_faces``), tracks no detection confirms are dropped when they are also unconfident or have missed
+     ``max_misses`` detection rounds (:mod:`star_track.tracking.tracks`).
+  3. New (and re-acquired) faces are cropped from their detector box with the model's calibration for that
+     detector, rolled by the detector's eye keypoints (:attr:`Detection.roll`), then re-cropped from their own
+     landmarks up to ``refine_steps`` times: each pass frames the face more like the training crops. Re-framing
+     stops as soon as the new crop is within ``refine_tolerance`` of the last one, whose prediction is then
+     final (all new faces of a frame share each batched pass).
+  4. All faces of the frame go through the engine in one batched call; outputs are mapped back to frame pixels
+     (means and covariances A Σ Aᵀ) and smoothed per track.
+
+Confidence score
+  ``1 / (1 + (u / uncertainty_half)⁴)`` with u the median landmark spread of the raw STAR covariance in crop
+  units (:mod:`star_track.uncertainty`, with the figures measured): 0.5 at ``uncertainty_half`` (0.28).
+
+Uncertainty
+  ``Face.covariance`` is the *calibrated* covariance of each landmark's real error in frame pixels² (2-σ ellipse:
+  the true point about 86 % of the time); ``Face.star_covariance`` the raw STAR one (the heatmap's spread, which
+  the score is defined on). A model without a calibration reports the raw covariance as ``Face.covariance`` too
+  and warns once (:class:`~star_track.uncertainty.UncalibratedUncertaintyWarning`,
+  :attr:`Tracker.uncertainty_calibrated`); smooth it with ``smoothing_params={"r_scale": 0.1}``.
+  ``Face.expected_error`` is the face's predicted NME: rank frames by it to drop bad ones without ground truth.
+
+Thread-safety
+  A Tracker holds per-video state (tracks, filters, the detector's clock) and is not thread-safe. Use one
+  Tracker per thread / per video stream; separate Trackers may run concurrently. A call that overlaps another
+  call on the same Tracker raises :class:`~star_track.errors.ConcurrentUseError` instead of mixing the two
+  streams' state.
+
+Non-finite model outputs
+  A face whose landmarks or covariances come out NaN/inf (a broken model or engine) is left out of that frame's
+  results, its filter untouched; :attr:`Tracker.nonfinite_faces` counts them and a
+  :class:`~star_track.tracking.face.NonFiniteOutputWarning` is issued once per Tracker.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..detection.blazeface import Detection, FaceDetector
+from ..detection.photo_search import PhotoSearch, photo_detect_sources
+from ..engines import create_engine
+from ..engines.base import LandmarkEngine
+from ..engines.flip_average import FlipAveragedEngine
+from ..errors import ConcurrentUseError, ModelError
+from ..model.schemes import LandmarkScheme, get_scheme
+from ..smoothing import make_smoother
+from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
+from .arguments import capped_threads, check_timestamp, float_arg, int_arg
+from .face import Face, NonFiniteOutputWarning, as_bgr
+from .landmarker import Landmarker, Result, StageTimer
+from .tracks import AssociationRules, Track, associate, dedupe
+
+MAX_GAP_S = 2.0
+"""A jump in time longer than this restarts every track's smoothing (the face may be anywhere by then)."""
+STAGES = ("detect", "crop", "engine", "back-map", "smooth")
+"""Stage names reported to :attr:`Tracker.on_stage` (decoding heatmaps to landmarks runs inside the model's
+ONNX graph, so it is part of ``engine``)."""
+
+class Tracker:
+    """Facial landmark tracker for video (and single images via :meth:`detect_image`).
+
+    Args:
+        model: ``None``/``"default"`` (bundled model), a model name in the user cache, or a path
+            (see :func:`star_track.model.registry.resolve_model`).
+        engine: ``"auto"``, ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or a ready :class:`LandmarkEngine`.
+        smoothing: ``"kalman"``, ``"one-euro"`` or ``"none"``.
+        smoothing_params: keyword arguments for the smoother (see :mod:`star_track.smoothing`).
+        max_faces: most faces tracked at once.
+        detect_every: run the detector at least every K frames (1 = every frame).
+        detector: bundled BlazeFace ``"full"`` (default: finds small and distant faces too, ~5 ms per call) or
+            ``"short"`` (selfie distance, ~2 ms), or a path to a ``.tflite``.
+        min_detection_confidence: detector score threshold.
+        output_scheme: ``None`` (the model's own points) or ``"68"`` (reduce e.g. WFLW-98 to 300W-68).
+        redetect_below: a track whose score falls below this triggers detection and re-acquisition.
+        max_misses: detection rounds a confident track may go unconfirmed before it is dropped.
+        uncertainty_half: spread (crop units) at which the confidence score is 0.5.
+        fps: frame rate assumed when :meth:`track` gets no timestamps.
+        refine_steps: for a new face, at most how many times the crop is re-framed from its own landmarks
+            before the final pass (0 = use the detector box crop directly).
+        refine_tolerance: re-framing stops once the new crop is within this fraction of the crop side (centre
+            shift, size change; twice this in radians of roll) of the one just predicted on: that prediction is
+            kept, so a face the detector framed well costs one engine pass instead of ``1 + refine_steps``.
+        flip_test: also run every crop mirrored and average the two predictions
+            (:class:`~star_track.engines.flip_average.FlipAveragedEngine`): lower error, twice the engine time.
+        threads: CPU threads of the ONNX Runtime engine (``None``: 1, measured as the fastest per face and the
+            most robust on a busy machine; see :func:`star_track.engines.onnxruntime_engine.default_threads`).
+            More than the usable cores is capped at them, with a ``RuntimeWarning``.
+
+    Raises:
+        ValueError: an argument of the wrong type or out of range (the message names it), e.g.
+            ``max_faces=None`` or ``fps=nan``.
+        ModelError / EngineUnavailable / DetectorError: at construction, when a model cannot be loaded.
+
+    Not thread-safe: use one Tracker per thread or stream.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, engine: str | LandmarkEngine = "auto",
+                 smoothing: str = "kalman", smoothing_params: dict[str, Any] | None = None, max_faces: int = 4,
+                 detect_every: int = 10, detector: str | Path = "full", min_detection_confidence: float = 0.5,
+                 output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
+                 uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
+                 flip_test: bool = False, refine_tolerance: float = 0.05, threads: int | None = None):
+        # Every argument checked up front: a ValueError naming it, never a TypeError from deep inside.
+        self.max_faces = int_arg("max_faces", max_faces, 1)
+        self.detect_every = int_arg("detect_every", detect_every, 1)
+        refine_steps = int_arg("refine_steps", refine_steps, 0)
+        self.max_misses = int_arg("max_misses", max_misses, 0)
+        self.fps = float_arg("fps", fps, 0.0, low_open=True)
+        self._min_det = float_arg("min_detection_confidence", min_detection_confidence, 0.0, 1.0)
+        self.redetect_below = float_arg("redetect_below", redetect_below, 0.0, 1.0)
+        uncertainty_half = float_arg("uncertainty_half", uncertainty_half, 0.0, low_open=True)
+        refine_tolerance = float_arg("refine_tolerance", refine_tolerance, 0.0)
+        threads, note = capped_threads(threads)
+        if note is not None:
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
+        self.smoothing = smoothing
+        self.smoothing_params = dict(smoothing_params or {})
+        make_smoother(smoothing, **self.smoothing_params)  # validate now, not on the first face
+        self.engine: LandmarkEngine = (engine if not isinstance(engine, str)
+                                       else create_engine(model, engine, threads=threads))
+        if flip_test:
+            self.engine = FlipAveragedEngine(self.engine)
+        self.meta = self.engine.meta
+        self.model_scheme: LandmarkScheme = get_scheme(self.meta.scheme)
+        self.uncertainty = UncertaintyCalibration.from_meta(self.meta, self.model_scheme.num_points)
+        self.uncertainty_calibrated = self.uncertainty.fitted
+        """False: the model has no uncertainty calibration and ``Face.covariance`` is the raw STAR one."""
+        if not self.uncertainty_calibrated:
+            warnings.warn(f"model {getattr(self.meta, 'name', '?')!r} has no uncertainty calibration: "
+                          "Face.covariance is the raw STAR covariance (too large); fit one with `python -m train "
+                          "calibrate-uncertainty MODEL.onnx`, or smooth with r_scale=0.1",
+                          UncalibratedUncertaintyWarning, stacklevel=2)
+        self.scheme: LandmarkScheme = self._output_scheme(output_scheme)
+        self._detector_spec = detector
+        self.detector = FaceDetector(detector, mode="video", min_confidence=self._min_det)
+        # Box -> crop calibration fitted for this detector (models may carry one per bundled detector).
+        self.box_calibration = self.meta.calibration_for(str(detector))
+        self._timed = StageTimer()
+        self._landmarker = Landmarker(self.engine, self.model_scheme, self.uncertainty, self.box_calibration,
+                                      uncertainty_half=uncertainty_half, refine_steps=refine_steps,
+                                      refine_tolerance=refine_tolerance, redetect_below=self.redetect_below,
+                                      timed=self._timed)  # one timer: no reference back to the Tracker
+        self._still_detector: FaceDetector | None = None
+        self._busy = threading.Lock()  # detects overlapping calls (see module docs); never waited on
+        self.nonfinite_faces = 0
+        """Faces dropped because the model returned non-finite landmarks or covariances."""
+        self.reset()
+
+    def _output_scheme(self, output_scheme: str | None) -> LandmarkScheme:
+        """The scheme of the returned landmarks: the model's, or 300W-68 reduced from it (``output_scheme``)."""
+        if output_scheme not in (None, "68", "300w68", 68):
+            raise ValueError(f"output_scheme must be None or '68', got {output_scheme!r}")
+        self._reduce = output_scheme is not None and self.model_scheme.num_points != 68
+        if not self._reduce:
+            return self.model_scheme
+        if self.model_scheme.to_68 is None:
+            raise ModelError(f"model scheme {self.model_scheme.name} ({self.model_scheme.num_points} points) "
+                             "cannot be reduced to 68 points")
+        return get_scheme("300w68")
+
+    # -- state -----------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget all tracks (e.g. at a scene cut or a new video); track ids restart at 0."""
+        self._tracks: list[Track] = []
+        self._ids = itertools.count()
+        self._frame_index = 0
+        self._last_detect = -10**9
+        self._last_t: float | None = None
+        # The detector's clock never goes back: a reset (a new video) continues after the last frame's time.
+        self._t_offset: float = getattr(self, "_t_end", 0.0)
+        self._t_end: float = self._t_offset
+
+    def start_video(self, fps: float) -> None:
+        """Get ready for another video at ``fps`` frames per second, as a Tracker built for it would be (the
+        models stay loaded): :meth:`reset`, the frame rate set, :attr:`nonfinite_faces` counted from zero.
+
+        Raises:
+            ValueError: ``fps`` is not a finite number > 0.
+        """
+        fps = float_arg("fps", fps, 0.0, low_open=True)
+        self.reset()
+        self.fps = fps
+        self.nonfinite_faces = 0
+
+    def close(self) -> None:
+        """Release the detector(s)."""
+        self.detector.close()
+        if self._still_detector is not None:
+            self._still_detector.close()
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self._tracks)
+
+    # -- per frame -------------------------------------------------------------------------------------
+    def track(self, frame: np.ndarray, timestamp: float | None = None) -> list[Face]:
+        """Landmarks of the faces in the next video frame.
+
+        Args:
+            frame: (H, W, 3) uint8 BGR (grayscale (H, W) and BGRA (H, W, 4) are converted).
+            timestamp: seconds since the start of the stream; default ``frame_index / fps``.
+        Returns:
+            Faces sorted by track id.
+        Raises:
+            ValueError: wrong dtype / shape, or a timestamp that is not a finite number within
+                :data:`MAX_TIMESTAMP_S`. A timestamp that goes backwards counts as one frame interval; a
+                jump of more than :data:`MAX_GAP_S` restarts the smoothing of every track.
+            ConcurrentUseError: another thread is inside a call on this Tracker.
+        """
+        with self._exclusive():
+            return self._track(frame, timestamp)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Claim the Tracker for one call; raise at once if another thread holds it."""
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError("this Tracker is already in use by another thread (a Tracker is not "
+                                     "thread-safe: use one Tracker per thread or stream)")
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    def _track(self, frame: np.ndarray, timestamp: float | None) -> list[Face]:
+        frame = as_bgr(frame)
+        t = self._frame_index / self.fps if timestamp is None else check_timestamp(timestamp)
+        dt = 1.0 / self.fps if self._last_t is None or t <= self._last_t else t - self._last_t
+        if dt > MAX_GAP_S:  # a long gap: old velocities and positions say nothing about now
+            for tr in self._tracks:
+                tr.smoother.reset()
+            dt = 1.0 / self.fps
+        tracks = self._tracks
+        need_detect = (not tracks or self._frame_index - self._last_detect >= self.detect_every
+                       or any(tr.score < self.redetect_below for tr in tracks))
+        if need_detect:
+            self._last_detect = self._frame_index
+            dets = self._timed("detect", self.detector.detect, frame, int(round((t + self._t_offset) * 1000)))
+            rules = AssociationRules(self.redetect_below, self.max_misses, self.max_faces)
+            tracks = associate(tracks, dets, rules, self._new_track)
+        tracks = self._run(frame, tracks, dt, smooth=True)
+        self._tracks = dedupe(tracks)
+        self._frame_index += 1
+        self._last_t = t
+        self._t_end = max(self._t_end, t + self._t_offset + dt)
+        return [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id) if tr.valid]
+
+    def detect_image(self, image: np.ndarray, max_faces: int | None = None,
+                     search: str | PhotoSearch = "photo") -> list[Face]:
+        """Landmarks of every face in a still image (photo mode): IMAGE-mode detection, no smoothing, no effect
+        on the video tracks. Faces are numbered 0.. in detector-score order.
+
+        Args:
+            image: (H, W, 3) uint8 BGR (grayscale and BGRA are converted).
+            max_faces: most faces returned (best detector scores first); ``None`` = all. The tracker's own
+                ``max_faces`` is for video only.
+            search: ``"photo"`` (default: whole image, overlapping tiles for small faces and, when the upright
+                passes find no face or a rolled one, the image turned by ±90/±45 degrees; see
+                :mod:`star_track.detection.photo_search` for the passes and their time budget), ``"single"`` (one whole-image
+                detector pass, as video mode runs: fastest, misses faces under ~6 % of the image width and
+                faces rolled past ~45 degrees) or a :class:`~star_track.detection.photo_search.PhotoSearch` with other options.
+        Raises:
+            ValueError: wrong dtype / shape, ``max_faces`` < 1 or an unknown ``search``.
+        """
+        with self._exclusive():
+            return self._detect_image(image, max_faces, search)
+
+    def _detect_image(self, image: np.ndarray, max_faces: int | None, search: str | PhotoSearch) -> list[Face]:
+        image = as_bgr(image)
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1 or None, got {max_faces}")
+        if self._still_detector is None:
+            self._still_detector = FaceDetector(self._detector_spec, mode="image", min_confidence=self._min_det)
+        if search == "single":
+            found = [(d, True) for d in self._still_detector.detect(image)]
+        elif search == "photo" or isinstance(search, PhotoSearch):
+            options = search if isinstance(search, PhotoSearch) else None
+            found = photo_detect_sources(self._still_detector, image, options)
+        else:
+            raise ValueError(f"search must be 'photo', 'single' or a PhotoSearch, got {search!r}")
+        found = found[:max_faces]
+        tracks = [Track(i, make_smoother("none"), start=d) for i, (d, _) in enumerate(found)]
+        whole = {id(tr): w for tr, (_, w) in zip(tracks, found)}
+        tracks = self._run(image, tracks, 0.0, smooth=False)
+        # Faces only the extra photo passes found must look like faces to the landmark model too.
+        tracks = [tr for tr in tracks if whole[id(tr)] or tr.score >= self.redetect_below]
+        tracks = dedupe(tracks)
+        for i, tr in enumerate(tracks):
+            tr.track_id = i
+        return [self._face(tr) for tr in tracks if tr.valid]
+
+    def landmarks_for_boxes(self, image: np.ndarray, boxes: np.ndarray) -> list[Face | None]:
+        """Landmarks for given face boxes (x1, y1, x2, y2 in pixels, upright faces), through exactly the path
+        a newly detected face takes (box crop with the tracker's ``box_calibration``, re-framed from its own
+        landmarks up to ``refine_steps`` times, see the module docs), without smoothing and without touching
+        the video tracks. Returns one entry per box, in order: a :class:`Face` (``track_id`` = the box's
+        index) or None where the model's output was non-finite."""
+        with self._exclusive():
+            image = as_bgr(image)
+            no_roll = np.zeros((6, 2), np.float32)
+            tracks = [Track(i, make_smoother("none"), start=Detection(np.asarray(b, np.float64), 1.0, no_roll))
+                      for i, b in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4))]
+            kept = {tr.track_id: tr for tr in self._run(image, tracks, 0.0, smooth=False) if tr.valid}
+            return [self._face(kept[i]) if i in kept else None for i in range(len(tracks))]
+
+    # -- internals -------------------------------------------------------------------------------------
+    @property
+    def on_stage(self) -> Callable[[str, float], None] | None:
+        """Timing hook: when set, called as ``on_stage(stage, seconds)`` after each stage of each call, with
+        stage one of :data:`STAGES` (``engine`` includes the decoding, which runs inside the ONNX graph)."""
+        return self._timed.on_stage
+
+    @on_stage.setter
+    def on_stage(self, hook: Callable[[str, float], None] | None) -> None:
+        self._timed.on_stage = hook
+
+    def _new_track(self, start: Detection) -> Track:
+        """A track for a newly detected face, with the next id and its own smoother."""
+        return Track(next(self._ids), make_smoother(self.smoothing, **self.smoothing_params), start=start)
+
+    def _run(self, frame: np.ndarray, tracks: list[Track], dt: float, smooth: bool) -> list[Track]:
+        """Landmarks for every track (updated in place); returns the tracks kept (new faces whose first
+        output is non-finite are dropped)."""
+        if not tracks:
+            return tracks
+        fresh = [tr for tr in tracks if tr.start is not None]
+        done = self._landmarker.refine_new_faces(frame, fresh)
+        for tr in tracks:
+            if tr.crop is None:  # previous landmarks moved on by the last frame's motion (constant velocity)
+                tr.crop = self._landmarker.landmark_crop(tr.landmarks() + tr.motion)
+        # Final pass: every face of the frame without a converged result, in one batch.
+        todo = [tr for tr in tracks if id(tr) not in done]
+        if todo:
+            crops = [tr.crop for tr in todo if tr.crop is not None]
+            for tr, p, c, s in zip(todo, *self._landmarker.infer(frame, crops)):
+                done[id(tr)] = (p, c, float(s))
+        fresh_ids = {id(tr) for tr in fresh}
+        return [tr for tr in tracks if self._update(tr, done[id(tr)], id(tr) in fresh_ids, dt, smooth)]
+
+    def _update(self, tr: Track, result: Result, fresh: bool, dt: float, smooth: bool) -> bool:
+        """Take one face's result into its track (smoothed); False when the track is to be dropped (a new
+        face whose first output is non-finite). A non-finite output never reaches the filter or the outputs."""
+        p, (c, star_c), s = result
+        tr.valid = bool(np.isfinite(p).all() and np.isfinite(c).all())
+        if not tr.valid:
+            self._count_nonfinite()
+            tr.crop, tr.score, tr.motion = None, 0.0, np.zeros(2)  # score 0: re-detect next frame
+            return tr.points is not None
+        followed = tr.points is not None and s >= self.redetect_below and not fresh
+        tr.motion = p.mean(0) - tr.landmarks().mean(0) if followed else np.zeros(2)
+        tr.points, tr.cov, tr.star_cov, tr.score = p, c, star_c, float(s)
+        assert tr.crop is not None  # every track run this frame has one
+        scale = tr.crop.side / self.meta.crop_scale  # face size in pixels
+        tr.smoothed = self._timed("smooth", tr.smoother.update, p, c, dt, scale) if smooth else p
+        tr.crop = None
+        return True
+
+    def _count_nonfinite(self) -> None:
+        self.nonfinite_faces += 1
+        if self.nonfinite_faces == 1:
+            warnings.warn("the model returned non-finite (NaN/inf) landmarks; such faces are left out of the "
+                          "results (count: Tracker.nonfinite_faces)", NonFiniteOutputWarning, stacklevel=6)
+
+    def _face(self, tr: Track) -> Face:
+        raw, smoothed, cov, star_cov = tr.landmarks(), tr.smoothed, tr.cov, tr.star_cov
+        assert smoothed is not None and cov is not None and star_cov is not None  # set with the landmarks
+        err = expected_error(raw, cov, self.model_scheme.outer_eye_corners)  # on the model's own points
+        if self._reduce:
+            idx = list(self.model_scheme.to_68 or ())
+            raw, smoothed, cov, star_cov = raw[idx], smoothed[idx], cov[idx], star_cov[idx]
+        box = np.array([*raw.min(0), *raw.max(0)], np.float32)
+        return Face(track_id=tr.track_id, box=box, score=tr.score, landmarks=smoothed.astype(np.float32),
+                    raw_landmarks=raw.astype(np.float32), covariance=cov.astype(np.float32),
+                    star_covariance=star_cov.astype(np.float32), expected_error=float(err))
