@@ -1,8 +1,11 @@
 """star-track: real-time facial landmark tracking for video with STAR (CVPR 2023).
 
-Data flow: :class:`VideoSource` -> :class:`FaceDetector` -> crop -> engine -> decode -> smoothing ->
-:func:`draw_faces` / :class:`VideoSink` / landmark writer, orchestrated by :class:`Tracker`; the frame loop
-over a whole video is :func:`process_video`.
+Data flow, one subpackage a stage: :class:`VideoSource` (:mod:`star_track.io`) -> :class:`FaceDetector`
+(:mod:`star_track.detection`) -> crop (:mod:`star_track.crop`) -> engine (:mod:`star_track.engines`, the
+heatmaps decoded inside the model) -> calibrated uncertainty (:mod:`star_track.uncertainty`) -> smoothing
+(:mod:`star_track.smoothing`) -> :func:`draw_faces` / :class:`VideoSink` / a landmark writer, orchestrated per
+frame by :class:`Tracker` (:mod:`star_track.tracking`). :func:`process_video` runs the loop over a whole video,
+:func:`run_batch` over many (:mod:`star_track.run`); ``star-track`` is the command line (:mod:`star_track.cli`).
 """
 from __future__ import annotations
 
@@ -15,15 +18,26 @@ except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path withou
     __version__ = "0+unknown"
 
 # Public names are imported on first use (PEP 562), so `star-track` installs its signal handlers before the
-# heavy imports (numpy, OpenCV, mediapipe): a Ctrl-C in the first moments is one line, not a traceback.
+# heavy imports (numpy, OpenCV, mediapipe), and `import star_track` loads no model runtime.
 _EXPORTS = {
-    "Detection": ".detection.blazeface", "DetectorError": ".errors", "FaceDetector": ".detection.blazeface", "draw_faces": ".draw",
-    "EngineUnavailable": ".errors", "create_engine": ".engines", "LandmarkEngine": ".engines.base",
-    "ModelError": ".errors", "StarTrackError": ".errors", "MissingDependency": ".errors",
-    "OutputError": ".errors", "ConcurrentUseError": ".errors", "FlipAveragedEngine": ".engines.flip_average",
-    "open_landmark_writer": ".io.landmarks", "process_video": ".run.loop", "run_batch": ".run.batch", "VideoSummary": ".run.loop", "ModelMeta": ".model.meta", "list_models": ".model.registry",
-    "resolve_model": ".model.registry", "make_smoother": ".smoothing", "Face": ".tracking.face", "NonFiniteOutputWarning": ".tracking.face", "Tracker": ".tracking.tracker",
-    "VideoError": ".errors", "VideoSink": ".io.sink", "VideoSource": ".io.source",
+    # tracking
+    "Tracker": ".tracking.tracker", "Face": ".tracking.face",
+    # video and landmark files
+    "VideoSource": ".io.source", "VideoFrame": ".io.source", "VideoSink": ".io.sink",
+    "open_landmark_writer": ".io.landmarks", "LandmarkWriter": ".io.landmarks",
+    "read_landmarks_csv": ".io.landmarks", "draw_faces": ".draw",
+    # whole videos
+    "process_video": ".run.loop", "VideoSummary": ".run.loop", "run_batch": ".run.batch", "BatchRows": ".run.batch",
+    # building blocks
+    "FaceDetector": ".detection.blazeface", "Detection": ".detection.blazeface",
+    "PhotoSearch": ".detection.photo_search", "create_engine": ".engines", "LandmarkEngine": ".engines.base",
+    "ModelMeta": ".model.meta", "list_models": ".model.registry", "make_smoother": ".smoothing",
+    # errors and warnings
+    "StarTrackError": ".errors", "ModelError": ".errors", "DetectorError": ".errors", "EngineUnavailable": ".errors",
+    "MissingDependency": ".errors", "VideoError": ".errors", "OutputError": ".errors",
+    "ConcurrentUseError": ".errors", "ClusterError": ".errors",
+    "NonFiniteOutputWarning": ".tracking.face", "UncalibratedUncertaintyWarning": ".uncertainty",
+    "BatchWarning": ".run.batch",
 }
 
 
@@ -39,10 +53,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-__all__ = [
-    "ConcurrentUseError", "Detection", "DetectorError", "EngineUnavailable", "Face", "FaceDetector",
-    "FlipAveragedEngine", "LandmarkEngine", "MissingDependency", "ModelError", "OutputError", "StarTrackError",
-    "ModelMeta", "NonFiniteOutputWarning", "Tracker", "VideoError", "VideoSink", "VideoSource", "VideoSummary", "create_engine",
-    "draw_faces", "list_models", "make_smoother", "open_landmark_writer", "process_video", "resolve_model", "run_batch",
-    "__version__",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])

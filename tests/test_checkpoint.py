@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from star_track.nn.checkpoint import (OFFICIAL_SCHEMES, detect_scheme, infer_config, load_checkpoint,  # noqa: E402
                                    map_official_keys, meta_for, save_checkpoint)
-from star_track.engines.base import ModelError  # noqa: E402
+from star_track.errors import ModelError  # noqa: E402
 from star_track.nn.network import NetworkConfig, StarInference, StarNet  # noqa: E402
 
 SMALL = NetworkConfig(scheme="300w68", num_stacks=2, channels=32, depth=3, input_size=128)

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 import star_track.detection.blazeface as blazeface
-from star_track.detection.blazeface import BUNDLED_DETECTORS, DetectorError, FaceDetector, sha256_file
+from star_track.detection.blazeface import BUNDLED_DETECTORS, FaceDetector
+from star_track.errors import DetectorError
+from star_track.hashing import sha256_file
 from star_track.detection.boxes import box_iou
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from star_track.engines import EngineUnavailable, create_engine, engine_names, register_engine
-from star_track.engines.base import LandmarkEngine, ModelError
+from star_track.engines.base import LandmarkEngine
+from star_track.errors import ModelError
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine, preferred_providers
 from star_track.model.registry import list_models, model_card, resolve_model
 

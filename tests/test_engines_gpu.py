@@ -121,7 +121,7 @@ def test_fp16_onnx_runs_close_to_fp32():
 
 
 def test_fp16_conversion_needs_the_named_heatmap_tensor():
-    from star_track.engines.base import ModelError
+    from star_track.errors import ModelError
 
     with pytest.raises(ModelError, match="re-export"):
         convert_onnx_fp16(onnx.load(str(peaky_onnx_plain())), boundary="no_such_tensor")
@@ -142,7 +142,7 @@ def test_torch_engine_cpu_matches_onnxruntime():
 
 
 def test_torch_engine_rejects_onnx():
-    from star_track.engines.base import ModelError
+    from star_track.errors import ModelError
 
     with pytest.raises(ModelError, match="torch engine loads"):
         TorchEngine(peaky_onnx_plain())

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import _export
 from star_track import Face, Tracker
-from star_track.engines.base import ModelError
+from star_track.errors import ModelError
 from star_track.tracking.face import as_bgr
 from star_track.uncertainty import landmark_score
 

@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 
 from ..errors import DetectorError
-from ..hashing import sha256_file as sha256_file  # re-exported: its old home
 from ..model import BUNDLED_DIR
 
 BUNDLED_DETECTORS: dict[str, tuple[str, str]] = {

@@ -5,7 +5,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ModelError as ModelError  # re-exported: its old home
 from ..model.meta import ModelMeta
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..model.meta import HEATMAP_TENSOR
-from .base import ModelError
+from ..errors import ModelError
 
 if TYPE_CHECKING:
     import onnx

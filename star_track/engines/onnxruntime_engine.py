@@ -7,7 +7,8 @@ import numpy as np
 
 from ..model.meta import OUTPUT_NAMES, ModelMeta, meta_from_properties
 from ..model.schemes import get_scheme
-from .base import ModelError, check_crops, to_nchw_float
+from ..errors import ModelError
+from .base import check_crops, to_nchw_float
 
 
 def preferred_providers(available: list[str] | None = None) -> list[str]:

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EngineUnavailable, MissingDependency
+from ..errors import EngineUnavailable, MissingDependency, ModelError
 from ..hashing import sha256_file
 from ..model.meta import INPUT_NAME, OUTPUT_NAMES, ModelMeta, meta_from_properties
 from . import GPU_HINT
-from .base import ModelError, check_crops, to_nchw_float
+from .base import check_crops, to_nchw_float
 
 PRECISIONS = ("fp16", "fp32")
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..model.meta import ModelMeta
-from .base import ModelError, check_crops, to_nchw_float
+from ..errors import ModelError
+from .base import check_crops, to_nchw_float
 
 
 class TorchEngine:

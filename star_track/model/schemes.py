@@ -89,21 +89,23 @@ def _names(groups: list[tuple[str, int]]) -> tuple[str, ...]:
     return tuple(out)
 
 
+_FACE_PARTS = ("contour", "brow_a", "brow_b", "nose_bridge", "nose_bottom", "eye_a", "eye_b", "lip_outer",
+               "lip_inner")
+"""The parts of the 68- and 98-point schemes, in index order (each a run of consecutive points)."""
+
+
+def _face_edges(starts: tuple[int, ...], last: int, closed: tuple[str, ...]) -> tuple[Edge, ...]:
+    """The :data:`_FACE_PARTS` edges from each part's first index and the last part's last index; parts whose
+    name starts with one of ``closed`` are closed polylines."""
+    ends = (*(s - 1 for s in starts[1:]), last)
+    return tuple(Edge(name, _r(a, b), name.startswith(closed)) for name, a, b in zip(_FACE_PARTS, starts, ends))
+
+
 # --- 300W / iBUG 68 -------------------------------------------------------------------------------------
 W300_68 = LandmarkScheme(
     name="300w68",
     num_points=68,
-    edges=(
-        Edge("contour", _r(0, 16), False),
-        Edge("brow_a", _r(17, 21), False),
-        Edge("brow_b", _r(22, 26), False),
-        Edge("nose_bridge", _r(27, 30), False),
-        Edge("nose_bottom", _r(31, 35), False),
-        Edge("eye_a", _r(36, 41), True),
-        Edge("eye_b", _r(42, 47), True),
-        Edge("lip_outer", _r(48, 59), True),
-        Edge("lip_inner", _r(60, 67), True),
-    ),
+    edges=_face_edges(starts=(0, 17, 22, 27, 31, 36, 42, 48, 60), last=67, closed=("eye", "lip")),
     flip_pairs=tuple((i, 16 - i) for i in range(8))
     + tuple((17 + i, 26 - i) for i in range(5))
     + ((31, 35), (32, 34))
@@ -118,17 +120,7 @@ W300_68 = LandmarkScheme(
 WFLW_98 = LandmarkScheme(
     name="wflw98",
     num_points=98,
-    edges=(
-        Edge("contour", _r(0, 32), False),
-        Edge("brow_a", _r(33, 41), True),
-        Edge("brow_b", _r(42, 50), True),
-        Edge("nose_bridge", _r(51, 54), False),
-        Edge("nose_bottom", _r(55, 59), False),
-        Edge("eye_a", _r(60, 67), True),
-        Edge("eye_b", _r(68, 75), True),
-        Edge("lip_outer", _r(76, 87), True),
-        Edge("lip_inner", _r(88, 95), True),
-    ),
+    edges=_face_edges(starts=(0, 33, 42, 51, 55, 60, 68, 76, 88), last=95, closed=("brow", "eye", "lip")),
     flip_pairs=tuple((i, 32 - i) for i in range(16))
     + tuple((33 + i, 46 - i) for i in range(5))
     + ((38, 50), (39, 49), (40, 48), (41, 47))
