@@ -21,6 +21,10 @@ DEFAULT_MODEL = "default"
 DEFAULT_BUNDLED = "star68-fast"
 """Which bundled model ``"default"`` means: ``star68-fast``, ~4.5x less CPU per face than ``star68-accurate`` and no
 less accurate on the held-out faces than the model bundled before it (figures in the model cards and README)."""
+PHOTO_BUNDLED = "star68-precise"
+"""The bundled model photo mode uses when none is named (``star-track image``, :meth:`Tracker.for_photos
+<star_track.tracking.tracker.Tracker.for_photos>`): the most precise one (lowest held-out NME in its card),
+~19 ms per face on one CPU core against ~2 ms for :data:`DEFAULT_BUNDLED`."""
 CACHE_ENV = "STAR_TRACK_CACHE"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".engine", ".plan")
 

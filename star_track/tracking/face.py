@@ -2,10 +2,15 @@
 :func:`as_bgr`, and :class:`NonFiniteOutputWarning` for faces a broken model leaves out."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..analysis.pose import Pose
 
 
 class NonFiniteOutputWarning(RuntimeWarning):
@@ -32,6 +37,15 @@ class Face:
     """(N, 2, 2) raw decoded STAR covariance (heatmap spread) in frame pixels²."""
     expected_error: float = float("nan")
     """Predicted NME of this face (mean expected landmark error / outer-eye-corner distance, a fraction)."""
+    pose: Pose | None = None
+    """Head pose (yaw, pitch, roll in degrees with their sd, ``rotation``, ``translation``, 4x4 ``matrix``),
+    smoothed in video; None when no pose fits or the analysis is off (:mod:`star_track.tracking.states`)."""
+    eye_open: tuple[float, float] = (math.nan, math.nan)
+    """(left, right) eye openness of the subject's own eyes, pose-normalised: ~1 open, 0 closed (NaN: off)."""
+    mouth_open: float = math.nan
+    """Inner-lip gap over the mean face's mouth width: 0 closed, ~0.1 relaxed, > 0.5 wide open (NaN: off)."""
+    blink: bool = False
+    """True while the eyes are closed in a closure the track's blink detector follows (video only)."""
 
 
 def as_bgr(frame: np.ndarray) -> np.ndarray:

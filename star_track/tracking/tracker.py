@@ -5,41 +5,30 @@ runs the per-face path on given boxes).
 Per frame
   1. Each existing track's crop comes from its previous landmarks (:func:`crop_from_landmarks` with the model's
      ``crop_scale``, rolled so the eyes are level): the network sees faces framed exactly as in training.
-  2. The face detector runs on the first frame, every ``detect_every`` frames, whenever there is no track, and
-     whenever a track's confidence drops below ``redetect_below``. Detections are matched to tracks by IoU
-     (or by the track's landmark centre lying inside the box); unmatched detections start new tracks (up to
-     ``max_faces``), tracks no detection confirms are dropped when they are also unconfident or have missed
-     ``max_misses`` detection rounds (:mod:`star_track.tracking.tracks`).
-  3. New (and re-acquired) faces are cropped from their detector box with the model's calibration for that
-     detector, rolled by the detector's eye keypoints (:attr:`Detection.roll`), then re-cropped from their own
-     landmarks up to ``refine_steps`` times: each pass frames the face more like the training crops. Re-framing
-     stops as soon as the new crop is within ``refine_tolerance`` of the last one, whose prediction is then
-     final (all new faces of a frame share each batched pass).
+  2. The face detector runs on the first frame, every ``detect_every`` frames, with no track, and when a track's
+     confidence drops below ``redetect_below``; detections are matched to tracks, start new ones (up to
+     ``max_faces``) or let unconfirmed ones go (:mod:`star_track.tracking.tracks`).
+  3. New (and re-acquired) faces are cropped from their detector box (the model's calibration for that
+     detector, rolled by its eye keypoints), then re-cropped from their own landmarks up to ``refine_steps``
+     times, stopping once a crop is within ``refine_tolerance`` of the last (new faces share each batched pass).
   4. All faces of the frame go through the engine in one batched call; outputs are mapped back to frame pixels
-     (means and covariances A Σ Aᵀ) and smoothed per track.
-
-Confidence score
-  ``1 / (1 + (u / uncertainty_half)⁴)`` with u the median landmark spread of the raw STAR covariance in crop
-  units (:mod:`star_track.uncertainty`, with the figures measured): 0.5 at ``uncertainty_half`` (0.28).
+     (means and covariances A Σ Aᵀ) and smoothed per track; then the face state (pose, openness, blinks:
+     :mod:`star_track.tracking.states`) from the raw landmarks.
 
 Uncertainty
-  ``Face.covariance`` is the *calibrated* covariance of each landmark's real error in frame pixels² (2-σ ellipse:
-  the true point about 86 % of the time); ``Face.star_covariance`` the raw STAR one (the heatmap's spread, which
-  the score is defined on). A model without a calibration reports the raw covariance as ``Face.covariance`` too
-  and warns once (:class:`~star_track.uncertainty.UncalibratedUncertaintyWarning`,
-  :attr:`Tracker.uncertainty_calibrated`); smooth it with ``smoothing_params={"r_scale": 0.1}``.
-  ``Face.expected_error`` is the face's predicted NME: rank frames by it to drop bad ones without ground truth.
+  ``Face.score`` = ``1 / (1 + (u / uncertainty_half)⁴)``, u the median raw STAR landmark spread in crop units.
+  ``Face.covariance``: the *calibrated* covariance of each landmark's error in frame px² (2-σ ellipse: the true
+  point ~86 % of the time); ``Face.star_covariance`` the raw STAR one (the score's). A model without calibration
+  reports the raw one as both and warns once (``UncalibratedUncertaintyWarning``; smooth with
+  ``smoothing_params={"r_scale": 0.1}``). ``Face.expected_error``: the predicted NME, to drop bad frames.
 
 Thread-safety
-  A Tracker holds per-video state (tracks, filters, the detector's clock) and is not thread-safe. Use one
-  Tracker per thread / per video stream; separate Trackers may run concurrently. A call that overlaps another
-  call on the same Tracker raises :class:`~star_track.errors.ConcurrentUseError` instead of mixing the two
-  streams' state.
+  Not thread-safe (per-video state): use one Tracker per thread / stream. A call that overlaps another on the
+  same Tracker raises :class:`~star_track.errors.ConcurrentUseError` instead of mixing two streams' state.
 
 Non-finite model outputs
-  A face whose landmarks or covariances come out NaN/inf (a broken model or engine) is left out of that frame's
-  results, its filter untouched; :attr:`Tracker.nonfinite_faces` counts them and a
-  :class:`~star_track.tracking.face.NonFiniteOutputWarning` is issued once per Tracker.
+  A face with NaN/inf landmarks or covariances (a broken model or engine) is left out of that frame's results,
+  its filter untouched; :attr:`Tracker.nonfinite_faces` counts them, one ``NonFiniteOutputWarning`` per Tracker.
 """
 from __future__ import annotations
 
@@ -59,12 +48,14 @@ from ..engines import create_engine
 from ..engines.base import LandmarkEngine
 from ..engines.flip_average import FlipAveragedEngine
 from ..errors import ConcurrentUseError, ModelError
+from ..model.registry import PHOTO_BUNDLED
 from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
 from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
 from .arguments import capped_threads, check_timestamp, float_arg, int_arg
 from .face import Face, NonFiniteOutputWarning, as_bgr
 from .landmarker import Landmarker, Result, StageTimer
+from .states import FaceStates
 from .tracks import AssociationRules, Track, associate, dedupe
 
 MAX_GAP_S = 2.0
@@ -80,7 +71,7 @@ class Tracker:
         model: ``None``/``"default"`` (bundled model), a model name in the user cache, or a path
             (see :func:`star_track.model.registry.resolve_model`).
         engine: ``"auto"``, ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or a ready :class:`LandmarkEngine`.
-        smoothing: ``"kalman"``, ``"one-euro"`` or ``"none"``.
+        smoothing: ``"kalman"``, ``"face"`` (face-level), ``"one-euro"`` or ``"none"``.
         smoothing_params: keyword arguments for the smoother (see :mod:`star_track.smoothing`).
         max_faces: most faces tracked at once.
         detect_every: run the detector at least every K frames (1 = every frame).
@@ -102,6 +93,9 @@ class Tracker:
         threads: CPU threads of the ONNX Runtime engine (``None``: 1, measured as the fastest per face and the
             most robust on a busy machine; see :func:`star_track.engines.onnxruntime_engine.default_threads`).
             More than the usable cores is capped at them, with a ``RuntimeWarning``.
+        analysis: fill ``Face.pose``, ``eye_open``, ``mouth_open`` and ``blink`` (about 0.25 ms per face;
+            :mod:`star_track.tracking.states`). ``focal``: focal length in pixels (default: the frame width);
+            ``camera``: intrinsics ``(fx, fy, cx, cy)`` px (default principal point: the frame centre).
 
     Raises:
         ValueError: an argument of the wrong type or out of range (the message names it), e.g.
@@ -116,7 +110,8 @@ class Tracker:
                  detect_every: int = 10, detector: str | Path = "full", min_detection_confidence: float = 0.5,
                  output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
                  uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
-                 flip_test: bool = False, refine_tolerance: float = 0.05, threads: int | None = None):
+                 flip_test: bool = False, refine_tolerance: float = 0.05, threads: int | None = None,
+                 analysis: bool = True, focal: float | None = None, camera: Any = None):
         # Every argument checked up front: a ValueError naming it, never a TypeError from deep inside.
         self.max_faces = int_arg("max_faces", max_faces, 1)
         self.detect_every = int_arg("detect_every", detect_every, 1)
@@ -161,7 +156,14 @@ class Tracker:
         self._busy = threading.Lock()  # detects overlapping calls (see module docs); never waited on
         self.nonfinite_faces = 0
         """Faces dropped because the model returned non-finite landmarks or covariances."""
+        self.face_state = FaceStates(analysis, focal, camera)  # face_state.blink_counts(): blinks per track
         self.reset()
+
+    @classmethod
+    def for_photos(cls, model: str | os.PathLike | None = None, **kwargs: Any) -> "Tracker":
+        """A Tracker for :meth:`detect_image`, no smoothing; ``model=None``: the most precise bundled model
+        (:data:`~star_track.model.registry.PHOTO_BUNDLED`; a photo can afford its ~12x cost)."""
+        return cls(PHOTO_BUNDLED if model is None else model, **{"smoothing": "none", **kwargs})
 
     def _output_scheme(self, output_scheme: str | None) -> LandmarkScheme:
         """The scheme of the returned landmarks: the model's, or 300W-68 reduced from it (``output_scheme``)."""
@@ -186,6 +188,7 @@ class Tracker:
         # The detector's clock never goes back: a reset (a new video) continues after the last frame's time.
         self._t_offset: float = getattr(self, "_t_end", 0.0)
         self._t_end: float = self._t_offset
+        self.face_state.reset()
 
     def start_video(self, fps: float) -> None:
         """Get ready for another video at ``fps`` frames per second, as a Tracker built for it would be (the
@@ -265,22 +268,23 @@ class Tracker:
         self._frame_index += 1
         self._last_t = t
         self._t_end = max(self._t_end, t + self._t_offset + dt)
-        return [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id) if tr.valid]
+        faces = [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id) if tr.valid]
+        return self.face_state.video(faces, frame.shape, t)
 
     def detect_image(self, image: np.ndarray, max_faces: int | None = None,
                      search: str | PhotoSearch = "photo") -> list[Face]:
-        """Landmarks of every face in a still image (photo mode): IMAGE-mode detection, no smoothing, no effect
-        on the video tracks. Faces are numbered 0.. in detector-score order.
+        """Landmarks (and face state) of every face in a still image (photo mode): IMAGE-mode detection, no
+        smoothing, no effect on the video tracks. Faces are numbered 0.. in detector-score order; this Tracker's
+        model (:meth:`for_photos` builds one with the most precise bundled model).
 
         Args:
             image: (H, W, 3) uint8 BGR (grayscale and BGRA are converted).
             max_faces: most faces returned (best detector scores first); ``None`` = all. The tracker's own
                 ``max_faces`` is for video only.
-            search: ``"photo"`` (default: whole image, overlapping tiles for small faces and, when the upright
-                passes find no face or a rolled one, the image turned by ±90/±45 degrees; see
-                :mod:`star_track.detection.photo_search` for the passes and their time budget), ``"single"`` (one whole-image
-                detector pass, as video mode runs: fastest, misses faces under ~6 % of the image width and
-                faces rolled past ~45 degrees) or a :class:`~star_track.detection.photo_search.PhotoSearch` with other options.
+            search: ``"photo"`` (default: whole image, tiles for small faces, the image turned by ±90/±45
+                degrees when upright passes find none or a rolled one; :mod:`~star_track.detection.photo_search`),
+                ``"single"`` (one whole-image pass as in video: fastest, misses faces under ~6 % of the image
+                width or rolled past ~45 degrees) or a :class:`~star_track.detection.photo_search.PhotoSearch`.
         Raises:
             ValueError: wrong dtype / shape, ``max_faces`` < 1 or an unknown ``search``.
         """
@@ -309,7 +313,7 @@ class Tracker:
         tracks = dedupe(tracks)
         for i, tr in enumerate(tracks):
             tr.track_id = i
-        return [self._face(tr) for tr in tracks if tr.valid]
+        return self.face_state.photo([self._face(tr) for tr in tracks if tr.valid], image.shape)
 
     def landmarks_for_boxes(self, image: np.ndarray, boxes: np.ndarray) -> list[Face | None]:
         """Landmarks for given face boxes (x1, y1, x2, y2 in pixels, upright faces), through exactly the path
