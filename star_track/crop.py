@@ -5,6 +5,7 @@ Landmarks map back through its inverse and covariances as A Σ Aᵀ with A the i
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -29,11 +30,10 @@ class Crop:
     def matrix(self) -> np.ndarray:
         """2x3 frame -> crop affine matrix."""
         k = self.size / self.side
-        c, s = np.cos(self.angle), np.sin(self.angle)
-        lin = k * np.array([[c, s], [-s, c]])
+        c, s = k * math.cos(self.angle), k * math.sin(self.angle)
         half = (self.size - 1) / 2.0
-        t = np.array([half, half]) - lin @ np.asarray(self.center, np.float64)
-        return np.hstack([lin, t[:, None]])
+        x, y = self.center
+        return np.array([[c, s, half - (c * x + s * y)], [-s, c, half - (c * y - s * x)]])
 
     @property
     def inverse(self) -> np.ndarray:
@@ -60,6 +60,28 @@ class Crop:
         crop_pts = normalized_to_crop_pixels(mean, self.size)
         a = self.inverse[:, :2] * (self.size / 2.0)  # d(frame) / d(normalised)
         return self.to_frame(crop_pts), a @ cov @ a.T
+
+
+def crops_to_frame(crops: list[Crop], mean: np.ndarray, covs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`Crop.normalized_to_frame` for the faces of a frame at once (one call per frame, not per face).
+
+    Args:
+        crops: B crops; mean (B, N, 2) model outputs in [-1, 1] crop units; covs (..., B, N, 2, 2) covariances
+            in those units (e.g. raw and calibrated stacked on a leading axis).
+    Returns:
+        Frame-pixel means (B, N, 2) and covariances (..., B, N, 2, 2).
+
+    For a similarity crop, crop pixels minus the crop's centre pixel are the normalised coordinates times
+    size / 2, so frame = A u + centre with A = (side / 2) R(angle): A Σ Aᵀ = (side / 2)² R Σ Rᵀ.
+    """
+    lin, centre = [], []
+    for c in crops:
+        k, co, si = c.side / 2, math.cos(c.angle), math.sin(c.angle)
+        lin.append(((k * co, -k * si), (k * si, k * co)))
+        centre.append(c.center)
+    a = np.array(lin)[:, None]  # (B, 1, 2, 2): broadcasts over landmarks and any leading axes of covs
+    at = np.swapaxes(a, -1, -2)
+    return (mean[..., None, :] @ at)[..., 0, :] + np.array(centre)[:, None], a @ covs @ at
 
 
 def normalized_to_crop_pixels(normalized: np.ndarray, size: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from star_track.crop import Crop, crop_from_box, crop_from_landmarks, frame_to_normalized
+from star_track.crop import Crop, crop_from_box, crop_from_landmarks, crops_to_frame, frame_to_normalized
 
 RNG = np.random.default_rng(0)
 
@@ -35,6 +35,19 @@ def test_covariance_maps_like_the_points(angle):
     lam_f = np.linalg.eigvalsh(crop.normalized_to_frame(np.zeros((1, 2)), cov_u[None])[1][0])
     k = (crop.side / 2) ** 2  # d(frame) / d(normalised) = side / 2
     np.testing.assert_allclose(lam_f, lam_u * k, rtol=1e-9)
+
+
+def test_all_faces_of_a_frame_map_back_like_each_crop_alone():
+    crops = [Crop((100.5, 200.0), 150.0, 0.3, 256), Crop((400.0, 50.0), 80.0, -1.2, 256),
+             Crop((40.0, 50.0), 33.0, 2.9, 128)]
+    mean = RNG.uniform(-1, 1, (3, 68, 2))
+    a = RNG.normal(size=(2, 3, 68, 2, 2))
+    covs = a @ np.swapaxes(a, -1, -2)  # two sets (raw, calibrated) per face
+    pts, mapped = crops_to_frame(crops, mean, covs)
+    for b, crop in enumerate(crops):
+        p, c = crop.normalized_to_frame(mean[b], covs[:, b])
+        np.testing.assert_allclose(pts[b], p, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(mapped[:, b], c, rtol=1e-12, atol=1e-9)
 
 
 def test_crop_from_landmarks_rotation_levels_the_eyes():

@@ -97,6 +97,18 @@ def test_kalman_survives_degenerate_covariance():
     assert np.isfinite(out).all()
 
 
+def test_kalman_measurement_noise_clips_negative_eigenvalues():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(40, 2, 2))
+    cov = a @ np.swapaxes(a, 1, 2) - 0.5 * np.eye(2)  # some indefinite, some negative definite
+    cov[0] = [[1.0, 2.0], [2.0, 1.0]]
+    lam, vec = np.linalg.eigh(cov)
+    expected = (vec * np.clip(lam, 0, None)[:, None, :]) @ np.swapaxes(vec, 1, 2)
+    f = KalmanSmoother(r_scale=2.0, r_floor=0.01)
+    floor = (0.01 * 50.0) ** 2 * np.eye(2)
+    np.testing.assert_allclose(f.measurement_noise(cov, 50.0), 2.0 * expected + floor, atol=1e-12)
+
+
 def test_one_euro_basics():
     f = OneEuroSmoother(min_cutoff=1.0, beta=0.0)
     x = np.array([[10.0, 20.0], [30.0, 40.0]])

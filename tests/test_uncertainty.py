@@ -31,6 +31,19 @@ def test_eigenvalue_map_keeps_direction_and_maps_the_eigenvalues():
     assert np.isnan(out[1]).all()  # a broken covariance stays visibly broken
 
 
+def test_closed_form_map_matches_the_eigendecomposition():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 68, 2, 2))
+    cov = a @ np.swapaxes(a, -1, -2) * 0.01
+    cov[0, 0] = np.eye(2) * 0.02  # round: no eigenvector to pick
+    cov[0, 1] = [[1e-14, 0.0], [0.0, -1e-3]]  # eigenvalues under the floor
+    cal = UncertaintyCalibration(rng.normal(-2, 0.5, 68), rng.uniform(0.5, 1.5, 68))
+    lam, vec = np.linalg.eigh(cov)
+    lam = np.exp(cal.log_scale[:, None]) * np.clip(lam, 1e-10, None) ** cal.power[:, None]
+    expected = (vec * lam[..., None, :]) @ np.swapaxes(vec, -1, -2)
+    np.testing.assert_allclose(cal.apply(cov), expected, rtol=1e-9, atol=1e-15)
+
+
 def test_identity_when_the_model_has_no_calibration():
     meta = ModelMeta(name="x", scheme="300w68", input_size=64)
     cal = UncertaintyCalibration.from_meta(meta, 68)

@@ -64,15 +64,9 @@ class KalmanSmoother:
         """(N,) squared Mahalanobis distance of the last innovation (diagnostics)."""
 
     def measurement_noise(self, cov: np.ndarray, scale: float) -> np.ndarray:
-        """R (N, 2, 2) from STAR covariances (N, 2, 2) in frame pixels."""
-        c = np.asarray(cov, np.float64)
-        c = 0.5 * (c + np.swapaxes(c, -1, -2))
-        bad = ~np.isfinite(c).all(axis=(-1, -2))
-        c[bad] = np.eye(2) * scale**2  # unusable covariance: a face-sized uncertainty
-        lam, vec = np.linalg.eigh(c)
-        lam = np.clip(lam, 0.0, None)
-        c = (vec * lam[..., None, :]) @ np.swapaxes(vec, -1, -2)
-        return self.r_scale * c + (self.r_floor * scale) ** 2 * np.eye(2)
+        """R (N, 2, 2) from STAR covariances (N, 2, 2) in frame pixels: symmetrised, negative eigenvalues
+        clipped to 0 (closed form), a non-finite covariance counted as face-sized."""
+        return clipped_psd(cov, scale, self.r_scale, (self.r_floor * scale) ** 2)
 
     def update(self, points: np.ndarray, cov: np.ndarray, dt: float = 1 / 30, scale: float = 100.0) -> np.ndarray:
         """Fuse one frame's measurements; returns the filtered positions (N, 2)."""
@@ -88,29 +82,69 @@ class KalmanSmoother:
             self.last_d2 = np.zeros(n)
             return z.copy()
         dt = max(float(dt), 1e-4)
-        F = np.eye(4)
-        F[0, 2] = F[1, 3] = dt
         qa = self.q * scale**2
         if self.speed_ref > 0:
             # Face speed = its mean landmark velocity: independent landmark noise averages out over the face
             # (68 points: ~8x), common head motion does not.
-            speed = float(np.hypot(*self.x[:, 2:].mean(0))) / scale
-            qa *= (1.0 + (speed / self.speed_ref) ** 2) ** 2
-        q1 = qa * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
-        Q = np.kron(q1, np.eye(2))  # order (x, y, vx, vy)
+            vx, vy = self.x[:, 2:].mean(0)
+            qa *= (1.0 + (float(np.hypot(vx, vy)) / scale / self.speed_ref) ** 2) ** 2
+        F, Q = _transition(dt, qa)
         x = self.x @ F.T
         P = F @ self.P @ F.T + Q
         y = z - x[:, :2]
-        S = P[:, :2, :2] + R
-        d2 = np.einsum("ni,nij,nj->n", y, np.linalg.inv(S), y)
+        Si = _inv2(P[:, :2, :2] + R)
+        d2 = np.einsum("ni,nij,nj->n", y, Si, y)
         if self.gate > 0:
             # Face level: the whole head moved. A single landmark's large innovation is more likely an outlier
             # (occlusion, a bad heatmap) than motion, so it does not open the gate on its own.
-            P = P * max(1.0, float(np.median(d2)) / self.gate)
-            S = P[:, :2, :2] + R
-        K = P[:, :, :2] @ np.linalg.inv(S)  # (N, 4, 2)
-        self.x = x + np.einsum("nij,nj->ni", K, y)
-        IKH = np.eye(4) - np.concatenate([K, np.zeros((n, 4, 2))], axis=2)
-        self.P = IKH @ P @ np.swapaxes(IKH, 1, 2) + K @ R @ np.swapaxes(K, 1, 2)  # Joseph form
+            f = float(np.median(d2)) / self.gate
+            if f > 1.0:
+                P = P * f
+                Si = _inv2(P[:, :2, :2] + R)
+        K = P[:, :, :2] @ Si  # (N, 4, 2)
+        self.x = x + (K @ y[:, :, None])[:, :, 0]
+        # P - K S Kᵀ = P - K H P (optimal gain), symmetrised: the Joseph form's result at a third of the calls
+        P = P - K @ P[:, :2, :]
+        self.P = 0.5 * (P + np.swapaxes(P, 1, 2))
         self.last_d2 = d2
         return self.x[:, :2].copy()
+
+
+def _transition(dt: float, qa: float) -> tuple[np.ndarray, np.ndarray]:
+    """F and Q (4x4, state order x, y, vx, vy) of the constant-velocity model, built from Python floats."""
+    a, b, c = qa * dt**3 / 3, qa * dt**2 / 2, qa * dt
+    F = np.array([[1.0, 0, dt, 0], [0, 1.0, 0, dt], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+    Q = np.array([[a, 0, b, 0], [0, a, 0, b], [b, 0, c, 0], [0, b, 0, c]])
+    return F, Q
+
+
+def _inv2(m: np.ndarray) -> np.ndarray:
+    """Inverses of (N, 2, 2) matrices, closed form (LAPACK's batched inverse costs more than the algebra)."""
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    out = np.stack([m[:, 1, 1], -m[:, 0, 1], -m[:, 1, 0], m[:, 0, 0]], -1).reshape(-1, 2, 2)
+    return out / det[:, None, None]
+
+
+def clipped_psd(cov: np.ndarray, scale: float, r_scale: float, floor: float) -> np.ndarray:
+    """``r_scale`` Σ⁺ + ``floor`` I with Σ⁺ the symmetrised Σ (N, 2, 2) with negative eigenvalues set to 0,
+    in closed form: with eigenvalues l1 <= l2, Σ⁺ = Σ - l1 (l2 I - Σ) / (l2 - l1) when l1 < 0 <= l2 (the
+    projector onto l1's eigenvector times l1 removed), 0 when l2 < 0. A non-finite Σ counts as
+    ``scale``² I (a face-sized uncertainty)."""
+    c = np.asarray(cov, np.float64)
+    a, d, b = c[:, 0, 0], c[:, 1, 1], 0.5 * (c[:, 0, 1] + c[:, 1, 0])
+    bad = ~np.isfinite(a + b + d)
+    if bad.any():
+        a, b, d = np.where(bad, scale**2, a), np.where(bad, 0.0, b), np.where(bad, scale**2, d)
+    m, r = 0.5 * (a + d), np.hypot(0.5 * (a - d), b)
+    lo, hi = m - r, m + r
+    if (lo < 0).any():
+        neg, pos = lo < 0, hi > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = np.where(neg & pos, -lo / (hi - lo), 0.0)  # Σ⁺ = Σ + g (l2 I - Σ)
+        keep = ~neg | pos  # both eigenvalues negative: nothing left
+        a, d, b = (a + g * (hi - a)) * keep, (d + g * (hi - d)) * keep, b * (1 - g) * keep
+    out = np.empty((len(a), 2, 2))
+    out[:, 0, 0] = r_scale * a + floor
+    out[:, 1, 1] = r_scale * d + floor
+    out[:, 0, 1] = out[:, 1, 0] = r_scale * b
+    return out

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..crop import Crop, crop_from_box, crop_from_landmarks
+from ..crop import Crop, crop_from_box, crop_from_landmarks, crops_to_frame
 from ..engines.base import LandmarkEngine
 from ..model.schemes import LandmarkScheme
 from ..uncertainty import UncertaintyCalibration, landmark_score
@@ -65,17 +65,16 @@ class Landmarker:
         batch = np.stack([self._timed("crop", c.warp, frame) for c in crops])
         mean, cov = self._timed("engine", self.engine.infer, batch)
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite outputs are handled by _run
-            scores = self._timed("back-map", landmark_score, cov, self.uncertainty_half)
-            # in crop units: the calibration is scale-free
-            calibrated = self._timed("back-map", self.uncertainty.apply, cov)
-            pts, covs = [], []
-            for c, m, s, k in zip(crops, mean, cov, calibrated):
-                # raw and calibrated covariances mapped to frame pixels in one call (the map broadcasts)
-                p, both = self._timed("back-map", c.normalized_to_frame, m.astype(np.float64),
-                                      np.stack([s, k]).astype(np.float64))
-                covs.append((both[1], both[0]))
-                pts.append(p)
-        return pts, covs, scores
+            return self._timed("back-map", self._back_map, crops, mean, cov)
+
+    def _back_map(self, crops: list[Crop], mean: np.ndarray, cov: np.ndarray
+                  ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """Scores, calibration (in crop units: it is scale-free) and the map to frame pixels, each one call
+        for all faces of the frame (the per-frame cost is mostly the count of numpy calls)."""
+        raw = np.asarray(cov, np.float64)
+        scores = landmark_score(raw, self.uncertainty_half)
+        pts, both = crops_to_frame(crops, np.asarray(mean, np.float64), np.stack([raw, self.uncertainty.apply(raw)]))
+        return list(pts), [(both[1, b], both[0, b]) for b in range(len(crops))], scores
 
     def landmark_crop(self, points: np.ndarray) -> Crop:
         """The crop framing ``points`` (the model's scheme) as the training crops were: rolled level."""
