@@ -17,7 +17,7 @@ import pytest
 
 from conftest import DATA, disk_full_at, signal_mid_run
 from star_track import Face, VideoError, VideoSink, VideoSource
-from star_track.io.landmarks import csv_header, open_landmark_writer, read_landmarks_csv
+from star_track.io.landmarks import ANALYSIS_COLUMNS, csv_header, open_landmark_writer, read_landmarks_csv
 from test_cli import _cli_cmd, assert_one_line_error, face_video, run  # noqa: F401 (fixture)
 
 CLIP = DATA / "videos" / "RD_Radio2_000.mp4"
@@ -185,7 +185,7 @@ def test_csv_and_parquet_have_unique_names_and_the_same_numbers(tmp_path):
     assert c.columns.is_unique and list(c.columns) == csv_header(68)
     assert list(c.columns[:8]) == ["frame", "time", "track_id", "score", "box_x1", "box_y1", "box_x2", "box_y2"]
     assert q.columns.is_unique and list(q.columns) == ["frame", "time", "track_id", "score", "box", "landmarks",
-                                                       "covariance", "expected_error"]
+                                                       "covariance", "expected_error", *ANALYSIS_COLUMNS]
     assert list(c["frame"]) == list(q["frame"]) == [0, 0, 2] and list(c["track_id"]) == list(q["track_id"])
     np.testing.assert_allclose(c[["box_x1", "box_y1", "box_x2", "box_y2"]].to_numpy(), np.stack(q["box"]), atol=2e-3)
     xy = c[[f"{a}{i}" for i in range(68) for a in "xy"]].to_numpy()

@@ -7,9 +7,14 @@ the raw STAR heatmap spread; ``expected_error`` is the predicted NME (fraction o
 distance): filter bad frames by it. No file ever holds ``NaN``/``Infinity``: a non-finite number is ``null``
 in JSON and an empty field in CSV (strict JSON parsers accept the files).
 
+Every format also holds the face state (:data:`~.base.ANALYSIS_COLUMNS`, after ``expected_error``): ``yaw,
+pitch, roll`` (degrees) and ``yaw_sd, pitch_sd, roll_sd``, ``eye_open_left, eye_open_right, mouth_open`` and
+``blink`` (1 while the eyes are closed in a blink, else 0); unknown (no pose, ``--no-analysis``) = empty / null
+/ NaN. :func:`~.read.read_landmarks` reads any of the four formats back (files written before these columns too).
+
 * ``.csv`` — one row per face and frame, flushed after every frame; frames without faces have no row. Columns
   (all names unique): ``frame, time, track_id, score, box_x1, box_y1, box_x2, box_y2, x0, y0, x1, y1, ...,
-  cxx0, cxy0, cyy0, cxx1, ..., expected_error`` (:func:`csv_header`). ``-`` as the path writes it to stdout.
+  cxx0, cxy0, cyy0, cxx1, ..., expected_error, yaw, ..., blink`` (:func:`csv_header`). ``-`` as the path writes it to stdout.
 * ``.json`` — ``{"scheme", "num_points", "fps", "frames": [{"frame", "time", "faces": [...]}, ...]}`` with
   every frame listed (also those without faces). The file is rewritten in place so that it is a complete,
   valid JSON document after every flushed frame.
@@ -30,10 +35,11 @@ from pathlib import Path
 
 from ...errors import MissingDependency, OutputError
 from ..paths import check_output_path
-from .base import FORMATS, LandmarkWriter
-from .csv import CsvLandmarkWriter, csv_header, read_landmarks_csv
+from .base import ANALYSIS_COLUMNS, FORMATS, LandmarkWriter
+from .csv import CsvLandmarkWriter, LandmarkFileError, csv_header, read_landmarks_csv
 from .json import JsonLandmarkWriter, face_dict, faces_document
 from .npz import NpzLandmarkWriter
+from .read import read_landmarks
 
 PARQUET_HINT = 'pip install "star-track[parquet]"'
 """The install command for ``.parquet`` support (pyarrow)."""
@@ -80,6 +86,6 @@ def open_landmark_writer(path: str | os.PathLike, num_points: int, scheme: str, 
         raise OutputError(f"{p}: cannot write ({e.strerror or e})") from None
 
 
-__all__ = ["FORMATS", "CsvLandmarkWriter", "JsonLandmarkWriter", "LandmarkWriter", "NpzLandmarkWriter",
+__all__ = ["ANALYSIS_COLUMNS", "FORMATS", "LandmarkFileError", "read_landmarks", "CsvLandmarkWriter", "JsonLandmarkWriter", "LandmarkWriter", "NpzLandmarkWriter",
            "PARQUET_HINT", "check_landmarks_path", "csv_header", "face_dict", "faces_document",
            "open_landmark_writer", "read_landmarks_csv", "require_pyarrow"]

@@ -9,12 +9,16 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from ...analysis.analyzer import COLUMNS
 from ...errors import OutputError
 
 FORMATS = (".csv", ".json", ".npz", ".parquet")
 """Landmark file extensions, each with its writer (:func:`~star_track.io.landmarks.open_landmark_writer`)."""
 COVARIANCE_LAYOUT = ("xx", "xy", "yy")
 """The three numbers a landmark's 2x2 covariance is stored as, in this order (:func:`flat_covariance`)."""
+ANALYSIS_COLUMNS: tuple[str, ...] = COLUMNS
+"""The face state's columns in every format, after ``expected_error`` (:func:`analysis_values`; NaN/empty/null
+where unknown)."""
 
 _os_write = os.write  # the one low-level write (tests simulate a disk filling up mid-write through it)
 
@@ -47,6 +51,18 @@ def flat_covariance(cov: Any, dtype: Any = np.float64) -> np.ndarray:
 def expected_error(face: Any) -> float:
     """A face's ``expected_error`` (NaN for a face object without one)."""
     return float(getattr(face, "expected_error", float("nan")))
+
+
+def analysis_values(face: Any) -> list[float]:
+    """A face's :data:`ANALYSIS_COLUMNS` values (yaw, pitch, roll, their sd, eye_open_left/right, mouth_open,
+    blink as 0/1), NaN where unknown: no pose, the analysis off, or a face object without these fields."""
+    pose = getattr(face, "pose", None)
+    angles = ([pose.yaw, pose.pitch, pose.roll, pose.yaw_sd, pose.pitch_sd, pose.roll_sd] if pose is not None
+              else [float("nan")] * 6)
+    eyes = [float(v) for v in getattr(face, "eye_open", (float("nan"), float("nan")))]
+    mouth = float(getattr(face, "mouth_open", float("nan")))
+    known = np.isfinite(eyes).any() and hasattr(face, "blink")  # no openness: the blink flag is unknown too
+    return [float(v) for v in angles] + eyes + [mouth, (1.0 if face.blink else 0.0) if known else float("nan")]
 
 
 def write_all(f: Any, data: bytes) -> None:

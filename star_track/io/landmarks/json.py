@@ -11,7 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..claims import ClosedOnExit, open_exclusive
-from .base import COVARIANCE_LAYOUT, expected_error, flat_covariance, write_all, write_failed
+from .base import ANALYSIS_COLUMNS, COVARIANCE_LAYOUT, analysis_values, expected_error, flat_covariance, write_all, \
+    write_failed
 
 
 def _finite_or_none(a):
@@ -29,14 +30,15 @@ def _finite_or_none(a):
 
 
 def face_dict(f) -> dict:
-    """One face as a JSON-ready dict (``track_id, score, box, landmarks, covariance, expected_error``);
-    non-finite numbers -> None."""
+    """One face as a JSON-ready dict (``track_id, score, box, landmarks, covariance, expected_error`` and the
+    :data:`~.base.ANALYSIS_COLUMNS`); non-finite numbers -> None."""
     score, err = float(f.score), expected_error(f)
+    state = {k: round(v, 5) if np.isfinite(v) else None for k, v in zip(ANALYSIS_COLUMNS, analysis_values(f))}
     return {"track_id": int(f.track_id), "score": round(score, 5) if np.isfinite(score) else None,
             "box": _finite_or_none(np.round(np.asarray(f.box, np.float64).ravel(), 3)),
             "landmarks": _finite_or_none(np.round(np.asarray(f.landmarks, np.float64), 3)),
             "covariance": _finite_or_none(np.round(flat_covariance(f.covariance), 5)),
-            "expected_error": round(err, 6) if np.isfinite(err) else None}
+            "expected_error": round(err, 6) if np.isfinite(err) else None} | state
 
 
 class JsonLandmarkWriter(ClosedOnExit):

@@ -13,7 +13,7 @@ import numpy as np
 from ...run.signals import deferred_signals
 from ...errors import OutputError
 from ..claims import SPOOL_PREFIX, ClosedOnExit, OutputClaim, partial_path
-from .base import expected_error, reason, write_all, write_failed
+from .base import ANALYSIS_COLUMNS, analysis_values, expected_error, reason, write_all, write_failed
 
 
 class NpzLandmarkWriter(ClosedOnExit):
@@ -24,7 +24,7 @@ class NpzLandmarkWriter(ClosedOnExit):
 
     _FIELDS = {"frame": np.int64, "time": np.float64, "track_id": np.int64, "score": np.float32,
                "box": np.float32, "landmarks": np.float32, "raw_landmarks": np.float32, "covariance": np.float32,
-               "expected_error": np.float32}
+               "expected_error": np.float32, **dict.fromkeys(ANALYSIS_COLUMNS, np.float32)}
 
     def __init__(self, path: Path, num_points: int, scheme: str, fps: float, overwrite: bool = False):
         self.path = Path(path)
@@ -52,7 +52,7 @@ class NpzLandmarkWriter(ClosedOnExit):
         for f in faces:
             vals = {"frame": frame_index, "time": time, "track_id": f.track_id, "score": f.score, "box": f.box,
                     "landmarks": f.landmarks, "raw_landmarks": f.raw_landmarks, "covariance": f.covariance,
-                    "expected_error": expected_error(f)}
+                    "expected_error": expected_error(f), **dict(zip(ANALYSIS_COLUMNS, analysis_values(f)))}
             for k, dtype in self._FIELDS.items():
                 parts[k].append(np.asarray(vals[k], dtype).tobytes())
         if faces:

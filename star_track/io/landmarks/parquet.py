@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from ...run.signals import deferred_signals
 from ...errors import OutputError
 from ..claims import ClosedOnExit, OutputClaim, partial_path
-from .base import expected_error, flat_covariance, reason
+from .base import ANALYSIS_COLUMNS, analysis_values, expected_error, flat_covariance, reason
 
 ROW_GROUP_FRAMES = 256
 """Frames per row group (bounded memory on long videos)."""
@@ -31,7 +31,8 @@ def _schema(num_points: int, scheme: str, fps: float) -> pa.Schema:
                                       "covariance_layout": "xx0,xy0,yy0,xx1,..."})}
     return pa.schema([("frame", pa.int64()), ("time", pa.float64()), ("track_id", pa.int64()), ("score", f32),
                       ("box", pa.list_(f32, 4)), ("landmarks", pa.list_(f32, 2 * num_points)),
-                      ("covariance", pa.list_(f32, 3 * num_points)), ("expected_error", f32)], metadata=meta)
+                      ("covariance", pa.list_(f32, 3 * num_points)), ("expected_error", f32),
+                      *((c, f32) for c in ANALYSIS_COLUMNS)], metadata=meta)
 
 
 class ParquetLandmarkWriter(ClosedOnExit):
@@ -63,6 +64,8 @@ class ParquetLandmarkWriter(ClosedOnExit):
             r["landmarks"].append(np.asarray(f.landmarks, np.float32).ravel())
             r["covariance"].append(flat_covariance(f.covariance, np.float32).ravel())
             r["expected_error"].append(expected_error(f))
+            for c, v in zip(ANALYSIS_COLUMNS, analysis_values(f)):
+                r[c].append(v)
         self.frames_written += 1
         if self.frames_written % ROW_GROUP_FRAMES == 0:
             try:
