@@ -40,7 +40,7 @@ def _read_json(path: Path) -> dict[str, np.ndarray]:
         frames = doc["frames"] if "frames" in doc else [{"frame": 0, "time": 0.0, "faces": doc["faces"]}]
         rows = [(fr["frame"], fr["time"], f) for fr in frames for f in fr["faces"]]
         faces = [f for *_, f in rows]
-        out = {"frame": np.array([r[0] for r in rows], np.int64).reshape(-1),
+        out: dict[str, np.ndarray] = {"frame": np.array([r[0] for r in rows], np.int64).reshape(-1),
                "time": np.array(_nan([r[1] for r in rows]), np.float64).reshape(-1),
                "frame_times": np.array(_nan([fr["time"] for fr in frames]), np.float64).reshape(-1)}
         for k in _KEYS:
