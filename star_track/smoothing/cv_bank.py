@@ -7,6 +7,8 @@ and the per-landmark residual (N blocks of 2).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -17,11 +19,21 @@ def _inv(m: np.ndarray) -> np.ndarray:
         return 1.0 / m
     if d == 2:
         det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
-        out = np.empty_like(m)
-        out[:, 0, 0], out[:, 1, 1] = m[:, 1, 1] / det, m[:, 0, 0] / det
-        out[:, 0, 1], out[:, 1, 0] = -m[:, 0, 1] / det, -m[:, 1, 0] / det
-        return out
+        out = np.stack([m[:, 1, 1], -m[:, 0, 1], -m[:, 1, 0], m[:, 0, 0]], -1).reshape(-1, 2, 2)
+        return out / det[:, None, None]
     return np.linalg.inv(m)
+
+
+@lru_cache(maxsize=16)
+def _cv_model(d: int, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """F (2d, 2d) and the process-noise pattern kron([[dt³/3, dt²/2], [dt²/2, dt]], I_d) of a
+    constant-velocity block (cached: a video's time step rarely changes, and kron costs more than the filter)."""
+    F = np.eye(2 * d)
+    F[np.arange(d), np.arange(d) + d] = dt
+    pattern = np.kron(np.array([[dt ** 3 / 3, dt ** 2 / 2], [dt ** 2 / 2, dt]]), np.eye(d))
+    F.setflags(write=False)
+    pattern.setflags(write=False)
+    return F, pattern
 
 
 class CVBank:
@@ -52,14 +64,11 @@ class CVBank:
     def predict(self, dt: float, q: np.ndarray, speed_ref: float, speed_weight: np.ndarray | float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Prior (x (B, 2d), P (B, 2d, 2d)) at the next frame. ``q`` (B, d): process-noise density per axis."""
-        d = self.d
-        F = np.eye(2 * d)
-        F[np.arange(d), np.arange(d) + d] = dt
+        F, pattern = _cv_model(self.d, float(dt))
         if speed_ref > 0:
-            v = np.sqrt(np.sum((self.x[:, d:] * speed_weight) ** 2, axis=1))
+            v = np.sqrt(np.sum((self.x[:, self.d:] * speed_weight) ** 2, axis=1))
             q = q * ((1.0 + (v / speed_ref) ** 2) ** 2)[:, None]
         # Q = kron([[dt³/3, dt²/2], [dt²/2, dt]], diag(q_b)): the pattern times each block's q per axis.
-        pattern = np.kron(np.array([[dt ** 3 / 3, dt ** 2 / 2], [dt ** 2 / 2, dt]]), np.eye(d))
         Q = pattern * np.concatenate([q, q], axis=1)[:, :, None]
         return self.x @ F.T, F @ self.P @ F.T + Q
 
