@@ -5,8 +5,8 @@ runs the per-face path on given boxes).
 Per frame
   1. Each existing track's crop comes from its previous landmarks (:func:`crop_from_landmarks` with the model's
      ``crop_scale``, rolled so the eyes are level): the network sees faces framed exactly as in training.
-  2. The face detector runs on the first frame, every ``detect_every`` frames, with no track, and when a track's
-     confidence drops below ``redetect_below``; detections are matched to tracks, start new ones (up to
+  2. The face detector runs on the first frame, every ``detect_every`` frames while fewer than ``max_faces`` run,
+     with no track, and when a track's confidence drops below ``redetect_below``; detections are matched to tracks, start new ones (up to
      ``max_faces``) or let unconfirmed ones go (:mod:`star_track.tracking.tracks`).
   3. New (and re-acquired) faces are cropped from their detector box (the model's calibration for that
      detector, rolled by its eye keypoints), then re-cropped from their own landmarks up to ``refine_steps``
@@ -74,7 +74,7 @@ class Tracker:
         smoothing: ``"kalman"``, ``"face"`` (face-level), ``"one-euro"`` or ``"none"``.
         smoothing_params: keyword arguments for the smoother (see :mod:`star_track.smoothing`).
         max_faces: most faces tracked at once.
-        detect_every: run the detector at least every K frames (1 = every frame).
+        detect_every: run the detector at least every K frames (1 = every frame) to find new faces.
         detector: bundled BlazeFace ``"full"`` (default: finds small and distant faces too, ~5 ms per call) or
             ``"short"`` (selfie distance, ~2 ms), or a path to a ``.tflite``.
         min_detection_confidence: detector score threshold.
@@ -256,8 +256,8 @@ class Tracker:
                 tr.smoother.reset()
             dt = 1.0 / self.fps
         tracks = self._tracks
-        need_detect = (not tracks or self._frame_index - self._last_detect >= self.detect_every
-                       or any(tr.score < self.redetect_below for tr in tracks))
+        need_detect = (len(tracks) < self.max_faces and self._frame_index - self._last_detect >= self.detect_every
+                       or not tracks or any(tr.score < self.redetect_below for tr in tracks))
         if need_detect:
             self._last_detect = self._frame_index
             dets = self._timed("detect", self.detector.detect, frame, int(round((t + self._t_offset) * 1000)))
