@@ -64,6 +64,30 @@ def draw_box(img: np.ndarray, box: np.ndarray, label: str | None = None,
     return img
 
 
+_AXES = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+_AXIS_COLORS = ((0, 0, 255), (0, 200, 0), (255, 80, 0))  # x red, y green, z blue (BGR)
+
+
+def draw_pose_axes(img: np.ndarray, pose, length_cm: float = 8.0, origin: np.ndarray | None = None) -> np.ndarray:
+    """A head pose's axes (x red: the subject's left, y green: down, z blue: out of the face toward the camera),
+    ``length_cm`` long from ``origin`` (mean-face cm; default the 68-point mean face's nose tip) through the
+    pose's camera."""
+    from .analysis.mean_face import mean_face
+    from .analysis.pose import project
+
+    cam = getattr(pose, "camera", None)
+    if pose is None or cam is None:
+        return img
+    o = mean_face(68).points[30] if origin is None else np.asarray(origin, np.float64)
+    pts = o + _AXES * length_cm * np.array([1.0, 1.0, -1.0])  # the mean face's z points into the head
+    px = project(pts, np.asarray(pose.rotation, np.float64), np.asarray(pose.translation, np.float64), cam)
+    if not np.isfinite(px).all():
+        return img
+    for k, color in enumerate(_AXIS_COLORS, 1):
+        cv2.arrowedLine(img, _pt(px[0], 4), _pt(px[k], 4), color, 2, cv2.LINE_AA, 4, 0.15)
+    return img
+
+
 def draw_fps(img: np.ndarray, fps: float) -> np.ndarray:
     """``NN.N fps`` in the top-left corner."""
     text = f"{fps:.1f} fps"
@@ -73,8 +97,9 @@ def draw_fps(img: np.ndarray, fps: float) -> np.ndarray:
 
 
 def draw_faces(img: np.ndarray, faces: Sequence, scheme: LandmarkScheme | None = None, ellipses: bool = False,
-               boxes: bool = True, fps: float | None = None) -> np.ndarray:
-    """Draw every :class:`star_track.tracking.face.Face` (smoothed landmarks) on ``img`` in place and return it."""
+               boxes: bool = True, fps: float | None = None, pose: bool = False) -> np.ndarray:
+    """Draw every :class:`star_track.tracking.face.Face` (smoothed landmarks) on ``img`` in place and return it;
+    ``pose``: also each face's head axes (:func:`draw_pose_axes`)."""
     for f in faces:
         color = track_color(f.track_id)
         if ellipses:
@@ -82,6 +107,8 @@ def draw_faces(img: np.ndarray, faces: Sequence, scheme: LandmarkScheme | None =
         draw_landmarks(img, f.landmarks, scheme, color)
         if boxes:
             draw_box(img, f.box, f"#{f.track_id} {f.score:.2f}", color)
+        if pose:
+            draw_pose_axes(img, getattr(f, "pose", None))
     if fps is not None:
         draw_fps(img, fps)
     return img

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from .commands import batch, bench, image, models, video
+from .commands import batch, bench, image, models, plot, video
 from .exits import EXIT_ERROR, fail
 from .stderr import restore_native_stderr
 
@@ -17,6 +17,7 @@ app.command()(video.video)
 app.command()(batch.batch)
 app.command()(video.webcam)
 app.command()(image.image)
+app.command()(plot.plot)
 app.command()(models.info)
 app.add_typer(models_app, name="models")
 models_app.command("list")(models.models_list)

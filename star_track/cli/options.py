@@ -8,6 +8,7 @@ A command takes the tracker options with :func:`tracker_options`, which adds the
 from __future__ import annotations
 
 import functools
+import math
 import inspect
 import warnings
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ class Smoothing(str, Enum):
     """``--smoothing`` values."""
 
     kalman = "kalman"
+    face = "face"
     one_euro = "one-euro"
     none = "none"
 
@@ -51,6 +53,9 @@ class TrackerOptions:
     output_68: bool = False
     flip_test: bool = False
     threads: int | None = None
+    no_analysis: bool = False
+    focal: float | None = None
+    camera: tuple[float, float, float, float] | None = None
 
     def capped(self) -> "TrackerOptions":
         """These options with ``threads`` capped at the usable cores, and one note line on stderr when it was
@@ -67,7 +72,8 @@ class TrackerOptions:
         return {"model": self.model, "engine": self.engine, "smoothing": self.smoothing,
                 "max_faces": self.max_faces or 1, "detect_every": self.detect_every, "detector": self.detector,
                 "output_scheme": "68" if self.output_68 else None, "flip_test": self.flip_test,
-                "threads": self.threads}
+                "threads": self.threads, "analysis": not self.no_analysis, "focal": self.focal,
+                "camera": self.camera}
 
     def tracker(self, fps: float = 30.0, **changes: Any) -> "Tracker":
         """A Tracker with these options (``changes`` override some of them) for a ``fps`` video.
@@ -104,6 +110,37 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
                                             "engine (default 1: the fastest per face on a busy machine).")),
 }
 """Parameter name -> (type, typer option) of every shared option."""
+
+
+def _focal(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a focal length in pixels > 0, got {value}")
+    return value
+
+
+def _camera(value: str | None) -> tuple[float, float, float, float] | None:
+    """``fx,fy,cx,cy`` in pixels (a usage error, exit 2, when it is not four finite numbers with fx, fy > 0)."""
+    if value is None:
+        return None
+    try:
+        fx, fy, cx, cy = (float(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"must be fx,fy,cx,cy in pixels (four numbers), got {value!r}") from None
+    if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or not (fx > 0 and fy > 0):
+        raise typer.BadParameter(f"must be four finite numbers fx,fy,cx,cy with fx, fy > 0, got {value!r}")
+    return fx, fy, cx, cy
+
+
+OPTIONS.update({
+    "no_analysis": (bool, typer.Option(False, "--no-analysis", help="Skip head pose, eye/mouth openness and "
+                                       "blinks (saves ~0.25 ms per face; their columns stay empty).")),
+    "focal": (Optional[float], typer.Option(None, "--focal", callback=_focal, metavar="PX",
+                                            help="Camera focal length in pixels for the head pose (default: the "
+                                            "frame width).")),
+    "camera": (Optional[str], typer.Option(None, "--camera", "--intrinsics", callback=_camera,
+                                           metavar="FX,FY,CX,CY", help="Full camera intrinsics in pixels for "
+                                           "the head pose (overrides --focal; default centre: the frame's).")),
+})
 
 
 def tracker_options(*names: str, **overrides: tuple[Any, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

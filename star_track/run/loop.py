@@ -12,7 +12,7 @@ they differ only in what they pass to it::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -45,6 +45,8 @@ class VideoSummary:
     """The signal (SIGINT/SIGTERM) that stopped the loop after a whole frame, else None."""
     ended_early: bool = False
     """The source held fewer frames than its container lists (truncated or damaged file)."""
+    blinks: dict[int, int] = field(default_factory=dict)
+    """Blinks per track id (tracks without a blink left out; empty when the tracker's analysis is off)."""
 
     @property
     def interrupted(self) -> bool:
@@ -59,14 +61,14 @@ class VideoSummary:
 
 def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink | None" = None,
                   landmark_writer: "LandmarkWriter | None" = None, on_frame: FrameCallback | None = None,
-                  draw: bool = True, ellipses: bool = False, progress: bool = False,
+                  draw: bool = True, ellipses: bool = False, pose: bool = False, progress: bool = False,
                   label: str | None = None, stop: StopFlag | None = None) -> VideoSummary:
     """Track every frame of ``source`` and write the results; return a :class:`VideoSummary`.
 
     Per frame, in this order: ``tracker.track(image, time)``; ``sink.ensure_space()`` (so that a full disk
     stops the run while every output can still end on the same whole frame); ``landmark_writer.write``;
     ``sink.write`` of the frame (annotated with :func:`~star_track.draw.draw_faces` unless ``draw`` is False,
-    with 2-sigma ellipses when ``ellipses``) at the frame's own time; then ``on_frame(frame, faces)``, which
+    with 2-sigma ellipses when ``ellipses``, head axes when ``pose``) at the frame's own time; then ``on_frame(frame, faces)``, which
     stops the loop by returning True.
 
     SIGINT/SIGTERM while the loop runs stop it after the current frame (``summary.signal`` says which); the
@@ -88,7 +90,7 @@ def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink
             faces = tracker.track(vf.image, vf.time)
             image = vf.image
             if sink is not None and draw:
-                image = draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses)
+                image = draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses, pose=pose)
             with stop.deferring():  # a second Ctrl-C cannot leave one output a frame ahead of the other
                 if sink is not None:
                     sink.ensure_space()
@@ -106,4 +108,10 @@ def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink
                 break
     return VideoSummary(frames=frames, frames_with_faces=frames_with_faces,
                         seconds=time.perf_counter() - t_start, signal=stop.signum,
-                        ended_early=bool(getattr(source, "ended_early", False)))
+                        ended_early=bool(getattr(source, "ended_early", False)), blinks=_blinks(tracker))
+
+
+def _blinks(tracker: "Tracker") -> dict[int, int]:
+    """Blinks per track of this video (a tracker without face state, e.g. a stand-in, has none)."""
+    state = getattr(tracker, "face_state", None)
+    return dict(state.blink_counts()) if state is not None else {}

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "output_68", "flip_test",
-                 "threads")
+                 "threads", "no_analysis", "focal", "camera")
 def video(
     input: str = typer.Argument(..., help="Input video file, stream URL (rtsp://, http(s)://) or device path."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4, .mov, .mkv: H.264 by "
@@ -45,6 +45,7 @@ def video(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     no_draw: bool = typer.Option(False, "--no-draw", help="Write the frames without annotations."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw each landmark's 2-sigma uncertainty ellipse."),
+    pose: bool = typer.Option(False, "--pose", help="Draw each face's head axes (x red, y green, z blue)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     tracker_options: TrackerOptions = TrackerOptions(),
 ) -> None:
@@ -72,7 +73,7 @@ def video(
                                  preset=preset, audio_from=None if no_audio else source)
                 writer = _landmark_writer(landmarks_out, source, tracker, overwrite)
                 summary = process_video(source, tracker, sink=sink, landmark_writer=writer, draw=not no_draw,
-                                        ellipses=ellipses, progress=progress, label=Path(input).name, stop=stop)
+                                        ellipses=ellipses, pose=pose, progress=progress, label=Path(input).name, stop=stop)
         finally:
             with stop.deferring():  # a second Ctrl-C or a SIGTERM cannot cut the video's finishing short
                 source.close()
@@ -106,6 +107,11 @@ def _landmark_writer(path: Optional[Path], source: "VideoSource", tracker: "Trac
                                 overwrite=overwrite)
 
 
+def blink_note(blinks: dict[int, int]) -> str:
+    """``"; blinks: #0 4, #2 1"`` (per track) for the summary line, or ``""`` when there was none."""
+    return "; blinks: " + ", ".join(f"#{k} {n}" for k, n in sorted(blinks.items())) if blinks else ""
+
+
 def _report(input: str, outputs: list[Optional[Path]], source: "VideoSource", summary: "VideoSummary",
             stop: StopFlag) -> None:
     """The run's last lines: a truncated input, a signal (then exit 130/143), the frames written, no face."""
@@ -122,16 +128,18 @@ def _report(input: str, outputs: list[Optional[Path]], source: "VideoSource", su
         raise typer.Exit(stop.exit_code)
     to_stdout = any(p is not None and str(p) == STDOUT for p in outputs)  # stdout carries the landmarks then
     typer.echo(f"wrote {frames} frames to {targets} ({summary.fps:.1f} fps overall); faces in "
-               f"{summary.frames_with_faces} of them", err=to_stdout)
+               f"{summary.frames_with_faces} of them{blink_note(summary.blinks)}", err=to_stdout)
     if frames and not summary.frames_with_faces:
         typer.echo(f"star-track: warning: {Path(input).name}: no face found in any frame", err=True)
 
 
-@tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "flip_test", "threads")
+@tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "flip_test", "threads",
+                 "no_analysis", "focal")
 def webcam(
     camera: str = typer.Option("0", "--camera", "-c", help="Camera index (0, 1, ...), device path "
                                "(/dev/video0) or stream URL (rtsp://, http(s)://)."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw uncertainty ellipses."),
+    pose: bool = typer.Option(False, "--pose", help="Draw each face's head axes."),
     tracker_options: TrackerOptions = TrackerOptions(),
 ) -> None:
     """Live tracking from a camera in a window (q or Esc quits)."""
@@ -159,7 +167,8 @@ def webcam(
                 inst = 1.0 / max(now - rate["last"], 1e-6)
                 rate["fps"] = inst if rate["frames"] == 0 else 0.9 * rate["fps"] + 0.1 * inst
                 rate["last"], rate["frames"] = now, rate["frames"] + 1
-                cv2.imshow(window, draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses, fps=rate["fps"]))
+                cv2.imshow(window, draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses, fps=rate["fps"],
+                                                  pose=pose))
                 return cv2.waitKey(1) & 0xFF in (ord("q"), 27)
 
             with tracker:  # ends cleanly when the camera disconnects; capture times: real gaps when frames are slow
