@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import MissingDependency
 from .base import ANALYSIS_COLUMNS
 from .csv import LandmarkFileError, read_landmarks_csv
 
@@ -67,10 +68,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_parquet(path: Path) -> dict[str, np.ndarray]:
-    from . import require_pyarrow
-
-    require_pyarrow(str(path))
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingDependency(f'{path}: .parquet needs pyarrow: pip install "star-track[parquet]"') from None
 
     try:
         table = pq.read_table(str(path))
