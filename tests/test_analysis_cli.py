@@ -51,6 +51,10 @@ def test_tracker_faces_carry_a_plausible_pose_and_openness(clip):
     frames, fps = clip
     with Tracker(fps=fps) as tr:
         faces = [tr.track(img, t) for img, t in frames]
+        events = tr.face_state.blinks
+        assert all(b.start < b.end for b in events) and len(events) == sum(tr.face_state.blink_counts().values())
+        tr.reset()
+        assert tr.face_state.blinks == [] and tr.face_state.blink_counts() == {}
     poses = [f[0].pose for f in faces if f and f[0].pose is not None]
     assert len(poses) >= 35
     angles = np.array([p.angles for p in poses])

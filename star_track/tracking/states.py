@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..analysis.analyzer import FaceState, FrameAnalyzer, analyze_photo
+from ..analysis.blinks import Blink
 from ..analysis.pose import Camera
 from .face import Face
 
@@ -70,6 +71,11 @@ class FaceStates:
     def blink_counts(self) -> dict[int, int]:
         """Blinks per track id since the last :meth:`reset` (tracks without a blink are left out)."""
         return self.analyzer.blink_counts()
+
+    @property
+    def blinks(self) -> list[Blink]:
+        """Every blink that has ended since the last :meth:`reset` (track id, start and end time, depth)."""
+        return self.analyzer.blinks
 
     def video(self, faces: list[Face], frame_shape: tuple[int, ...], time: float) -> list[Face]:
         """The video frame's faces with their state (time in seconds; kept increasing for the filters)."""
