@@ -209,3 +209,16 @@ def test_parquet_without_pyarrow_is_a_missing_dependency(tmp_path, monkeypatch):
         with pytest.raises(MissingDependency, match=r'x.parquet: .parquet needs pyarrow: pip install "star-track\[parquet\]"'):
             call()
     assert not list(tmp_path.iterdir())
+
+
+def test_output_problems_are_output_errors_not_video_errors(tmp_path):
+    """OutputError is beside VideoError: an unusable output name or a closed sink is never a 'bad video'."""
+    from star_track.io.images import check_image_output
+
+    with pytest.raises(OutputError, match="unsupported image extension") as e:
+        check_image_output(tmp_path / "x.xyz")
+    assert not isinstance(e.value, VideoError)
+    sink = VideoSink(tmp_path / "o.mp4", 10, (32, 32))
+    sink.close()
+    with pytest.raises(OutputError, match="sink is closed"):
+        sink.write(np.zeros((32, 32, 3), np.uint8))

@@ -36,7 +36,7 @@ def check_image_output(path: str | os.PathLike, overwrite: bool = False) -> Path
     """:func:`check_output_path` plus an image format OpenCV can write (judged by the extension)."""
     p = Path(path)
     if not cv2.haveImageWriter(str(p)):
-        raise VideoError(f"{p}: unsupported image extension {p.suffix or '(none)'} (use e.g. .png or .jpg)")
+        raise OutputError(f"{p}: unsupported image extension {p.suffix or '(none)'} (use e.g. .png or .jpg)")
     return check_output_path(p, overwrite)
 
 

@@ -131,7 +131,7 @@ class VideoSink:
             ValueError: another dtype or channel count (the encoder would silently drop such frames).
         """
         if self._writer is None:
-            raise VideoError(f"{self.path}: sink is closed")
+            raise OutputError(f"{self.path}: sink is closed")
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
             raise ValueError(f"{self.path}: frames must be uint8 numpy arrays, got "
                              f"{getattr(frame, 'dtype', type(frame).__name__)}")
