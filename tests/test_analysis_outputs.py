@@ -86,3 +86,20 @@ def test_a_foreign_file_is_one_clear_error(tmp_path):
     for name in ("other.csv", "other.json"):
         with pytest.raises(LandmarkFileError, match="not a star-track landmarks"):
             read_landmarks(tmp_path / name)
+
+
+def test_batch_table_counts_blinks_per_track():
+    from rich.console import Console
+
+    from star_track.run.batch import summary_table
+
+    rows = [{"input": "a.mp4", "status": "ok", "frames": 10, "frames_with_faces": 10, "seconds": 1.0,
+             "blinks": {"0": 3, "2": 1}},
+            {"input": "b.mp4", "status": "ok", "frames": 10, "frames_with_faces": 10, "seconds": 1.0, "blinks": {}},
+            {"input": "old.mp4", "status": "ok", "frames": 10, "frames_with_faces": 10, "seconds": 1.0}]
+    console = Console(width=160, record=True)
+    console.print(summary_table(rows))
+    lines = console.export_text().splitlines()
+    assert "blinks" in "".join(lines)
+    a, b = (next(ln for ln in lines if name in ln) for name in ("a.mp4", "b.mp4"))
+    assert "#0 3, #2 1" in a and " 0 " in b

@@ -24,7 +24,7 @@ class LandmarksFormat(str, Enum):
 
 
 @tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "output_68", "flip_test",
-                 "threads")
+                 "threads", "no_analysis", "focal", "camera")
 def batch(
     inputs: list[str] = typer.Argument(..., help="Videos, folders (searched for videos), glob patterns, or "
                                        ".txt/.csv lists of paths."),
@@ -38,6 +38,7 @@ def batch(
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the input's audio out of annotated videos."),
     no_draw: bool = typer.Option(False, "--no-draw", help="Annotated videos without annotations."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw 2-sigma uncertainty ellipses."),
+    pose: bool = typer.Option(False, "--pose", help="Draw each face's head axes in the annotated videos."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: the "
                                           "cores / --threads, so N workers x 1 engine thread)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: 'local' (start a local runtime), 'auto' "
@@ -62,7 +63,7 @@ def batch(
     o = tracker_options.capped()  # per worker: capped at the cores, said once here
     tracker_kwargs = {**o.tracker_kwargs(), "threads": o.threads or 1}
     video_options = {"codec": codec.value if codec else None, "crf": crf, "audio": not no_audio,
-                     "draw": not no_draw, "ellipses": ellipses}
+                     "draw": not no_draw, "ellipses": ellipses, "pose": pose}
     with error_boundary(str(out_dir)):
         rows = run_batch(inputs, out_dir, workers=workers, ray_address=ray, tracker_kwargs=tracker_kwargs,
                          landmarks_format=landmarks_format.value, annotated_video=annotated,

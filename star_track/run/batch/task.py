@@ -41,7 +41,7 @@ class VideoTask:
     settings: str
     tracker_kwargs: dict[str, Any]
     video_options: dict[str, Any] = field(default_factory=dict)
-    """``codec``, ``crf``, ``preset``, ``audio`` (bool), ``draw`` (bool), ``ellipses`` (bool)."""
+    """``codec``, ``crf``, ``preset``, ``audio`` (bool), ``draw`` (bool), ``ellipses`` (bool), ``pose`` (bool)."""
 
 
 _TRACKERS: dict[str, Tracker] = {}
@@ -178,7 +178,8 @@ def _process(task: VideoTask, staged: dict[str, Path], row: dict[str, Any]) -> N
         tracker.start_video(source.fps)  # as a Tracker built for this video
         summary = _track(task, source, tracker, staged, counts)
     row.update(frames=summary.frames, frames_with_faces=summary.frames_with_faces, face_records=counts.records,
-               max_faces=counts.most, video_seconds=round(summary.frames / source.fps, 4))
+               max_faces=counts.most, video_seconds=round(summary.frames / source.fps, 4),
+               blinks={str(k): n for k, n in sorted(summary.blinks.items())})
     if summary.interrupted or counts.stopped:
         row.update(status="interrupted", error="stopped before the end of the video")
         return
@@ -211,7 +212,8 @@ def _track(task: VideoTask, source: VideoSource, tracker: Tracker, staged: dict[
                              crf=opts.get("crf"), preset=opts.get("preset"),
                              audio_from=source if opts.get("audio", True) else None)
         return process_video(source, tracker, sink=sink, landmark_writer=writer, draw=opts.get("draw", True),
-                             ellipses=opts.get("ellipses", False), on_frame=on_frame, stop=StopFlag())
+                             ellipses=opts.get("ellipses", False), pose=opts.get("pose", False), on_frame=on_frame,
+                             stop=StopFlag())
     finally:
         for out in (writer, sink):
             if out is not None:
