@@ -123,7 +123,7 @@ def test_video_summary_plot_and_its_errors(tmp_path, clip):
     foreign.write_text("name,value\na,1\n")
     assert "other.csv" in one_error_line(run("plot", foreign, "--out", tmp_path / "o.png"), 1)
     old = tmp_path / "old.csv"
-    r = run("video", src, "-l", old, "--no-progress", "--no-analysis")
+    r = run("video", src, "-l", old, "--no-progress", "--no-analysis", "--smoothing", "face")
     assert r.exit_code == 0, r.stderr
     assert "analysis" in one_error_line(run("plot", old, "--out", tmp_path / "old.png"), 1)
     assert "no such file" in one_error_line(run("plot", tmp_path / "none.csv", "--out", tmp_path / "n.png"), 1)
