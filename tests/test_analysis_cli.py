@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -156,3 +157,15 @@ def test_image_command_uses_the_photo_model_unless_told(tmp_path, face_photo, mo
     assert [resolve_model(m).stem for m in used] == [PHOTO_BUNDLED, DEFAULT_BUNDLED]
     faces = read_landmarks(tmp_path / "f0.json")
     assert np.isfinite(faces["yaw"]).all() and faces["blink"].tolist() == [0.0] * len(faces["yaw"])
+
+
+def test_sdk_photo_tracker_uses_the_photo_model_unless_told(face_photo):
+    from star_track import Tracker
+
+    img, gt, _ = face_photo
+    with Tracker.for_photos() as photo, Tracker.for_photos("default") as fast:
+        assert photo.smoothing == "none"
+        assert Path(photo.engine.path).stem == PHOTO_BUNDLED and Path(fast.engine.path).stem == DEFAULT_BUNDLED
+        faces = photo.detect_image(img)
+    best = min(faces, key=lambda f: np.linalg.norm(f.landmarks - gt, axis=1).mean())
+    assert best.pose is not None and abs(best.pose.yaw) < 60 and best.blink is False
