@@ -143,3 +143,27 @@ def test_factory():
         make_smoother("kalman", bogus=1)
     with pytest.raises(ValueError):
         make_smoother("one-euro", min_cutoff=0)
+
+
+def test_faces_smoothed_together_match_separate_filters():
+    from star_track.smoothing.batched import update_all
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(3, 30, 2, 2))
+    covs = a @ np.swapaxes(a, -1, -2)
+    covs[1, 4] = [[1.0, 2.0], [2.0, 1.0]]  # indefinite: clipped the same way
+    covs[2, 7, 0, 0] = np.nan  # unusable: face-sized
+    together = [KalmanSmoother() for _ in range(3)] + [OneEuroSmoother()]
+    alone = [KalmanSmoother() for _ in range(3)] + [OneEuroSmoother()]
+    sizes = [80.0, 150.0, 40.0, 60.0]
+    pos = rng.uniform(0, 300, (4, 30, 2))
+    for t in range(12):
+        pos += rng.normal(0, 2 + 10 * (t == 6), (4, 30, 2))  # a jump at frame 6 opens the gates
+        pts = [p + rng.normal(0, 1, p.shape) for p in pos]
+        cov = [*covs, np.zeros((30, 2, 2))]
+        got = update_all(together, pts, cov, DT, sizes)
+        want = [f.update(p, c, DT, s) for f, p, c, s in zip(alone, pts, cov, sizes)]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-9)
+    for f, g in zip(together[:3], alone[:3]):
+        np.testing.assert_allclose(f.P, g.P, rtol=1e-9, atol=1e-9)

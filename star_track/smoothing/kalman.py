@@ -132,7 +132,7 @@ def _inv2(m: np.ndarray) -> np.ndarray:
     return out / det[:, None, None]
 
 
-def clipped_psd(cov: np.ndarray, scale: float, r_scale: float, floor: float) -> np.ndarray:
+def clipped_psd(cov: np.ndarray, scale: float | np.ndarray, r_scale: float, floor: float | np.ndarray) -> np.ndarray:
     """``r_scale`` Σ⁺ + ``floor`` I with Σ⁺ the symmetrised Σ (N, 2, 2) with negative eigenvalues set to 0,
     in closed form: with eigenvalues l1 <= l2, Σ⁺ = Σ - l1 (l2 I - Σ) / (l2 - l1) when l1 < 0 <= l2 (the
     projector onto l1's eigenvector times l1 removed), 0 when l2 < 0. A non-finite Σ counts as

@@ -56,7 +56,7 @@ from .arguments import capped_threads, check_timestamp, float_arg, int_arg
 from .face import Face, NonFiniteOutputWarning, as_bgr
 from .landmarker import Landmarker, Result, StageTimer
 from .states import FaceStates
-from .tracks import AssociationRules, Track, associate, dedupe
+from .tracks import AssociationRules, Track, associate, dedupe, smooth_tracks
 
 MAX_GAP_S = 2.0
 """A jump in time longer than this restarts every track's smoothing (the face may be anywhere by then)."""
@@ -361,11 +361,13 @@ class Tracker:
             for tr, p, c, s in zip(todo, *self._landmarker.infer(frame, crops)):
                 done[id(tr)] = (p, c, float(s))
         fresh_ids = {id(tr) for tr in fresh}
-        return [tr for tr in tracks if self._update(tr, done[id(tr)], id(tr) in fresh_ids, dt, smooth)]
+        kept = [tr for tr in tracks if self._update(tr, done[id(tr)], id(tr) in fresh_ids)]
+        if smooth:  # every face at once: running Kalman filters update as one stack
+            self._timed("smooth", smooth_tracks, [tr for tr in kept if tr.valid], dt)
+        return kept
 
-    def _update(self, tr: Track, result: Result, fresh: bool, dt: float, smooth: bool) -> bool:
-        """Take one face's result into its track (smoothed); False when the track is to be dropped (a new
-        face whose first output is non-finite). A non-finite output never reaches the filter or the outputs."""
+    def _update(self, tr: Track, result: Result, fresh: bool) -> bool:
+        """One face's result into its track, unsmoothed; False: drop it (a new face, non-finite first output)."""
         p, (c, star_c), s = result
         tr.valid = bool(np.isfinite(p).all() and np.isfinite(c).all())
         if not tr.valid:
@@ -376,9 +378,7 @@ class Tracker:
         tr.motion = p.mean(0) - tr.landmarks().mean(0) if followed else np.zeros(2)
         tr.points, tr.cov, tr.star_cov, tr.score = p, c, star_c, float(s)
         assert tr.crop is not None  # every track run this frame has one
-        scale = tr.crop.side / self.meta.crop_scale  # face size in pixels
-        tr.smoothed = self._timed("smooth", tr.smoother.update, p, c, dt, scale) if smooth else p
-        tr.crop = None
+        tr.size, tr.smoothed, tr.crop = tr.crop.side / self.meta.crop_scale, p, None  # smoothed in _run
         return True
 
     def _count_nonfinite(self) -> None:

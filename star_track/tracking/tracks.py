@@ -12,6 +12,7 @@ from ..crop import Crop
 from ..detection.blazeface import Detection
 from ..detection.boxes import box_iou, nms
 from ..smoothing import Smoother
+from ..smoothing.batched import update_all
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Track:
     """Landmark-centre shift over the last frame (the next crop moves on by it)."""
     valid: bool = True
     """False: this frame's output was non-finite (not reported, filter untouched)."""
+    size: float = 1.0
+    """Face size in pixels (crop side over the model's crop scale), the smoothers' scale."""
 
     def box(self) -> np.ndarray:
         """x1, y1, x2, y2 of the track's landmarks."""
@@ -138,3 +141,13 @@ def dedupe(tracks: list[Track]) -> list[Track]:
     boxes = np.stack([tracks[i].box() for i in by_id])
     keep = nms(boxes, np.array([tracks[i].score for i in by_id]), iou=0.6)
     return [tracks[i] for i in sorted(by_id[k] for k in keep)]
+
+
+def smooth_tracks(tracks: list[Track], dt: float) -> None:
+    """Smooth every track's new landmarks (``smoothed`` from ``points``), all faces of the frame at once
+    (:func:`~star_track.smoothing.batched.update_all`)."""
+    pts = [tr.landmarks() for tr in tracks]
+    covs = [tr.cov if tr.cov is not None else np.full((len(p), 2, 2), np.nan) for tr, p in zip(tracks, pts)]
+    smoothed = update_all([tr.smoother for tr in tracks], pts, covs, dt, [tr.size for tr in tracks])
+    for tr, sm in zip(tracks, smoothed):
+        tr.smoothed = sm
