@@ -186,7 +186,7 @@ def _process(task: VideoTask, staged: dict[str, Path], row: dict[str, Any]) -> N
     finals = {k: Path(p) for k, p in task.outputs.items()}
     for k, final in finals.items():
         if not staged[k].is_file():
-            raise VideoError(f"{final}: nothing was written ({summary.frames} frames)")
+            raise OutputError(f"{final}: nothing was written ({summary.frames} frames)")
     for k, final in finals.items():
         os.replace(staged[k], final)
         row["outputs"][k] = {"path": str(final), "bytes": final.stat().st_size, "sha256": sha256_file(final)}
