@@ -228,7 +228,23 @@ def solve_pose(landmarks: np.ndarray, covariance: np.ndarray | None = None, *,
     n = len(model)
     # Whitening once, at the starting scale (px per cm): the scale hardly changes over the few steps.
     s = camera.fx / max(tvec[2], 1e-6)
-    wa, wb, wc = _whitening(cov, face.sigma * face.sigma * (s * s))
+    whiten = _whitening(cov, face.sigma * face.sigma * (s * s))
+    rvec, tvec, chi2, hinv = _gauss_newton(model, pts, k, whiten, rvec, tvec, iterations, huber)
+    dof = max(1, 2 * n - 6)
+    cov_r = hinv[:3, :3] * max(1.0, chi2 / dof)
+    r = cv2.Rodrigues(rvec)[0]
+    view = _view_rotation(tvec)
+    rel = view.T @ r
+    yaw, pitch, roll = euler_from_rotation(rel)
+    sd = _angle_sd(rvec, rel, view, cov_r, yaw, roll)
+    return Pose(yaw, pitch, roll, sd[0], sd[1], sd[2], r, tvec, math.sqrt(max(chi2, 0.0) / (2 * n)), camera, rvec)
+
+
+def _gauss_newton(model: np.ndarray, pts: np.ndarray, k: np.ndarray, whiten: tuple, rvec: np.ndarray,
+                  tvec: np.ndarray, iterations: int, huber: float) -> tuple:
+    """Weighted Gauss-Newton steps of the reprojection error; returns (rvec, tvec, predicted chi2, H^-1)."""
+    wa, wb, wc = whiten
+    n = len(model)
     jw = np.empty((2 * n, 6))
     ew = np.empty(2 * n)
     chi2, hinv = 0.0, np.full((6, 6), np.inf)
@@ -256,14 +272,7 @@ def solve_pose(landmarks: np.ndarray, covariance: np.ndarray | None = None, *,
         chi2 = float(ew @ ew + g @ step)
         rvec = rvec + step[:3]
         tvec = tvec + step[3:]
-    dof = max(1, 2 * n - 6)
-    cov_r = hinv[:3, :3] * max(1.0, chi2 / dof)
-    r = cv2.Rodrigues(rvec)[0]
-    view = _view_rotation(tvec)
-    rel = view.T @ r
-    yaw, pitch, roll = euler_from_rotation(rel)
-    sd = _angle_sd(rvec, rel, view, cov_r, yaw, roll)
-    return Pose(yaw, pitch, roll, sd[0], sd[1], sd[2], r, tvec, math.sqrt(max(chi2, 0.0) / (2 * n)), camera, rvec)
+    return rvec, tvec, chi2, hinv
 
 
 def _left_jacobian(phi: np.ndarray) -> np.ndarray:
