@@ -11,8 +11,8 @@ Per frame
   3. New (and re-acquired) faces are cropped from their detector box (the model's calibration for that
      detector, rolled by its eye keypoints), then re-cropped from their own landmarks up to ``refine_steps``
      times, stopping once a crop is within ``refine_tolerance`` of the last (new faces share each batched pass).
-  4. All faces of the frame go through the engine in one batched call; outputs are mapped back to frame pixels
-     (means and covariances A Σ Aᵀ) and smoothed per track; then the face state (pose, openness, blinks:
+  4. All faces of the frame go through the engine in one batched call, are mapped back to frame pixels in one
+     call (A Σ Aᵀ) and smoothed together (running Kalman filters stacked); then the face state (pose, openness, blinks:
      :mod:`star_track.tracking.states`) from the raw landmarks.
 
 Uncertainty
