@@ -21,12 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from star_track import Tracker
-from star_track import VideoSource
-
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, make_console, markdown_table, model_info, model_label,
                      print_table, write_json)
-from .stability import FanOutSmoother
+from .face_stability import track_clip
+from .stability import FanOutSmoother  # noqa: F401  (registers the 'bench-fanout' smoother track_clip uses)
 from .synthetic import SCHEME
 
 CONFIGS = [("raw", "none", {}), ("kalman default", "kalman", {}), ("one-euro default", "one-euro", {}),
@@ -36,27 +34,6 @@ CONFIGS = [("raw", "none", {}), ("kalman default", "kalman", {}), ("one-euro def
 (clips have no ground truth, so only jitter is measured here: the laggier filter always looks calmer).
 Labels: (label, smoother, parameters); ``one-euro 0.25/10`` is min_cutoff=0.25, beta=10."""
 RIGID = np.r_[17:48]  # brows, nose, eyes
-
-
-def track_clip(path: Path, model: str | None) -> tuple[np.ndarray, list[np.ndarray], float]:
-    """Outputs (C, T, 68, 2) per config (NaN without a face; the first-tracked face), frames, fps."""
-    fan = [(n, p) for _, n, p in CONFIGS]
-    frames, outs = [], []
-    with VideoSource(path) as src, Tracker(model, engine="onnxruntime", smoothing="bench-fanout",
-                                           smoothing_params={"configs": fan}, max_faces=1, fps=src.fps) as tr:
-        fps = src.fps
-        FanOutSmoother.live.clear()
-        for vf in src:
-            faces = tr.track(vf.image, vf.time)
-            o = np.full((len(CONFIGS), 68, 2), np.nan)
-            if faces:
-                f = faces[0]
-                s = next(s for s in FanOutSmoother.live if s.last_points is not None
-                         and np.array_equal(s.last_points, f.raw_landmarks))
-                o = np.stack(s.outputs)
-            outs.append(o)
-            frames.append(vf.image)
-    return np.stack(outs, 1), frames, fps
 
 
 def still_mask(raw: np.ndarray, threshold: float, window: int = 5) -> np.ndarray:
@@ -140,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no clips in {a.data / 'videos'}")
     rows, table, strip_path, best_still = [], [], None, -1
     for clip in clips:
-        out, frames, fps = track_clip(clip, a.model)
+        out, frames, fps = track_clip(clip, a.model, CONFIGS)
         mask = still_mask(out[0], a.still)
         r = {"clip": clip.name, "frames": len(frames), "face_frames": int(np.isfinite(out[0, :, 0, 0]).sum()),
              "still_frames": int(mask.sum())}
