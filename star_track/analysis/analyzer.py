@@ -28,7 +28,7 @@ from .blinks import Blink, BlinkDetector
 from .mean_face import MeanFace, mean_face
 from .openness import openness_arrays
 from .pose import Camera, Pose, PoseError
-from .pose_batch import PoseCore, pose_angles, solve_core
+from .pose_batch import PoseCore, pose_angles_lists, solve_core
 from .pose_filter import PoseFilter
 
 COLUMNS: tuple[str, ...] = ("yaw", "pitch", "roll", "yaw_sd", "pitch_sd", "roll_sd", "eye_open_left",
@@ -66,7 +66,7 @@ class FaceState:
         if not core.ok[i]:
             return None
         r, t, c = core.rotation[i:i + 1], core.translation[i:i + 1], core.rotation_cov[i:i + 1]
-        (a,), (s,) = (v.tolist() for v in pose_angles(r, t, c))
+        (a,), (s,) = pose_angles_lists(r, t, c)
         return Pose(a[0], a[1], a[2], s[0], s[1], s[2], r[0], t[0], float(core.rms[i]), cam)
 
     def columns(self) -> dict[str, float]:
@@ -158,10 +158,10 @@ class FrameAnalyzer:
         pred = self.filter.predict(slots, time) if self.smooth else None
         core = solve_core(pts, covariance, cam, None if pred is None else (pred[0], pred[1]), face)
         rot, t = self._smoothed(slots, time, pred, core)
-        angles, sd = pose_angles(rot, t, core.rotation_cov)
+        a, s = pose_angles_lists(rot, t, core.rotation_cov)
         # Openness with this frame's own pose: it normalises the points it was solved from.
         openness = openness_arrays(core.normalised, core.rotation, core.translation, face).tolist()
-        a, s, rms, ok = angles.tolist(), sd.tolist(), core.rms.tolist(), core.ok.tolist()
+        rms, ok = core.rms.tolist(), core.ok.tolist()
         out = []
         for i, k in enumerate(ids):
             left, right, mouth = openness[i]

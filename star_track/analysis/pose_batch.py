@@ -114,9 +114,21 @@ def turn(w: np.ndarray, rot: np.ndarray) -> np.ndarray:
     angle it turns by is ``2 atan(|w| / 2)``, within 0.01 % of ``|w|`` for the steps and per-frame motions it
     is used for (under 0.1 rad), at about half the numpy calls of :func:`exp_so3`.
     """
+    if len(w) == 1:  # one face (the common video case): the 3x3 in Python floats, 2 numpy calls fewer
+        return rot + _turn_matrix(*w[0].tolist()) @ rot
     k = (w @ _SKEW_HALF).reshape(-1, 3, 3)
     g = 2.0 / (1.0 + 0.25 * np.einsum("ij,ij->i", w, w))
     return rot + (g[:, None, None] * (k + k @ k)) @ rot
+
+
+def _turn_matrix(w0: float, w1: float, w2: float) -> np.ndarray:
+    """(1, 3, 3) ``g ([c]x + [c]x^2)`` of :func:`turn` for one face, ``c = w / 2``; ``[c]x^2 = c c^T - |c|^2 I``."""
+    c0, c1, c2 = 0.5 * w0, 0.5 * w1, 0.5 * w2
+    cc = c0 * c0 + c1 * c1 + c2 * c2
+    g = 2.0 / (1.0 + cc)
+    return np.array([[[g * (c0 * c0 - cc), g * (c0 * c1 - c2), g * (c0 * c2 + c1)],
+                      [g * (c1 * c0 + c2), g * (c1 * c1 - cc), g * (c1 * c2 - c0)],
+                      [g * (c2 * c0 - c1), g * (c2 * c1 + c0), g * (c2 * c2 - cc)]]])
 
 
 def log_so3(r: np.ndarray) -> np.ndarray:
@@ -235,6 +247,10 @@ def pose_angles(rot: np.ndarray, t: np.ndarray, cov_w: np.ndarray) -> tuple[np.n
     """(F, 3) yaw, pitch, roll and (F, 3) their sd in degrees from rotations (F, 3, 3), translations (F, 3)
     and camera-frame rotation covariances (F, 3, 3) rad^2: vectorised :func:`~.pose.euler_from_rotation`
     of the rotation relative to the line of sight, and :func:`~.pose._angle_sd`."""
+    if len(rot) == 1:
+        one = _angles_one(rot[0].tolist(), t[0].tolist(), cov_w[0].tolist())
+        if one is not None:
+            return np.array([one[0]]), np.array([one[1]])
     d = t / np.sqrt(np.einsum("ij,ij->i", t, t))[:, None]
     # rel = view^T rot, view the smallest rotation turning the optical axis onto d. Its columns are
     # e0 - d_x u, e1 - d_y u and d with u = (d_x, d_y, 0) / (1 + d_z) + e2, so no 3x3 view matrix is built.
@@ -258,15 +274,53 @@ def pose_angles(rot: np.ndarray, t: np.ndarray, cov_w: np.ndarray) -> tuple[np.n
     return ang.T * _DEG, np.sqrt(np.maximum(var, 0.0)) * _DEG
 
 
+def pose_angles_lists(rot: np.ndarray, t: np.ndarray, cov_w: np.ndarray) -> tuple[list[list[float]], ...]:
+    """:func:`pose_angles` as nested lists (F x 3 each): one face costs no numpy call past three ``tolist``."""
+    if len(rot) == 1:
+        one = _angles_one(rot[0].tolist(), t[0].tolist(), cov_w[0].tolist())
+        if one is not None:
+            return [one[0]], [one[1]]
+    a, sd = pose_angles(rot, t, cov_w)
+    return a.tolist(), sd.tolist()
+
+
+def _angles_one(r: list, t: list, cov: list) -> tuple[list[float], list[float]] | None:
+    """:func:`pose_angles` of one face in Python floats (the same formulas); None where a division by zero
+    would need numpy's inf / NaN semantics."""
+    try:
+        n = math.sqrt(t[0] * t[0] + t[1] * t[1] + t[2] * t[2])
+        d0, d1, d2 = t[0] / n, t[1] / n, t[2] / n
+        u0, u1 = d0 / (1.0 + d2), d1 / (1.0 + d2)
+    except ZeroDivisionError:
+        return None
+    (a00, a01, a02), (a10, a11, a12), (a20, a21, a22) = r
+    ur0, ur1, ur2 = u0 * a00 + u1 * a10 + a20, u0 * a01 + u1 * a11 + a21, u0 * a02 + u1 * a12 + a22
+    r00, r01, r02 = a00 - d0 * ur0, a01 - d0 * ur1, a02 - d0 * ur2
+    r12 = a12 - d1 * ur2
+    r22 = d0 * a02 + d1 * a12 + d2 * a22
+    yaw, pitch, roll = math.atan2(r02, math.hypot(r00, r01)), math.atan2(r12, r22), math.atan2(-r01, r00)
+    cy, sy, cr, sr = math.cos(yaw), math.sin(yaw), math.cos(roll), math.sin(roll)
+    icy = 1.0 / max(cy, 1e-6) if cy == cy else math.nan
+    e = ((-sr, cr, 0.0), (cr * icy, sr * icy, 0.0), (sy * cr * icy, sy * sr * icy, 1.0))
+    # jac = einv @ (rot^T * (-1, 1, 1) by row), var_i = jac_i^T cov jac_i (see pose_angles).
+    b = ((-a00, -a10, -a20), (a01, a11, a21), (a02, a12, a22))
+    sd = []
+    for e0, e1, e2 in e:
+        j = [e0 * b[0][k] + e1 * b[1][k] + e2 * b[2][k] for k in range(3)]
+        var = sum(j[p] * (cov[p][0] * j[0] + cov[p][1] * j[1] + cov[p][2] * j[2]) for p in range(3))
+        sd.append(math.sqrt(var) * _DEG if var > 0.0 else (0.0 if var == var else math.nan))
+    return [yaw * _DEG, pitch * _DEG, roll * _DEG], sd
+
+
 def _init_arrays(init: Sequence[Pose | None] | tuple[np.ndarray, np.ndarray] | None,
                  f: int) -> tuple[np.ndarray, np.ndarray]:
     """Starting rotations (F, 3, 3) and translations (F, 3); NaN rows where a face has no start."""
-    rot, t = np.full((f, 3, 3), np.nan), np.full((f, 3), np.nan)
     if isinstance(init, tuple):
         r0, t0 = (np.asarray(a, dtype=np.float64) for a in init)
         if r0.shape != (f, 3, 3) or t0.shape != (f, 3):
             raise PoseError(f"init arrays must be ({f}, 3, 3) and ({f}, 3), got {r0.shape} and {t0.shape}")
         return r0, t0
+    rot, t = np.full((f, 3, 3), np.nan), np.full((f, 3), np.nan)
     if init is not None:
         if len(init) != f:
             raise PoseError(f"init must have one entry (Pose or None) per face: {len(init)} for {f} faces")

@@ -17,6 +17,8 @@ one frame together.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .pose_batch import turn
@@ -32,6 +34,7 @@ class PoseFilter:
         deviations that restarts a track; ``max_gap``: seconds without a measurement after which a track
         restarts."""
         self.accel = np.array([rotation_accel] * 3 + [translation_accel] * 3)
+        self._accel = self.accel.tolist()
         self.gate2 = gate * gate
         self.max_gap = max_gap
         self.rot = np.tile(np.eye(3), (capacity, 1, 1))
@@ -78,6 +81,10 @@ class PoseFilter:
         (``rot_m ~ exp([z_rot]x) rot_p``, what the Gauss-Newton steps from the prediction add up to);
         ``var_m`` (F, 6): this frame's variances of the 3 angles (rad^2) and the translation (cm^2).
         """
+        if len(slots) == 1:
+            one = self._update_one(int(slots[0]), time, pred, rot_m, t_m, z_rot, var_m)
+            if one is not None:
+                return one
         rot_p, t_p, dt = pred
         z = np.concatenate([z_rot, t_m - t_p], 1)  # (F, 6) innovation
         sd = np.sqrt(var_m)
@@ -93,4 +100,34 @@ class PoseFilter:
         if restart.any():
             rot[restart], t[restart], vel[restart] = rot_m[restart], t_m[restart], 0.0
         self.rot[slots], self.t[slots], self.vel[slots], self.last[slots] = rot, t, vel, time
+        return rot, t
+
+    def _update_one(self, slot: int, time: float, pred: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    rot_m: np.ndarray, t_m: np.ndarray, z_rot: np.ndarray, var_m: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`update` for one face in Python floats (the same formulas, far fewer numpy calls); None where
+        a zero variance or time step needs numpy's inf / NaN semantics."""
+        rot_p, t_p, dt_a = pred
+        dt = float(dt_a[0])
+        tp, var = t_p[0].tolist(), var_m[0].tolist()
+        z = z_rot[0].tolist() + [a - b for a, b in zip(t_m[0].tolist(), tp)]
+        try:
+            x, dv = [], []
+            restart = False
+            for zi, vi, acc, vel in zip(z, var, self._accel, self.vel[slot].tolist()):
+                lam = acc * (dt * dt) / math.sqrt(vi)  # Kalata's tracking index
+                r = (4.0 + lam - math.sqrt(lam * (8.0 + lam))) * 0.25
+                restart = restart or not zi * zi * (r * r) / vi <= self.gate2
+                x.append((1.0 - r * r) * zi)
+                dv.append(vel + 2.0 * (1.0 - r) ** 2 / dt * zi)
+        except (ZeroDivisionError, ValueError):
+            return None
+        if restart:
+            rot, t = rot_m.copy(), t_m.copy()
+            self.vel[slot] = 0.0
+        else:
+            rot = turn(np.array([x[:3]]), rot_p)
+            t = np.array([[tp[0] + x[3], tp[1] + x[4], tp[2] + x[5]]])
+            self.vel[slot] = dv
+        self.rot[slot], self.t[slot], self.last[slot] = rot[0], t[0], time
         return rot, t
