@@ -115,13 +115,13 @@ def turn(w: np.ndarray, rot: np.ndarray) -> np.ndarray:
     is used for (under 0.1 rad), at about half the numpy calls of :func:`exp_so3`.
     """
     if len(w) == 1:  # one face (the common video case): the 3x3 in Python floats, 2 numpy calls fewer
-        return rot + _turn_matrix(*w[0].tolist()) @ rot
+        return rot + turn_matrix(*w[0].tolist()) @ rot
     k = (w @ _SKEW_HALF).reshape(-1, 3, 3)
     g = 2.0 / (1.0 + 0.25 * np.einsum("ij,ij->i", w, w))
     return rot + (g[:, None, None] * (k + k @ k)) @ rot
 
 
-def _turn_matrix(w0: float, w1: float, w2: float) -> np.ndarray:
+def turn_matrix(w0: float, w1: float, w2: float) -> np.ndarray:
     """(1, 3, 3) ``g ([c]x + [c]x^2)`` of :func:`turn` for one face, ``c = w / 2``; ``[c]x^2 = c c^T - |c|^2 I``."""
     c0, c1, c2 = 0.5 * w0, 0.5 * w1, 0.5 * w2
     cc = c0 * c0 + c1 * c1 + c2 * c2

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .pose_batch import turn
+from .pose_batch import turn_matrix, turn
 
 
 class PoseFilter:
@@ -59,6 +59,8 @@ class PoseFilter:
     def predict(self, slots: np.ndarray, time: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predicted rotations (F, 3, 3) and translations (F, 3) of the slots at ``time`` (NaN rows for tracks
         that start afresh) and each slot's time step in s (NaN for those)."""
+        if len(slots) == 1:
+            return self._predict_one(int(slots[0]), time)
         dt = time - self.last[slots]
         fresh = ~(dt <= self.max_gap) | (dt < 0)  # a first frame (last = -inf), a gap, time going backwards
         any_fresh = fresh.any()
@@ -71,6 +73,17 @@ class PoseFilter:
         if any_fresh:
             rot[fresh], t[fresh], dt[fresh] = np.nan, np.nan, np.nan
         return rot, t, dt
+
+    def _predict_one(self, slot: int, time: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict` for one slot in Python floats (the same formulas)."""
+        dt = time - float(self.last[slot])
+        if not dt <= self.max_gap or dt < 0:
+            return np.full((1, 3, 3), np.nan), np.full((1, 3), np.nan), np.full(1, np.nan)
+        dt = max(dt, 1e-6)
+        v0, v1, v2, v3, v4, v5 = self.vel[slot].tolist()
+        rot = self.rot[slot:slot + 1]
+        rot = rot + turn_matrix(v0 * dt, v1 * dt, v2 * dt) @ rot
+        return rot, self.t[slot:slot + 1] + [v3 * dt, v4 * dt, v5 * dt], np.array([dt])
 
     def update(self, slots: np.ndarray, time: float, pred: tuple[np.ndarray, np.ndarray, np.ndarray],
                rot_m: np.ndarray, t_m: np.ndarray, z_rot: np.ndarray, var_m: np.ndarray
