@@ -331,9 +331,10 @@ def _init_arrays(init: Sequence[Pose | None] | tuple[np.ndarray, np.ndarray] | N
 
 
 def _solve(xn: np.ndarray, cov: np.ndarray | None, cam: Camera, m: _Model, rot: np.ndarray, t: np.ndarray,
-           limit: int, tol: float, huber: float) -> tuple[np.ndarray, ...]:
-    """Gauss-Newton from (rot, t): returns rot, t, H^-1, chi2, each face's last step size and the sum of its
-    rotation steps (to first order the rotation from the start, camera frame)."""
+           limit: int, tol: float, huber: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                            np.ndarray, np.ndarray, float]:
+    """Gauss-Newton from (rot, t): returns rot, t, H^-1, chi2, each face's last step size, the sum of its
+    rotation steps (to first order the rotation from the start, camera frame) and the largest last step."""
     # Whitening once, at the starting scale (1 / distance in normalised units per cm), as solve_pose does.
     white = _whitening(cov, cam, m.sigma2[None, :] / (t[:, 2:3] ** 2))
     moved = np.zeros((len(t), 3))
@@ -347,9 +348,10 @@ def _solve(xn: np.ndarray, cov: np.ndarray | None, cam: Camera, m: _Model, rot: 
         # (0.02 deg after a 0.86 deg step), so a warm start from the previous frame mostly takes one step. The
         # translation converges with the rotation (the image positions tie them), the scale in one step.
         big = np.abs(w).max(1)
-        if big.max() <= tol:
+        big_max = float(big.max())
+        if big_max <= tol:
             break
-    return rot, t, hinv, chi2, big, moved
+    return rot, t, hinv, chi2, big, moved, big_max
 
 
 class PoseCore(NamedTuple):
@@ -385,27 +387,28 @@ def solve_core(points: np.ndarray, covariance: np.ndarray | None, camera: Camera
     offset, scale = _normaliser(camera)
     xn = (pts.transpose(0, 2, 1) - offset) * scale
     rot, t = _init_arrays(init, len(pts))
-    cold = ~(t[:, 2] > 0)  # NaN (no start) compares False
-    any_cold = bool(cold.any())
-    if any_cold:
+    # Faces with no start (NaN compares False); None when every face has one (no mask to apply).
+    cold = None if all(z > 0 for z in t[:, 2].tolist()) else ~(t[:, 2] > 0)
+    if cold is not None:
         rot, t = rot.copy(), t.copy()  # the caller's arrays stay as they are
         rot[cold], t[cold] = _weak_perspective(xn[cold], m)
     limit = 6 if max_iterations is None else max_iterations
-    rot, t, hinv, chi2, big, moved = _solve(xn, cov, camera, m, rot, t, limit, tol, huber)
-    if any_cold:
+    rot, t, hinv, chi2, big, moved, big_max = _solve(xn, cov, camera, m, rot, t, limit, tol, huber)
+    if cold is not None:
         moved[cold] = np.nan
-    redo = (big > tol) & ~cold if max_iterations is None and big.max() > tol else None
+    redo = None
+    if max_iterations is None and big_max > tol:
+        redo = big > tol if cold is None else (big > tol) & ~cold
     if redo is not None and redo.any():  # a warm start far from this frame's pose (a jump, another face): redo
         sub = None if cov is None else cov[redo]
         r0, t0 = _weak_perspective(xn[redo], m)
-        rot[redo], t[redo], hinv[redo], chi2[redo], _, _ = _solve(xn[redo], sub, camera, m, r0, t0, 6, tol, huber)
+        rot[redo], t[redo], hinv[redo], chi2[redo], _, _, _ = _solve(xn[redo], sub, camera, m, r0, t0, 6, tol, huber)
         moved[redo] = np.nan
     # Every point in front of the camera (False if NaN), and the face at least a pixel wide (points that all
     # but coincide put it at any distance).
     ok = ((rot[:, 2] @ m.points_t).min(1) + t[:, 2] > 0) & (t[:, 2] < m.extent * max(camera.fx, camera.fy))
     # The reduced chi-square scales the covariance up when the fit is worse than the covariances say.
-    scale_up = np.maximum(1.0, chi2 / max(1, 2 * m.n - 6))[:, None]
-    cov = hinv * scale_up[:, :, None]
+    cov = hinv * np.maximum(1.0, chi2 / max(1, 2 * m.n - 6))[:, None, None]
     if not ok.all():
         for a in (rot, t, cov, chi2):
             a[~ok] = np.nan
