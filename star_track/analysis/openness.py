@@ -76,6 +76,12 @@ class _Prepared:
         a, b = _MOUTH_CORNERS[n]
         eyes = (self.average @ length)[:2] * _EYE_SCALE.get(n, 1.0)
         self.norm = np.r_[eyes, np.linalg.norm(pts[a] - pts[b])]
+        # Fused forms for openness_arrays (fewer numpy calls): centres and directions turned in one product,
+        # and the (N, pairs) map from the points to each pair's upper -> lower difference.
+        self.centre_direction = np.concatenate([self.centre, self.direction])
+        self.difference = np.zeros((n, len(pairs)))
+        self.difference[self.all_lower, np.arange(len(pairs))] = 1.0
+        self.difference[self.all_upper, np.arange(len(pairs))] = -1.0
 
 
 _CACHE: dict[int, tuple[MeanFace, _Prepared]] = {}
@@ -99,13 +105,15 @@ def openness_arrays(points_t: np.ndarray, rotation: np.ndarray, translation: np.
     focal length out: the gap and the face's vertical axis are imaged with the same scale.
     """
     prep = _prepared(face)
-    xc = prep.centre @ rotation.transpose(0, 2, 1) + translation[:, None, :]  # (F, pairs, 3) camera frame
-    v = prep.direction @ rotation.transpose(0, 2, 1)  # (F, pairs, 3) each pair's opening direction, camera frame
+    cv = prep.centre_direction @ rotation.transpose(0, 2, 1)
+    k = len(prep.centre)
+    xc = cv[:, :k] + translation[:, None, :]  # (F, pairs, 3) camera frame
+    v = cv[:, k:]  # (F, pairs, 3) each pair's opening direction, camera frame
     iz = 1.0 / xc[..., 2]
     # Image of a 1 cm step along that direction at the pair's centre (the projection Jacobian times v).
     w = (v[..., :2] - xc[..., :2] * (iz * v[..., 2])[..., None]) * iz[..., None]  # (F, pairs, 2)
     w = w / (w * w).sum(2, keepdims=True)  # so that d . w is the gap in cm along the direction
-    d = points_t[:, :, prep.all_lower] - points_t[:, :, prep.all_upper]  # (F, 2, pairs) upper -> lower
+    d = points_t @ prep.difference  # (F, 2, pairs) upper -> lower (exact: two non-zero terms per column)
     gap = (d * w.transpose(0, 2, 1)).sum(1)  # (F, pairs) in cm
     return np.maximum(gap @ prep.average.T, 0.0) / prep.norm
 
