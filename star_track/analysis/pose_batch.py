@@ -95,6 +95,7 @@ def _model(face: MeanFace) -> _Model:
 _SKEW = np.zeros((3, 9))
 _SKEW[2, 1], _SKEW[1, 2], _SKEW[0, 5], _SKEW[2, 3], _SKEW[1, 6], _SKEW[0, 7] = -1, 1, -1, 1, -1, 1
 _SKEW_HALF = 0.5 * _SKEW
+_ROLL1, _ROLL2 = np.array([1, 2, 0]), np.array([2, 0, 1])  # cross product a x b = a[R1] b[R2] - a[R2] b[R1]
 
 
 def exp_so3(w: np.ndarray) -> np.ndarray:
@@ -221,10 +222,7 @@ def _step(xn: np.ndarray, rot: np.ndarray, t: np.ndarray, m: _Model, white: tupl
     r = jw[:, 3:6]
     r[:, 0, 0], r[:, 1, 0], r[:, 2, 0] = a, b, -(a * x + b * y)
     r[:, 0, 1], r[:, 1, 1], r[:, 2, 1] = 0.0, c, -c * y
-    px, py, pz = p[:, 0, None], p[:, 1, None], p[:, 2, None]
-    jw[:, 0] = py * r[:, 2] - pz * r[:, 1]
-    jw[:, 1] = pz * r[:, 0] - px * r[:, 2]
-    jw[:, 2] = px * r[:, 1] - py * r[:, 0]
+    jw[:, :3] = p[:, _ROLL1, None] * r[:, _ROLL2] - p[:, _ROLL2, None] * r[:, _ROLL1]  # P x (d/dt), both rows
     jw[:, 6, 0], jw[:, 6, 1] = e1 * sw, e2 * sw
     jf = jw.reshape(f, 7, 2 * n)
     mm = jf @ jf.transpose(0, 2, 1)  # [[H, g], [g^T, e^T e]] in one product
