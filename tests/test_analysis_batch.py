@@ -7,8 +7,8 @@ import pytest
 
 from star_track.analysis.mean_face import mean_face
 from star_track.analysis.pose import Camera, PoseError, euler_from_rotation, project, rotation_from_euler, solve_pose
-from star_track.analysis.pose_batch import (exp_so3, log_so3, pose_angles, solve_core, solve_pose_arrays, solve_poses,
-                                            turn)
+from star_track.analysis.pose_angles import pose_angles
+from star_track.analysis.pose_batch import exp_so3, log_so3, solve_core, solve_pose_arrays, solve_poses, turn
 
 CAM = Camera.default(640, 480)
 

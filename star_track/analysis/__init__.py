@@ -6,6 +6,7 @@
 * :mod:`.pose` - :func:`~.pose.solve_pose` -> :class:`~.pose.Pose` (yaw, pitch, roll with sd, 4x4 matrix), the
   single-face reference solver;
 * :mod:`.pose_batch` - :func:`~.pose_batch.solve_poses`: all faces of a frame at once (the fast path);
+* :mod:`.pose_angles` - yaw, pitch, roll and their sd from rotations, vectorised over faces;
 * :mod:`.pose_filter` - temporal smoothing of poses in video;
 * :mod:`.openness` - pose-normalised eye and mouth openness;
 * :mod:`.blinks` - per-track blink events;

@@ -28,7 +28,8 @@ from .blinks import Blink, BlinkDetector
 from .mean_face import MeanFace, mean_face
 from .openness import openness_arrays
 from .pose import Camera, Pose, PoseError
-from .pose_batch import PoseCore, pose_angles_lists, solve_core
+from .pose_angles import pose_angles_lists
+from .pose_batch import PoseCore, solve_core
 from .pose_filter import PoseFilter
 
 COLUMNS: tuple[str, ...] = ("yaw", "pitch", "roll", "yaw_sd", "pitch_sd", "roll_sd", "eye_open_left",
