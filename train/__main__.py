@@ -142,8 +142,10 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
                                         "bundled star68-accurate.onnx and star68-precise.onnx"),
          fast_all_labelled: bool = typer.Option(False, help="only the fast model's refresh on every labelled face "
                                                 "(train.ship.ship_fast_all_labelled), exported to --out"),
-         out: Path = typer.Option(Path("runs") / "candidates", help="--fast-all-labelled: where the model and its "
-                                  "card go (not the bundled folder: a candidate is evaluated first)"),
+         fast98: bool = typer.Option(False, help="only the 98-point model star98-fast (train.ship98), started "
+                                     "from the bundled star68-fast.onnx, exported to --out"),
+         out: Path = typer.Option(Path("runs") / "candidates", help="--fast-all-labelled, --fast98: where the "
+                                  "model and its card go (not the bundled folder: a candidate is evaluated first)"),
          threads: int = typer.Option(0, help="CPU threads for torch and OpenCV (0: their defaults); 1 also loads "
                                      "the data in the training process (no worker)")):
     """Regenerate the bundled models from the data (both stages, see train/ship.py): star68-accurate.onnx, then
@@ -161,7 +163,11 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     if threads > 0:
         _limit_threads(threads)
     try:
-        if fast_all_labelled:
+        if fast98:
+            from .ship98 import ship_fast98
+
+            ship_fast98(data, out_dir=out, train_first=not skip_training, workers=0 if threads == 1 else None)
+        elif fast_all_labelled:
             ship_fast_all_labelled(data, out_dir=out, train_first=not skip_training, workers=0 if threads == 1 else None)
         elif fast_only:
             ship_fast_combined(data, BUNDLED_DIR / f"{ACCURATE_NAME}.onnx", STAGE_DIR / f"{FAST_NAME}.onnx",

@@ -92,6 +92,13 @@ PRESETS: dict[str, TrainConfig] = {
         NetworkConfig("300w68", num_stacks=1, channels=64, depth=3, input_size=128, block="inverted"),
         "data/wflw68_distill.jsonl", "data/wflw68_val.jsonl", epochs=36, batch_size=32, lr=2e-3,
         milestones=(0.65, 0.88), workers=1, eval_every=4),
+    # The 98-point model (WFLW scheme, ``train.ship98``): star68-fast's network and cost with 98-point heads,
+    # started from star68-fast's weights and trained on every official 98-point face of the training photos.
+    "fast98-dev": TrainConfig(
+        NetworkConfig("wflw98", num_stacks=1, channels=64, depth=3, input_size=128, block="inverted",
+                      inner_expand=4),
+        "data/wflw98_train.jsonl", "data/wflw98_val.jsonl", epochs=30, batch_size=32, lr=1e-3,
+        milestones=(0.6, 0.85), workers=1, eval_every=5),
     # Smallest sensible model for quick CPU experiments and tests.
     "tiny-cpu": TrainConfig(NetworkConfig("300w68", num_stacks=1, channels=32, depth=3, input_size=128),
                             epochs=2, batch_size=8, lr=2e-3, workers=0),

@@ -92,6 +92,8 @@ FAST_PRECISE_SECOND_CYCLE = dict(lr=3e-4)
 WFLW faces 13 -> 12, NME 6.24 -> 6.20 % (300W split 3.73 -> 3.71 %). Like the cycles before it, it was kept
 because of these held-out figures, so they are not fully unseen for the fast model."""
 WFLW_TERMS = "weights trained on WFLW (non-commercial research use only)"
+_SCHEME_TITLES = {"300w68": "300W 68 points", "wflw98": "WFLW 98 points (33 contour, full brows, pupils 96/97)",
+                  "cofw29": "COFW 29 points"}
 COMBINED_TERMS = "weights trained on WFLW and 300W (AFW, HELEN, LFPW) (non-commercial research use only)"
 
 
@@ -601,8 +603,10 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
     from .machine import cpu_name
     from star_track.engines.onnxruntime_engine import default_threads
     from star_track.model.registry import DEFAULT_BUNDLED
+    from star_track.model.schemes import get_scheme
 
     net = cfg.network
+    n = get_scheme(meta.scheme).num_points
     size_mb = path.stat().st_size / 1e6
     inner = f", x{net.inner_expand} below the top resolution" if net.inner_expand else ""
     blocks = f"inverted-residual blocks (1x1 expand x{net.expand}{inner}, 3x3 depthwise, 1x1 project)" \
@@ -620,8 +624,8 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
 |---|---|
 | architecture | STAR stacked hourglass (ADNet attention heads), {net.num_stacks} stack{"s" if net.num_stacks > 1 else ""} x {net.channels} channels of {blocks}, hourglass depth {net.depth}, input {net.input_size}x{net.input_size} BGR, heatmaps {net.heatmap_size}x{net.heatmap_size} |
 | cost | {macs / 1e6:.0f} M multiply-accumulates per face (conv + matmul, counted from the graph: `export.graph_cost.conv_macs`) |
-| landmark scheme | 300W 68 points (`{meta.scheme}`) |
-| outputs | landmarks (B,68,2) and STAR covariance (B,68,2,2), decoded in the graph |
+| landmark scheme | {_SCHEME_TITLES.get(meta.scheme, meta.scheme)} (`{meta.scheme}`) |
+| outputs | landmarks (B,{n},2) and STAR covariance (B,{n},2,2), decoded in the graph |
 | file | `{path.name}`, {size_mb:.1f} MB, opset 17; ONNX vs PyTorch on 8 held-out crops: {parity} |
 | CPU latency | {latency:.2f} ms per face, ONNX Runtime, batch 1, {default_threads()} thread, measured when the card was written on the build machine: {cpu_name()}, {os.cpu_count()} cores. Compare models within one run: `python -m benchmarks.speed --peer-only` |
 | held-out NME | {heldout}; crops framed from the true landmarks (last epoch, EMA weights; end-to-end figures with the detector: `python -m benchmarks.w300`, `benchmarks/README.md`) |

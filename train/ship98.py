@@ -1,0 +1,124 @@
+"""The 98-point model (issue 25 item 4): ``star98-fast``, WFLW's scheme (33 contour points, full brows, pupils).
+
+Same network and cost as the bundled ``star68-fast`` except the three 1x1 output heads, and started from it: the
+backbone and the edge heads (the two schemes have the same 9 named edges) are copied, and each of the 98 heatmap
+and point-map heads starts as the inverse-distance blend of the two 68-point heads nearest to it on the mean WFLW
+shape (a point the 68 scheme also has copies its head). Then trained on every 98-point face of the training
+photos (WFLW test- and train-split faces with official labels; 300W has no 98-point labels) and exported with
+its card. Held out: the WFLW photos of the fixed split (:func:`train.prepare.is_wflw_validation_image`), both
+official splits' faces on them.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from star_track.model import BUNDLED_DIR
+
+from .annotations import read_annotations
+from .config import PRESETS
+from .ship import FAST_NAME, WFLW_TERMS, _calibrate, _crops, _export_with_card, _faces_set, _onnx_network
+
+FAST98_NAME = "star98-fast"
+FAST98_PRESET = "fast98-dev"
+
+
+def head_blend(shapes: np.ndarray) -> np.ndarray:
+    """(98, 68) weights from WFLW faces' 98 points ``shapes`` (F, 98, 2): each WFLW point's starting head as a
+    blend of 68-point heads (rows sum to 1; a point the 68 scheme also has is a one-hot row)."""
+    from star_track.model.schemes import WFLW_98
+
+    pts = np.asarray(shapes, np.float64)
+    iod = np.linalg.norm(pts[:, 60] - pts[:, 72], axis=1)
+    mean = ((pts - pts.mean(1, keepdims=True)) / iod[:, None, None]).mean(0)
+    to_68 = np.asarray(WFLW_98.to_68)
+    blend = np.zeros((98, 68))
+    for i in range(98):
+        hit = np.flatnonzero(to_68 == i)
+        if hit.size:
+            blend[i, hit[0]] = 1.0
+            continue
+        d = np.linalg.norm(mean[to_68] - mean[i], axis=1)
+        near = np.argsort(d)[:2]
+        w = 1.0 / np.maximum(d[near], 1e-6)
+        blend[i, near] = w / w.sum()
+    return blend
+
+
+def init_from_68(fast: Path, network, crops: np.ndarray, blend: np.ndarray, out: Path) -> Path:
+    """Checkpoint ``out`` of the 98-point ``network`` started from the 68-point ONNX model ``fast`` (same
+    network otherwise); ``crops``: face crops for :func:`train.onnx_weights.network_from_onnx`."""
+    import torch
+
+    from star_track.model.schemes import WFLW_98
+    from star_track.nn.checkpoint import write_checkpoint
+    from star_track.nn.network import StarNet
+
+    from .onnx_weights import network_from_onnx
+
+    net68, _ = network_from_onnx(fast, crops)
+    state = StarNet(network).state_dict()
+    mix = torch.from_numpy(blend).float()
+    for key, value in net68.state_dict().items():
+        if key in state and state[key].shape == value.shape:
+            state[key] = value
+        elif key.startswith(("out_heatmaps.", "out_pointmaps.")):  # (68, C, 1, 1) weights, (68,) biases
+            state[key] = (mix @ value.reshape(68, -1)).reshape(state[key].shape)
+        elif key.startswith(("merge_heatmaps.", "merge_pointmaps.")) and key.endswith("weight"):
+            # (C, 68, 1, 1): the next stack reads the 98 maps' channels of the 68 points, as it read those
+            state[key] = torch.zeros_like(state[key])
+            state[key][:, list(WFLW_98.to_68)] = value
+    write_checkpoint(out, {"config": network.to_dict(), "model": state, "ema": None, "epoch": -1,
+                           "best": float("nan"), "source_onnx": str(fast)})
+    return out
+
+
+def ship_fast98(data_root: Path, fast: Path = BUNDLED_DIR / f"{FAST_NAME}.onnx",
+                run_dir: Path = Path("runs") / "fast98", ann_dir: Path = Path("data"),
+                out_dir: Path = Path("runs") / "candidates", train_first: bool = True,
+                workers: int | None = None) -> Path:
+    """Train (resumable: run it again and it continues from ``run_dir/last.pt``) and export ``star98-fast``
+    with its card to ``out_dir``."""
+    from star_track.nn.network import NetworkConfig
+
+    from .prepare import prepare_shared_wflw68
+    from .trainer import train
+
+    wflw = data_root / "wflw"
+    if train_first:
+        prepare_shared_wflw68(wflw, ann_dir)
+    train_path, val_path = ann_dir / "wflw98_train.jsonl", ann_dir / "wflw98_val.jsonl"
+    network = NetworkConfig.from_dict({**_onnx_network(fast), "scheme": "wflw98"})
+    init = run_dir / "init_from_star68_fast.pt"
+    cfg = replace(PRESETS[FAST98_PRESET], network=network, train_annotations=str(train_path),
+                  val_annotations=str(val_path), image_root=str(wflw), init_weights=str(init))
+    cfg = cfg.with_overrides(workers=workers)
+    if train_first:
+        if not init.is_file():
+            crops = _crops(ann_dir / "wflw68_train.jsonl", wflw, replace(cfg, network=replace(network, scheme="300w68")))
+            shapes = np.stack([f.landmarks for f in read_annotations(train_path)])
+            init_from_68(fast, network, crops, head_blend(shapes), init)
+        train(cfg, run_dir, resume=True)
+    train_faces = read_annotations(train_path)
+    calibrations, calib_stats = _calibrate(train_faces, wflw)
+    val = read_annotations(val_path)
+    splits = {f"WFLW held-out photos, {s}-split faces": _faces_set(
+        [f for f in val if f.extra.get("wflw_split") == s], wflw, cfg) for s in ("test", "train")}
+    note = (f" Started from `{fast.stem}` (`train.ship98.init_from_68`: backbone and edge heads copied, each "
+            "98-point head a blend of the nearest 68-point heads) and trained on the official 98-point labels.")
+    return _export_with_card(run_dir, cfg, FAST98_NAME, out_dir / f"{FAST98_NAME}.onnx",
+                             _faces_set(val, wflw, cfg), calibrations, calib_stats, FAST98_PRESET, note,
+                             _data_section(train_faces, len(val)), splits=splits, terms=WFLW_TERMS)
+
+
+def _data_section(train_faces: list, heldout: int) -> str:
+    n = {k: sum(f.extra.get("wflw_split") == k for f in train_faces) for k in ("test", "train")}
+    return f"""## Training data and terms
+{len(train_faces)} faces with official WFLW 98-point labels on the training photos of `shared/data/wflw` (WIDER
+FACE images): {n['test']} WFLW *test*-split faces and {n['train']} *train*-split faces; {heldout} faces on the
+held-out photos (split **by image** with a fixed hash, `train.prepare.is_wflw_validation_image`, 15 % of the
+photos) were never trained on. Because WFLW test faces are among the training faces, the held-out figures are
+not comparable with published WFLW results. WFLW and WIDER FACE are provided by their authors for
+**non-commercial research**; these weights inherit that restriction."""
