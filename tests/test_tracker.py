@@ -170,8 +170,15 @@ def test_output_scheme_68_from_98_point_model(tmp_path_factory, face_photo):
     with Tracker(model=model98) as tr:
         full = tr.track(face_photo[0])[0]
     assert full.landmarks.shape == (98, 2)
+    with Tracker(model=model98, output_scheme="98") as tr:
+        assert tr.scheme.num_points == 98
     with pytest.raises(ValueError, match="output_scheme"):
         Tracker(model=model98, output_scheme="29")
+
+
+def test_asking_a_68_point_model_for_98_points_names_the_way_out(model_path):
+    with pytest.raises(ModelError, match="outputs 68 points.*star98-fast"):
+        Tracker(model=model_path, output_scheme="98")
 
 
 def test_constructor_errors(model_path, tmp_path):

@@ -78,7 +78,8 @@ class Tracker:
         detector: bundled BlazeFace ``"full"`` (default: finds small and distant faces too, ~5 ms per call) or
             ``"short"`` (selfie distance, ~2 ms), or a path to a ``.tflite``.
         min_detection_confidence: detector score threshold.
-        output_scheme: ``None`` (the model's own points) or ``"68"`` (reduce e.g. WFLW-98 to 300W-68).
+        output_scheme: ``None`` (the model's own points), ``"68"`` (reduce e.g. WFLW-98 to 300W-68) or ``"98"``
+            (insist on WFLW's 98 points: a model with other points is a :class:`ModelError`).
         redetect_below: a track whose score falls below this triggers detection and re-acquisition.
         max_misses: detection rounds a confident track may go unconfirmed before it is dropped.
         uncertainty_half: spread (crop units) at which the confidence score is 0.5.
@@ -167,8 +168,13 @@ class Tracker:
 
     def _output_scheme(self, output_scheme: str | None) -> LandmarkScheme:
         """The scheme of the returned landmarks: the model's, or 300W-68 reduced from it (``output_scheme``)."""
+        if output_scheme in ("98", "wflw98", 98):  # the model's own points, if it has those
+            if self.model_scheme.num_points != 98:
+                raise ModelError(f"model {self.meta.name!r} outputs {self.model_scheme.num_points} points "
+                                 f"({self.model_scheme.name}); 98 points need a 98-point model, e.g. star98-fast")
+            output_scheme = None
         if output_scheme not in (None, "68", "300w68", 68):
-            raise ValueError(f"output_scheme must be None or '68', got {output_scheme!r}")
+            raise ValueError(f"output_scheme must be None, '68' or '98', got {output_scheme!r}")
         self._reduce = output_scheme is not None and self.model_scheme.num_points != 68
         if not self._reduce:
             return self.model_scheme
