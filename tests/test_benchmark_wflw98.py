@@ -86,6 +86,8 @@ def test_subsets_and_evaluate_keep_the_wflw_splits_apart():
     assert res["all"]["98"]["regions"]["pupils"]["mean"] > 0
     # A constant offset is exactly what "offset removed" takes away.
     assert res["train"]["68"]["offset_removed_nme"] == pytest.approx(0, abs=1e-12)
+    assert res["train"]["68"]["convention_offset"]["all"]["point_offset"] == pytest.approx(np.sqrt(2) / 40)
+    assert res["test"]["68"]["convention_offset"]["all"]["point_offset"] == 0
     res68 = wflw98.evaluate(WFLW_98.reduce_to_68(pred), np.ones(8, bool), gt, masks)
     assert "98" not in res68["all"] and res68["all"]["68"]["nme"] == pytest.approx(res["all"]["68"]["nme"])
 
