@@ -140,13 +140,12 @@ def match_photo(gts: Sequence[np.ndarray], boxes: np.ndarray,
     return preds, matched, found
 
 
-def photo_mode(predict: Predictor, faces: list, root: Path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                            float]:
+def photo_mode(predict: Predictor, faces: list, root: Path,
+               n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """A pipeline's photo-mode predictions for every face, matched photo by photo: (preds, boxes, found,
     seconds)."""
-    preds, boxes, found = np.full((len(faces), n, 2), np.nan), np.full((len(faces), 4), np.nan), np.zeros(len(faces),
-                                                                                                          bool)
-    seconds = 0.0
+    preds, boxes = np.full((len(faces), n, 2), np.nan), np.full((len(faces), 4), np.nan)
+    found, seconds = np.zeros(len(faces), bool), 0.0
     by_image: dict[str, list[int]] = {}
     for i, f in enumerate(faces):
         by_image.setdefault(f.image, []).append(i)
