@@ -15,7 +15,7 @@ from star_track.nn.checkpoint import load_checkpoint, meta_for  # noqa: E402
 from star_track.nn.network import StarNet  # noqa: E402
 from star_track.nn.onnx_export import export_onnx  # noqa: E402
 from train.onnx_weights import network_from_onnx  # noqa: E402
-from train.ship98 import head_blend, init_from_68  # noqa: E402
+from train.ship98 import fill_unlabelled, head_blend, init_from_68  # noqa: E402
 
 
 def _shapes(n: int = 5) -> np.ndarray:
@@ -56,3 +56,15 @@ def test_init_from_68_keeps_the_backbone_and_blends_the_heads(tmp_path):
     with torch.no_grad():
         fused = net98(torch.from_numpy(crops.transpose(0, 3, 1, 2)).float())[0][-1]
     assert fused.shape[1] == 98 and torch.isfinite(fused).all()
+
+
+def test_fill_unlabelled_keeps_the_labels_and_carries_the_other_points_along():
+    shapes = _shapes(3)
+    blend = head_blend(shapes)
+    to_68 = list(WFLW_98.to_68)
+    pred = shapes.copy()
+    labels = shapes[:, to_68] + np.array([2.0, -1.0])  # every label 2 px right, 1 px up of the prediction
+    filled = fill_unlabelled(pred, labels, blend)
+    np.testing.assert_allclose(filled[:, to_68], labels)
+    others = [i for i in range(98) if i not in to_68]
+    np.testing.assert_allclose(filled[:, others] - pred[:, others], np.broadcast_to([2.0, -1.0], (3, 30, 2)))

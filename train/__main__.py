@@ -144,6 +144,8 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
                                                 "(train.ship.ship_fast_all_labelled), exported to --out"),
          fast98: bool = typer.Option(False, help="only the 98-point model star98-fast (train.ship98), started "
                                      "from the bundled star68-fast.onnx, exported to --out"),
+         fast98_300w: bool = typer.Option(False, help="the 98-point model's second cycle with the 300W faces "
+                                          "added (train.ship98.ship_fast98_300w), exported to --out/fast98-300w"),
          out: Path = typer.Option(Path("runs") / "candidates", help="--fast-all-labelled, --fast98: where the "
                                   "model and its card go (not the bundled folder: a candidate is evaluated first)"),
          threads: int = typer.Option(0, help="CPU threads for torch and OpenCV (0: their defaults); 1 also loads "
@@ -163,10 +165,15 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
     if threads > 0:
         _limit_threads(threads)
     try:
-        if fast98:
-            from .ship98 import ship_fast98
+        if fast98 or fast98_300w:
+            from .ship98 import ship_fast98, ship_fast98_300w
 
-            ship_fast98(data, out_dir=out, train_first=not skip_training, workers=0 if threads == 1 else None)
+            workers = 0 if threads == 1 else None
+            if fast98_300w:
+                ship_fast98_300w(data, first_model=out / "star98-fast.onnx", out_dir=out / "fast98-300w",
+                                 train_first=not skip_training, workers=workers)
+            else:
+                ship_fast98(data, out_dir=out, train_first=not skip_training, workers=workers)
         elif fast_all_labelled:
             ship_fast_all_labelled(data, out_dir=out, train_first=not skip_training, workers=0 if threads == 1 else None)
         elif fast_only:
