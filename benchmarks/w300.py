@@ -11,7 +11,8 @@ the WFLW train-split faces of the held-out photos, labels moved the same way (ro
 built before the WFLW train labels came saw teacher labels of those photos). Models trained on 300W semantics should be
 read on ``300w`` and ``wflw→300w``; ``wflw`` measures them against the other convention.
 
-Any ``.onnx`` path is accepted as a model, e.g. the WFLW-stage models ``runs/wflw-stage/*.onnx``.
+Any ``.onnx`` path is accepted as a model, e.g. the WFLW-stage models ``runs/wflw-stage/*.onnx``. A 98-point
+model (``star98-fast``) is scored on the 68 points it implies (``--68``), framed by the same box.
 
 Per bundled model (loaded by name through the SDK), 68 points, NME normalised by the outer-eye-corner distance
 (points 36 / 45), FR and AUC at 0.1:
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -86,10 +88,19 @@ def load_w300_heldout(data: Path) -> list:
 
 
 def gt_framed(tracker: Tracker, faces: list, root: Path) -> np.ndarray:
-    """(B, 68, 2) predictions on the crops framed from the true landmarks (as the model cards' figure)."""
+    """(B, 68, 2) predictions on the crops framed from the true landmarks (as the model cards' figure). A model
+    with more points (WFLW's 98) is framed by the same 68 points' box and its points are reduced to 68."""
     from train.combined import gt_framed_predictions
 
-    return gt_framed_predictions(tracker.engine, faces, root)
+    scheme = tracker.model_scheme
+    if scheme.num_points == 68:
+        return gt_framed_predictions(tracker.engine, faces, root)
+    if scheme.to_68 is None:
+        raise SystemExit(f"{tracker.meta.name}: {scheme.name} points cannot be reduced to 68")
+    idx = np.zeros(scheme.num_points, int)
+    idx[list(scheme.to_68)] = np.arange(68)  # the points 300W lacks repeat point 0: the framing box is unchanged
+    padded = [replace(f, landmarks=f.landmarks[idx]) for f in faces]
+    return scheme.reduce_to_68(gt_framed_predictions(tracker.engine, padded, root))
 
 
 def end_to_end(tracker: Tracker, faces: list, root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +182,8 @@ def evaluate_model(model: str, sets: dict[str, tuple[list, Path]], detector: str
     from train.metrics import nme_per_face, summarize
 
     res = {"model_info": model_info(model), "sets": {}}
-    with Tracker(model, engine="onnxruntime", smoothing="none", max_faces=64, detector=detector) as tracker:
+    with Tracker(model, engine="onnxruntime", smoothing="none", max_faces=64, detector=detector,
+                 output_scheme="68") as tracker:
         res["engine"] = tracker.engine.name
         for name, (faces, root) in sets.items():
             gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
