@@ -136,7 +136,8 @@ def ship_fast98_300w(data_root: Path, first: Path = Path("runs") / "fast98",
     train_faces = read_annotations(train_path)
     note = (f" Second cycle from the first cycle's weights ({cfg.epochs} epochs, Adam lr {cfg.lr}) with the 300W "
             "training faces added as 98-point faces (`train.ship98.w300_as_98`: 300W's 68 labels moved onto "
-            "WFLW's conventions, the other 30 points from the first cycle).")
+            "WFLW's conventions, the other 30 points from the first cycle). Built by `python -m train ship --fast98` "
+            "then `python -m train ship --fast98-300w` (add `--threads 1` beside other work).")
     return _export98(run_dir, cfg, train_faces, out_dir, note)
 
 
@@ -161,7 +162,7 @@ def _export98(run_dir: Path, cfg, train_faces: list, out_dir: Path, note: str) -
 
 def _data_section(train_faces: list, heldout: int) -> str:
     n = {k: sum(f.extra.get("wflw_split") == k for f in train_faces) for k in ("test", "train", "300w")}
-    w300 = (f" Plus {n['300w']} 300W training faces (AFW, HELEN, LFPW; `train.ship98.w300_as_98`: 68 labelled "
+    w300 = (f" plus {n['300w']} 300W training faces (AFW, HELEN, LFPW; `train.ship98.w300_as_98`: 68 labelled "
             "points moved onto WFLW's conventions, 30 from the first cycle's model); 300W is also "
             "non-commercial.") if n["300w"] else ""
     return f"""## Training data and terms
