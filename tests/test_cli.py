@@ -218,8 +218,12 @@ def test_info_and_models_list(tmp_path, monkeypatch, standin_model):
     monkeypatch.setenv("STAR_TRACK_CACHE", str(tmp_path))
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mymodel.onnx").write_bytes(standin_model.read_bytes())
+    (tmp_path / "models" / "broken.onnx").write_bytes(b"not a model")
     r = run("models", "list")
     assert r.exit_code == 0 and "mymodel" in r.stdout
+    rows = {ln.split("\t")[0]: ln.split("\t") for ln in r.stdout.splitlines()}
+    assert rows["mymodel"][2] == "68 points (300w68)" and rows["star98-fast"][2] == "98 points (wflw98)"
+    assert rows["broken"][2].startswith("unreadable")
     from star_track.model.registry import DEFAULT_BUNDLED
 
     lines = {ln.split("\t")[0] for ln in r.stdout.splitlines()}

@@ -44,13 +44,21 @@ def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engi
 
 
 def models_list() -> None:
-    """Bundled and cached models (the one ``default`` names is marked)."""
+    """Bundled and cached models with their points (the one ``default`` names is marked)."""
+    from ...engines.onnxruntime_engine import OnnxRuntimeEngine
+    from ...errors import ModelError
     from ...model.registry import cache_dir, default_model_path, list_models
+    from ...model.schemes import get_scheme
 
     entries = list_models()
     for e in entries:
         mark = " (default)" if e.path == default_model_path() else ""
-        typer.echo(f"{e.name}{mark}\t{e.source}\t{e.path}")
+        try:
+            scheme = get_scheme(OnnxRuntimeEngine(e.path, threads=1).meta.scheme)
+            points = f"{scheme.num_points} points ({scheme.name})"
+        except (ModelError, ValueError):  # one broken file must not hide the others
+            points = "unreadable (star-track info -m NAME says why)"
+        typer.echo(f"{e.name}{mark}\t{e.source}\t{points}\t{e.path}")
     if not entries:
         typer.echo(f"no models installed (bundled dir empty; cache {cache_dir()})")
 
