@@ -31,6 +31,13 @@ CANDIDATES = [
     ("inverted 2x64", dict(num_stacks=2, channels=64, block="inverted")),
     ("inverted 1x96", dict(num_stacks=1, channels=96, block="inverted")),
     ("inverted 2x96", dict(num_stacks=2, channels=96, block="inverted")),
+    # Issue 26's search for a cheaper engine: fewer levels at 4x4 / 8x8 (depth 2), narrower, smaller input.
+    ("inverted 1x64, inner expansion 4, hourglass depth 2", dict(num_stacks=1, channels=64, block="inverted",
+                                                                 inner_expand=4, depth=2)),
+    ("inverted 1x96, hourglass depth 2", dict(num_stacks=1, channels=96, block="inverted", depth=2)),
+    ("inverted 1x48, inner expansion 4", dict(num_stacks=1, channels=48, block="inverted", inner_expand=4)),
+    ("inverted 1x64, inner expansion 4, 96 px input", dict(num_stacks=1, channels=64, block="inverted",
+                                                           inner_expand=4, input_size=96)),
 ]
 
 
@@ -72,10 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = [["MediaPipe Face Mesh (LiteRT, 192 px)", "-", f"{peer_ms:.2f}", "1.00"]]
     with tempfile.TemporaryDirectory() as tmp:
         for label, kw in CANDIDATES:
-            cfg = NetworkConfig("300w68", depth=3, input_size=args.input_size, **kw)
+            cfg = NetworkConfig("300w68", **{"depth": 3, "input_size": args.input_size, **kw})
             path = export_onnx(StarNet(cfg).eval(), meta_for(cfg, label), Path(tmp) / "m.onnx")
             macs = conv_macs(path)
-            ms = time_onnx(path, args.input_size, args.threads, args.repeats)
+            ms = time_onnx(path, cfg.input_size, args.threads, args.repeats)
             rows.append([label, f"{macs / 1e6:.0f}", f"{ms:.2f}", f"{ms / peer_ms:.2f}"])
             console.print(f"{label}: {macs / 1e6:.0f} MMAC, {ms:.2f} ms")
     headers = ["network", "MMAC / face", "ms / face (b1)", "x peer"]
