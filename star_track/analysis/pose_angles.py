@@ -78,11 +78,13 @@ def _angles_one(r: list, t: list, cov: list) -> tuple[list[float], list[float]] 
     cy, sy, cr, sr = math.cos(yaw), math.sin(yaw), math.cos(roll), math.sin(roll)
     icy = 1.0 / max(cy, 1e-6) if cy == cy else math.nan
     e = ((-sr, cr, 0.0), (cr * icy, sr * icy, 0.0), (sy * cr * icy, sy * sr * icy, 1.0))
-    # jac = einv @ (rot^T * (-1, 1, 1) by row), var_i = jac_i^T cov jac_i (see pose_angles).
-    b = ((-a00, -a10, -a20), (a01, a11, a21), (a02, a12, a22))
+    # jac = einv @ (rot^T * (-1, 1, 1) by row), var_i = jac_i^T cov jac_i (see pose_angles); written out, as
+    # comprehensions and generators cost more than the arithmetic here.
+    (c00, c01, c02), (c10, c11, c12), (c20, c21, c22) = cov
     sd = []
     for e0, e1, e2 in e:
-        j = [e0 * b[0][k] + e1 * b[1][k] + e2 * b[2][k] for k in range(3)]
-        var = sum(j[p] * (cov[p][0] * j[0] + cov[p][1] * j[1] + cov[p][2] * j[2]) for p in range(3))
+        j0, j1, j2 = e0 * -a00 + e1 * a01 + e2 * a02, e0 * -a10 + e1 * a11 + e2 * a12, e0 * -a20 + e1 * a21 + e2 * a22
+        var = (j0 * (c00 * j0 + c01 * j1 + c02 * j2) + j1 * (c10 * j0 + c11 * j1 + c12 * j2)
+               + j2 * (c20 * j0 + c21 * j1 + c22 * j2))
         sd.append(math.sqrt(var) * _DEG if var > 0.0 else (0.0 if var == var else math.nan))
     return [yaw * _DEG, pitch * _DEG, roll * _DEG], sd

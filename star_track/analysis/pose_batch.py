@@ -9,8 +9,8 @@ few tens of microseconds together rather than ~0.3 ms each:
 * every face of the frame is one slice of (F, N) arrays: no Python loop over faces or landmarks;
 * the residuals are in normalised image coordinates ((u - cx) / fx, ...), which drops the focal length from
   the Jacobian, and the Jacobian is written out in closed form for a rotation updated on the left
-  (``R <- exp([w]x) R``, ``w`` a camera-frame angle), so ``(J^T S^-1 J)^-1`` is directly the covariance of the
-  camera-frame rotation that the angle sd needs;
+  (``R <- exp([w]x) R``, ``w`` a camera-frame angle; :mod:`.pose_step`), so ``(J^T S^-1 J)^-1`` is directly the
+  covariance of the camera-frame rotation that the angle sd needs;
 * a cold start is a closed-form weak-perspective fit (a precomputed (3, N) least-squares map from the landmarks
   to the two image rows of the rotation, weighted by the mean face's certainty) instead of SQPnP per face;
 * a warm start (video: the previous frame's pose) takes one step, and more only for faces whose step was large.
@@ -28,6 +28,7 @@ import numpy as np
 from .mean_face import MeanFace, mean_face
 from .pose import Camera, Pose, PoseError
 from .pose_angles import pose_angles
+from .pose_step import gauss_newton_step, whitening
 
 @dataclass
 class PoseArrays:
@@ -93,7 +94,6 @@ def _model(face: MeanFace) -> _Model:
 _SKEW = np.zeros((3, 9))
 _SKEW[2, 1], _SKEW[1, 2], _SKEW[0, 5], _SKEW[2, 3], _SKEW[1, 6], _SKEW[0, 7] = -1, 1, -1, 1, -1, 1
 _SKEW_HALF = 0.5 * _SKEW
-_ROLL1, _ROLL2 = np.array([1, 2, 0]), np.array([2, 0, 1])  # cross product a x b = a[R1] b[R2] - a[R2] b[R1]
 
 
 def exp_so3(w: np.ndarray) -> np.ndarray:
@@ -125,9 +125,9 @@ def turn_matrix(w0: float, w1: float, w2: float) -> np.ndarray:
     c0, c1, c2 = 0.5 * w0, 0.5 * w1, 0.5 * w2
     cc = c0 * c0 + c1 * c1 + c2 * c2
     g = 2.0 / (1.0 + cc)
-    return np.array([[[g * (c0 * c0 - cc), g * (c0 * c1 - c2), g * (c0 * c2 + c1)],
-                      [g * (c1 * c0 + c2), g * (c1 * c1 - cc), g * (c1 * c2 - c0)],
-                      [g * (c2 * c0 - c1), g * (c2 * c1 + c0), g * (c2 * c2 - cc)]]])
+    return np.array([g * (c0 * c0 - cc), g * (c0 * c1 - c2), g * (c0 * c2 + c1),
+                     g * (c1 * c0 + c2), g * (c1 * c1 - cc), g * (c1 * c2 - c0),
+                     g * (c2 * c0 - c1), g * (c2 * c1 + c0), g * (c2 * c2 - cc)]).reshape(1, 3, 3)  # flat: cheaper
 
 
 def log_so3(r: np.ndarray) -> np.ndarray:
@@ -180,60 +180,6 @@ def _weak_perspective(xn: np.ndarray, m: _Model) -> tuple[np.ndarray, np.ndarray
     return rot, t
 
 
-def _whitening(cov: np.ndarray | None, cam: Camera, extra: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Upper-triangular (a, b, c) per point with [[a, b], [0, c]]^T [[a, b], [0, c]] = S^-1 (normalised units)."""
-    if cov is None:
-        sxx = 1.0 / (cam.fx * cam.fx) + extra
-        syy = 1.0 / (cam.fy * cam.fy) + extra
-        sxy = np.zeros_like(extra)
-    else:
-        sxx = cov[..., 0, 0] * (1.0 / (cam.fx * cam.fx)) + extra
-        sxy = cov[..., 0, 1] * (1.0 / (cam.fx * cam.fy))
-        syy = cov[..., 1, 1] * (1.0 / (cam.fy * cam.fy)) + extra
-    # Cholesky of the inverse in closed form: c = syy^-1/2, a = (syy / det)^1/2, b = -sxy a / syy.
-    isyy = 1.0 / syy
-    a = np.sqrt(syy / (sxx * syy - sxy * sxy))
-    return a, -sxy * a * isyy, np.sqrt(isyy)
-
-
-def _step(xn: np.ndarray, rot: np.ndarray, t: np.ndarray, m: _Model, white: tuple[np.ndarray, ...],
-          huber: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One Gauss-Newton step for every face: returns (step (F, 6), H^-1 (F, 6, 6), predicted chi2 (F,)).
-
-    ``xn``: (F, 2, N) normalised image points. Few, whole-array numpy calls: their count, not N, sets the time.
-    """
-    wa, wb, wc = white
-    p = rot @ m.points_t  # (F, 3, N): P = R X, the model turned into camera axes
-    iz = 1.0 / (p[:, 2] + t[:, 2:3])  # 1 / depth
-    xy = (p[:, :2] + t[:, :2, None]) * iz[:, None]
-    res = xy - xn
-    x, y, rx, ry = xy[:, 0], xy[:, 1], res[:, 0], res[:, 1]
-    e1, e2 = wa * rx + wb * ry, wc * ry
-    # Huber: a point whose whitened error exceeds `huber` counts as if its covariance were larger.
-    sw = np.sqrt(np.minimum(1.0, huber / np.sqrt(e1 * e1 + e2 * e2 + 1e-300)))
-    k = sw * iz
-    a, b, c = wa * k, wb * k, wc * k
-    f, n = len(xn), m.n
-    # Rows of the whitened Jacobian, (F, 7, 2, N): [d/dw (3), d/dt (3), residual], for the whitened residuals
-    # a x + b y and c y. d(x, y)/dt = (1, 0, -x) / z, (0, 1, -y) / z; d/dw = P x (d/dt) for R <- exp([w]x) R.
-    jw = np.empty((f, 7, 2, n))
-    r = jw[:, 3:6]
-    r[:, 0, 0], r[:, 1, 0], r[:, 2, 0] = a, b, -(a * x + b * y)
-    r[:, 0, 1], r[:, 1, 1], r[:, 2, 1] = 0.0, c, -c * y
-    jw[:, :3] = p[:, _ROLL1, None] * r[:, _ROLL2] - p[:, _ROLL2, None] * r[:, _ROLL1]  # P x (d/dt), both rows
-    jw[:, 6, 0], jw[:, 6, 1] = e1 * sw, e2 * sw
-    jf = jw.reshape(f, 7, 2 * n)
-    mm = jf @ jf.transpose(0, 2, 1)  # [[H, g], [g^T, e^T e]] in one product
-    h, g = mm[:, :6, :6], mm[:, :6, 6:]
-    try:
-        hinv = np.linalg.inv(h)
-    except np.linalg.LinAlgError:  # a degenerate face (points on a line): no step for it, infinite sd
-        hinv = np.linalg.pinv(h)
-    step = -(hinv @ g)
-    chi2 = mm[:, 6, 6] + (g * step).sum((1, 2))  # Gauss-Newton's prediction of the error after the step
-    return step[..., 0], hinv, chi2
-
-
 def _init_arrays(init: Sequence[Pose | None] | tuple[np.ndarray, np.ndarray] | None,
                  f: int) -> tuple[np.ndarray, np.ndarray]:
     """Starting rotations (F, 3, 3) and translations (F, 3); NaN rows where a face has no start."""
@@ -254,14 +200,15 @@ def _init_arrays(init: Sequence[Pose | None] | tuple[np.ndarray, np.ndarray] | N
 
 def _solve(xn: np.ndarray, cov: np.ndarray | None, cam: Camera, m: _Model, rot: np.ndarray, t: np.ndarray,
            limit: int, tol: float, huber: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                            np.ndarray, np.ndarray, float]:
-    """Gauss-Newton from (rot, t): returns rot, t, H^-1, chi2, each face's last step size, the sum of its
-    rotation steps (to first order the rotation from the start, camera frame) and the largest last step."""
+                                                            np.ndarray | None, np.ndarray, float]:
+    """Gauss-Newton from (rot, t): returns rot, t, H^-1, chi2, each face's last step size (None when all
+    converged), the sum of its rotation steps (to first order the rotation from the start, camera frame) and
+    the largest last step."""
     # Whitening once, at the starting scale (1 / distance in normalised units per cm), as solve_pose does.
-    white = _whitening(cov, cam, m.sigma2[None, :] / (t[:, 2:3] ** 2))
+    white = whitening(cov, cam, m.sigma2[None, :] / (t[:, 2:3] ** 2))
     moved = np.zeros((len(t), 3))
     for _ in range(max(1, limit)):
-        step, hinv, chi2 = _step(xn, rot, t, m, white, huber)
+        step, hinv, chi2 = gauss_newton_step(xn, rot, t, m.points_t, white, huber)
         w = step[:, :3]
         rot = turn(w, rot)
         t = t + step[:, 3:]
@@ -269,10 +216,11 @@ def _solve(xn: np.ndarray, cov: np.ndarray | None, cam: Camera, m: _Model, rot: 
         # Gauss-Newton converges about quadratically: after a rotation step of s rad about 2 s^2 rad is left
         # (0.02 deg after a 0.86 deg step), so a warm start from the previous frame mostly takes one step. The
         # translation converges with the rotation (the image positions tie them), the scale in one step.
-        big = np.abs(w).max(1)
-        big_max = float(big.max())
+        ws = w.ravel().tolist()  # Python floats: cheaper than two numpy reductions for a frame's few faces
+        big_max = max(map(abs, ws)) if math.isfinite(sum(ws)) else math.nan  # NaN: not converged
         if big_max <= tol:
             break
+    big = None if big_max <= tol else np.abs(w).max(1)  # each face's last step, for the caller's redo
     return rot, t, hinv, chi2, big, moved, big_max
 
 
@@ -319,7 +267,7 @@ def solve_core(points: np.ndarray, covariance: np.ndarray | None, camera: Camera
     if cold is not None:
         moved[cold] = np.nan
     redo = None
-    if max_iterations is None and big_max > tol:
+    if max_iterations is None and big is not None and big_max > tol:
         redo = big > tol if cold is None else (big > tol) & ~cold
     if redo is not None and redo.any():  # a warm start far from this frame's pose (a jump, another face): redo
         sub = None if cov is None else cov[redo]

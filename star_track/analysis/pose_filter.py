@@ -139,8 +139,8 @@ class PoseFilter:
             rot, t = rot_m.copy(), t_m.copy()
             self.vel[slot] = 0.0
         else:
-            rot = turn(np.array([x[:3]]), rot_p)
-            t = np.array([[tp[0] + x[3], tp[1] + x[4], tp[2] + x[5]]])
+            rot = rot_p + turn_matrix(x[0], x[1], x[2]) @ rot_p  # turn() for one face, without a list -> array
+            t = np.array([tp[0] + x[3], tp[1] + x[4], tp[2] + x[5]]).reshape(1, 3)
             self.vel[slot] = dv
         self.rot[slot], self.t[slot], self.last[slot] = rot[0], t[0], time
         return rot, t

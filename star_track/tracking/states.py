@@ -96,6 +96,8 @@ class FaceStates:
 
     @staticmethod
     def _arrays(faces: list[Face]) -> tuple[np.ndarray, np.ndarray]:
+        if len(faces) == 1:  # the common case: views, no copies
+            return faces[0].raw_landmarks[None], faces[0].covariance[None]
         return np.stack([f.raw_landmarks for f in faces]), np.stack([f.covariance for f in faces])
 
 
