@@ -148,6 +148,11 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
                                           "added (train.ship98.ship_fast98_300w), exported to --out/fast98-300w"),
          out: Path = typer.Option(Path("runs") / "candidates", help="--fast-all-labelled, --fast98: where the "
                                   "model and its card go (not the bundled folder: a candidate is evaluated first)"),
+         input_size: int = typer.Option(0, help="--fast-all-labelled: train at this input size instead of the "
+                                        "model's (a cheaper-engine candidate; 0: the model's)"),
+         epochs: int = typer.Option(0, help="--fast-all-labelled: epochs (0: the preset's)"),
+         teacher_weight: float = typer.Option(-1.0, help="--fast-all-labelled: heatmap teacher weight (0: labels "
+                                              "only; -1: the preset's)"),
          threads: int = typer.Option(0, help="CPU threads for torch and OpenCV (0: their defaults); 1 also loads "
                                      "the data in the training process (no worker)")):
     """Regenerate the bundled models from the data (both stages, see train/ship.py): star68-accurate.onnx, then
@@ -175,7 +180,12 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
             else:
                 ship_fast98(data, out_dir=out, train_first=not skip_training, workers=workers)
         elif fast_all_labelled:
-            ship_fast_all_labelled(data, out_dir=out, train_first=not skip_training, workers=0 if threads == 1 else None)
+            changes = {k: v for k, v in (("input_size", input_size), ("epochs", epochs)) if v > 0}
+            if teacher_weight >= 0:
+                changes["teacher_weight"] = teacher_weight
+            run_dir = Path("runs") / ("fast68-all-labelled" + "".join(f"-{k}{v:g}" for k, v in changes.items()))
+            ship_fast_all_labelled(data, run_dir=run_dir, out_dir=out, train_first=not skip_training,
+                                   workers=0 if threads == 1 else None, **changes)
         elif fast_only:
             ship_fast_combined(data, BUNDLED_DIR / f"{ACCURATE_NAME}.onnx", STAGE_DIR / f"{FAST_NAME}.onnx",
                                BUNDLED_DIR / f"{PRECISE_NAME}.onnx", train_first=not skip_training)

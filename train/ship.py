@@ -320,13 +320,16 @@ def ship_fast_all_labelled(data_root: Path, fast: Path = BUNDLED_DIR / f"{FAST_N
                            precise: Path = BUNDLED_DIR / f"{PRECISE_NAME}.onnx",
                            accurate: Path = BUNDLED_DIR / f"{ACCURATE_NAME}.onnx",
                            run_dir: Path = Path("runs") / "fast68-all-labelled", ann_dir: Path = Path("data"),
-                           out_dir: Path = BUNDLED_DIR, train_first: bool = True, workers: int | None = None) -> Path:
+                           out_dir: Path = BUNDLED_DIR, train_first: bool = True, workers: int | None = None,
+                           **changes) -> Path:
     """The bundled fast model (``fast``, rebuilt from its ONNX weights, widened network and all) fine-tuned on
     every labelled face of the training photos (WFLW test- and train-split faces moved onto 300W's conventions,
     300W AFW/HELEN/LFPW) with ``precise`` as the heatmap teacher (``FAST_ALL_LABELLED``) ->
     ``out_dir/star68-fast.onnx`` + ``.md``. The convention correction is refitted with ``accurate`` (any 68-point
     model will do: :func:`train.combined.build_combined_set`); the combined files are built once and reused when
-    resuming. Resumable: run it again and training continues from ``run_dir/last.pt``."""
+    resuming. Resumable: run it again and training continues from ``run_dir/last.pt``. ``changes``: candidates of
+    the same network (issue 26): ``input_size`` (the fully convolutional weights carry over; the coordinate
+    channels follow), ``epochs``, ``teacher_weight`` (0: labels only, no teacher)."""
     from star_track.nn.network import NetworkConfig
 
     from .combined import build_combined_set
@@ -340,14 +343,19 @@ def ship_fast_all_labelled(data_root: Path, fast: Path = BUNDLED_DIR / f"{FAST_N
         prepare_300w(data_root / "300w", ann_dir, allow_partial=True)
         build_combined_set(accurate, data_root, ann_dir)
     init, teacher_ckpt = run_dir / "init_from_onnx.pt", run_dir / "teacher_precise.pt"
-    cfg = replace(PRESETS[FAST_PRESET], **FAST_ALL_LABELLED, network=NetworkConfig.from_dict(_onnx_network(fast)),
+    exported = NetworkConfig.from_dict(_onnx_network(fast))
+    network = replace(exported, input_size=changes.get("input_size", exported.input_size))
+    settings = {**FAST_ALL_LABELLED, **{k: v for k, v in changes.items() if k != "input_size"}}
+    cfg = replace(PRESETS[FAST_PRESET], **settings, network=network,
                   train_annotations=str(combined), val_annotations=str(ann_dir / "combined68_val.jsonl"),
-                  image_root=str(wflw), init_weights=str(init), teacher=str(teacher_ckpt))
+                  image_root=str(wflw), init_weights=str(init),
+                  teacher=str(teacher_ckpt) if settings["teacher_weight"] else "")
     cfg = cfg.with_overrides(workers=workers)  # 0: augment in the training process (a one-thread run)
     if train_first:
         if not init.is_file():
-            checkpoint_from_onnx(fast, _crops(ann_dir / "wflw68_train.jsonl", wflw, cfg), init)
-        if not teacher_ckpt.is_file():
+            crops = _crops(ann_dir / "wflw68_train.jsonl", wflw, replace(cfg, network=exported))  # its own size
+            checkpoint_from_onnx(fast, crops, init, input_size=network.input_size)
+        if cfg.teacher and not teacher_ckpt.is_file():
             checkpoint_from_onnx(precise, _crops(ann_dir / "wflw68_train.jsonl", wflw, PRESETS[PRECISE_PRESET]),
                                  teacher_ckpt)
         train(cfg, run_dir, resume=True)
@@ -355,8 +363,11 @@ def ship_fast_all_labelled(data_root: Path, fast: Path = BUNDLED_DIR / f"{FAST_N
     calibrations, calib_stats = _calibrate(labelled, wflw)
     note = (" This is the **all-labelled refresh** (`train.ship.ship_fast_all_labelled`): the bundled "
             f"`{fast.stem}` rebuilt from its exported weights (`train.onnx_weights`) and fine-tuned on "
-            f"{_sources(labelled)} for {cfg.epochs} epochs at Adam lr {cfg.lr}, matching `{precise.stem}`'s "
-            f"heatmaps on every augmented crop (weight {cfg.teacher_weight}).")
+            f"{_sources(labelled)} for {cfg.epochs} epochs at Adam lr {cfg.lr}"
+            + (f", matching `{precise.stem}`'s heatmaps on every augmented crop (weight {cfg.teacher_weight})."
+               if cfg.teacher else " on the labels alone (no teacher).")
+            + (f" Input {network.input_size} px (the bundled model's weights at another input size)."
+               if "input_size" in changes else ""))
     return _export_with_card(run_dir, cfg, FAST_NAME, out_dir / f"{FAST_NAME}.onnx",
                              _val_set(Path(cfg.val_annotations), wflw, cfg), calibrations, calib_stats, FAST_PRESET,
                              note, _combined_data_section(labelled, ann_dir), splits=_splits(ann_dir, wflw, cfg),
