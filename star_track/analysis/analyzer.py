@@ -99,6 +99,7 @@ class FrameAnalyzer:
         self._slots: dict[int, int] = {}
         self._seen: dict[int, float] = {}
         self._cameras: dict[tuple[int, int], Camera] = {}
+        self._faces: dict[int, MeanFace] = {}  # mean face by point count (mean_face() costs more per frame)
 
     def camera_for(self, frame_size: tuple[int, int]) -> Camera:
         """The intrinsics used for frames of ``frame_size = (width, height)``."""
@@ -153,7 +154,9 @@ class FrameAnalyzer:
             raise StarTrackError(f"track ids of one frame must be distinct, got {ids}")
         if not ids:
             return []
-        face = self.face if self.face is not None else mean_face(pts.shape[1])
+        face = self.face if self.face is not None else self._faces.get(pts.shape[1])
+        if face is None:
+            face = self._faces[pts.shape[1]] = mean_face(pts.shape[1])
         cam = self.camera_for((int(frame_size[0]), int(frame_size[1])))
         slots = self._slot_of(ids, time)
         pred = self.filter.predict(slots, time) if self.smooth else None
@@ -179,7 +182,7 @@ class FrameAnalyzer:
         if pred is None:
             return core.rotation, core.translation
         var, ok = core.variances, core.ok
-        if ok.all():
+        if all(ok.tolist()):  # (Python's all: cheaper than a numpy reduction on a frame's few faces)
             return self.filter.update(slots, time, (pred[0], pred[1], pred[2]), core.rotation, core.translation,
                                       core.moved, var)
         rot, t = core.rotation.copy(), core.translation.copy()
