@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ModelError
+from ..model.schemes import LandmarkScheme, get_scheme
+
 MAX_TIMESTAMP_S = 1e12
 """Largest accepted timestamp magnitude (seconds; epoch times fit comfortably)."""
 
@@ -65,3 +68,22 @@ def float_arg(name: str, value: Any, low: float, high: float = math.inf, low_ope
         bounds = f"{'>' if low_open else '>='} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
         raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
     return v
+
+
+def output_scheme_arg(output_scheme: str | int | None, model_scheme: LandmarkScheme, model_name: str
+                      ) -> LandmarkScheme:
+    """The scheme of the returned landmarks: the model's (``None``, or ``"98"`` for a 98-point model), or
+    300W-68 reduced from it (``"68"``). Asking a model for points it cannot give is a :class:`ModelError`."""
+    if output_scheme in ("98", "wflw98", 98):  # the model's own points, if it has those
+        if model_scheme.num_points != 98:
+            raise ModelError(f"model {model_name!r} outputs {model_scheme.num_points} points "
+                             f"({model_scheme.name}); 98 points need a 98-point model, e.g. star98-fast")
+        return model_scheme
+    if output_scheme not in (None, "68", "300w68", 68):
+        raise ValueError(f"output_scheme must be None, '68' or '98', got {output_scheme!r}")
+    if output_scheme is None or model_scheme.num_points == 68:
+        return model_scheme
+    if model_scheme.to_68 is None:
+        raise ModelError(f"model scheme {model_scheme.name} ({model_scheme.num_points} points) "
+                         "cannot be reduced to 68 points")
+    return get_scheme("300w68")

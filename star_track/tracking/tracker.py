@@ -47,12 +47,12 @@ from ..detection.photo_search import PhotoSearch, photo_detect_sources
 from ..engines import create_engine
 from ..engines.base import LandmarkEngine
 from ..engines.flip_average import FlipAveragedEngine
-from ..errors import ConcurrentUseError, ModelError
+from ..errors import ConcurrentUseError
 from ..model.registry import PHOTO_BUNDLED
 from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
 from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
-from .arguments import capped_threads, check_timestamp, float_arg, int_arg
+from .arguments import capped_threads, check_timestamp, float_arg, int_arg, output_scheme_arg
 from .face import Face, NonFiniteOutputWarning, as_bgr
 from .landmarker import Landmarker, Result, StageTimer
 from .states import FaceStates
@@ -143,7 +143,8 @@ class Tracker:
                           "Face.covariance is the raw STAR covariance (too large); fit one with `python -m train "
                           "calibrate-uncertainty MODEL.onnx`, or smooth with r_scale=0.1",
                           UncalibratedUncertaintyWarning, stacklevel=2)
-        self.scheme: LandmarkScheme = self._output_scheme(output_scheme)
+        self.scheme: LandmarkScheme = output_scheme_arg(output_scheme, self.model_scheme, self.meta.name)
+        self._reduce = self.scheme.num_points != self.model_scheme.num_points
         self._detector_spec = detector
         self.detector = FaceDetector(detector, mode="video", min_confidence=self._min_det)
         # Box -> crop calibration fitted for this detector (models may carry one per bundled detector).
@@ -165,23 +166,6 @@ class Tracker:
         """A Tracker for :meth:`detect_image`, no smoothing; ``model=None``: the most precise bundled model
         (:data:`~star_track.model.registry.PHOTO_BUNDLED`; a photo can afford its ~12x cost)."""
         return cls(PHOTO_BUNDLED if model is None else model, **{"smoothing": "none", **kwargs})
-
-    def _output_scheme(self, output_scheme: str | None) -> LandmarkScheme:
-        """The scheme of the returned landmarks: the model's, or 300W-68 reduced from it (``output_scheme``)."""
-        if output_scheme in ("98", "wflw98", 98):  # the model's own points, if it has those
-            if self.model_scheme.num_points != 98:
-                raise ModelError(f"model {self.meta.name!r} outputs {self.model_scheme.num_points} points "
-                                 f"({self.model_scheme.name}); 98 points need a 98-point model, e.g. star98-fast")
-            output_scheme = None
-        if output_scheme not in (None, "68", "300w68", 68):
-            raise ValueError(f"output_scheme must be None, '68' or '98', got {output_scheme!r}")
-        self._reduce = output_scheme is not None and self.model_scheme.num_points != 68
-        if not self._reduce:
-            return self.model_scheme
-        if self.model_scheme.to_68 is None:
-            raise ModelError(f"model scheme {self.model_scheme.name} ({self.model_scheme.num_points} points) "
-                             "cannot be reduced to 68 points")
-        return get_scheme("300w68")
 
     # -- state -----------------------------------------------------------------------------------------
     def reset(self) -> None:
