@@ -94,8 +94,8 @@ class Tracker:
         threads: CPU threads of the ONNX Runtime engine (``None``: 1, measured as the fastest per face and the
             most robust on a busy machine; see :func:`star_track.engines.onnxruntime_engine.default_threads`).
             More than the usable cores is capped at them, with a ``RuntimeWarning``.
-        analysis: fill ``Face.pose``, ``eye_open``, ``mouth_open`` and ``blink`` (about 0.25 ms per face;
-            :mod:`star_track.tracking.states`). ``focal``: focal length in pixels (default: the frame width);
+        analysis: fill ``Face.pose``, ``eye_open``, ``mouth_open`` and ``blink`` (0.3-0.4 ms a frame for one
+            face, ~0.16 ms a face with four; :mod:`star_track.tracking.states`). ``focal``: focal length in pixels (default: the frame width);
             ``camera``: intrinsics ``(fx, fy, cx, cy)`` px (default principal point: the frame centre).
 
     Raises:
