@@ -6,10 +6,11 @@ import json
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from train.calibrate import match_to_face
@@ -178,3 +179,16 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def photos_of(faces: list, root: Path) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """Each photo of ``faces`` once (BGR, read from ``root``) with the indices of its faces; an unreadable photo
+    ends the benchmark with one line."""
+    by_image: dict[str, list[int]] = {}
+    for i, f in enumerate(faces):
+        by_image.setdefault(f.image, []).append(i)
+    for image, idx in by_image.items():
+        img = cv2.imread(str(root / image))
+        if img is None:
+            raise SystemExit(f"cannot read {root / image}")
+        yield img, idx

@@ -46,7 +46,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from star_track.model.schemes import get_scheme
@@ -63,6 +62,7 @@ from .common import (
     markdown_table,
     match_to_gt,
     model_info,
+    photos_of,
     print_table,
     write_json,
 )
@@ -106,13 +106,7 @@ def gt_framed(tracker: Tracker, faces: list, root: Path) -> np.ndarray:
 def end_to_end(tracker: Tracker, faces: list, root: Path) -> tuple[np.ndarray, np.ndarray]:
     """Predictions of ``detect_image(search="single")`` matched to the true faces; (preds, found)."""
     preds, found = np.full((len(faces), 68, 2), np.nan), np.zeros(len(faces), bool)
-    by_image: dict[str, list[int]] = {}
-    for i, f in enumerate(faces):
-        by_image.setdefault(f.image, []).append(i)
-    for image, idx in by_image.items():
-        img = cv2.imread(str(root / image))
-        if img is None:
-            raise SystemExit(f"cannot read {root / image}")
+    for img, idx in photos_of(faces, root):
         ours = tracker.detect_image(img, search="single")
         centres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in ours]).reshape(-1, 2)
         for i in idx:

@@ -53,7 +53,8 @@ import numpy as np
 
 from star_track.model.schemes import WFLW_98, get_scheme
 
-from .common import DEFAULT_DATA, REPO, RESULTS_DIR, load_faces, markdown_table, match_to_gt, print_table, write_json
+from .common import (DEFAULT_DATA, REPO, RESULTS_DIR, load_faces, markdown_table, match_to_gt, photos_of, print_table,
+                     write_json)
 
 W300_68 = get_scheme("300w68")
 WFLW98_VAL = REPO / "data" / "wflw98_val.jsonl"
@@ -146,13 +147,7 @@ def photo_mode(predict: Predictor, faces: list, root: Path,
     seconds)."""
     preds, boxes = np.full((len(faces), n, 2), np.nan), np.full((len(faces), 4), np.nan)
     found, seconds = np.zeros(len(faces), bool), 0.0
-    by_image: dict[str, list[int]] = {}
-    for i, f in enumerate(faces):
-        by_image.setdefault(f.image, []).append(i)
-    for image, idx in by_image.items():
-        img = cv2.imread(str(root / image))
-        if img is None:
-            raise SystemExit(f"wflw98: cannot read {root / image}")
+    for img, idx in photos_of(faces, root):
         t0 = time.perf_counter()
         got_boxes, points = predict(img)
         seconds += time.perf_counter() - t0
