@@ -116,6 +116,8 @@ def ship_fast98_300w(data_root: Path, first: Path = Path("runs") / "fast98",
     once to ``ann_dir/wflw98_300w_train.jsonl``), exported to ``out_dir``. Resumable like the first."""
     import json
 
+    from star_track.nn.network import NetworkConfig
+
     from .prepare import prepare_300w
     from .trainer import train
 
@@ -128,7 +130,7 @@ def ship_fast98_300w(data_root: Path, first: Path = Path("runs") / "fast98",
         w300 = w300_as_98(first_model, read_annotations(ann_dir / "300w68_train.jsonl"), data_root / "300w",
                           wflw98, wflw, shift)
         write_annotations(wflw98 + w300, train_path)
-    cfg = replace(PRESETS[FAST98_PRESET], **FAST98_300W, network=_onnx_network_config(first_model),
+    cfg = replace(PRESETS[FAST98_PRESET], **FAST98_300W, network=NetworkConfig.from_dict(_onnx_network(first_model)),
                   train_annotations=str(train_path), val_annotations=str(ann_dir / "wflw98_val.jsonl"),
                   image_root=str(wflw), init_weights=str(first / "last.pt")).with_overrides(workers=workers)
     if train_first:
@@ -139,12 +141,6 @@ def ship_fast98_300w(data_root: Path, first: Path = Path("runs") / "fast98",
             "WFLW's conventions, the other 30 points from the first cycle). Built by `python -m train ship --fast98` "
             "then `python -m train ship --fast98-300w` (add `--threads 1` beside other work).")
     return _export98(run_dir, cfg, train_faces, out_dir, note)
-
-
-def _onnx_network_config(path: Path):
-    from star_track.nn.network import NetworkConfig
-
-    return NetworkConfig.from_dict(_onnx_network(path))
 
 
 def _export98(run_dir: Path, cfg, train_faces: list, out_dir: Path, note: str) -> Path:
