@@ -20,6 +20,8 @@ from .nonrigid import follow
 
 FACE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 """``r_scale`` sweep of the face-level filter (default 1.5), with the STAR covariance and with an isotropic one."""
+RIGID_SCALES = (1.0, 2.0, 4.0, 16.0)
+"""``rigid_r_scale`` sweep (default 1.5): how much calmer a heavier rigid filter makes the head, at what lag."""
 
 
 def face_configs() -> list[tuple[str, str, dict[str, Any]]]:
@@ -27,6 +29,7 @@ def face_configs() -> list[tuple[str, str, dict[str, Any]]]:
     cfgs: list[tuple[str, str, dict[str, Any]]] = [("face STAR-R", "face", {"r_scale": rs}) for rs in FACE_SCALES]
     cfgs += [("face isotropic-R", "face", {"r_scale": rs, "isotropic": True}) for rs in FACE_SCALES]
     cfgs += [("face + PCA modes", "face", {"r_scale": rs, "basis": True}) for rs in (1.0, 1.5, 2.0)]
+    cfgs += [("face rigid", "face", {"rigid_r_scale": rr}) for rr in RIGID_SCALES]
     return cfgs
 
 
@@ -106,7 +109,8 @@ def time_per_update(points: np.ndarray, cov: np.ndarray, scale: np.ndarray,
 
 CLIP_CONFIGS = [("none", "none", {}), ("one-euro", "one-euro", {}), ("kalman", "kalman", {}),
                 ("face", "face", {}), ("face isotropic-R", "face", {"isotropic": True}),
-                ("face + PCA modes", "face", {"basis": True})]
+                ("face + PCA modes", "face", {"basis": True}),
+                *((f"face rigid_r_scale={rr:g}", "face", {"rigid_r_scale": rr}) for rr in RIGID_SCALES)]
 """Real-clip smoothers: the product's defaults, and the face-level filter with an isotropic R and with modes."""
 
 

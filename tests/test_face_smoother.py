@@ -88,11 +88,23 @@ def test_rigid_sway_has_bounded_lag():
     truth = np.einsum("tij,nj->tni", rot, face - CENTRE) + CENTRE + shift[:, None]
     noise = _noise(true_cov, T, rng)
     err = {}
-    for name in ("face", "one-euro", "none"):
+    for name in ("face", "kalman", "one-euro", "none"):
         out = _run(make_smoother(name), truth, noise, cov)
         err[name] = float(np.sqrt(np.mean(np.sum((out - truth)[20:] ** 2, axis=-1))))
     assert err["face"] < err["none"], err  # lag added is smaller than the noise removed
     assert err["face"] < err["one-euro"], err
+    assert err["face"] < err["kalman"], err  # why it is the default: calmer and closer to a moving head
+
+
+def test_face_level_is_the_default_smoothing():
+    import inspect
+
+    from star_track import Tracker
+    from star_track.cli.options import TrackerOptions
+
+    assert inspect.signature(Tracker).parameters["smoothing"].default == "face"
+    assert TrackerOptions().smoothing == "face"
+    assert isinstance(make_smoother(), FaceLevelSmoother)
 
 
 def _expression(face: np.ndarray, T: int = 40, at: int = 15, rise: int = 3) -> np.ndarray:

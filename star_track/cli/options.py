@@ -46,7 +46,7 @@ class TrackerOptions:
 
     model: str | None = None
     engine: str = "auto"
-    smoothing: str = "kalman"
+    smoothing: str = "face"
     max_faces: int | None = 4
     detector: str = "full"
     detect_every: int = 10
@@ -93,7 +93,7 @@ class TrackerOptions:
 
 
 OPTIONS: dict[str, tuple[Any, Any]] = {
-    "smoothing": (Smoothing, typer.Option(Smoothing.kalman, "--smoothing", "-s", help="Temporal smoothing.")),
+    "smoothing": (Smoothing, typer.Option(Smoothing.face, "--smoothing", "-s", help="Temporal smoothing.")),
     "model": (Optional[str], typer.Option(None, "--model", "-m", help="Model: 'default', a name in the model "
                                           "cache, or a .onnx path.")),
     "engine": (str, typer.Option("auto", "--engine", "-e", help="auto, onnxruntime, tensorrt or torch.")),

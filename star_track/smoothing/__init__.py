@@ -20,7 +20,7 @@ SMOOTHERS: dict[str, type] = {
 }
 
 
-def make_smoother(name: str = "kalman", **params: Any) -> Smoother:
+def make_smoother(name: str = "face", **params: Any) -> Smoother:
     """A new smoother by name (``kalman``, ``face``, ``one-euro``/``one_euro``, ``none``) with its parameters.
 
     Raises:

@@ -12,15 +12,16 @@ Per frame
      detector, rolled by its eye keypoints), then re-cropped from their own landmarks up to ``refine_steps``
      times, stopping once a crop is within ``refine_tolerance`` of the last (new faces share each batched pass).
   4. All faces of the frame go through the engine in one batched call, are mapped back to frame pixels in one
-     call (A Σ Aᵀ) and smoothed together (running Kalman filters stacked); then the face state (pose, openness, blinks:
+     call (A Σ Aᵀ) and smoothed (default: the face-level filter, :mod:`star_track.smoothing.face_level`; running
+     per-landmark Kalman filters update as one stack); then the face state (pose, openness, blinks:
      :mod:`star_track.tracking.states`) from the raw landmarks.
 
 Uncertainty
   ``Face.score`` = ``1 / (1 + (u / uncertainty_half)⁴)``, u the median raw STAR landmark spread in crop units.
   ``Face.covariance``: the *calibrated* covariance of each landmark's error in frame px² (2-σ ellipse: the true
   point ~86 % of the time); ``Face.star_covariance`` the raw STAR one (the score's). A model without calibration
-  reports the raw one as both and warns once (``UncalibratedUncertaintyWarning``; smooth with
-  ``smoothing_params={"r_scale": 0.1}``). ``Face.expected_error``: the predicted NME, to drop bad frames.
+  reports the raw one as both and warns once (``UncalibratedUncertaintyWarning``; the default face-level smoother
+  measures the noise level itself, ``smoothing="kalman"`` wants ``smoothing_params={"r_scale": 0.1}``). ``Face.expected_error``: the predicted NME, to drop bad frames.
 
 Thread-safety
   Not thread-safe (per-video state): use one Tracker per thread / stream. A call that overlaps another on the
@@ -107,7 +108,7 @@ class Tracker:
     """
 
     def __init__(self, model: str | os.PathLike | None = None, engine: str | LandmarkEngine = "auto",
-                 smoothing: str = "kalman", smoothing_params: dict[str, Any] | None = None, max_faces: int = 4,
+                 smoothing: str = "face", smoothing_params: dict[str, Any] | None = None, max_faces: int = 4,
                  detect_every: int = 10, detector: str | Path = "full", min_detection_confidence: float = 0.5,
                  output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
                  uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
@@ -141,7 +142,8 @@ class Tracker:
         if not self.uncertainty_calibrated:
             warnings.warn(f"model {getattr(self.meta, 'name', '?')!r} has no uncertainty calibration: "
                           "Face.covariance is the raw STAR covariance (too large); fit one with `python -m train "
-                          "calibrate-uncertainty MODEL.onnx`, or smooth with r_scale=0.1",
+                          "calibrate-uncertainty MODEL.onnx` (smoothing='face' measures the noise level itself; with "
+                          "smoothing='kalman' use r_scale=0.1)",
                           UncalibratedUncertaintyWarning, stacklevel=2)
         self.scheme: LandmarkScheme = output_scheme_arg(output_scheme, self.model_scheme, self.meta.name)
         self._reduce = self.scheme.num_points != self.model_scheme.num_points
