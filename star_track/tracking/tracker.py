@@ -72,7 +72,8 @@ class Tracker:
         model: ``None``/``"default"`` (bundled model), a model name in the user cache, or a path
             (see :func:`star_track.model.registry.resolve_model`).
         engine: ``"auto"``, ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or a ready :class:`LandmarkEngine`.
-        smoothing: ``"kalman"``, ``"face"`` (face-level), ``"one-euro"`` or ``"none"``.
+        smoothing: ``"face"`` (face-level, the default), ``"kalman"`` (per-landmark, the cheapest), ``"one-euro"`` or
+            ``"none"``.
         smoothing_params: keyword arguments for the smoother (see :mod:`star_track.smoothing`).
         max_faces: most faces tracked at once.
         detect_every: run the detector at least every K frames (1 = every frame) to find new faces.
