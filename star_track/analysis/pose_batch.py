@@ -30,6 +30,7 @@ from .pose import Camera, Pose, PoseError
 from .pose_angles import pose_angles
 from .pose_step import gauss_newton_step, whitening
 
+
 @dataclass
 class PoseArrays:
     """Poses of F faces as arrays (what :func:`solve_pose_arrays` returns; :meth:`poses` makes :class:`Pose`)."""

@@ -29,18 +29,11 @@ over landmarks). The per-landmark output covariance is :attr:`FaceLevelSmoother.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from .cv_bank import CVBank
+from .cv_bank import CVBank, _inv
 from .face_model import J as _J
 from .face_model import inv2, load_basis, measurement_noise, point_regions, rotation, similarity_init
-
-
-def _inverse(a: np.ndarray) -> np.ndarray:
-    """Inverse of a small symmetric positive-definite matrix (OpenCV's Cholesky; LU if that fails)."""
-    ok, inv = cv2.invert(a, flags=cv2.DECOMP_CHOLESKY)
-    return inv if ok else np.linalg.inv(a)
 
 
 class FaceLevelSmoother:
@@ -150,7 +143,7 @@ class FaceLevelSmoother:
             A = H.reshape(-1, d).T @ WH
             diag = A.reshape(-1)[::d + 1]  # a view: the ridge below is added in place
             diag += 1e-12 * float(diag.sum()) / d
-            cov = _inverse(A)
+            cov = _inv(A[None])[0]  # OpenCV for one small matrix
             delta = cov @ (WH.T @ (z - zp).ravel())
             p, c = p + delta[:4], c + delta[4:]
             if it + 1 >= steps and abs(delta[2]) < 0.02 and abs(delta[3]) < 0.02:
@@ -186,7 +179,7 @@ class FaceLevelSmoother:
         if len(prev) < 2:
             return
         d2 = p - 2 * prev[1] + prev[0]
-        u = float(d2 @ _inverse(cov) @ d2) / 24
+        u = float(d2 @ _inv(cov[None])[0] @ d2) / 24
         self._rigid_frames += 1
         rate = max(1.0 / self._rigid_frames, min(1.0, dt / self.noise_window))
         self._log_rigid += rate * (np.log(max(u, 1e-12)) + 0.27 - self._log_rigid)

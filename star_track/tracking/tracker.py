@@ -21,7 +21,8 @@ Uncertainty
   ``Face.covariance``: the *calibrated* covariance of each landmark's error in frame px² (2-σ ellipse: the true
   point ~86 % of the time); ``Face.star_covariance`` the raw STAR one (the score's). A model without calibration
   reports the raw one as both and warns once (``UncalibratedUncertaintyWarning``; the default face-level smoother
-  measures the noise level itself, ``smoothing="kalman"`` wants ``smoothing_params={"r_scale": 0.1}``). ``Face.expected_error``: the predicted NME, to drop bad frames.
+  measures the noise level itself, ``smoothing="kalman"`` wants ``smoothing_params={"r_scale": 0.1}``).
+  ``Face.expected_error``: the predicted NME, to drop bad frames.
 
 Thread-safety
   Not thread-safe (per-video state): use one Tracker per thread / stream. A call that overlaps another on the
@@ -97,8 +98,9 @@ class Tracker:
             most robust on a busy machine; see :func:`star_track.engines.onnxruntime_engine.default_threads`).
             More than the usable cores is capped at them, with a ``RuntimeWarning``.
         analysis: fill ``Face.pose``, ``eye_open``, ``mouth_open`` and ``blink`` (0.3-0.4 ms a frame for one
-            face, ~0.16 ms a face with four; :mod:`star_track.tracking.states`). ``focal``: focal length in pixels (default: the frame width);
-            ``camera``: intrinsics ``(fx, fy, cx, cy)`` px (default principal point: the frame centre).
+            face, ~0.16 ms a face with four; :mod:`star_track.tracking.states`). ``focal``: focal length in pixels
+            (default: the frame width); ``camera``: intrinsics ``(fx, fy, cx, cy)`` px (default principal point:
+            the frame centre).
 
     Raises:
         ValueError: an argument of the wrong type or out of range (the message names it), e.g.
