@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ DOCS_DIR = REPO / "docs"
 DEFAULT_DATA = Path(os.environ.get("STAR_TRACK_DATA", REPO.parent / "shared" / "data"))
 """The shared data folder (holds ``wflw/`` and ``videos/``); override with ``$STAR_TRACK_DATA`` or ``--data``."""
 VAL_ANNOTATIONS = REPO / "data" / "wflw68_val.jsonl"
+"""The held-out split (written by ``python -m train prepare``), never seen in training."""
 COMBINED_VAL = REPO / "data" / "combined68_val.jsonl"
 """Both held-out splits on 300W semantics (WFLW's labels moved by :mod:`train.combined`), from ``train ship``."""
-"""The held-out split (written by ``python -m train prepare``), never seen in training."""
+WFLW98_VAL = REPO / "data" / "wflw98_val.jsonl"
+"""The held-out WFLW faces with their official 98-point labels (``python -m train prepare wflw68-dev``)."""
 TRAIN_ANNOTATIONS = REPO / "data" / "wflw68_train.jsonl"
 """The training split: used only to fit box conventions, never for a reported figure."""
 
@@ -65,8 +67,6 @@ class DlibPipeline:
 
     @staticmethod
     def gray(image_bgr: np.ndarray) -> np.ndarray:
-        import cv2
-
         return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
 
     def detect(self, gray: np.ndarray) -> np.ndarray:
@@ -192,3 +192,55 @@ def photos_of(faces: list, root: Path) -> Iterator[tuple[np.ndarray, list[int]]]
         if img is None:
             raise SystemExit(f"cannot read {root / image}")
         yield img, idx
+
+
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, Sequence[np.ndarray]]]
+"""Image -> (K, 4) x1, y1, x2, y2 boxes and K landmark arrays of the faces a pipeline returns."""
+
+
+def match_photo(gts: Sequence[np.ndarray], boxes: np.ndarray,
+                points: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The true faces of one photo matched to a pipeline's returned faces (:func:`match_to_gt`: nearest box
+    centre inside the landmark bounding box): ((len(gts), n, 2) points and (len(gts), 4) boxes, NaN where
+    missed; found mask)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    preds, matched = np.full((len(gts), n, 2), np.nan), np.full((len(gts), 4), np.nan)
+    found = np.zeros(len(gts), bool)
+    for i, gt in enumerate(gts):
+        j = match_to_gt(centres, gt)
+        if j is not None:
+            preds[i], matched[i], found[i] = points[j], boxes[j], True
+    return preds, matched, found
+
+
+def photo_mode(predict: Predictor, faces: list, root: Path,
+               n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A pipeline's photo-mode predictions for every face, matched photo by photo: (preds, boxes, found,
+    seconds spent in ``predict``)."""
+    preds, boxes = np.full((len(faces), n, 2), np.nan), np.full((len(faces), 4), np.nan)
+    found, seconds = np.zeros(len(faces), bool), 0.0
+    for img, idx in photos_of(faces, root):
+        t0 = time.perf_counter()
+        got_boxes, points = predict(img)
+        seconds += time.perf_counter() - t0
+        preds[idx], boxes[idx], found[idx] = match_photo([faces[i].landmarks for i in idx], got_boxes, points, n)
+    return preds, boxes, found, seconds
+
+
+def per_face_nme(pred: np.ndarray, gt: np.ndarray, found: np.ndarray, scheme) -> np.ndarray:
+    """Inter-ocular NME per face, inf where the face was missed (a failure in FR and AUC)."""
+    from train.metrics import nme_per_face
+
+    return np.where(found, nme_per_face(np.nan_to_num(pred), gt, scheme), np.inf)
+
+
+def region_nme(pred: np.ndarray, gt: np.ndarray, scheme, regions: Mapping[str, Sequence[int]]
+               ) -> dict[str, dict[str, float]]:
+    """Per region: mean and median over faces of each face's mean point error in the region / outer-eye distance."""
+    err = np.linalg.norm(pred - gt, axis=-1) / scheme.inter_ocular(gt)[:, None]
+    out = {}
+    for name, idx in regions.items():
+        per_face = err[:, list(idx)].mean(1)
+        out[name] = {"mean": float(per_face.mean()), "median": float(np.median(per_face))}
+    return out

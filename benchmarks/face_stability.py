@@ -111,7 +111,8 @@ CLIP_CONFIGS = [("none", "none", {}), ("one-euro", "one-euro", {}), ("kalman", "
                 ("face", "face", {}), ("face isotropic-R", "face", {"isotropic": True}),
                 ("face + PCA modes", "face", {"basis": True}),
                 *((f"face rigid_r_scale={rr:g}", "face", {"rigid_r_scale": rr}) for rr in RIGID_SCALES)]
-"""Real-clip smoothers: the product's defaults, and the face-level filter with an isotropic R and with modes."""
+"""Real-clip smoothers: the product's defaults, and the face-level filter with an isotropic R, with modes and
+along the ``rigid_r_scale`` sweep."""
 
 
 def track_clip(path: Path, model: str | None, configs: list[tuple[str, str, dict]]

@@ -187,7 +187,6 @@ def tracker_path(data: Path, frames: int = 150, passes: int = 5) -> dict:
                          "us_per_frame": per_frame, "us_per_face": per_frame * len(video) / max(faces_seen, 1),
                          "best_us_per_frame": min(cold), "warm_us_per_frame": float(np.median(warm)),
                          "passes": cold}
-            del video
     return out
 
 

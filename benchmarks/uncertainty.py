@@ -37,9 +37,9 @@ from star_track.model.schemes import get_scheme
 from star_track.uncertainty import UncertaintyCalibration, expected_error, landmark_score, landmark_spread
 from train.uncertainty import SIGMAS, HeldOut, collect, fit, ideal_coverage, mahalanobis2
 
-from .common import COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, REPO, load_faces, make_console, print_table, write_json
+from .common import (COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, WFLW98_VAL, load_faces, make_console, print_table,
+                     write_json)
 
-WFLW98_VAL = REPO / "data" / "wflw98_val.jsonl"
 LEVELS = np.array([0.05, 0.1, 0.2, 0.3, 0.393, 0.5, 0.6, 0.7, 0.8, 0.865, 0.9, 0.95, 0.989])
 
 
@@ -115,20 +115,22 @@ def confidence_scores(engine, h: HeldOut, faces: list, image_root: Path) -> dict
     return {"faces": stats(h.cov), "non_face_patches": stats(covs)}
 
 
-def held_out_faces(model: Path) -> list:
-    """The held-out faces for ``model``'s points: 68 (see the module docs) or WFLW's 98 (the held-out WFLW faces
-    with official 98-point labels, ``data/wflw98_val.jsonl`` from ``python -m train ship --fast98``)."""
-    if get_scheme(OnnxRuntimeEngine(model).meta.scheme).num_points == 98:
+def held_out_faces(points: int) -> list:
+    """The held-out faces for a ``points``-point model: 68 (see the module docs) or WFLW's 98 (the held-out WFLW
+    faces with official 98-point labels, ``data/wflw98_val.jsonl`` from ``python -m train prepare wflw68-dev``)."""
+    if points == 98:
         if not WFLW98_VAL.is_file():
             raise SystemExit(f"{WFLW98_VAL} not found: run `python -m train prepare wflw68-dev ../shared/data/wflw` first")
         return load_faces(WFLW98_VAL)
     return load_faces(COMBINED_VAL) if COMBINED_VAL.is_file() else load_faces()
 
 
-def evaluate_model(path: Path, faces: list, image_root: Path) -> dict:
-    """Coverage, reliability and ranking for one model: raw, stored (in-sample) and cross-validated."""
+def evaluate_model(path: Path, image_root: Path) -> dict:
+    """Coverage, reliability and ranking for one model on its held-out faces (:func:`held_out_faces`): raw,
+    stored (in-sample) and cross-validated."""
     engine = OnnxRuntimeEngine(path)
     scheme = get_scheme(engine.meta.scheme)
+    faces = held_out_faces(scheme.num_points)
     n, eyes = scheme.num_points, scheme.outer_eye_corners
     h = collect(engine, faces, image_root)
     folds = np.array([fold_of(im) for im in h.images])
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
 
         args.models = [resolve_model(args.model)]
     models = args.models or sorted(BUNDLED_DIR.glob("*.onnx"))
-    results = [evaluate_model(m, held_out_faces(m), args.data / "wflw") for m in models]
+    results = [evaluate_model(m, args.data / "wflw") for m in models]
     console = make_console()
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     rows = []

@@ -60,12 +60,13 @@ from .common import (
     VAL_ANNOTATIONS,
     load_faces,
     markdown_table,
-    match_to_gt,
     model_info,
-    photos_of,
+    per_face_nme,
+    photo_mode,
     print_table,
     write_json,
 )
+from .common import region_nme as common_region_nme
 
 SCHEME = get_scheme("300w68")
 W300_VAL_ANNOTATIONS = REPO / "data" / "300w68_val.jsonl"
@@ -105,14 +106,12 @@ def gt_framed(tracker: Tracker, faces: list, root: Path) -> np.ndarray:
 
 def end_to_end(tracker: Tracker, faces: list, root: Path) -> tuple[np.ndarray, np.ndarray]:
     """Predictions of ``detect_image(search="single")`` matched to the true faces; (preds, found)."""
-    preds, found = np.full((len(faces), 68, 2), np.nan), np.zeros(len(faces), bool)
-    for img, idx in photos_of(faces, root):
+    def predict(img: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         ours = tracker.detect_image(img, search="single")
-        centres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in ours]).reshape(-1, 2)
-        for i in idx:
-            j = match_to_gt(centres, faces[i].landmarks)  # no annotation box in 300W: the landmark box
-            if j is not None:
-                preds[i], found[i] = ours[j].landmarks, True
+        return np.array([f.box for f in ours]).reshape(-1, 4), [f.landmarks for f in ours]
+
+    # No annotation box in 300W: a face counts as found by the landmark box (benchmarks.common.match_photo).
+    preds, _, found, _ = photo_mode(predict, faces, root, 68)
     return preds, found
 
 
@@ -146,15 +145,8 @@ def nme_offset_removed(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def region_nme(pred: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per landmark group: mean and median over the faces of each face's region NME (the region's mean point
-    error over the outer-eye distance)."""
-    a, b = SCHEME.outer_eye_corners
-    err = np.linalg.norm(pred - gt, axis=-1) / np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)[:, None]
-    out = {}
-    for name, idx in GROUPS.items():
-        per_face = err[:, list(idx)].mean(1)
-        out[name] = {"mean": float(per_face.mean()), "median": float(np.median(per_face))}
-    return out
+    """Per 68-point landmark group (:data:`train.conventions.GROUPS`): :func:`benchmarks.common.region_nme`."""
+    return common_region_nme(pred, gt, SCHEME, GROUPS)
 
 
 def part_summary(faces: list, nme_box: np.ndarray, nme_e2e: np.ndarray) -> dict[str, dict]:
@@ -185,7 +177,7 @@ def evaluate_model(model: str, sets: dict[str, tuple[list, Path]], detector: str
             box_pred = gt_framed(tracker, faces, root)
             e2e_pred, found = end_to_end(tracker, faces, root)
             nme_box = nme_per_face(box_pred, gt, SCHEME)
-            nme_e2e = np.where(found, nme_per_face(np.nan_to_num(e2e_pred), gt, SCHEME), np.inf)
+            nme_e2e = per_face_nme(e2e_pred, gt, found, SCHEME)
             nme_corr = nme_offset_removed(box_pred, gt)
             res["sets"][name] = {
                 "faces": len(faces), "images": len({f.image for f in faces}),

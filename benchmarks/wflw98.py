@@ -45,19 +45,16 @@ import dataclasses
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from star_track.model.schemes import WFLW_98, get_scheme
+from train.conventions import GROUPS
 
-from .common import (DEFAULT_DATA, REPO, RESULTS_DIR, load_faces, markdown_table, match_to_gt, photos_of, print_table,
-                     write_json)
+from .common import (DEFAULT_DATA, REPO, RESULTS_DIR, WFLW98_VAL, load_faces, markdown_table, per_face_nme, photo_mode, photos_of, print_table, region_nme, write_json)
 
 W300_68 = get_scheme("300w68")
-WFLW98_VAL = REPO / "data" / "wflw98_val.jsonl"
 CANDIDATES = REPO / "runs" / "candidates"
 MODELS98 = ("star98-fast",)
 MODELS68 = ("default", "star68-precise")
@@ -65,9 +62,6 @@ REGIONS98 = {"contour": range(0, 33), "brows": range(33, 51), "nose": range(51, 
              "mouth": range(76, 96), "pupils": range(96, 98)}
 """The 98-point regions the per-region NME is reported for."""
 PROTOCOLS = ("label_framed", "photo")
-
-Predictor = Callable[[np.ndarray], tuple[np.ndarray, Sequence[np.ndarray]]]
-"""Image -> (K, 4) x1, y1, x2, y2 boxes and K landmark arrays of the faces a pipeline returns."""
 
 
 def load_wflw98_heldout(data: Path) -> list:
@@ -115,53 +109,6 @@ def to_68(faces: list) -> list:
     return [dataclasses.replace(f, landmarks=WFLW_98.reduce_to_68(np.asarray(f.landmarks))) for f in faces]
 
 
-def region_nme(pred: np.ndarray, gt: np.ndarray, scheme, regions: dict[str, range]) -> dict[str, dict[str, float]]:
-    """Per region: mean and median over faces of each face's mean point error in the region / outer-eye distance."""
-    err = np.linalg.norm(pred - gt, axis=-1) / scheme.inter_ocular(gt)[:, None]
-    out = {}
-    for name, idx in regions.items():
-        per_face = err[:, list(idx)].mean(1)
-        out[name] = {"mean": float(per_face.mean()), "median": float(np.median(per_face))}
-    return out
-
-
-def match_photo(gts: Sequence[np.ndarray], boxes: np.ndarray,
-                points: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The true faces of one photo matched to a pipeline's returned faces (:func:`match_to_gt`: nearest box
-    centre inside the landmark bounding box): ((len(gts), n, 2) points and (len(gts), 4) boxes, NaN where
-    missed; found mask)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    preds, matched = np.full((len(gts), n, 2), np.nan), np.full((len(gts), 4), np.nan)
-    found = np.zeros(len(gts), bool)
-    for i, gt in enumerate(gts):
-        j = match_to_gt(centres, gt)
-        if j is not None:
-            preds[i], matched[i], found[i] = points[j], boxes[j], True
-    return preds, matched, found
-
-
-def photo_mode(predict: Predictor, faces: list, root: Path,
-               n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """A pipeline's photo-mode predictions for every face, matched photo by photo: (preds, boxes, found,
-    seconds)."""
-    preds, boxes = np.full((len(faces), n, 2), np.nan), np.full((len(faces), 4), np.nan)
-    found, seconds = np.zeros(len(faces), bool), 0.0
-    for img, idx in photos_of(faces, root):
-        t0 = time.perf_counter()
-        got_boxes, points = predict(img)
-        seconds += time.perf_counter() - t0
-        preds[idx], boxes[idx], found[idx] = match_photo([faces[i].landmarks for i in idx], got_boxes, points, n)
-    return preds, boxes, found, seconds
-
-
-def per_face_nme(pred: np.ndarray, gt: np.ndarray, found: np.ndarray, scheme) -> np.ndarray:
-    """Inter-ocular NME per face, inf where the face was missed (a failure in FR and AUC)."""
-    from train.metrics import nme_per_face
-
-    return np.where(found, nme_per_face(np.nan_to_num(pred), gt, scheme), np.inf)
-
-
 def scores(nme: np.ndarray) -> dict[str, float]:
     """Mean and median NME over the faces found, FR and AUC at 0.1 over all faces (misses = inf), found."""
     from train.metrics import summarize
@@ -173,7 +120,7 @@ def scores(nme: np.ndarray) -> dict[str, float]:
 
 def evaluate(pred: np.ndarray, found: np.ndarray, gt: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
     """Per subset: the 98-point figures when ``pred`` has 98 points, and the figures on the implied 68."""
-    from .w300 import convention_offsets, nme_offset_removed, region_nme as region_nme68
+    from .w300 import convention_offsets, nme_offset_removed
 
     out: dict[str, dict] = {}
     p68, g68 = WFLW_98.reduce_to_68(pred) if pred.shape[1] == 98 else pred, WFLW_98.reduce_to_68(gt)
@@ -186,7 +133,7 @@ def evaluate(pred: np.ndarray, found: np.ndarray, gt: np.ndarray, masks: dict[st
         res["68"] = {**scores(per_face_nme(p68[m], g68[m], found[m], W300_68)),
                      "offset_removed_nme": float(np.mean(corr)), "offset_removed_median": float(np.median(corr)),
                      "convention_offset": convention_offsets(p68[f], g68[f]) if f.any() else {},
-                     "regions": region_nme68(p68[f], g68[f]) if f.any() else {}}
+                     "regions": region_nme(p68[f], g68[f], W300_68, GROUPS) if f.any() else {}}
         out[name] = res
     return out
 
@@ -222,12 +169,9 @@ def run_model(model: str, faces: list, root: Path, threads: int, points: int) ->
 
 def dlib_pipeline():
     """dlib's HOG + 68-point pipeline, or None (with one line saying why) when the ``[bench]`` extra is missing."""
+    from .common import DlibPipeline
+
     try:
-        import dlib  # noqa: F401
-
-        from .common import DlibPipeline, dlib_predictor_path
-
-        dlib_predictor_path()
         return DlibPipeline(upsample=1)
     except (ImportError, SystemExit) as exc:
         print(f"dlib: not installed, its rows are skipped ({exc}; pip install -e \".[bench]\")")
@@ -245,18 +189,16 @@ def run_dlib(pipe, faces: list, root: Path) -> dict:
     label_box = np.array([[*f.landmarks.min(0), *f.landmarks.max(0)] for f in faces68], np.float64)
     calib = fit_box_to_box(label_box[found], hog_box[found]) if found.sum() >= 5 else (0.0, 0.0, 1.0)
     t0, framed = time.perf_counter(), np.full((len(faces), 68, 2), np.nan)
-    by_image: dict[str, list[int]] = {}
-    for i, f in enumerate(faces):
-        by_image.setdefault(f.image, []).append(i)
-    for image, idx in by_image.items():
-        gray = pipe.gray(cv2.imread(str(root / image)))
+    for img, idx in photos_of(faces, root):
+        gray = pipe.gray(img)
         for i in idx:
             framed[i] = pipe.landmarks(gray, apply_box_calibration(label_box[i], calib))
+    t_framed = time.perf_counter() - t0
     masks = subset_masks(faces)
     return {"model_info": {"arg": "dlib", "file": "shape_predictor_68_face_landmarks.dat"}, "points": 68,
             "label_box_to_hog_box": calib, "label_framed": evaluate(framed, np.ones(len(faces), bool), gt, masks),
             "photo": evaluate(photo, found, gt, masks),
-            "seconds": {"label_framed": time.perf_counter() - t0, "photo": t_photo}}
+            "seconds": {"label_framed": t_framed, "photo": t_photo}}
 
 
 def _pct(x: float) -> str:

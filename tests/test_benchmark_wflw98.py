@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import wflw98
+from benchmarks import common, wflw98
 from star_track.model.schemes import WFLW_98
 from train.annotations import FaceAnnotation
 
@@ -50,12 +50,12 @@ def test_match_photo_picks_the_nearest_face_inside_and_marks_misses():
     b = np.array([[100.0, 100.0], [120.0, 120.0]])  # nobody returned near it
     boxes = np.array([[0, 0, 50, 50], [12, 12, 26, 26], [200, 200, 260, 260]], np.float64)  # centres 25, 19, 230
     points = [np.full((2, 2), k, np.float64) for k in range(3)]
-    preds, matched, found = wflw98.match_photo([a, b], boxes, points, 2)
+    preds, matched, found = common.match_photo([a, b], boxes, points, 2)
     assert found.tolist() == [True, False]
     np.testing.assert_array_equal(preds[0], points[1])
     np.testing.assert_array_equal(matched[0], boxes[1])
     assert np.isnan(preds[1]).all() and np.isnan(matched[1]).all()
-    _, _, none = wflw98.match_photo([a], np.zeros((0, 4)), [], 2)
+    _, _, none = common.match_photo([a], np.zeros((0, 4)), [], 2)
     assert not none.any()
 
 
