@@ -169,13 +169,13 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
             raise _fail(f"{data / folder} not found (pass --data pointing at shared/data)")
     if threads > 0:
         _limit_threads(threads)
+    workers = 0 if threads == 1 else None  # 0: augment in the training process (a one-thread run)
     try:
         if fast98 or fast98_300w:
-            from .ship98 import ship_fast98, ship_fast98_300w
+            from .ship98 import FAST98_NAME, ship_fast98, ship_fast98_300w
 
-            workers = 0 if threads == 1 else None
             if fast98_300w:
-                ship_fast98_300w(data, first_model=out / "star98-fast.onnx", out_dir=out / "fast98-300w",
+                ship_fast98_300w(data, first_model=out / f"{FAST98_NAME}.onnx", out_dir=out / "fast98-300w",
                                  train_first=not skip_training, workers=workers)
             else:
                 ship_fast98(data, out_dir=out, train_first=not skip_training, workers=workers)
@@ -185,7 +185,7 @@ def ship(data: Path = typer.Option(Path("../shared/data"), help="the shared data
                 changes["teacher_weight"] = teacher_weight
             run_dir = Path("runs") / ("fast68-all-labelled" + "".join(f"-{k}{v:g}" for k, v in changes.items()))
             ship_fast_all_labelled(data, run_dir=run_dir, out_dir=out, train_first=not skip_training,
-                                   workers=0 if threads == 1 else None, **changes)
+                                   workers=workers, **changes)
         elif fast_only:
             ship_fast_combined(data, BUNDLED_DIR / f"{ACCURATE_NAME}.onnx", STAGE_DIR / f"{FAST_NAME}.onnx",
                                BUNDLED_DIR / f"{PRECISE_NAME}.onnx", train_first=not skip_training)

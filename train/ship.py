@@ -92,8 +92,7 @@ FAST_PRECISE_SECOND_CYCLE = dict(lr=3e-4)
 WFLW faces 13 -> 12, NME 6.24 -> 6.20 % (300W split 3.73 -> 3.71 %). Like the cycles before it, it was kept
 because of these held-out figures, so they are not fully unseen for the fast model."""
 WFLW_TERMS = "weights trained on WFLW (non-commercial research use only)"
-_SCHEME_TITLES = {"300w68": "300W 68 points", "wflw98": "WFLW 98 points (33 contour, full brows, pupils 96/97)",
-                  "cofw29": "COFW 29 points"}
+_SCHEME_TITLES = {"300w68": "300W 68 points", "wflw98": "WFLW 98 points (33 contour, full brows, pupils 96/97)"}
 COMBINED_TERMS = "weights trained on WFLW and 300W (AFW, HELEN, LFPW) (non-commercial research use only)"
 
 

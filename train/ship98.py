@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from star_track.model import BUNDLED_DIR
+from star_track.model.schemes import W300_68, WFLW_98
 
 from .annotations import read_annotations, write_annotations
 from .config import PRESETS
@@ -28,18 +29,13 @@ FAST98_PRESET = "fast98-dev"
 def head_blend(shapes: np.ndarray) -> np.ndarray:
     """(98, 68) weights from WFLW faces' 98 points ``shapes`` (F, 98, 2): each WFLW point's starting head as a
     blend of 68-point heads (rows sum to 1; a point the 68 scheme also has is a one-hot row)."""
-    from star_track.model.schemes import WFLW_98
-
     pts = np.asarray(shapes, np.float64)
-    iod = np.linalg.norm(pts[:, 60] - pts[:, 72], axis=1)
+    iod = WFLW_98.inter_ocular(pts)
     mean = ((pts - pts.mean(1, keepdims=True)) / iod[:, None, None]).mean(0)
     to_68 = np.asarray(WFLW_98.to_68)
     blend = np.zeros((98, 68))
-    for i in range(98):
-        hit = np.flatnonzero(to_68 == i)
-        if hit.size:
-            blend[i, hit[0]] = 1.0
-            continue
+    blend[to_68, np.arange(68)] = 1.0  # to_68 is one-to-one: each shared point copies its own head
+    for i in sorted(set(range(98)) - set(WFLW_98.to_68)):
         d = np.linalg.norm(mean[to_68] - mean[i], axis=1)
         near = np.argsort(d)[:2]
         w = 1.0 / np.maximum(d[near], 1e-6)
@@ -52,7 +48,6 @@ def init_from_68(fast: Path, network, crops: np.ndarray, blend: np.ndarray, out:
     network otherwise); ``crops``: face crops for :func:`train.onnx_weights.network_from_onnx`."""
     import torch
 
-    from star_track.model.schemes import WFLW_98
     from star_track.nn.checkpoint import write_checkpoint
     from star_track.nn.network import StarNet
 
@@ -95,15 +90,16 @@ def ship_fast98(data_root: Path, fast: Path = BUNDLED_DIR / f"{FAST_NAME}.onnx",
     cfg = replace(PRESETS[FAST98_PRESET], network=network, train_annotations=str(train_path),
                   val_annotations=str(val_path), image_root=str(wflw), init_weights=str(init))
     cfg = cfg.with_overrides(workers=workers)
+    train_faces = read_annotations(train_path)  # written by the prepare step when training
     if train_first:
         if not init.is_file():
             crops = _crops(ann_dir / "wflw68_train.jsonl", wflw, replace(cfg, network=replace(network, scheme="300w68")))
-            shapes = np.stack([f.landmarks for f in read_annotations(train_path)])
+            shapes = np.stack([f.landmarks for f in train_faces])
             init_from_68(fast, network, crops, head_blend(shapes), init)
         train(cfg, run_dir, resume=True)
     note = (f" Started from `{fast.stem}` (`train.ship98.init_from_68`: backbone and edge heads copied, each "
             "98-point head a blend of the nearest 68-point heads) and trained on the official 98-point labels.")
-    return _export98(run_dir, cfg, read_annotations(train_path), out_dir, note)
+    return _export98(run_dir, cfg, train_faces, out_dir, note)
 
 
 def ship_fast98_300w(data_root: Path, first: Path = Path("runs") / "fast98",
@@ -122,8 +118,8 @@ def ship_fast98_300w(data_root: Path, first: Path = Path("runs") / "fast98",
     from .trainer import train
 
     wflw, train_path = data_root / "wflw", ann_dir / "wflw98_300w_train.jsonl"
-    wflw98 = read_annotations(ann_dir / "wflw98_train.jsonl")
     if train_first and not train_path.is_file():
+        wflw98 = read_annotations(ann_dir / "wflw98_train.jsonl")
         if not (ann_dir / "300w68_train.jsonl").is_file():
             prepare_300w(data_root / "300w", ann_dir, allow_partial=True)
         shift = json.loads((ann_dir / "convention_correction.json").read_text())["mirror_shift_iod"]
@@ -178,8 +174,6 @@ FAST98_300W = dict(epochs=16, lr=5e-4, milestones=(0.6, 0.85), eval_every=4)
 def fill_unlabelled(pred98: np.ndarray, labels68: np.ndarray, blend: np.ndarray) -> np.ndarray:
     """(F, 98, 2): ``labels68`` (F, 68, 2) at the 68 shared points, and each other point's prediction in
     ``pred98`` moved by the ``blend`` (98, 68) of the shared points' residuals (labels minus predictions)."""
-    from star_track.model.schemes import WFLW_98
-
     residual = labels68 - pred98[:, list(WFLW_98.to_68)]
     return pred98 + np.einsum("ij,fjd->fid", blend, residual)
 
@@ -195,7 +189,7 @@ def w300_as_98(model: Path, faces68: list, w300_root: Path, wflw98: list, wflw_r
     does not label: ``model``'s own prediction, moved by the blend (:func:`head_blend`) of its neighbours'
     residuals, so they follow the labelled points.
     """
-    from star_track.model.schemes import WFLW_98
+    from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     from .annotations import FaceAnnotation
     from .combined import gt_framed_predictions
@@ -204,13 +198,14 @@ def w300_as_98(model: Path, faces68: list, w300_root: Path, wflw98: list, wflw_r
     to_68 = list(WFLW_98.to_68)
     blend = head_blend(np.stack([f.landmarks for f in wflw98]))
     framed = [replace(f, landmarks=(blend @ f.landmarks).astype(np.float32)) for f in faces68]  # 98-point framing
-    pred = gt_framed_predictions(model, framed, w300_root)
-    pred_wflw = gt_framed_predictions(model, wflw98, wflw_root)
+    engine = OnnxRuntimeEngine(model)  # one session for both sets
+    pred = gt_framed_predictions(engine, framed, w300_root)
+    pred_wflw = gt_framed_predictions(engine, wflw98, wflw_root)
     gt = np.stack([f.landmarks for f in faces68]).astype(np.float64)
     gt_wflw = np.stack([f.landmarks for f in wflw98]).astype(np.float64)[:, to_68]
     correction = fit_correction(pred[:, to_68], gt, pred_wflw[:, to_68], gt_wflw)  # WFLW -> 300W
     target = apply_correction(gt, -correction).astype(np.float64)
-    iod = np.linalg.norm(target[:, 36] - target[:, 45], axis=-1)
+    iod = W300_68.inter_ocular(target)
     target[..., 0] += ((shift["wflw"] - shift["300w"]) * iod)[:, None]
     filled = fill_unlabelled(pred, target, blend)
     return [FaceAnnotation(str(Path("..") / "300w" / f.image), filled[k].astype(np.float32), f.box, f.attributes,

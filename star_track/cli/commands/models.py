@@ -46,7 +46,6 @@ def info(model: Optional[str] = OPTIONS["model"][1], engine: str = OPTIONS["engi
 def models_list() -> None:
     """Bundled and cached models with their points (the one ``default`` names is marked)."""
     from ...engines.onnxruntime_engine import OnnxRuntimeEngine
-    from ...errors import ModelError
     from ...model.registry import cache_dir, default_model_path, list_models
     from ...model.schemes import get_scheme
 
@@ -54,9 +53,9 @@ def models_list() -> None:
     for e in entries:
         mark = " (default)" if e.path == default_model_path() else ""
         try:
-            scheme = get_scheme(OnnxRuntimeEngine(e.path, threads=1).meta.scheme)
+            scheme = get_scheme(OnnxRuntimeEngine(e.path, providers=["CPUExecutionProvider"], threads=1).meta.scheme)
             points = f"{scheme.num_points} points ({scheme.name})"
-        except (ModelError, ValueError):  # one broken file must not hide the others
+        except ValueError:  # ModelError too: one broken file must not hide the others
             points = "unreadable (star-track info -m NAME says why)"
         typer.echo(f"{e.name}{mark}\t{e.source}\t{points}\t{e.path}")
     if not entries:
