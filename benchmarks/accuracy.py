@@ -33,7 +33,7 @@ from star_track import Tracker
 from train.calibrate import box_to_crop
 
 from .common import (COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, DlibPipeline,
-                     load_faces, markdown_table, match_to_gt, model_info, model_label, print_table,
+                     load_faces, markdown_table, match_to_gt, model_info, model_label, photos_of, print_table,
                      write_json)
 
 SCHEME = get_scheme("300w68")
@@ -75,9 +75,6 @@ def run(model: str | None, data: Path, limit: int | None = None, detector: str =
     if limit:
         faces = faces[:limit]
     root = data / "wflw"
-    by_image: dict[str, list[int]] = {}
-    for i, f in enumerate(faces):
-        by_image.setdefault(f.image, []).append(i)
     n = len(faces)
     gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
     ours_modes = {"ours_det": {}, "single4": {"search": "single", "max_faces": 4}, "single": {"search": "single"}}
@@ -92,13 +89,10 @@ def run(model: str | None, data: Path, limit: int | None = None, detector: str =
     with Tracker(model, engine="onnxruntime", smoothing="none", max_faces=64, detector=detector,
                  min_detection_confidence=min_confidence, flip_test=flip_test) as tracker:
         ours_calib = fit_box_to_crop(train_faces, tracker.meta.crop_scale)
-        warm = cv2.imread(str(root / next(iter(by_image))))
+        warm = cv2.imread(str(root / faces[0].image))
         for kwargs in ours_modes.values():  # load the still-image detector and warm the engine, untimed
             tracker.detect_image(warm, **kwargs)
-        for image_rel, idx in by_image.items():
-            img = cv2.imread(str(root / image_rel))
-            if img is None:
-                raise SystemExit(f"cannot read {root / image_rel}")
+        for img, idx in photos_of(faces, root):
             for key, kwargs in ours_modes.items():
                 t0 = time.perf_counter()
                 ours = tracker.detect_image(img, **kwargs)
@@ -115,7 +109,7 @@ def run(model: str | None, data: Path, limit: int | None = None, detector: str =
             dpts = [dlib.landmarks(gray, b) for b in dboxes]
             seconds["dlib_det"] += time.perf_counter() - t0
             returned["dlib_det"] += len(dboxes)
-            gray_cache[image_rel] = gray
+            gray_cache[faces[idx[0]].image] = gray
             dcentres = (dboxes[:, :2] + dboxes[:, 2:]) / 2
             for i in idx:
                 f = faces[i]
@@ -139,7 +133,7 @@ def run(model: str | None, data: Path, limit: int | None = None, detector: str =
     return {"faces": faces, "gt": gt, "preds": preds, "found": found, "seconds": seconds, "returned": returned,
             "calibration": {"ours_wflw_box_to_crop": ours_calib, "dlib_wflw_box_to_hog_box": dlib_calib,
                             "dlib_pairs": len(dlib_pairs)},
-            "engine": engine_name, "images": len(by_image)}
+            "engine": engine_name, "images": len({f.image for f in faces})}
 
 
 def summarise(res: dict) -> list[dict]:

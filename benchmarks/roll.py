@@ -25,7 +25,7 @@ from star_track import Tracker
 from train.calibrate import match_to_face
 
 from .common import (DEFAULT_DATA, RESULTS_DIR, DlibPipeline, load_faces, markdown_table, model_info, model_label,
-                     print_table, write_json)
+                     photos_of, print_table, write_json)
 
 
 def rotate(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -44,9 +44,7 @@ def run(model: str | None, data: Path, angles: list[float], limit: int | None = 
 
     scheme = get_scheme("300w68")
     faces = load_faces()[:limit]
-    by_image: dict[str, list[int]] = {}
-    for i, f in enumerate(faces):
-        by_image.setdefault(f.image, []).append(i)
+    photos = len({f.image for f in faces})
     dlib = DlibPipeline(upsample=1)
     rows = []
     with Tracker(model, engine="onnxruntime", smoothing="none", max_faces=64) as tracker:
@@ -54,8 +52,8 @@ def run(model: str | None, data: Path, angles: list[float], limit: int | None = 
             preds = {k: np.full((len(faces), 68, 2), np.nan) for k in ("photo", "single", "dlib")}
             seconds = dict.fromkeys(preds, 0.0)
             gt = np.zeros((len(faces), 68, 2))
-            for image_rel, idx in by_image.items():
-                img, m = rotate(cv2.imread(str(data / "wflw" / image_rel)), angle)
+            for photo, idx in photos_of(faces, data / "wflw"):
+                img, m = rotate(photo, angle)
                 for i in idx:
                     gt[i] = faces[i].landmarks @ m[:, :2].T + m[:, 2]
                 outputs = {}
@@ -81,7 +79,7 @@ def run(model: str | None, data: Path, angles: list[float], limit: int | None = 
                 s = summarize(nme, 0.1)
                 rows.append({"angle": angle, "pipeline": label, "nme": s["nme"], "fr@0.1": s["fr@0.1"],
                              "auc@0.1": s["auc@0.1"], "found": float(found.mean()), "faces": len(faces),
-                             "ms_per_image": 1e3 * seconds[key] / len(by_image)})
+                             "ms_per_image": 1e3 * seconds[key] / photos})
     return rows
 
 

@@ -27,7 +27,6 @@ import hashlib
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from star_track.crop import Crop
@@ -37,8 +36,8 @@ from star_track.model.schemes import get_scheme
 from star_track.uncertainty import UncertaintyCalibration, expected_error, landmark_score, landmark_spread
 from train.uncertainty import SIGMAS, HeldOut, collect, fit, ideal_coverage, mahalanobis2
 
-from .common import (COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, WFLW98_VAL, load_faces, make_console, print_table,
-                     write_json)
+from .common import (COMBINED_VAL, DEFAULT_DATA, DOCS_DIR, WFLW98_VAL, load_faces, make_console, photos_of,
+                     print_table, write_json)
 
 LEVELS = np.array([0.05, 0.1, 0.2, 0.3, 0.393, 0.5, 0.6, 0.7, 0.8, 0.865, 0.9, 0.95, 0.989])
 
@@ -81,12 +80,10 @@ def non_face_patches(faces: list, image_root: Path, size: int, per_image: int = 
     """Square patches (each as large as a labelled face of the photo) that overlap no labelled face box; photos
     may hold unlabelled faces, so a few patches can still show one."""
     rng = np.random.default_rng(seed)
-    by_image: dict[str, list] = {}
-    for f in faces:
-        by_image.setdefault(f.image, []).append(np.asarray(f.landmarks, np.float64))
+    faces = sorted(faces, key=lambda f: f.image)  # photos in name order (stable: a photo's faces keep theirs)
     patches = []
-    for image, marks in sorted(by_image.items()):
-        img = cv2.imread(str(image_root / image))
+    for img, idx in photos_of(faces, image_root):
+        marks = [np.asarray(faces[i].landmarks, np.float64) for i in idx]
         boxes = [(*(p.min(0) - 0.3 * np.ptp(p, 0)), *(p.max(0) + 0.3 * np.ptp(p, 0))) for p in marks]
         side = float(np.median([max(b[2] - b[0], b[3] - b[1]) for b in boxes]))
         h, w = img.shape[:2]
