@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +97,7 @@ def gt_framed(tracker: Tracker, faces: list, root: Path) -> np.ndarray:
         return gt_framed_predictions(tracker.engine, faces, root)
     if scheme.to_68 is None:
         raise SystemExit(f"{tracker.meta.name}: {scheme.name} points cannot be reduced to 68")
-    idx = np.zeros(scheme.num_points, int)
-    idx[list(scheme.to_68)] = np.arange(68)  # the points 300W lacks repeat point 0: the framing box is unchanged
-    padded = [replace(f, landmarks=f.landmarks[idx]) for f in faces]
-    return scheme.reduce_to_68(gt_framed_predictions(tracker.engine, padded, root))
+    return scheme.reduce_to_68(gt_framed_predictions(tracker.engine, faces, root, framing=SCHEME.name))
 
 
 def end_to_end(tracker: Tracker, faces: list, root: Path) -> tuple[np.ndarray, np.ndarray]:

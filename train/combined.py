@@ -29,9 +29,11 @@ from .annotations import FaceAnnotation, read_annotations, write_annotations
 from .conventions import SCHEME, apply_correction, fit_correction, save_correction
 
 
-def gt_framed_predictions(model, faces: list[FaceAnnotation], root: Path) -> np.ndarray:
+def gt_framed_predictions(model, faces: list[FaceAnnotation], root: Path, framing: str | None = None) -> np.ndarray:
     """(B, N, 2) pixel predictions of an exported model (a path, or an engine with ``meta`` and ``infer``) on
-    crops framed from the true landmarks (one pass, the crops of the model cards' held-out figure)."""
+    crops framed from the true landmarks (one pass, the crops of the model cards' held-out figure). ``framing``:
+    the scheme of the faces' labels when it is not the model's (e.g. ``"300w68"`` labels framing a 98-point
+    model: the crop is their bounding box, the predictions keep the model's N points)."""
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
     from star_track.model.schemes import get_scheme
 
@@ -39,8 +41,8 @@ def gt_framed_predictions(model, faces: list[FaceAnnotation], root: Path) -> np.
 
     engine = model if hasattr(model, "infer") else OnnxRuntimeEngine(model)
     meta = engine.meta
-    ds = FaceCropDataset(faces, root, get_scheme(meta.scheme), meta.input_size, None, crop_scale=meta.crop_scale,
-                         with_targets=False)
+    ds = FaceCropDataset(faces, root, get_scheme(framing or meta.scheme), meta.input_size, None,
+                         crop_scale=meta.crop_scale, with_targets=False)
     out = []
     for start in range(0, len(ds), 32):
         items = [ds[i] for i in range(start, min(start + 32, len(ds)))]
