@@ -77,6 +77,17 @@ def blink_depth_kept(out: np.ndarray, raw: np.ndarray, closed: list[tuple[int, i
     return depth(out) / depth(raw)
 
 
+def blink_delays(out: np.ndarray, raw: np.ndarray, closed: list[tuple[int, int]], margin: int = 6) -> list[float]:
+    """Per labelled blink, the time shift (frames) that best aligns ``out``'s eye openness with ``raw``'s over the
+    blink's frames +-``margin`` (:func:`benchmarks.nonrigid.shift_delay`): how late a smoother follows a real
+    blink."""
+    from .nonrigid import shift_delay
+
+    o, o_raw = openness(out), openness(raw)
+    return [shift_delay(o[max(0, a - margin):b + margin + 1], o_raw[max(0, a - margin):b + margin + 1])
+            for a, b in closed]
+
+
 class MediaPipeOneEuro:
     """MediaPipe's landmark One Euro filter: per coordinate, the derivative from the last *raw* value, speed in
     object scales ((w + h) / 2 of the landmark box) per second."""

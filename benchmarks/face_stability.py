@@ -15,11 +15,11 @@ import numpy as np
 from star_track import Tracker, VideoSource
 from star_track.smoothing import make_smoother
 
-from .clip_jitter import blink_depth_kept, blink_labels, jitter, run_peer, speech_kept
+from .clip_jitter import blink_delays, blink_depth_kept, blink_labels, jitter, run_peer, speech_kept
 from .nonrigid import follow
 
 FACE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
-"""``r_scale`` sweep of the face-level filter (default 1.5), with the STAR covariance and with an isotropic one."""
+"""``r_scale`` sweep of the face-level filter (default 1), with the STAR covariance and with an isotropic one."""
 RIGID_SCALES = (1.0, 2.0, 4.0, 16.0)
 """``rigid_r_scale`` sweep (default 1.5): how much calmer a heavier rigid filter makes the head, at what lag."""
 
@@ -161,9 +161,12 @@ def real_clips(model: str | None, data: Path, peer: bool = True) -> dict:
                 r[f"lip_corr::{label}"], r[f"lip_sd::{label}"] = speech_kept(pts, raw)
                 if closed:
                     r[f"blink_depth::{label}"] = blink_depth_kept(pts, raw, closed)
+                    r[f"blink_delays::{label}"] = blink_delays(pts, raw, closed)
         rows.append(r)
-    keys = sorted({k for r in rows for k in r if "::" in k})
+    keys = sorted({k for r in rows for k in r if "::" in k and not k.startswith("blink_delays")})
     mean = {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in keys}
+    for label in {k.split("::")[1] for r in rows for k in r if k.startswith("blink_delays")}:  # over all blinks
+        mean[f"blink_delay::{label}"] = float(np.mean([d for r in rows for d in r.get(f"blink_delays::{label}", [])]))
     return {"clips": rows, "mean": mean}
 
 
@@ -193,7 +196,7 @@ def report_face(res: dict, console) -> None:
     if clips:
         systems = sorted({k.split("::")[1] for k in clips["mean"] if k.startswith("jitter::")})
         cols = ["system", *(c["clip"].removesuffix(".mp4") for c in clips["clips"]), "mean", "x MediaPipe",
-                "lip corr (min)", "lip SD (min)", "blink depth kept"]
+                "lip corr (min)", "lip SD (min)", "blink depth kept", "blink delay"]
         mp = clips["mean"].get("jitter::MediaPipe Face Mesh + its One Euro", float("nan"))
         table = []
         for s in systems:
@@ -202,7 +205,8 @@ def report_face(res: dict, console) -> None:
             sd = [c.get(f"lip_sd::{s}", float("nan")) for c in clips["clips"]]
             table.append([s, *(f"{x:.4f}" for x in per), f"{np.mean(per):.4f}", f"{np.mean(per) / mp:.2f}",
                           f"{np.min(lip):.3f}", f"{np.min(sd):.2f}",
-                          f"{clips['mean'].get(f'blink_depth::{s}', float('nan')):.2f}"])
+                          f"{clips['mean'].get(f'blink_depth::{s}', float('nan')):.2f}",
+                          f"{clips['mean'].get(f'blink_delay::{s}', float('nan')):.2f}"])
         print_table("Real clips: mean |second difference| of the 51 inner points / IOD (PEERS.md)", cols, table,
                     console)
         res["clips_markdown"] = cols, table

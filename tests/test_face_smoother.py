@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.nonrigid import displacement
 from star_track.smoothing import FaceLevelSmoother, KalmanSmoother, OneEuroSmoother, make_smoother
-from star_track.smoothing.face_model import load_basis
+from star_track.smoothing.face_model import load_basis, point_parts
 
 DT = 1 / 30
 SIZE = 200.0  # face size in pixels
@@ -134,6 +134,35 @@ def test_mouth_opening_and_eye_closing_are_followed(modes):
     assert peak["face"] <= peak["one-euro"], peak
     # ... and within a few frames the new shape is held (no slow creep towards it).
     assert errs["face"][done + 2:done + 9].mean() < 0.12 * moved, errs["face"][done:done + 9]
+
+
+def test_point_parts_cut_eyes_and_lips_into_corners_and_sides():
+    g = point_parts(68, _face())
+    same = lambda *i: len({int(g[k]) for k in i}) == 1  # noqa: E731
+    assert same(*range(17)) and same(36, 39) and same(37, 38) and same(40, 41) and same(61, 62, 63)
+    assert len({int(g[36]), int(g[37]), int(g[40])}) == 3  # corners, upper lid, lower lid
+    assert len({int(g[48]), int(g[50]), int(g[57]), int(g[60]), int(g[62]), int(g[66])}) == 6
+    g98 = point_parts(98, _face(98))
+    assert g98[96] != g98[97] and np.sum(g98 == g98[96]) == 1  # each pupil on its own
+    assert point_parts(5, np.zeros((5, 2))) is None
+
+
+def test_one_landmark_glitch_is_smoothed_while_a_lid_moving_as_one_is_followed():
+    rng = np.random.default_rng(5)
+    face = _face()
+    true_cov, cov = _covariances(face, sd=0.7)
+    frames, at, d = 60, 40, 3.0  # a 3 px move along the face's vertical, ~4 noise sd
+    noise = _noise(true_cov, frames, rng)
+    still = np.repeat(face[None], frames, axis=0)
+    base = _run(FaceLevelSmoother(), still, noise, cov)
+    glitch = noise.copy()
+    glitch[at, 37, 1] += d  # one lid point, one frame
+    out = _run(FaceLevelSmoother(), still, glitch, cov)
+    assert (out - base)[at, 37, 1] < 0.35 * d, (out - base)[at:at + 3, 37, 1]
+    closing = still.copy()
+    closing[at:, [37, 38], 1] += d  # the upper lid comes down and stays
+    out = _run(FaceLevelSmoother(), closing, noise, cov)
+    assert np.mean((out - base)[at + 2, [37, 38], 1]) > 0.6 * d, (out - base)[at:at + 4, [37, 38], 1]
 
 
 def test_98_points_and_a_scheme_without_basis():

@@ -78,12 +78,11 @@ class CVBank:
         return self.x @ F.T, F @ self.P @ F.T + Q
 
     def update(self, x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray, gate: float,
-               groups: np.ndarray | None = None, group_and_block: bool = False) -> None:
+               groups: np.ndarray | None = None) -> None:
         """Fuse measurements ``z`` (B, d) with covariances ``R`` (B, d, d) into the prior (x, P).
 
         ``groups`` (B,) int: blocks that gate together (their NIS summed over their degrees of freedom: a blink
-        moves several eye modes at once, and their sum stands out of the noise more than any one of them);
-        ``group_and_block``: a block also opens on its own NIS."""
+        moves the lid points of one eye at once, and their sum stands out of the noise more than any one of them)."""
         d = self.d
         y = z - x[:, :d]
         S = P[:, :d, :d] + R
@@ -92,9 +91,8 @@ class CVBank:
         nis = np.sum(y * Siy, axis=1)
         if gate > 0:
             per = nis / d
-            if groups is not None:  # a block also opens with its group: max of its own and the group's NIS
-                pooled = np.bincount(groups, nis) / (np.bincount(groups) * d)
-                per = np.maximum(per, pooled[groups]) if group_and_block else pooled[groups]
+            if groups is not None:
+                per = (np.bincount(groups, nis) / (np.bincount(groups) * d))[groups]
             f = np.maximum(1.0, per / gate) ** 2
             if (f > 1).any():
                 P = P * f[:, None, None]

@@ -34,21 +34,39 @@ def load_basis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] 
     return mean, modes.reshape(n, 2, -1), var, regions
 
 
-def point_regions(n: int) -> np.ndarray | None:
-    """(N,) facial part of every landmark (the scheme's edges, nose bridge and bottom joined, lips joined; a point
-    on no edge is its own part), or None for a point count without a known scheme."""
+def point_parts(n: int, mean: np.ndarray) -> np.ndarray | None:
+    """(N,) gating group of every landmark, or None for a point count without a known scheme.
+
+    Groups are the parts that move as one when the face changes expression: an open part of the scheme (contour,
+    each brow of 68 points, the nose) is one group; a closed one (an eye, a lip line) is cut into its two corners
+    and the two sides between them (upper and lower lid, upper and lower lip), found on ``mean`` (N, 2): the
+    corners are the part's two points farthest apart, the sides lie on either side of the line through them. A
+    blink moves both lids of one eye in a few frames while its corners stay; pooling a side's points lets the
+    movement stand out of the noise where one point's does not, and the corners or the other parts do not dilute
+    it. A point on no edge (a pupil) is its own group."""
     try:
         scheme = get_scheme(n)
     except ValueError:
         return None
-    merge = {"nose_bottom": "nose_bridge", "lip_inner": "lip_outer"}
-    names = sorted({merge.get(e.name, e.name) for e in scheme.edges})
-    region = np.full(n, -1)
-    for e in scheme.edges:
-        region[list(e.points)] = names.index(merge.get(e.name, e.name))
-    alone = np.flatnonzero(region < 0)
-    region[alone] = len(names) + np.arange(len(alone))
-    return region
+    merge = {"nose_bottom": "nose_bridge"}
+    group = np.full(n, -1)
+    count = 0
+    for name in dict.fromkeys(merge.get(e.name, e.name) for e in scheme.edges):
+        edges = [e for e in scheme.edges if merge.get(e.name, e.name) == name]
+        pts = np.array(sorted({i for e in edges for i in e.points}))
+        if not all(e.closed for e in edges) or len(pts) < 4:
+            group[pts], count = count, count + 1
+            continue
+        d = np.linalg.norm(mean[pts, None] - mean[None, pts], axis=-1)
+        a, b = np.unravel_index(np.argmax(d), d.shape)
+        u = mean[pts[b]] - mean[pts[a]]
+        side = np.sign(u[0] * (mean[pts, 1] - mean[pts[a], 1]) - u[1] * (mean[pts, 0] - mean[pts[a], 0]))
+        side[[a, b]] = 0  # the corners
+        for s in np.unique(side):
+            group[pts[side == s]], count = count, count + 1
+    alone = np.flatnonzero(group < 0)
+    group[alone] = count + np.arange(len(alone))
+    return group
 
 
 def measurement_noise(cov: np.ndarray, scale: float, r_scale: float, r_floor: float) -> np.ndarray:
