@@ -26,7 +26,7 @@ from star_track.errors import StarTrackError
 
 from .blinks import Blink, BlinkDetector
 from .mean_face import MeanFace, mean_face
-from .openness import openness_arrays
+from .openness import openness_arrays, openness_one
 from .pose import Camera, Pose, PoseError
 from .pose_angles import pose_angles_lists
 from .pose_batch import PoseCore, solve_core
@@ -164,7 +164,10 @@ class FrameAnalyzer:
         rot, t = self._smoothed(slots, time, pred, core)
         a, s = pose_angles_lists(rot, t, core.rotation_cov)
         # Openness with this frame's own pose: it normalises the points it was solved from.
-        openness = openness_arrays(core.normalised, core.rotation, core.translation, face).tolist()
+        if len(ids) == 1:
+            openness = [openness_one(core.normalised[0], core.rotation[0], core.translation[0], face)]
+        else:
+            openness = openness_arrays(core.normalised, core.rotation, core.translation, face).tolist()
         rms, ok = core.rms.tolist(), core.ok.tolist()
         out = []
         for i, k in enumerate(ids):

@@ -5,8 +5,9 @@ and mouth openness, the blink flag (:mod:`star_track.analysis`).
 smoothing and blink detectors; :meth:`FaceStates.reset` with the tracker) and fills the fields from the *raw*
 landmarks and their calibrated covariances (the landmark smoother would blunt a three-frame lid closure; the
 pose has its own smoothing). Photos go through :func:`~star_track.analysis.analyzer.analyze_photo` (no
-smoothing, no blinks). In the Tracker it costs 0.32-0.39 ms of CPU per frame for one face and 0.15-0.17 ms per
-face with four (thread CPU time right after ``Tracker.track``, ``python -m benchmarks.pose``, tracker-path rows);
+smoothing, no blinks). In the Tracker it costs about 0.2 ms of CPU per frame for one face and 0.15 ms per face
+with four on the shared 2-core build machine (thread CPU time right after ``Tracker.track``, ``python -m
+benchmarks.pose``, tracker-path rows; README, "Head pose");
 ``analysis=False`` switches it off (the fields stay None / NaN / False).
 """
 from __future__ import annotations
