@@ -244,3 +244,12 @@ def region_nme(pred: np.ndarray, gt: np.ndarray, scheme, regions: Mapping[str, S
         per_face = err[:, list(idx)].mean(1)
         out[name] = {"mean": float(per_face.mean()), "median": float(np.median(per_face))}
     return out
+
+
+def dlib_pipeline():
+    """dlib's HOG + 68-point pipeline, or None (with one line saying why) when the ``[bench]`` extra is missing."""
+    try:
+        return DlibPipeline(upsample=1)
+    except (ImportError, SystemExit) as exc:
+        print(f"dlib: not installed, its rows are skipped ({exc}; pip install -e \".[bench]\")")
+        return None

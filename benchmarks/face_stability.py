@@ -21,7 +21,7 @@ from .nonrigid import follow
 FACE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 """``r_scale`` sweep of the face-level filter (default 1), with the STAR covariance and with an isotropic one."""
 RIGID_SCALES = (1.0, 2.0, 4.0, 16.0)
-"""``rigid_r_scale`` sweep (default 1.5): how much calmer a heavier rigid filter makes the head, at what lag."""
+"""``rigid_r_scale`` sweep (default 1.2): how much calmer a heavier rigid filter makes the head, at what lag."""
 
 
 def face_configs() -> list[tuple[str, str, dict[str, Any]]]:

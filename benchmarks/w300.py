@@ -57,6 +57,7 @@ from .common import (
     REPO,
     RESULTS_DIR,
     VAL_ANNOTATIONS,
+    dlib_pipeline,
     load_faces,
     markdown_table,
     model_info,
@@ -190,6 +191,30 @@ def evaluate_model(model: str, sets: dict[str, tuple[list, Path]], detector: str
     return res
 
 
+DLIB = "dlib HOG + 68"
+
+
+def run_dlib(faces: list, root: Path) -> dict | None:
+    """dlib's HOG detector (one upsampling) + 68-point predictor in photo mode on ``faces``, scored as our end-to-end
+    rows (misses count as failures), or None without the ``[bench]`` extra. dlib's predictor was trained on
+    300W's photos (AFW, HELEN and LFPW among them): on these faces its figure is not a held-out one."""
+    from train.metrics import summarize
+
+    pipe = dlib_pipeline()
+    if pipe is None:
+        return None
+    gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
+    t0 = time.perf_counter()
+    preds, _, found, _ = photo_mode(pipe.run, faces, root, 68)
+    nme = per_face_nme(preds, gt, found, SCHEME)
+    return {"model_info": {"arg": "dlib", "file": "shape_predictor_68_face_landmarks.dat"},
+            "sets": {"300w": {"faces": len(faces),
+                              "end_to_end": {**summarize(nme), "median_nme": float(np.median(nme)),
+                                             "found": int(found.sum())},
+                              "regions_end_to_end": region_nme(preds[found], gt[found]) if found.any() else {},
+                              "seconds": time.perf_counter() - t0}}}
+
+
 def region_table(results: dict[str, dict]) -> tuple[list, list]:
     """Rows model / set / mode with each region's mean (median) NME %, and the 300W parts' overall figures."""
     cols = ["model", "held-out set", "mode", *GROUPS]
@@ -197,7 +222,7 @@ def region_table(results: dict[str, dict]) -> tuple[list, list]:
     for model, r in results.items():
         for name, s in r["sets"].items():
             for mode in ("gt_framed", "end_to_end"):
-                reg = s[f"regions_{mode}"]
+                reg = s.get(f"regions_{mode}")
                 if reg:
                     rows.append([model, name, mode.replace("_", " "),
                                  *(f"{100 * reg[g]['mean']:.2f} ({100 * reg[g]['median']:.2f})" for g in GROUPS)])
@@ -224,12 +249,13 @@ def tables(results: dict[str, dict]) -> tuple[tuple[list, list], tuple[list, lis
     acc = []
     for model, r in results.items():
         for name, s in r["sets"].items():
-            g, c, e = s["gt_framed"], s["gt_framed_offset_removed_2fold"], s["end_to_end"]
-            acc.append([model, name, s["faces"], f"{100 * g['nme']:.2f}", f"{100 * g['median_nme']:.2f}",
-                        f"{100 * g['fr@0.1']:.1f}", f"{g['auc@0.1']:.3f}", f"{100 * c['nme']:.2f}",
-                        f"{e['found']} / {s['faces']}", f"{100 * e['nme']:.2f}", f"{100 * e['median_nme']:.2f}",
-                        f"{100 * e['fr@0.1']:.1f}", f"{e['auc@0.1']:.3f}"])
-    combos = [(m, n) for m, r in results.items() for n in r["sets"]]
+            e = s["end_to_end"]
+            g, c = s.get("gt_framed"), s.get("gt_framed_offset_removed_2fold")
+            framed = [f"{100 * g['nme']:.2f}", f"{100 * g['median_nme']:.2f}", f"{100 * g['fr@0.1']:.1f}",
+                      f"{g['auc@0.1']:.3f}", f"{100 * c['nme']:.2f}"] if g and c else ["—"] * 5
+            acc.append([model, name, s["faces"], *framed, f"{e['found']} / {s['faces']}", f"{100 * e['nme']:.2f}",
+                        f"{100 * e['median_nme']:.2f}", f"{100 * e['fr@0.1']:.1f}", f"{e['auc@0.1']:.3f}"])
+    combos = [(m, n) for m, r in results.items() for n, s in r["sets"].items() if "convention_offset_gt_framed" in s]
     off_cols = ["group", *[f"{m} / {n}: dx, dy; pt" for m, n in combos]]
     off = []
     for g in (*GROUPS, "all"):
@@ -247,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=None, help="shared data folder holding 300w/ and wflw/")
     p.add_argument("--detector", default="full", help="BlazeFace model for the end-to-end rows (full / short)")
     p.add_argument("--no-wflw", action="store_true", help="skip the WFLW held-out rows")
+    p.add_argument("--no-dlib", action="store_true", help="skip dlib's row even when the [bench] extra is installed")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for w300.json")
     a = p.parse_args(argv)
     data = a.data or DEFAULT_DATA
@@ -272,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"note: {m} is the same file as {first} (sha256 {sha[:12]}...)")
             continue
         results[m], by_sha[sha] = evaluate_model(m, sets, a.detector), m
+    dlib = None if a.no_dlib else run_dlib(*sets["300w"])
+    if dlib:
+        results[DLIB] = dlib
     (acc_cols, acc), (off_cols, off) = tables(results)
     n300 = len(sets["300w"][0])
     print_table(f"Held-out accuracy, 68 points, inter-ocular NME ({n300} 300W faces, not trained on; "

@@ -52,7 +52,7 @@ import numpy as np
 from star_track.model.schemes import WFLW_98, get_scheme
 from train.conventions import GROUPS
 
-from .common import (DEFAULT_DATA, REPO, RESULTS_DIR, WFLW98_VAL, load_faces, markdown_table, per_face_nme, photo_mode, photos_of, print_table, region_nme, write_json)
+from .common import (DEFAULT_DATA, REPO, RESULTS_DIR, WFLW98_VAL, dlib_pipeline, load_faces, markdown_table, per_face_nme, photo_mode, photos_of, print_table, region_nme, write_json)
 
 W300_68 = get_scheme("300w68")
 CANDIDATES = REPO / "runs" / "candidates"
@@ -165,17 +165,6 @@ def run_model(model: str, faces: list, root: Path, threads: int, points: int) ->
             "label_framed": evaluate(framed, np.ones(len(faces), bool), gt, masks),
             "photo": evaluate(photo, found, gt, masks),
             "seconds": {"label_framed": t_framed, "photo": t_photo}}
-
-
-def dlib_pipeline():
-    """dlib's HOG + 68-point pipeline, or None (with one line saying why) when the ``[bench]`` extra is missing."""
-    from .common import DlibPipeline
-
-    try:
-        return DlibPipeline(upsample=1)
-    except (ImportError, SystemExit) as exc:
-        print(f"dlib: not installed, its rows are skipped ({exc}; pip install -e \".[bench]\")")
-        return None
 
 
 def run_dlib(pipe, faces: list, root: Path) -> dict:

@@ -486,16 +486,19 @@ def _crops(annotations: Path, root: Path, cfg, count: int = 96) -> np.ndarray:
 
 def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, calibrations: dict,
                       calib_stats: dict, preset: str, note: str, data_section: str, splits: dict | None = None,
-                      terms: str = WFLW_TERMS, mirror_shift: float = 0.0) -> Path:
-    """Export ``run_dir/last.pt`` to ``onnx_path``, verify it against PyTorch, write its card beside it.
+                      terms: str = WFLW_TERMS, mirror_shift: float = 0.0, ann_dir: Path = Path("data")) -> Path:
+    """Export ``run_dir/last.pt`` to ``onnx_path``, verify it against PyTorch, append its shape correction
+    (:mod:`train.shape_correction`, fitted on the training faces of ``ann_dir``), write its card beside it.
     ``val_set``: the held-out faces stored in the metadata and used for the covariance calibration; ``splits``:
     held-out sets reported separately on the card."""
     import torch
 
     from export.graph_cost import conv_macs
+    from star_track.model.schemes import get_scheme
     from star_track.nn.onnx_export import export_onnx, verify_onnx
 
     from .evaluate import load_network
+    from .shape_correction import correct_model, correction_sets
 
     net = load_network(run_dir / "last.pt")
     last_epoch = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)["epoch"]
@@ -509,10 +512,13 @@ def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, c
     parity = verify_onnx(onnx_path, net, crops)  # on real held-out face crops
     if not parity.ok:
         raise RuntimeError(f"exported model disagrees with PyTorch: {parity}")
+    train_sets, corr_heldout, _ = correction_sets(get_scheme(meta.scheme).num_points, Path(val_set.root).parent,
+                                                  ann_dir)
+    correction = correct_model(onnx_path, train_sets, onnx_path, corr_heldout)
     uncertainty = _calibrate_uncertainty(onnx_path, val_set)
     latency = _cpu_latency_ms(onnx_path, cfg.network.input_size)
     card = _model_card(meta, cfg, val, calib_stats, latency, conv_macs(onnx_path), onnx_path, str(parity),
-                       preset, note, data_section, uncertainty, split_results)
+                       preset, note, data_section, uncertainty, split_results, correction)
     onnx_path.with_suffix(".md").write_text(card)
     print(card)
     return onnx_path
@@ -609,8 +615,9 @@ def _cpu_latency_ms(onnx_path: Path, size: int, repeats: int = 100) -> float:
 
 def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, macs: int, path: Path,
                 parity: str, preset: str, note: str, data_section: str, uncertainty: dict | None = None,
-                splits: dict | None = None) -> str:
+                splits: dict | None = None, correction: dict | None = None) -> str:
     from .machine import cpu_name
+    from .shape_correction import correction_row
     from star_track.engines.onnxruntime_engine import default_threads
     from star_track.model.registry import DEFAULT_BUNDLED
     from star_track.model.schemes import get_scheme
@@ -639,6 +646,7 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
 | file | `{path.name}`, {size_mb:.1f} MB, opset 17; ONNX vs PyTorch on 8 held-out crops: {parity} |
 | CPU latency | {latency:.2f} ms per face, ONNX Runtime, batch 1, {default_threads()} thread, measured when the card was written on the build machine: {cpu_name()}, {os.cpu_count()} cores. Compare models within one run: `python -m benchmarks.speed --peer-only` |
 | held-out NME | {heldout}; crops framed from the true landmarks (last epoch, EMA weights; end-to-end figures with the detector: `python -m benchmarks.w300`, `benchmarks/README.md`) |
+| shape correction | {correction_row(correction) if correction else "none"} |
 | uncertainty calibration | {_uncertainty_row(uncertainty)} |
 | detector calibration | BlazeFace box -> crop (dx, dy, k): full {tuple(round(v, 4) for v in meta.box_calibrations['full'])} ({calib['full']['matched']}/{calib['full']['faces']} faces detected), short {tuple(round(v, 4) for v in meta.box_calibrations['short'])} ({calib['short']['matched']}/{calib['short']['faces']}) |
 
