@@ -21,17 +21,15 @@ NME 3.425 % at 0.1, 3.427 % at 0.3, 3.431 % at 0.05. With the weighted 300W + WF
 fitted on, 0.3-1 would be 0.02-0.03 points lower on both held-out sets (a later refit)."""
 
 
-def _frames(pred: np.ndarray, truth: np.ndarray | None, eyes: tuple[int, int]
-            ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions (and truths) in each prediction's face frame, float64."""
+def _frames(pred: np.ndarray, truth: np.ndarray, eyes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and truths (F, N, 2) in each prediction's face frame, float64."""
     import torch
 
     from star_track.nn.shape_correction import face_frame, into_frame
 
     p = torch.from_numpy(np.asarray(pred, np.float64))
     frame = face_frame(p, eyes)
-    face = into_frame(p, frame).numpy()
-    return face, None if truth is None else into_frame(torch.from_numpy(np.asarray(truth, np.float64)), frame).numpy()
+    return into_frame(p, frame).numpy(), into_frame(torch.from_numpy(np.asarray(truth, np.float64)), frame).numpy()
 
 
 def offset_only(scheme: LandmarkScheme) -> list[int]:
@@ -48,7 +46,6 @@ def fit_correction(pred: np.ndarray, truth: np.ndarray, scheme: LandmarkScheme, 
     ``weight`` (F,): each face's weight in the least squares (default 1). The :func:`offset_only` points get
     zero rows in ``W``."""
     a, t = _frames(pred, truth, scheme.outer_eye_corners)
-    assert t is not None
     r = t - a
     perm = scheme.flip_permutation()
 
