@@ -218,3 +218,24 @@ def test_invalid_parameters_are_rejected():
         make_smoother("face", q_rigid=0)
     with pytest.raises(ValueError):
         make_smoother("face", r_scale=-1)
+
+
+@pytest.mark.parametrize("params", [{}, {"isotropic": True}], ids=["star-r", "isotropic"])
+def test_faces_of_a_frame_update_stacked_as_they_would_alone(params):
+    from star_track.smoothing.batched import update_all
+
+    rng = np.random.default_rng(7)
+    faces = [_face() * s + o for s, o in ((1.0, 0.0), (0.7, 40.0), (1.3, -25.0))]
+    true_cov, cov = _covariances(faces[0], sd=0.8)
+    alone = [FaceLevelSmoother(**params) for _ in faces]
+    stacked = [FaceLevelSmoother(**params) for _ in faces]
+    for t in range(40):
+        pts = [f + np.array([np.sin(t / 5 + i), 0.5 * np.cos(t / 7)]) * 3 + _noise(true_cov, 1, rng)[0]
+               for i, f in enumerate(faces)]
+        if t == 20:
+            pts[1][5] = np.nan  # a missing point: that face updates on its own this frame
+        covs = [cov] * len(faces)
+        expected = [f.update(p, c, DT, SIZE) for f, p, c in zip(alone, pts, covs)]
+        got = update_all(stacked, pts, covs, DT, [SIZE] * len(faces))
+        for e, g in zip(expected, got):
+            np.testing.assert_allclose(g, e, atol=1e-9, rtol=0)

@@ -1,13 +1,18 @@
 """All faces of a frame through their smoothers at once: the per-landmark Kalman filters of every face that is
-already running (same point count and settings) update as one stacked filter, so the per-frame cost grows by
-far less than one filter per extra face (numpy call count, not arithmetic, is the cost at these sizes).
-Every other smoother (a new track, another kind, other settings) updates on its own. The results are those of
-the separate updates (same equations, per face: speed adaptation, gate and noise floor)."""
+already running (same point count and settings) update as one stacked filter, and so do the face-level filters
+(:mod:`star_track.smoothing.face_batch`), so the per-frame cost grows by far less than one filter per extra face
+(numpy call count, not arithmetic, is the cost at these sizes). Every other smoother (a new track, another kind,
+other settings, a face-level filter with a missing landmark) updates on its own. The results are those of the
+separate updates (same equations, per face: speed adaptation, gate and noise floor)."""
 from __future__ import annotations
+
+from typing import cast
 
 import numpy as np
 
 from .base import Smoother
+from .face_batch import settings_key, stackable, update_faces
+from .face_level import FaceLevelSmoother
 from .kalman import KalmanSmoother, _inv2, _transition, clipped_psd
 
 
@@ -18,23 +23,27 @@ def update_all(smoothers: list[Smoother], points: list[np.ndarray], covs: list[n
     groups: dict[tuple, list[int]] = {}
     for i, (sm, p) in enumerate(zip(smoothers, points)):
         if isinstance(sm, KalmanSmoother) and sm.x is not None and sm.x.shape[0] == len(p):
-            key = (len(p), sm.q, sm.r_scale, sm.r_floor, sm.gate, sm.speed_ref)
-            groups.setdefault(key, []).append(i)
-    for idx in groups.values():
+            groups.setdefault(("kalman", len(p), sm.q, sm.r_scale, sm.r_floor, sm.gate, sm.speed_ref), []).append(i)
+        elif stackable(sm, len(p), p):
+            groups.setdefault(("face", *settings_key(sm)), []).append(i)
+    for key, idx in groups.items():
         if len(idx) > 1:
-            res = _kalman_stack([smoothers[i] for i in idx], np.stack([points[i] for i in idx]),
-                                np.stack([covs[i] for i in idx]), dt, [scales[i] for i in idx])
+            args = ([points[i] for i in idx], [covs[i] for i in idx], dt, [scales[i] for i in idx])
+            chosen = [smoothers[i] for i in idx]
+            res = _kalman_stack(chosen, *args) if key[0] == "kalman" else \
+                update_faces(cast(list[FaceLevelSmoother], chosen), *args)
             for i, r in zip(idx, res):
                 out[i] = r
     return [r if r is not None else sm.update(p, c, dt, s)
             for r, sm, p, c, s in zip(out, smoothers, points, covs, scales)]
 
 
-def _kalman_stack(filters: list, z: np.ndarray, cov: np.ndarray, dt: float, scales: list[float]) -> np.ndarray:
-    """:meth:`KalmanSmoother.update` of B running filters with equal settings on (B, N, 2) points at once."""
+def _kalman_stack(filters: list, points: list[np.ndarray], covs: list[np.ndarray], dt: float,
+                  scales: list[float]) -> np.ndarray:
+    """:meth:`KalmanSmoother.update` of B running filters with equal settings on their (N, 2) points at once."""
     f0: KalmanSmoother = filters[0]
+    z, cov = np.stack(points).astype(np.float64), np.stack(covs)
     b, n = z.shape[:2]
-    z = z.astype(np.float64)
     sc = np.maximum(np.asarray(scales, np.float64), 1.0)
     per_point = np.repeat(sc, n)
     R = clipped_psd(cov.reshape(-1, 2, 2), per_point, f0.r_scale, (f0.r_floor * per_point) ** 2)

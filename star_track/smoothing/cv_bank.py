@@ -22,10 +22,10 @@ def _inv(m: np.ndarray) -> np.ndarray:
         det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
         out = np.stack([m[:, 1, 1], -m[:, 0, 1], -m[:, 1, 0], m[:, 0, 0]], -1).reshape(-1, 2, 2)
         return out / det[:, None, None]
-    if len(m) == 1:  # one block (the rigid motion): OpenCV's LU, a third of np.linalg.inv's wrapper
-        ok, inv = cv2.invert(m[0], flags=cv2.DECOMP_LU)
-        if ok:
-            return inv[None]
+    if len(m) <= 8:  # a few blocks (the rigid motion of each face): OpenCV's LU, a third of np.linalg.inv's wrapper
+        blocks = [cv2.invert(b, flags=cv2.DECOMP_LU) for b in m]
+        if all(ok for ok, _ in blocks):
+            return np.stack([inv for _, inv in blocks])
     return np.linalg.inv(m)
 
 

@@ -88,19 +88,21 @@ class FaceLevelSmoother:
         self.reset()
 
     def reset(self) -> None:
-        self._n = -1
-        self._rigid: CVBank | None = None
+        # The filter's state. Public names so that star_track.smoothing.face_batch can stack the faces of a frame;
+        # not part of the API.
+        self.n_points = -1
+        self.rigid_bank: CVBank | None = None
         self._shape: CVBank | None = None
-        self._resid: CVBank | None = None
-        self._log_noise = np.log(0.02)
+        self.residual_bank: CVBank | None = None
+        self.log_noise = np.log(0.02)
         """log noise level a (prior: the calibrated covariance is 50x the noise variance)."""
-        self._noise_frames = 0
-        self._face_pts: list[np.ndarray] = []
-        self._log_rigid = np.log(8.0)
+        self.noise_frames = 0
+        self.face_history: list[np.ndarray] = []
+        self.log_rigid = np.log(8.0)
         """log rigid noise factor b: the rigid estimate's real noise variance over the least-squares one
         (landmark errors are correlated: the whole face shifts with its crop, 2-27x on the benchmark faces)."""
-        self._rigid_frames = 0
-        self._rigid_meas: list[np.ndarray] = []
+        self.rigid_frames = 0
+        self.rigid_history: list[np.ndarray] = []
 
     # -- model -------------------------------------------------------------------------------------------
     def _setup(self, z: np.ndarray) -> None:
@@ -119,13 +121,13 @@ class FaceLevelSmoother:
         self.k = self.modes.shape[2]
         self.rho = float(np.sqrt((self.mean ** 2).sum(1).mean()))  # RMS radius, face sizes
         self.point_group = point_parts(n, self.mean)
-        self._n = n
+        self.n_points = n
 
     def _jacobian(self, p: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted landmarks (N, 2) and d landmarks / d (t_x, t_y, log s, theta, c) (N, 2, 4 + K)."""
         sr = np.exp(p[2]) * rotation(p[3])
         g = shape @ sr.T
-        H = np.empty((self._n, 2, 4 + self.k))
+        H = np.empty((self.n_points, 2, 4 + self.k))
         H[:, :, 0], H[:, :, 1] = (1.0, 0.0), (0.0, 1.0)
         H[:, :, 2], H[:, :, 3] = g, g @ _J.T
         if self.k:
@@ -162,29 +164,29 @@ class FaceLevelSmoother:
         removed; ``sig`` their covariances there): for white noise its variance is 6x the noise variance. The
         25th percentile over landmarks ignores the minority that really move (mouth, eyelids); for chi² with 2
         degrees of freedom it is 0.575."""
-        prev, self._face_pts = self._face_pts, [*self._face_pts[-1:], x]
+        prev, self.face_history = self.face_history, [*self.face_history[-1:], x]
         if len(prev) < 2:
             return
         d2 = x - 2 * prev[1] + prev[0]
         sig = sig + np.eye(2) * 1e-9 * float(np.mean(sig[:, 0, 0] + sig[:, 1, 1]) + 1e-30)  # keep it invertible
         u = np.einsum("ni,nij,nj->n", d2, inv2(sig), d2) / 6
         level = np.log(max(float(np.partition(u, len(u) // 4)[len(u) // 4]) / 0.575, 1e-12))
-        self._noise_frames += 1
-        rate = max(1.0 / self._noise_frames, min(1.0, dt / self.noise_window))
-        self._log_noise += rate * (level - self._log_noise)
+        self.noise_frames += 1
+        rate = max(1.0 / self.noise_frames, min(1.0, dt / self.noise_window))
+        self.log_noise += rate * (level - self.log_noise)
 
     def _track_rigid_noise(self, p: np.ndarray, cov: np.ndarray, dt: float) -> None:
         """Update the rigid noise factor from the second difference of the per-frame rigid estimates ``p``
         (covariance ``cov`` as least squares gives it): u = d²ᵀ cov⁻¹ d² / 6 / 4 is chi²(4) / 4 times the
         factor; E[log chi²(4) / 4] = -0.27."""
-        prev, self._rigid_meas = self._rigid_meas, [*self._rigid_meas[-1:], p]
+        prev, self.rigid_history = self.rigid_history, [*self.rigid_history[-1:], p]
         if len(prev) < 2:
             return
         d2 = p - 2 * prev[1] + prev[0]
         u = float(d2 @ _inv(cov[None])[0] @ d2) / 24
-        self._rigid_frames += 1
-        rate = max(1.0 / self._rigid_frames, min(1.0, dt / self.noise_window))
-        self._log_rigid += rate * (np.log(max(u, 1e-12)) + 0.27 - self._log_rigid)
+        self.rigid_frames += 1
+        rate = max(1.0 / self.rigid_frames, min(1.0, dt / self.noise_window))
+        self.log_rigid += rate * (np.log(max(u, 1e-12)) + 0.27 - self.log_rigid)
 
     # -- filtering ---------------------------------------------------------------------------------------
     def _measure(self, cov: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +194,7 @@ class FaceLevelSmoother:
         sig = measurement_noise(cov, scale, 1.0, 0.0)
         if self.isotropic:
             sig[:] = np.eye(2) * float(np.mean(sig[:, 0, 0] + sig[:, 1, 1])) / 2
-        R = self.r_scale * np.exp(self._log_noise) * sig
+        R = self.r_scale * np.exp(self.log_noise) * sig
         R[:, 0, 0] += (self.r_floor * scale) ** 2
         R[:, 1, 1] += (self.r_floor * scale) ** 2
         return sig, R
@@ -202,12 +204,12 @@ class FaceLevelSmoother:
         p0 = similarity_init(z, self.mean)
         p, c, cov = self._solve(z, W, p0, np.zeros(self.k), np.zeros_like(self.mean), steps=3)
         v = 0.5  # prior velocity: 0.5 face sizes / s, or 0.5 mode standard deviations / s
-        self._rigid = CVBank(p[None], cov[None, :4, :4],
+        self.rigid_bank = CVBank(p[None], cov[None, :4, :4],
                              (v * np.array([[scale, scale, 1 / self.rho, 1 / self.rho]])) ** 2)
         if self.k:
             self._shape = CVBank(c[:, None], np.diag(cov)[4:, None, None], (v * v * self.mode_var)[:, None])
         x, Rf = self._to_face(z, R, p)
-        self._resid = CVBank(x - self.mean - (self.modes @ c if self.k else 0.0), Rf, np.full((self._n, 2), 1e-4))
+        self.residual_bank = CVBank(x - self.mean - (self.modes @ c if self.k else 0.0), Rf, np.full((self.n_points, 2), 1e-4))
 
     def update(self, points: np.ndarray, cov: np.ndarray, dt: float = 1 / 30, scale: float = 100.0) -> np.ndarray:
         """Fuse one frame's measurements; returns the filtered positions (N, 2)."""
@@ -219,17 +221,17 @@ class FaceLevelSmoother:
             z = np.where(bad[:, None], 0.0, z)
             R[bad] = np.eye(2) * 1e12 * scale ** 2
         W = inv2(R)
-        if self._rigid is None or self._n != len(z):
+        if self.rigid_bank is None or self.n_points != len(z):
             if bad.all():
                 return np.full_like(z, np.nan)
             self._start(z, W, R, scale)
             return self.output()
-        assert self._resid is not None
+        assert self.residual_bank is not None
         dt = max(float(dt), 1e-4)
         rw = np.array([1 / scale, 1 / scale, self.rho, self.rho])
         q = self.q_rigid * np.array([[scale ** 2, scale ** 2, self.rho ** -2, self.rho ** -2]])
-        xr, Pr = self._rigid.predict(dt, q, self.rigid_speed_ref, rw)
-        xe, Pe = self._resid.predict(dt, np.full((self._n, 2), self.q_residual), 0.0)
+        xr, Pr = self.rigid_bank.predict(dt, q, self.rigid_speed_ref, rw)
+        xe, Pe = self.residual_bank.predict(dt, np.full((self.n_points, 2), self.q_residual), 0.0)
         c_prior = np.zeros(0)
         if self._shape is not None:
             sd = np.sqrt(self.mode_var)[:, None]
@@ -237,7 +239,7 @@ class FaceLevelSmoother:
             c_prior = xc[:, 0]
         p, c, jc = self._solve(z, W, xr[0, :4], c_prior, xe[:, :2], steps=1)
         self._track_rigid_noise(p, jc[:4, :4], dt)
-        self._rigid.update(xr, Pr, p[None], self.rigid_r_scale * np.exp(self._log_rigid) * jc[None, :4, :4],
+        self.rigid_bank.update(xr, Pr, p[None], self.rigid_r_scale * np.exp(self.log_rigid) * jc[None, :4, :4],
                            self.rigid_gate)
         if self._shape is not None:
             self._shape.update(xc, Pc, c[:, None], np.diag(jc)[4:, None, None], self.shape_gate, self.mode_group)
@@ -245,20 +247,20 @@ class FaceLevelSmoother:
             x, Rf = self._to_face(z, R, p)
         else:  # R = k Σ + f² I in the face frame is k Σ_face + (f / s)² I: one mapping serves both
             x, sig_f = self._to_face(z, sig, p)
-            Rf = self.r_scale * np.exp(self._log_noise) * sig_f  # this frame's noise level, as R had
+            Rf = self.r_scale * np.exp(self.log_noise) * sig_f  # this frame's noise level, as R had
             floor = (self.r_floor * scale) ** 2 / np.exp(2 * p[2])
             Rf[:, 0, 0] += floor
             Rf[:, 1, 1] += floor
             self._track_noise(x, sig_f, dt)
         shape = self.mean + self.modes @ c if self.k else self.mean
-        self._resid.update(xe, Pe, x - shape, Rf, self.residual_gate, self.point_group)
+        self.residual_bank.update(xe, Pe, x - shape, Rf, self.residual_gate, self.point_group)
         return self.output()
 
     def output(self) -> np.ndarray:
         """The filtered landmarks (N, 2) of the current state."""
-        assert self._rigid is not None and self._resid is not None
-        p = self._rigid.position[0]
-        shape = self.mean + self._resid.position
+        assert self.rigid_bank is not None and self.residual_bank is not None
+        p = self.rigid_bank.position[0]
+        shape = self.mean + self.residual_bank.position
         if self._shape is not None:
             shape = shape + self.modes @ self._shape.position[:, 0]
         return shape @ (np.exp(p[2]) * rotation(p[3])).T + p[:2]
@@ -266,23 +268,23 @@ class FaceLevelSmoother:
     @property
     def noise_level(self) -> float:
         """The tracked noise level: measured frame-to-frame noise variance over the calibrated covariance."""
-        return float(np.exp(self._log_noise))
+        return float(np.exp(self.log_noise))
 
     @property
     def last_cov(self) -> np.ndarray | None:
         """(N, 2, 2) covariance of the filtered landmarks in pixels² (rigid, mode and residual parts propagated;
         cross-terms between the three neglected), or None before the first update."""
-        if self._rigid is None or self._resid is None:
+        if self.rigid_bank is None or self.residual_bank is None:
             return None
-        p = self._rigid.position[0]
+        p = self.rigid_bank.position[0]
         sr = np.exp(p[2]) * rotation(p[3])
-        shape = self.mean + self._resid.position
+        shape = self.mean + self.residual_bank.position
         if self._shape is not None:
             shape = shape + self.modes @ self._shape.position[:, 0]
         _, H = self._jacobian(p, shape)
         G = H[:, :, :4]
-        out = np.einsum("nai,ij,nbj->nab", G, self._rigid.position_cov[0], G)
+        out = np.einsum("nai,ij,nbj->nab", G, self.rigid_bank.position_cov[0], G)
         if self._shape is not None:
             M = H[:, :, 4:]
             out += np.einsum("nak,k,nbk->nab", M, self._shape.position_cov[:, 0, 0], M)
-        return out + sr @ self._resid.position_cov @ sr.T
+        return out + sr @ self.residual_bank.position_cov @ sr.T

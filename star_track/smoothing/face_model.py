@@ -69,9 +69,9 @@ def point_parts(n: int, mean: np.ndarray) -> np.ndarray | None:
     return group
 
 
-def measurement_noise(cov: np.ndarray, scale: float, r_scale: float, r_floor: float) -> np.ndarray:
+def measurement_noise(cov: np.ndarray, scale: float | np.ndarray, r_scale: float, r_floor: float) -> np.ndarray:
     """R (N, 2, 2) = r_scale Σ + (r_floor scale)² I, Σ symmetrised and clipped to PSD (closed form for 2x2);
-    a non-finite Σ counts as face-sized."""
+    a non-finite Σ counts as face-sized. ``scale``: the face size, or one per point (N,)."""
     c = np.asarray(cov, np.float64)
     a, b, d = c[:, 0, 0], 0.5 * (c[:, 0, 1] + c[:, 1, 0]), c[:, 1, 1]
     bad = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(d))
