@@ -163,9 +163,9 @@ def update_card(card: Path, report: dict, uncertainty: dict) -> None:
     the calibration's when the card has none) and the model file's size."""
     import re
 
-    from .ship import _uncertainty_row
+    from .ship import uncertainty_row
 
-    rows = {"shape correction": correction_row(report), "uncertainty calibration": _uncertainty_row(uncertainty)}
+    rows = {"shape correction": correction_row(report), "uncertainty calibration": uncertainty_row(uncertainty)}
     lines = card.read_text().splitlines()
     if not any(line.startswith("| shape correction |") for line in lines):
         at = next(i for i, line in enumerate(lines) if line.startswith("| uncertainty calibration |"))

@@ -586,7 +586,7 @@ def _meta(cfg, calibrations: dict, val: dict, epoch: int, name: str = ACCURATE_N
         extra=extra)
 
 
-def _uncertainty_row(res: dict | None) -> str:
+def uncertainty_row(res: dict | None) -> str:
     if not res:
         return "none (Face.covariance is the raw STAR covariance)"
     cov = lambda d: " / ".join(f"{100 * v:.1f}" for v in d.values())  # noqa: E731
@@ -647,7 +647,7 @@ def _model_card(meta: ModelMeta, cfg, val: dict, calib: dict, latency: float, ma
 | CPU latency | {latency:.2f} ms per face, ONNX Runtime, batch 1, {default_threads()} thread, measured when the card was written on the build machine: {cpu_name()}, {os.cpu_count()} cores. Compare models within one run: `python -m benchmarks.speed --peer-only` |
 | held-out NME | {heldout}; crops framed from the true landmarks (last epoch, EMA weights; end-to-end figures with the detector: `python -m benchmarks.w300`, `benchmarks/README.md`) |
 | shape correction | {correction_row(correction) if correction else "none"} |
-| uncertainty calibration | {_uncertainty_row(uncertainty)} |
+| uncertainty calibration | {uncertainty_row(uncertainty)} |
 | detector calibration | BlazeFace box -> crop (dx, dy, k): full {tuple(round(v, 4) for v in meta.box_calibrations['full'])} ({calib['full']['matched']}/{calib['full']['faces']} faces detected), short {tuple(round(v, 4) for v in meta.box_calibrations['short'])} ({calib['short']['matched']}/{calib['short']['faces']}) |
 
 {data_section}

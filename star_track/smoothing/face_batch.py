@@ -3,8 +3,8 @@
 
 Only the common case is stacked: smoothers already running, with the same point count and settings, no shape
 modes, every landmark measured. Anything else updates on its own (:func:`star_track.smoothing.batched.update_all`
-decides). The results are those of the separate updates up to float rounding (one batched 4x4 inverse instead
-of OpenCV's per face; tested to 1e-9 px).
+decides). The results are those of the separate updates up to float rounding (stacked products sum in another
+order; tested to 1e-9 px). The noise-level trackers, a few scalars per face, run per face (their own methods).
 """
 from __future__ import annotations
 
@@ -78,49 +78,6 @@ def _solve(z: np.ndarray, W: np.ndarray, p: np.ndarray, base: np.ndarray) -> tup
     return p, cov
 
 
-def _rates(fs: list[FaceLevelSmoother], counts: list[int], dt: float) -> np.ndarray:
-    """The running-average rates of the noise trackers (``counts``: frames seen, this one included)."""
-    return np.array([max(1.0 / k, min(1.0, dt / f.noise_window)) for f, k in zip(fs, counts)])
-
-
-def _track_rigid_noise(fs: list[FaceLevelSmoother], p: np.ndarray, jc: np.ndarray, dt: float) -> None:
-    """:meth:`FaceLevelSmoother._track_rigid_noise` for every face."""
-    hist = [f.rigid_history for f in fs]
-    for f, pi in zip(fs, p):
-        f.rigid_history = [*f.rigid_history[-1:], pi.copy()]
-    idx = [i for i, h in enumerate(hist) if len(h) >= 2]
-    if not idx:
-        return
-    d2 = p[idx] - 2 * np.stack([hist[i][1] for i in idx]) + np.stack([hist[i][0] for i in idx])
-    u = np.einsum("si,sij,sj->s", d2, _inv(jc[idx]), d2) / 24
-    sel = [fs[i] for i in idx]
-    for f in sel:
-        f.rigid_frames += 1
-    for f, rate, ui in zip(sel, _rates(sel, [f.rigid_frames for f in sel], dt), u):
-        f.log_rigid += rate * (np.log(max(float(ui), 1e-12)) + 0.27 - f.log_rigid)
-
-
-def _track_noise(fs: list[FaceLevelSmoother], x: np.ndarray, sig: np.ndarray, dt: float) -> None:
-    """:meth:`FaceLevelSmoother._track_noise` for every face: x (S, N, 2), sig (S, N, 2, 2)."""
-    hist = [f.face_history for f in fs]
-    for f, xi in zip(fs, x):
-        f.face_history = [*f.face_history[-1:], xi]
-    idx = [i for i, h in enumerate(hist) if len(h) >= 2]
-    if not idx:
-        return
-    n = x.shape[1]
-    d2 = x[idx] - 2 * np.stack([hist[i][1] for i in idx]) + np.stack([hist[i][0] for i in idx])
-    s = sig[idx]
-    s = s + np.eye(2) * (1e-9 * (s[..., 0, 0] + s[..., 1, 1]).mean(1) + 1e-30 * 1e-9)[:, None, None, None]
-    u = np.einsum("sni,snij,snj->sn", d2, inv2(s.reshape(-1, 2, 2)).reshape(s.shape), d2) / 6
-    q = np.partition(u, n // 4, axis=1)[:, n // 4]
-    sel = [fs[i] for i in idx]
-    for f in sel:
-        f.noise_frames += 1
-    for f, rate, qi in zip(sel, _rates(sel, [f.noise_frames for f in sel], dt), q):
-        f.log_noise += rate * (np.log(max(float(qi) / 0.575, 1e-12)) - f.log_noise)
-
-
 def update_faces(fs: list[FaceLevelSmoother], points: list[np.ndarray], covs: list[np.ndarray], dt: float,
                  scales: list[float]) -> list[np.ndarray]:
     """``fs[i].update(points[i], covs[i], dt, scales[i])`` for running smoothers of one :func:`settings_key`
@@ -134,7 +91,8 @@ def update_faces(fs: list[FaceLevelSmoother], points: list[np.ndarray], covs: li
         level = (sig[..., 0, 0] + sig[..., 1, 1]).mean(1) / 2
         sig = np.broadcast_to(level[:, None, None, None] * np.eye(2), sig.shape).copy()
     floor = (f0.r_floor * sc) ** 2
-    R = f0.r_scale * np.exp([f.log_noise for f in fs])[:, None, None, None] * sig + floor[:, None, None, None] * np.eye(2)
+    noise = np.exp([f.log_noise for f in fs])[:, None, None, None]  # the noise levels before this frame's update
+    R = f0.r_scale * noise * sig + floor[:, None, None, None] * np.eye(2)
     dt = max(float(dt), 1e-4)
     rho = np.array([f.rho for f in fs])
     rigid, resid = _stack([f.rigid_bank for f in fs]), _stack([f.residual_bank for f in fs])  # type: ignore[misc]
@@ -143,16 +101,17 @@ def update_faces(fs: list[FaceLevelSmoother], points: list[np.ndarray], covs: li
     xe, Pe = resid.predict(dt, np.full((s_ * n, 2), f0.q_residual), 0.0)
     mean = np.stack([f.mean for f in fs])
     p, jc = _solve(z, inv2(R.reshape(-1, 2, 2)).reshape(R.shape), xr[:, :4], mean + xe[:, :2].reshape(s_, n, 2))
-    _track_rigid_noise(fs, p, jc, dt)
+    for f, pi, ci in zip(fs, p, jc):  # a few scalars per face: the face's own method
+        f.track_rigid_noise(pi, ci, dt)
     rigid.update(xr, Pr, p, f0.rigid_r_scale * np.exp([f.log_rigid for f in fs])[:, None, None] * jc, f0.rigid_gate)
     # Into each face's frame (FaceLevelSmoother._to_face): x = (z - t) R / s, Σ_face = Rᵀ Σ R / s².
     s2 = np.exp(2 * p[:, 2])
     rot = _rotations(p) / np.exp(p[:, 2])[:, None, None]
     x = (z - p[:, None, :2]) @ rot / np.exp(p[:, 2])[:, None, None]
     sig_f = np.swapaxes(rot, 1, 2)[:, None] @ sig @ rot[:, None] / s2[:, None, None, None]
-    Rf = f0.r_scale * np.exp([f.log_noise for f in fs])[:, None, None, None] * sig_f \
-        + (floor / s2)[:, None, None, None] * np.eye(2)
-    _track_noise(fs, x, sig_f, dt)
+    Rf = f0.r_scale * noise * sig_f + (floor / s2)[:, None, None, None] * np.eye(2)
+    for f, xi, si in zip(fs, x, sig_f):
+        f.track_noise(xi, si, dt)
     groups, start = [], 0
     for f in fs:  # each face's parts numbered after the previous face's
         if f.point_group is not None:

@@ -43,7 +43,7 @@ class FaceLevelSmoother:
     Measurement noise: R_i = r_scale * a * Σ_i + (r_floor scale)² I, where ``a`` is the measured noise level, the
     frame-to-frame noise variance over the calibrated covariance (which predicts the total error, static bias
     included, and is far larger than the noise: 13-480x on the benchmark faces). ``a`` is tracked online
-    (:meth:`_track_noise`), so the gates are in units of the real noise whatever the model and the video.
+    (:meth:`track_noise`), so the gates are in units of the real noise whatever the model and the video.
 
     Args:
         r_scale: multiplier on the noise-matched R. Larger = smoother, more lag.
@@ -159,7 +159,7 @@ class FaceLevelSmoother:
         s, rot = np.exp(p[2]), rotation(p[3])
         return (z - p[:2]) @ rot / s, (rot.T @ R @ rot) / (s * s)
 
-    def _track_noise(self, x: np.ndarray, sig: np.ndarray, dt: float) -> None:
+    def track_noise(self, x: np.ndarray, sig: np.ndarray, dt: float) -> None:
         """Update the noise level from the second difference of the face-frame landmarks ``x`` (rigid motion
         removed; ``sig`` their covariances there): for white noise its variance is 6x the noise variance. The
         25th percentile over landmarks ignores the minority that really move (mouth, eyelids); for chi² with 2
@@ -175,7 +175,7 @@ class FaceLevelSmoother:
         rate = max(1.0 / self.noise_frames, min(1.0, dt / self.noise_window))
         self.log_noise += rate * (level - self.log_noise)
 
-    def _track_rigid_noise(self, p: np.ndarray, cov: np.ndarray, dt: float) -> None:
+    def track_rigid_noise(self, p: np.ndarray, cov: np.ndarray, dt: float) -> None:
         """Update the rigid noise factor from the second difference of the per-frame rigid estimates ``p``
         (covariance ``cov`` as least squares gives it): u = d²ᵀ cov⁻¹ d² / 6 / 4 is chi²(4) / 4 times the
         factor; E[log chi²(4) / 4] = -0.27."""
@@ -238,7 +238,7 @@ class FaceLevelSmoother:
             xc, Pc = self._shape.predict(dt, self.q_shape * self.mode_var[:, None], self.shape_speed_ref, 1 / sd)
             c_prior = xc[:, 0]
         p, c, jc = self._solve(z, W, xr[0, :4], c_prior, xe[:, :2], steps=1)
-        self._track_rigid_noise(p, jc[:4, :4], dt)
+        self.track_rigid_noise(p, jc[:4, :4], dt)
         self.rigid_bank.update(xr, Pr, p[None], self.rigid_r_scale * np.exp(self.log_rigid) * jc[None, :4, :4],
                            self.rigid_gate)
         if self._shape is not None:
@@ -251,7 +251,7 @@ class FaceLevelSmoother:
             floor = (self.r_floor * scale) ** 2 / np.exp(2 * p[2])
             Rf[:, 0, 0] += floor
             Rf[:, 1, 1] += floor
-            self._track_noise(x, sig_f, dt)
+            self.track_noise(x, sig_f, dt)
         shape = self.mean + self.modes @ c if self.k else self.mean
         self.residual_bank.update(xe, Pe, x - shape, Rf, self.residual_gate, self.point_group)
         return self.output()
