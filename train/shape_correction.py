@@ -137,6 +137,9 @@ def correction_sets(num_points: int, data_root: Path, ann_dir: Path
         return [("WFLW", train, wflw, 1.0)], {"wflw98_val": (val, wflw)}, val
     if num_points != 68:
         raise ValueError(f"no training faces for a {num_points}-point model")
+    if not (ann_dir / "combined68_train.jsonl").is_file():
+        raise FileNotFoundError(f"{ann_dir / 'combined68_train.jsonl'} not found: `python -m train ship` writes it "
+                                "(or train.combined.build_combined_set with any 68-point model)")
     train, val = read_annotations(ann_dir / "combined68_train.jsonl"), read_annotations(ann_dir / "combined68_val.jsonl")
     is_300w = lambda f: f.image.startswith("../300w")  # noqa: E731 (combined files: 300W paths from wflw/)
     return ([("300W", [f for f in train if is_300w(f)], wflw, W300_WEIGHT),
