@@ -82,6 +82,34 @@ def test_fit_removes_an_error_that_the_shape_predicts_and_keeps_an_asymmetric_of
     assert not w[eyes].any() and w[:34].any()  # the eyes move by their offset alone, the jaw by the shape
 
 
+def test_faces_labelled_in_another_convention_shape_w_but_leave_b_to_the_models_own_labels():
+    rng = np.random.default_rng(5)
+    truth = _shapes(700, rng)
+    pred = truth.copy()
+    pred[:, :17, 0] += 3.0 * (truth[:, 16, 0] + truth[:, 0, 0])[:, None]
+    pred += rng.normal(size=pred.shape) * 0.003
+    other = truth.copy()
+    other[..., 1] += 0.05  # another labelling convention: every point 0.05 IOD lower
+    other[:, 17:27] = np.nan  # and no brows
+    labels = np.concatenate([truth[:10], other[10:600]])
+    truth_px, pred_px, labels_px = (_similar(x, np.random.default_rng(6)) for x in (truth, pred, labels))
+    shape_only = np.arange(600) >= 10
+    w, b = fit_correction(pred_px[:600], labels_px, W300_68, weight=np.where(shape_only, 4.0, 1.0),
+                          shape_only=shape_only)
+    w_own, b_own = fit_correction(pred_px[:10], labels_px[:10], W300_68)
+    assert np.isfinite(w).all() and np.isfinite(b).all()
+
+    def error(weight, bias):  # held-out faces in their own frame: mean |error| and mean signed y error
+        fixed = torch.from_numpy(apply_correction(pred_px[600:], weight, bias, W300_68))
+        frame = face_frame(torch.from_numpy(truth_px[600:]), EYES)
+        d = (into_frame(fixed, frame) - into_frame(torch.from_numpy(truth_px[600:]), frame)).numpy()
+        return np.linalg.norm(d, axis=-1).mean(), d[..., 1].mean()
+
+    (err, dy), (err_own, _) = error(w, b), error(w_own, b_own)
+    assert err < 0.7 * err_own, (err, err_own)  # the 590 other faces taught W what 10 could not (0.0045 vs 0.0073)
+    assert abs(dy) < 0.01  # and their 0.05 offset stayed out of b
+
+
 @pytest.fixture(scope="module")
 def corrected(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corr")

@@ -157,7 +157,7 @@ def shape_correction_cmd(
     try:
         train_sets, heldout, calib_faces = correction_sets(
             get_scheme(OnnxRuntimeEngine(model).meta.scheme).num_points, data, ann_dir)
-        typer.echo(f"{model}: predicting {sum(len(f) for _, f, _, _ in train_sets)} training faces, fitting, then "
+        typer.echo(f"{model}: predicting {sum(len(s.faces) for s in train_sets)} training faces, fitting, then "
                    f"{sum(len(f) for f, _ in heldout.values())} held-out faces twice and the uncertainty calibration "
                    "(minutes on a CPU; star68-precise the longest)", err=True)
         report = correct_model(model, train_sets, out or model, heldout)

@@ -9,16 +9,32 @@ left/right symmetric; ``b`` comes from the faces as labelled, so a labelling off
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from star_track.model.schemes import LandmarkScheme
 
-RIDGE = 0.1
-"""Ridge penalty on ``W`` (face-frame units). star68-fast, fitted on the 300W training faces alone: held-out 300W
-NME 3.425 % at 0.1, 3.427 % at 0.3, 3.431 % at 0.05. With the weighted 300W + WFLW faces the bundled models are
-fitted on, 0.3-1 would be 0.02-0.03 points lower on both held-out sets (a later refit)."""
+RIDGE = 1.0
+"""Ridge penalty on ``W`` (face-frame units). Held-out 300W NME of the 68-point models fitted on the weighted
+300W + WFLW faces, ridge 0.1 / 0.3 / 1 / 3: star68-fast 3.489 / 3.476 / 3.470 / 3.479 %, star68-accurate
+3.483 / 3.470 / 3.463 / 3.476 %, star68-precise 3.205 / 3.194 / 3.186 / 3.189 % (the WFLW held-out faces
+alike); star98-fast with the 300W faces added, WFLW 98 points 5.251 / 5.238 / 5.234 / 5.251 %."""
+
+
+@dataclass(frozen=True)
+class CorrectionSet:
+    """Labelled training faces of a correction fit, each counting ``weight`` in the least squares. ``labels``: the
+    scheme of the faces' labels when it is not the model's (300W's 68 points for a 98-point model): such faces
+    are framed from their own labels, score only the points their labels have (the scheme's ``to_68``), and
+    shape ``W`` alone: they are centred on their own means, since their mean offset is their labels' convention."""
+
+    name: str
+    faces: list
+    root: Path
+    weight: float = 1.0
+    labels: str | None = None
 
 
 def _frames(pred: np.ndarray, truth: np.ndarray, eyes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,10 +57,12 @@ def offset_only(scheme: LandmarkScheme) -> list[int]:
 
 
 def fit_correction(pred: np.ndarray, truth: np.ndarray, scheme: LandmarkScheme, ridge: float = RIDGE,
-                   weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``W`` (2N, 2N) and ``b`` (2N,) from predictions and true points (F, N, 2), any common image frame;
-    ``weight`` (F,): each face's weight in the least squares (default 1). The :func:`offset_only` points get
-    zero rows in ``W``."""
+                   weight: np.ndarray | None = None, shape_only: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``W`` (2N, 2N) and ``b`` (2N,) from predictions and true points (F, N, 2), any common image frame; NaN
+    marks a point a face's labels do not have. ``weight`` (F,): each face's weight in the least squares (default
+    1); ``shape_only`` (F,): faces that shape ``W`` but not ``b`` (see :class:`CorrectionSet`). The
+    :func:`offset_only` points get zero rows in ``W``."""
     a, t = _frames(pred, truth, scheme.outer_eye_corners)
     r = t - a
     perm = scheme.flip_permutation()
@@ -55,15 +73,24 @@ def fit_correction(pred: np.ndarray, truth: np.ndarray, scheme: LandmarkScheme, 
         return m
 
     w = np.ones(len(a)) if weight is None else np.asarray(weight, np.float64)
+    own = np.zeros(len(a), bool) if shape_only is None else np.asarray(shape_only, bool)
     X = np.concatenate([a, mirror(a)]).reshape(2 * len(a), -1)
     Y = np.concatenate([r, mirror(r)]).reshape(2 * len(a), -1)
-    ww = np.concatenate([w, w])[:, None]
-    xm, ym = (ww * X).sum(0) / ww.sum(), (ww * Y).sum(0) / ww.sum()
-    Xc = X - xm
-    M = np.linalg.solve(Xc.T @ (ww * Xc) + ridge * np.eye(X.shape[1]), Xc.T @ (ww * (Y - ym)))
+    ww, group = np.concatenate([w, w])[:, None], np.concatenate([own, own])
+    for g in (group, ~group):  # each group of faces about its own weighted means
+        if g.any():
+            X[g] -= (ww[g] * X[g]).sum(0) / ww[g].sum()
+            with np.errstate(invalid="ignore"):
+                Y[g] -= np.nansum(ww[g] * Y[g], 0) / (ww[g] * np.isfinite(Y[g])).sum(0)
+    M = np.zeros((X.shape[1], Y.shape[1]))
+    patterns, of_column = np.unique(np.isfinite(Y).T, axis=0, return_inverse=True)
+    for k, rows in enumerate(patterns):  # the outputs labelled by the same faces solve together
+        cols, x = np.flatnonzero(of_column.ravel() == k), X[rows]
+        M[:, cols] = np.linalg.solve(x.T @ (ww[rows] * x) + ridge * np.eye(x.shape[1]),
+                                     x.T @ (ww[rows] * Y[rows][:, cols]))
     M[:, [c for i in offset_only(scheme) for c in (2 * i, 2 * i + 1)]] = 0.0
-    flat_a, flat_r = a.reshape(len(a), -1), r.reshape(len(r), -1)
-    b = (w @ flat_r - (w @ flat_a) @ M) / w.sum()  # the labels' own offsets, mirrored or not
+    flat_a, flat_r, wb = a[~own].reshape((~own).sum(), -1), r[~own].reshape((~own).sum(), -1), w[~own]
+    b = (wb @ flat_r - (wb @ flat_a) @ M) / wb.sum()  # the labels' own offsets, mirrored or not
     return M.T, b
 
 
@@ -78,11 +105,25 @@ def apply_correction(pred: np.ndarray, weight: np.ndarray, bias: np.ndarray, sch
         return module(torch.from_numpy(np.asarray(pred, np.float32))).numpy().astype(np.float64)
 
 
-def correct_model(model: Path, train_sets: list[tuple[str, list, Path, float]], out: Path,
+def _truths(s: CorrectionSet, scheme: LandmarkScheme) -> np.ndarray:
+    """The (F, N, 2) labels of ``s`` in the model's ``scheme``: NaN at the points labels in another scheme lack."""
+    from star_track.model.schemes import get_scheme
+
+    labels = np.stack([f.landmarks for f in s.faces]).astype(np.float64)
+    if s.labels is None or get_scheme(s.labels).num_points == scheme.num_points:
+        return labels
+    if get_scheme(s.labels).num_points != 68 or scheme.to_68 is None:
+        raise ValueError(f"{s.name}: {s.labels} labels cannot train a {scheme.name} model's correction")
+    out = np.full((len(labels), scheme.num_points, 2), np.nan)
+    out[:, list(scheme.to_68)] = labels
+    return out
+
+
+def correct_model(model: Path, train_sets: list[CorrectionSet], out: Path,
                   heldout: dict[str, tuple[list, Path]] | None = None, ridge: float = RIDGE) -> dict:
-    """Fit the correction of ``model`` on ``train_sets`` ((name, faces, image root, weight per face), labels in
-    the model's scheme and convention), write the model with it appended to ``out`` (checked against the torch
-    module on real crops) and score the ``heldout`` sets before and after. Returns the report."""
+    """Fit the correction of ``model`` on ``train_sets``, write the model with it appended to ``out`` (checked
+    against the torch module on real crops) and score the ``heldout`` sets (labels in the model's scheme) before
+    and after. Returns the report."""
     from export.shape_correction import append_correction, verify_correction
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
     from star_track.model.schemes import get_scheme
@@ -93,18 +134,20 @@ def correct_model(model: Path, train_sets: list[tuple[str, list, Path, float]], 
 
     meta = OnnxRuntimeEngine(model).meta
     scheme = get_scheme(meta.scheme)
-    pred = np.concatenate([gt_framed_predictions(model, faces, root) for _, faces, root, _ in train_sets])
-    truth = np.concatenate([np.stack([f.landmarks for f in faces]) for _, faces, _, _ in train_sets])
-    weight = np.concatenate([np.full(len(faces), w, np.float64) for _, faces, _, w in train_sets])
-    W, b = fit_correction(pred, truth, scheme, ridge, weight)
+    pred = np.concatenate([gt_framed_predictions(model, s.faces, s.root, framing=s.labels) for s in train_sets])
+    truth = np.concatenate([_truths(s, scheme) for s in train_sets])
+    weight = np.concatenate([np.full(len(s.faces), s.weight, np.float64) for s in train_sets])
+    shape_only = np.concatenate([np.full(len(s.faces), s.labels is not None) for s in train_sets])
+    W, b = fit_correction(pred, truth, scheme, ridge, weight, shape_only)
     staged = Path(out).with_name(f".{Path(out).name}.corrected")  # checked against the original before it lands
     append_correction(model, W, b, scheme.outer_eye_corners, staged)
-    _, faces, root, _ = train_sets[0]
-    ds = FaceCropDataset(faces[:8], root, scheme, meta.input_size, None, crop_scale=meta.crop_scale,
+    first = train_sets[0]
+    ds = FaceCropDataset(first.faces[:8], first.root, scheme, meta.input_size, None, crop_scale=meta.crop_scale,
                          with_targets=False)
     crops = np.stack([ds[i]["image"].numpy().transpose(1, 2, 0) for i in range(len(ds))]).astype(np.uint8)
-    report: dict = {"model": Path(model).name, "train_sets": [{"name": n, "faces": len(f), "weight": w}
-                                                            for n, f, _, w in train_sets], "ridge": ridge,
+    sets = [{"name": s.name, "faces": len(s.faces), "weight": s.weight, **({"labels": s.labels} if s.labels else {})}
+            for s in train_sets]
+    report: dict = {"model": Path(model).name, "train_sets": sets, "ridge": ridge,
                     "check": verify_correction(staged, model, W, b, scheme.outer_eye_corners, crops), "heldout": {}}
     for name, (faces, root) in (heldout or {}).items():
         gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
@@ -117,24 +160,33 @@ def correct_model(model: Path, train_sets: list[tuple[str, list, Path, float]], 
 
 
 W300_WEIGHT = 4.0
-"""Weight of a 300W face against a WFLW face in a 68-point model's fit. The 68-point models follow 300W's labels;
+"""Weight of a 300W face against a WFLW face in a correction's fit. The 68-point models follow 300W's labels;
 the WFLW faces' labels were moved onto them by a per-point offset (``train.combined``), which leaves part of the
 two conventions' difference. On 300W faces alone the fit cut star68-fast's held-out 300W NME 3.74 -> 3.42 % but
 raised the WFLW faces' 5.42 -> 5.49 %; with the WFLW faces at equal weight 3.59 / 5.07; at weight 4 for 300W
-3.47 / 5.21 (FR@10 7.7 -> 5.7 %), both sets better."""
+3.47 / 5.21 (FR@10 7.7 -> 5.7 %), both sets better. star98-fast (300W faces shaping W only, ridge 1), 300W
+weight 0 / 1 / 2 / 4 / 8: held-out WFLW 98-point NME 5.12 / 5.15 / 5.19 / 5.23 / 5.28 %, its implied 68 points on
+the held-out 300W faces, each point's mean offset removed (``benchmarks.w300``), 3.87 / 3.58 / 3.51 / 3.47 /
+3.46 % (uncorrected 5.50 / 3.74 %; star68-fast: 3.49 %)."""
 
 
 def correction_sets(num_points: int, data_root: Path, ann_dir: Path
-                    ) -> tuple[list[tuple[str, list, Path, float]], dict[str, tuple[list, Path]], list]:
-    """(training sets with weights, held-out sets by name, held-out faces for the uncertainty calibration) of a
-    bundled model with ``num_points``: 68 -> the combined 300W + WFLW files (``python -m train ship`` or
-    :func:`train.combined.build_combined_set` writes them), 98 -> WFLW's own 98-point labels."""
+                    ) -> tuple[list[CorrectionSet], dict[str, tuple[list, Path]], list]:
+    """(training sets, held-out sets by name, held-out faces for the uncertainty calibration) of a bundled model
+    with ``num_points``: 68 -> the combined 300W + WFLW files (``python -m train ship`` or
+    :func:`train.combined.build_combined_set` writes them); 98 -> WFLW's own 98-point labels, plus the 300W
+    training faces (``python -m train prepare 300w``) on the 68 points they have, shaping ``W`` only."""
     from .annotations import read_annotations
 
     wflw = data_root / "wflw"
     if num_points == 98:
         train, val = read_annotations(ann_dir / "wflw98_train.jsonl"), read_annotations(ann_dir / "wflw98_val.jsonl")
-        return [("WFLW", train, wflw, 1.0)], {"wflw98_val": (val, wflw)}, val
+        w300 = ann_dir / "300w68_train.jsonl"
+        if not w300.is_file():
+            raise FileNotFoundError(f"{w300} not found: `python -m train prepare 300w {data_root / '300w'}` writes it")
+        return ([CorrectionSet("WFLW", train, wflw),
+                 CorrectionSet("300W", read_annotations(w300), data_root / "300w", W300_WEIGHT, labels="300w68")],
+                {"wflw98_val": (val, wflw)}, val)
     if num_points != 68:
         raise ValueError(f"no training faces for a {num_points}-point model")
     if not (ann_dir / "combined68_train.jsonl").is_file():
@@ -142,8 +194,8 @@ def correction_sets(num_points: int, data_root: Path, ann_dir: Path
                                 "(or train.combined.build_combined_set with any 68-point model)")
     train, val = read_annotations(ann_dir / "combined68_train.jsonl"), read_annotations(ann_dir / "combined68_val.jsonl")
     is_300w = lambda f: f.image.startswith("../300w")  # noqa: E731 (combined files: 300W paths from wflw/)
-    return ([("300W", [f for f in train if is_300w(f)], wflw, W300_WEIGHT),
-             ("WFLW", [f for f in train if not is_300w(f)], wflw, 1.0)],
+    return ([CorrectionSet("300W", [f for f in train if is_300w(f)], wflw, W300_WEIGHT),
+             CorrectionSet("WFLW", [f for f in train if not is_300w(f)], wflw)],
             {"300w_val": ([f for f in val if is_300w(f)], wflw), "wflw_val": ([f for f in val if not is_300w(f)], wflw)},
             val)
 
@@ -153,7 +205,9 @@ def correction_row(report: dict) -> str:
     held = "; ".join(f"{name} ({r['faces']} faces) {100 * r['nme_before']:.2f} -> **{100 * r['nme_after']:.2f} %**, "
                      f"FR@10 {100 * r['fr10_before']:.1f} -> {100 * r['fr10_after']:.1f} %"
                      for name, r in report["heldout"].items())
-    faces = " + ".join(f"{t['faces']} {t['name']} (weight {t['weight']:g})" for t in report["train_sets"])
+    faces = " + ".join(f"{t['faces']} {t['name']} (weight {t['weight']:g}"
+                       + (f"; {t['labels']} labels, shaping W only)" if t.get("labels") else ")")
+                       for t in report["train_sets"])
     return (f"linear, in the face frame (`star_track.nn.shape_correction`, appended to the graph after the decoding; "
             f"the eyes by a constant offset only), fitted on the model's predictions for the training faces: {faces}, "
             f"ridge {report['ridge']:g}, mirrored faces too; "
