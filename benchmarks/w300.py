@@ -12,7 +12,9 @@ built before the WFLW train labels came saw teacher labels of those photos). Mod
 read on ``300w`` and ``wflw→300w``; ``wflw`` measures them against the other convention.
 
 Any ``.onnx`` path is accepted as a model, e.g. the WFLW-stage models ``runs/wflw-stage/*.onnx``. A 98-point
-model (``star98-fast``) is scored on the 68 points it implies (``--68``), framed by the same box.
+model (``star98-fast``) is scored on the 68 points it implies (``--68``), framed by the same box. A model named
+with ``+flip`` (``star68-precise+flip``) runs with test-time flip averaging (``Tracker(flip_test=True)``), as
+photo mode does by default.
 
 Per bundled model (loaded by name through the SDK), 68 points, NME normalised by the outer-eye-corner distance
 (points 36 / 45), FR and AUC at 0.1:
@@ -72,6 +74,13 @@ SCHEME = get_scheme("300w68")
 W300_VAL_ANNOTATIONS = REPO / "data" / "300w68_val.jsonl"
 """Written by ``python -m train prepare 300w ../shared/data/300w --out data --allow-partial``."""
 MODELS = ("default", "star68-accurate")
+FLIP = "+flip"
+"""Suffix of a model name that runs it with test-time flip averaging."""
+
+
+def split_flip(model: str) -> tuple[str, bool]:
+    """(model without the :data:`FLIP` suffix, whether it had it)."""
+    return (model[:-len(FLIP)], True) if model.endswith(FLIP) else (model, False)
 
 
 def load_w300_heldout(data: Path) -> list:
@@ -164,9 +173,10 @@ def part_summary(faces: list, nme_box: np.ndarray, nme_e2e: np.ndarray) -> dict[
 def evaluate_model(model: str, sets: dict[str, tuple[list, Path]], detector: str = "full") -> dict:
     from train.metrics import nme_per_face, summarize
 
-    res = {"model_info": model_info(model), "sets": {}}
+    model, flip = split_flip(model)
+    res = {"model_info": model_info(model), "flip_test": flip, "sets": {}}
     with Tracker(model, engine="onnxruntime", smoothing="none", max_faces=64, detector=detector,
-                 output_scheme="68") as tracker:
+                 output_scheme="68", flip_test=flip) as tracker:
         res["engine"] = tracker.engine.name
         for name, (faces, root) in sets.items():
             gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
@@ -269,7 +279,8 @@ def tables(results: dict[str, dict]) -> tuple[tuple[list, list], tuple[list, lis
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", default=list(MODELS), help="bundled model names (or .onnx paths)")
+    p.add_argument("--models", nargs="+", default=list(MODELS), help="bundled model names (or .onnx paths); "
+                   f"NAME{FLIP}: with test-time flip averaging")
     p.add_argument("--data", type=Path, default=None, help="shared data folder holding 300w/ and wflw/")
     p.add_argument("--detector", default="full", help="BlazeFace model for the end-to-end rows (full / short)")
     p.add_argument("--no-wflw", action="store_true", help="skip the WFLW held-out rows")
@@ -291,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
                 sets["wflw train→300w"] = (trainsplit, data / "wflw")
     results, by_sha = {}, {}
     for m in a.models:  # a model file bundled under two names is evaluated once
-        sha = model_info(m)["sha256"]
+        sha = model_info(split_flip(m)[0])["sha256"] + str(split_flip(m)[1])
         if sha in by_sha:
             first = by_sha[sha]
             results[f"{first} = {m}"] = results.pop(first)

@@ -163,9 +163,9 @@ def test_sdk_photo_tracker_uses_the_photo_model_unless_told(face_photo):
     from star_track import Tracker
 
     img, gt, _ = face_photo
-    with Tracker.for_photos() as photo, Tracker.for_photos("default") as fast:
-        assert photo.smoothing == "none"
-        assert Path(photo.engine.path).stem == PHOTO_BUNDLED and Path(fast.engine.path).stem == DEFAULT_BUNDLED
+    with Tracker.for_photos() as photo, Tracker.for_photos("default", flip_test=False) as fast:
+        assert photo.smoothing == "none" and photo.engine.name.endswith("+flip")  # photos flip by default
+        assert photo.meta.name == PHOTO_BUNDLED and Path(fast.engine.path).stem == DEFAULT_BUNDLED
         faces = photo.detect_image(img)
     best = min(faces, key=lambda f: np.linalg.norm(f.landmarks - gt, axis=1).mean())
     assert best.pose is not None and abs(best.pose.yaw) < 60 and best.blink is False

@@ -58,3 +58,10 @@ def test_region_nme_and_parts_measure_each_region_and_part_on_its_own():
     assert parts["lfpw"]["faces"] == 20 and abs(parts["lfpw"]["gt_framed"]["nme"] - 0.05) < 1e-12
     assert abs(parts["AFW+HELEN"]["gt_framed"]["nme"] - 0.02) < 1e-12  # the set before LFPW came
     assert parts["afw"]["end_to_end"]["found"] == 9 and parts["AFW+HELEN"]["end_to_end"]["fr@0.1"] == 1 / 20
+
+
+def test_a_flip_suffix_asks_for_flip_averaging_of_the_named_model():
+    from benchmarks.w300 import split_flip
+
+    assert split_flip("star68-precise+flip") == ("star68-precise", True)
+    assert split_flip("runs/flip/m.onnx") == ("runs/flip/m.onnx", False)

@@ -344,19 +344,19 @@ def test_bench_engines_prints_a_table(model_path):
     assert_one_line_error(run("bench", "engines", "-m", model_path, "--batches", "x"), "--batches", code=2)
 
 
-def test_image_flip_test_is_at_least_as_accurate_on_a_real_face(tmp_path, face_photo):
+def test_image_flip_test_default_is_at_least_as_accurate_on_a_real_face(tmp_path, face_photo):
     img, gt, _ = face_photo
     src = tmp_path / "face.png"
     cv2.imwrite(str(src), img)
     iod = np.linalg.norm(gt[36] - gt[45])
     nme = {}
-    for flag in ((), ("--flip-test",)):
+    for flag in ((), ("--no-flip-test",)):  # photo mode flips by default
         lm = tmp_path / f"lm{len(flag)}.json"
         r = run("image", src, "-l", lm, *flag)  # bundled model
         assert r.exit_code == 0, r.stderr
         pts = np.array(json.loads(lm.read_text())["faces"][0]["landmarks"])
-        nme[bool(flag)] = np.linalg.norm(pts - gt, axis=1).mean() / iod
-    assert nme[True] < 0.08 and nme[True] <= nme[False] + 0.005
+        nme[not flag] = np.linalg.norm(pts - gt, axis=1).mean() / iod
+    assert nme[True] < 0.08 and nme[True] <= nme[False] + 0.005 and nme[True] != nme[False]
 
 
 def test_variable_frame_rate_video_keeps_every_frame_and_its_time(tmp_path, face_video, model_path):

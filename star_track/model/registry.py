@@ -24,7 +24,8 @@ less accurate on the held-out faces than the model bundled before it (figures in
 PHOTO_BUNDLED = "star68-precise"
 """The bundled model photo mode uses when none is named (``star-track image``, :meth:`Tracker.for_photos
 <star_track.tracking.tracker.Tracker.for_photos>`): the most precise one (lowest held-out NME in its card),
-~19 ms per face on one CPU core against ~2 ms for :data:`DEFAULT_BUNDLED`."""
+~20 ms per face on one CPU core (~41 ms with photo mode's flip averaging) against ~2 ms for
+:data:`DEFAULT_BUNDLED`."""
 CACHE_ENV = "STAR_TRACK_CACHE"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".engine", ".plan")
 
