@@ -380,3 +380,30 @@ def test_flip_mirrors_about_the_labels_own_axis(tmp_path):
 
     assert label_minus_blob(0.0) == pytest.approx(-c, abs=0.3)  # a plain flip inverts the label offset
     assert label_minus_blob(c) == pytest.approx(c, abs=0.3)  # mirrored about the labels' own axis: kept
+
+
+def test_a_lossless_pack_gives_the_training_samples_of_the_photos(tmp_path):
+    """``train.pack``: a face's patch and labels moved into it yield the same crops and targets, plain and
+    flipped with a mirror shift (which is in image pixels and must scale with the patch)."""
+    pytest.importorskip("torch")
+    from train.annotations import FaceAnnotation
+    from train.augment import AugmentConfig
+    from train.dataset import FaceCropDataset
+    from train.pack import pack_faces
+
+    rng = np.random.default_rng(1)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), (5, 5), 0)
+    cv2.imwrite(str(tmp_path / "photo.png"), img)
+    faces = [FaceAnnotation("photo.png", (rng.uniform(0, 1, (68, 2)) * s + o).astype(np.float32),
+                            extra={"mirror_shift": 1.5}) for s, o in ((90, (150, 120)), (200, (300, 200)))]
+    packed = read_annotations(pack_faces(faces, tmp_path, tmp_path / "pack", "faces", 256, quality=101))
+    assert [f.image for f in packed] == ["faces/00000.webp", "faces/00001.webp"]
+    flip = AugmentConfig(flip=1.0, shift_sd=0, rotate_sd_deg=0, scale_sd=0, occlusion=0, blur=0, gamma=0,
+                         noise=0, gray=0, jitter=0)
+    for augment in (None, flip):
+        a = FaceCropDataset(faces, tmp_path, W300_68, 128, augment, seed=2, with_targets=False)
+        b = FaceCropDataset(packed, tmp_path / "pack", W300_68, 128, augment, seed=2, with_targets=False)
+        for i in range(2):
+            np.testing.assert_allclose(a[i]["landmarks"].numpy(), b[i]["landmarks"].numpy(), atol=1e-4)
+            diff = np.abs(a[i]["image"].numpy().astype(float) - b[i]["image"].numpy().astype(float))
+            assert diff.mean() < 0.5, diff.mean()

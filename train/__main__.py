@@ -135,6 +135,32 @@ def calibrate_uncertainty_cmd(
     typer.echo("  (out-of-sample coverage: python -m benchmarks.uncertainty)")
 
 
+@app.command("pack")
+def pack_cmd(annotations: list[Path] = typer.Argument(..., help="annotation files (.jsonl) to pack"),
+             image_root: Path = typer.Option(..., help="folder their image paths are relative to"),
+             out: Path = typer.Option(Path("runs") / "pack", help="the pack's folder (runs/ is not committed)"),
+             side: int = typer.Option(256, min=32, help="patch side in pixels: twice the largest input size to "
+                                      "train"),
+             quality: int = typer.Option(0, min=0, max=101, help="WebP quality (0: train.pack.PACK_QUALITY; "
+                                         "101: lossless)")):
+    """Pack the faces of annotation files for a machine without the photos (a GPU machine gets the working tree
+    and 64 MiB with it): each face's training patch as one WebP, the annotations in its pixels
+    (``OUT/<stem>.jsonl``). Train from it with ``--image-root OUT --train-annotations OUT/<stem>.jsonl``."""
+    from .pack import PACK_QUALITY, pack_files
+
+    for ann in annotations:
+        if not ann.is_file():
+            raise _fail(f"not found: {ann}")
+    if not image_root.is_dir():
+        raise _fail(f"image root not found: {image_root}")
+    try:
+        done = pack_files(annotations, image_root, out, side, quality or PACK_QUALITY)
+    except (FileNotFoundError, OSError) as e:
+        raise _fail(str(e)) from None
+    for name, (faces, size) in done.items():
+        typer.echo(f"{name}: {faces} faces, {size / 2**20:.1f} MiB -> {out / name}.jsonl")
+
+
 @app.command("shape-correction")
 def shape_correction_cmd(
         model: Path = typer.Argument(..., help="exported .onnx model without a shape correction"),
