@@ -272,11 +272,15 @@ def _limit_threads(n: int) -> None:
 
 
 def main() -> None:
+    from star_track.cli.exits import run_app
+
     try:
-        app()
-    except KeyboardInterrupt:
+        code = run_app(app, "python -m train")  # a usage error: one line, exit 2
+    except KeyboardInterrupt:  # before the command runs
+        code = 130
+    if code == 130:  # typer turns a Ctrl-C in the command into exit code 130 without a word
         typer.echo("interrupted; resume with the same command (checkpoints are written every epoch)", err=True)
-        sys.exit(130)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from .commands import batch, bench, image, models, plot, video
-from .exits import EXIT_ERROR, fail
+from .exits import run_app
 from .stderr import restore_native_stderr
 
 app = typer.Typer(name="star-track", help="Real-time facial landmark tracking with STAR uncertainty.",
@@ -48,25 +48,6 @@ def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Also 
 
 
 def run_cli(argv: list[str] | None = None) -> int:
-    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code.
-
-    Unlike typer's standalone mode, a usage error (bad option value, unknown option, missing argument) is one
-    line on stderr with exit code 2, like every other error.
-    """
-    try:
-        rv = app(args=argv, prog_name="star-track", standalone_mode=False)
-    except typer.TyperException as e:  # click's ClickException family (vendored by typer)
-        if type(e).__name__ == "NoArgsIsHelpError":  # bare `star-track` / `star-track models`: the help
-            from typer import core as typer_core
-
-            if not getattr(typer_core, "HAS_RICH", True):  # rich help is printed as it is built
-                e.show()  # type: ignore[attr-defined]  # click's, not in typer's stubs
-            return e.exit_code
-        ctx = getattr(e, "ctx", None)
-        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-        fail(f"{e.format_message()}{hint}")
-        return getattr(e, "exit_code", 2)
-    except typer.Abort:
-        fail("aborted")
-        return EXIT_ERROR
-    return rv if isinstance(rv, int) else 0
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code (a usage error is
+    one line and exit code 2: :func:`~star_track.cli.exits.run_app`)."""
+    return run_app(app, "star-track", argv)

@@ -25,6 +25,31 @@ def fail(message: str, code: int = EXIT_ERROR, prog: str = "star-track") -> type
     return typer.Exit(code)
 
 
+
+def run_app(app: typer.Typer, prog: str, argv: list[str] | None = None) -> int:
+    """Run ``app`` (as ``prog``) on ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+
+    Unlike typer's standalone mode, a usage error (bad option value, unknown option, missing argument) is one
+    line on stderr, ``PROG: error: ...``, with exit code 2, like every other error.
+    """
+    try:
+        rv = app(args=argv, prog_name=prog, standalone_mode=False)
+    except typer.TyperException as e:  # click's ClickException family (vendored by typer)
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `star-track` / `star-track models`: the help
+            from typer import core as typer_core
+
+            if not getattr(typer_core, "HAS_RICH", True):  # rich help is printed as it is built
+                e.show()  # type: ignore[attr-defined]  # click's, not in typer's stubs
+            return e.exit_code
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        fail(f"{e.format_message()}{hint}", prog=prog)
+        return getattr(e, "exit_code", 2)
+    except typer.Abort:
+        fail("aborted", prog=prog)
+        return EXIT_ERROR
+    return rv if isinstance(rv, int) else 0
+
 @contextlib.contextmanager
 def error_boundary(subject: str) -> Iterator[None]:
     """Turn any exception into one stderr line mentioning ``subject`` (a :class:`StarTrackError` already names
