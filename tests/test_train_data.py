@@ -407,3 +407,58 @@ def test_a_lossless_pack_gives_the_training_samples_of_the_photos(tmp_path):
             np.testing.assert_allclose(a[i]["landmarks"].numpy(), b[i]["landmarks"].numpy(), atol=1e-4)
             diff = np.abs(a[i]["image"].numpy().astype(float) - b[i]["image"].numpy().astype(float))
             assert diff.mean() < 0.5, diff.mean()
+
+
+def _train_cli(monkeypatch, capfd, *args):
+    """``python -m train ARGS`` through its entry point (usage errors and Ctrl-C are handled there); capfd also
+    catches native libraries' lines on stderr. Returns (exit code, stdout, stderr)."""
+    import sys
+
+    from train.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["python -m train", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out, err = capfd.readouterr()
+    return e.value.code, out, err
+
+
+def test_pack_cli_errors_are_one_line_with_exit_code_2(tmp_path, monkeypatch, capfd):
+    """Usage errors (a quality out of 0..101), a missing photo, a broken annotation file and two files that would
+    be packed to the same place: one ``python -m train: error:`` line each, exit 2, nothing packed for the last;
+    Ctrl-C: the resume hint, exit 130."""
+    pytest.importorskip("torch")
+    import train.pack
+    from train.annotations import FaceAnnotation, write_annotations
+
+    cv2.imwrite(str(tmp_path / "photo.png"), np.full((240, 320, 3), 128, np.uint8))
+    pts = (np.random.default_rng(0).uniform(0, 1, (68, 2)) * 80 + 100).astype(np.float32)
+    good = write_annotations([FaceAnnotation("photo.png", pts)], tmp_path / "a" / "faces.jsonl")
+    gone = write_annotations([FaceAnnotation("gone.png", pts)], tmp_path / "gone.jsonl")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(good.read_text() + '{"image": "photo.png"}\n')
+    twin = write_annotations([FaceAnnotation("photo.png", pts)], tmp_path / "b" / "faces.jsonl")
+    out = tmp_path / "pack"
+
+    def one_error_line(args, *needles):
+        code, stdout, stderr = _train_cli(monkeypatch, capfd, "pack", *args, "--image-root", tmp_path, "--out", out)
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("python -m train: error: "), (code, stderr)
+        assert all(n in lines[0] for n in needles), lines[0]
+
+    one_error_line([good, "--quality", 102], "--quality")
+    one_error_line([good, "--quality", -1], "--quality")
+    one_error_line([good, twin], "same stem", "faces")
+    one_error_line([broken], "broken.jsonl line 2", "landmarks")
+    assert not out.exists()
+    one_error_line([gone], "image not found", "gone.png")
+    assert _train_cli(monkeypatch, capfd, "pack", good, "--image-root", tmp_path, "--out", out,
+                      "--quality", 101)[0] == 0
+    assert len(read_annotations(out / "faces.jsonl")) == 1
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.pack, "pack_files", interrupted)
+    code, _, stderr = _train_cli(monkeypatch, capfd, "pack", good, "--image-root", tmp_path, "--out", out)
+    assert code == 130 and "interrupted; resume with the same command" in stderr, (code, stderr)

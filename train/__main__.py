@@ -151,12 +151,17 @@ def pack_cmd(annotations: list[Path] = typer.Argument(..., help="annotation file
     for ann in annotations:
         if not ann.is_file():
             raise _fail(f"not found: {ann}")
+    stems = [ann.stem for ann in annotations]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:  # each file is packed as OUT/<stem>: the later one would overwrite the earlier
+        raise _fail(f"annotation files with the same stem: {', '.join(twice)} (each is packed as OUT/<stem>)")
     if not image_root.is_dir():
         raise _fail(f"image root not found: {image_root}")
     try:
         done = pack_files(annotations, image_root, out, side, quality or PACK_QUALITY)
-    except (FileNotFoundError, OSError) as e:
-        raise _fail(str(e)) from None
+    except (OSError, ValueError) as e:  # FileNotFoundError is an OSError
+        raise _fail(f"{e.filename}: {e.strerror}" if getattr(e, "filename", None) and getattr(e, "strerror", None)
+                    else str(e)) from None
     for name, (faces, size) in done.items():
         typer.echo(f"{name}: {faces} faces, {size / 2**20:.1f} MiB -> {out / name}.jsonl")
 

@@ -51,5 +51,13 @@ def read_annotations(path: str | Path) -> list[FaceAnnotation]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
+    faces = []
     with open(path) as f:
-        return [FaceAnnotation.from_json(line) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                faces.append(FaceAnnotation.from_json(line))
+            except (ValueError, KeyError, TypeError) as e:  # not JSON, or not a face's fields
+                raise ValueError(f"{path} line {n}: not a face annotation ({type(e).__name__}: {e})") from None
+    return faces

@@ -35,6 +35,8 @@ def pack_faces(faces: list[FaceAnnotation], root: Path, out_dir: Path, name: str
     for i, face in enumerate(faces):
         path = Path(root) / face.image
         if path != last_path:
+            if not path.is_file():  # checked here: OpenCV would add a warning line of its own
+                raise FileNotFoundError(f"image not found: {path} (face {i + 1} of {name})")
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if img is None:
                 raise FileNotFoundError(f"cannot read image {path}")
