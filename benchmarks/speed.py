@@ -10,7 +10,8 @@ Stages inside the tracker are timed by its public hook :attr:`Tracker.on_stage`:
 score), ``smooth``; ``other`` is the rest of ``Tracker.track`` (association, crop geometry, bookkeeping). Per
 frame; median and p90.
 
-Engine vs peer: ms per face of each landmark model (``star68-fast``, the default, and ``star68-accurate``; or ``--model``) and of
+Engine vs peer: ms per face of each landmark model (the default ``star68-fast-int8``, its float ``star68-fast`` and
+``star68-accurate``; or ``--model``) and of
 MediaPipe's Face Mesh model (LiteRT, the speed peer, :mod:`benchmarks.peer`) on the same real face crops in the
 same process, at batch 1 and per face at batch 4; with ``--loaded`` again while two busy processes run beside it.
 
@@ -43,6 +44,8 @@ from .common import (DEFAULT_DATA, RESULTS_DIR, DlibPipeline, cpu_name, load_fac
                      markdown_table, model_info, model_label, print_table, write_json)
 
 STAGES = ("decode", "detect", "crop", "engine", "back-map", "smooth", "other", "draw", "encode")
+DEFAULT_MODELS = ("star68-fast-int8", "star68-fast", "star68-accurate")
+"""Engines timed beside the peer unless ``--model`` names others."""
 RESOLUTIONS = ((640, 480), (1280, 720))
 FACE_COUNTS = (1, 4, 8)
 
@@ -251,7 +254,8 @@ def peer_table(console, rows: list[dict], title: str) -> str:
 def arguments() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", default=None,
-                   help="ONNX model path or name; repeat for several (default: star68-fast and star68-accurate)")
+                   help="ONNX model path or name; repeat for several (default: star68-fast-int8, star68-fast and "
+                   "star68-accurate)")
     p.add_argument("--torch-checkpoint", default=None, help="also time the torch engine on this .pt checkpoint")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--frames", type=int, default=90, help="frames per test video (5 warm-up frames dropped)")
@@ -283,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
 
     threads = default_threads() if a.threads is None else a.threads
     patches = face_patches(load_faces(), a.data, max(FACE_COUNTS))
-    models = a.model or ["star68-fast", "star68-accurate"]
+    models = a.model or list(DEFAULT_MODELS)
     peer = {"idle": engine_vs_peer(models, patches, threads, a.peer_repeats)}
     peer_md = {"idle": peer_table(console, peer["idle"], f"Engine vs MediaPipe peer, idle, {cpu_name()}, "
                                                          f"{threads} thread(s)")}
@@ -384,7 +388,7 @@ def report(console, runs: list[dict], floor: list[dict], base: list[dict], a, se
     path = write_json("speed", {
         "command": "python -m benchmarks.speed" + "".join(f" --model {m}" for m in a.model or [])
                    + (" --quick" if a.quick else ""),
-        "models": {m: model_info(m) for m in a.model or ["star68-fast", "star68-accurate"]}, "frames": a.frames,
+        "models": {m: model_info(m) for m in a.model or DEFAULT_MODELS}, "frames": a.frames,
         "seconds": seconds, "processor": cpu_name(),
         "runs": runs,
         "detector_only": floor, "dlib": base, "ratios": ratios,

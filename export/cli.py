@@ -96,5 +96,9 @@ def _check_gpu_dependencies() -> None:
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point: a usage error is one line, exit code 2 (:func:`star_track.cli.exits.run_app`)."""
+    import sys
+
+    from star_track.cli.exits import run_app
+
+    sys.exit(run_app(app, "python -m export"))

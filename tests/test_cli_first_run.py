@@ -69,7 +69,7 @@ def test_readme_and_model_cards_quote_the_same_ms_per_face():
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
     models_table = readme[readme.index("| `--model` | network | MMAC / face | ms / face"):]
-    pattern = r"^\| `(star\d+-\w+)`[^|]*\|[^|]*\|\s*[\d.]+\s*\|\s*([\d.]+)\s*\|"
+    pattern = r"^\| `(star\d+-[\w-]+)`[^|]*\|[^|]*\|\s*[\d.]+\s*\|\s*([\d.]+)\s*\|"
     rows = dict(reversed(re.findall(pattern, models_table, re.M)))  # the first row of a model wins
     cards = sorted((root / "star_track" / "model" / "bundled").glob("star*.md"))
     assert cards and set(rows) >= {c.stem for c in cards}

@@ -143,3 +143,30 @@ def test_onnxruntime_sessions_do_not_spin_and_take_the_thread_count(standin_mode
     assert create_engine(standin_model, "onnxruntime", threads=2).threads == 2
     with pytest.raises(ValueError):
         OnnxRuntimeEngine(standin_model, threads=-1)
+
+
+def test_an_int8_body_runs_as_its_float_source_on_an_nvidia_machine(monkeypatch):
+    """Bundled ``NAME-int8`` models are for CPUs; where an NVIDIA GPU is, the float ``NAME`` runs instead."""
+    import star_track.engines as engines
+    from star_track.engines import float_source
+
+    q = resolve_model("star68-fast-int8")
+    assert float_source(q) == resolve_model("star68-fast")
+    assert float_source(resolve_model("star98-fast")) == resolve_model("star98-fast")  # a float model itself
+    assert create_engine("star68-fast-int8", "onnxruntime").path == q  # no GPU here: the INT8 graph
+    monkeypatch.setattr(engines, "has_nvidia_gpu", lambda: True)
+    assert create_engine("star68-fast-int8", "onnxruntime").path == resolve_model("star68-fast")
+
+
+def test_the_int8_body_keeps_the_float_models_points(face_photo):
+    """``python -m train quantize``'s bundled results agree with their float models on a real face crop."""
+    from star_track.crop import crop_from_landmarks
+
+    img, gt, _ = face_photo
+    for name in ("star68-fast", "star68-precise"):
+        f, q = OnnxRuntimeEngine(resolve_model(name)), OnnxRuntimeEngine(resolve_model(f"{name}-int8"))
+        crop = crop_from_landmarks(gt, f.meta.input_size, f.meta.crop_scale).warp(img)[None]
+        (mf, cf), (mq, cq) = f.infer(crop), q.infer(crop)
+        px = np.linalg.norm(mf - mq, axis=-1) * f.meta.input_size / 2
+        assert px.mean() < 0.5 and px.max() < 3.0, (name, px.mean(), px.max())
+        assert np.allclose(np.trace(cq, axis1=-2, axis2=-1), np.trace(cf, axis1=-2, axis2=-1), rtol=0.35)

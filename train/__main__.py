@@ -135,6 +135,47 @@ def calibrate_uncertainty_cmd(
     typer.echo("  (out-of-sample coverage: python -m benchmarks.uncertainty)")
 
 
+@app.command("quantize")
+def quantize_cmd(
+        model: Path = typer.Argument(..., help="exported float .onnx model"),
+        out: Path = typer.Option(None, help="where to write it (default: MODEL-int8.onnx beside it, named so)"),
+        data: Path = typer.Option(Path("../shared/data"), help="the shared data folder (holds wflw/, 300w/)"),
+        ann_dir: Path = typer.Option(Path("data"), help="folder of the annotation files"),
+        faces: int = typer.Option(256, min=16, help="training faces whose crops calibrate the 8-bit ranges")):
+    """Quantize the model's network body to INT8 for CPUs (export/quantize.py), calibrated on training-face crops,
+    and compare it with the float model on held-out crops; a card beside the model is copied with the new name
+    and a quantization row."""
+    import json
+
+    from export.quantize import compare, quantize_body
+    from star_track.engines import INT8_SUFFIX
+    from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from star_track.model.schemes import get_scheme
+
+    from .quantize_card import crops_of, heldout_nme, write_card
+    from .shape_correction import correction_sets
+
+    if not model.is_file():
+        raise _fail(f"not found: {model}")
+    out = out or model.with_name(f"{model.stem}{INT8_SUFFIX}.onnx")
+    meta = OnnxRuntimeEngine(model).meta
+    try:
+        train_sets, heldout, _ = correction_sets(get_scheme(meta.scheme).num_points, data, ann_dir)
+        calib = crops_of(model, [f for s in train_sets if s.labels is None for f in s.faces], train_sets[0].root,
+                         faces)
+        held_faces, held_root = next(iter(heldout.values()))
+        check = crops_of(model, held_faces, held_root, 64)
+        quantize_body(model, out, calib, name=out.stem)
+    except (FileNotFoundError, ValueError) as e:
+        raise _fail(str(e)) from None
+    report = {"model": str(out), "calibration_faces": len(calib), "vs_float_on_heldout_crops": compare(out, model, check),
+              "heldout": heldout_nme(out, model, heldout)}
+    card = model.with_suffix(".md")
+    if card.is_file():
+        write_card(card, out, report)
+    typer.echo(json.dumps(report, indent=1))
+
+
 @app.command("pack")
 def pack_cmd(annotations: list[Path] = typer.Argument(..., help="annotation files (.jsonl) to pack"),
              image_root: Path = typer.Option(..., help="folder their image paths are relative to"),

@@ -78,7 +78,9 @@ def create_engine(model: str | os.PathLike | None = None, engine: str = "auto",
     :func:`star_track.engines.onnxruntime_engine.default_threads`); GPU engines ignore it.
 
     ``"auto"`` tries TensorRT when it is installed and an NVIDIA GPU is present, else ONNX Runtime (which
-    itself prefers its CUDA provider when available).
+    itself prefers its CUDA provider when available). A model with an INT8 body (``NAME-int8.onnx``, for CPUs:
+    ``python -m train quantize``) runs as its float source ``NAME.onnx`` beside it on a machine with an NVIDIA
+    GPU, whose fast path is the float graph (TensorRT FP16).
 
     Raises:
         ModelError: the model is missing or invalid.
@@ -88,6 +90,8 @@ def create_engine(model: str | os.PathLike | None = None, engine: str = "auto",
     from ..model.registry import resolve_model
 
     path = resolve_model(model)
+    if has_nvidia_gpu():
+        path = float_source(path)
     if engine == "auto":
         if _tensorrt_possible(path):
             try:
@@ -99,6 +103,19 @@ def create_engine(model: str | os.PathLike | None = None, engine: str = "auto",
     if engine == "onnxruntime" and engine not in _CUSTOM:
         return _loader(engine)(path, threads=threads)  # type: ignore[call-arg]
     return _loader(engine)(path)
+
+
+INT8_SUFFIX = "-int8"
+"""Name suffix of a model whose network body is quantized for CPUs (its float source: the name without it)."""
+
+
+def float_source(path: Path) -> Path:
+    """The float model an INT8-body model was quantized from (``NAME-int8.onnx`` -> ``NAME.onnx`` beside it), or
+    ``path`` itself when it is not one or the source is not there."""
+    if not path.stem.endswith(INT8_SUFFIX):
+        return path
+    source = path.with_name(path.stem[:-len(INT8_SUFFIX)] + path.suffix)
+    return source if source.is_file() else path
 
 
 def _tensorrt_possible(path: Path) -> bool:

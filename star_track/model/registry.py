@@ -18,14 +18,16 @@ from ..errors import ModelError
 from . import BUNDLED_DIR
 
 DEFAULT_MODEL = "default"
-DEFAULT_BUNDLED = "star68-fast"
-"""Which bundled model ``"default"`` means: ``star68-fast``, ~4.5x less CPU per face than ``star68-accurate`` and no
-less accurate on the held-out faces than the model bundled before it (figures in the model cards and README)."""
-PHOTO_BUNDLED = "star68-precise"
+DEFAULT_BUNDLED = "star68-fast-int8"
+"""Which bundled model ``"default"`` means: ``star68-fast`` with its network body in INT8 (``python -m train
+quantize``): the same points (held-out 300W NME 3.49 %, the float model's to 0.01 points) in 0.76x its CPU time,
+~4.5x less than ``star68-accurate``. On a machine with an NVIDIA GPU the float ``star68-fast`` runs instead
+(:func:`star_track.engines.float_source`)."""
+PHOTO_BUNDLED = "star68-precise-int8"
 """The bundled model photo mode uses when none is named (``star-track image``, :meth:`Tracker.for_photos
-<star_track.tracking.tracker.Tracker.for_photos>`): the most precise one (lowest held-out NME in its card),
-~20 ms per face on one CPU core (~41 ms with photo mode's flip averaging) against ~2 ms for
-:data:`DEFAULT_BUNDLED`."""
+<star_track.tracking.tracker.Tracker.for_photos>`): the most precise one (lowest held-out NME in its card), its
+body in INT8: ~11 ms per face on one CPU core (~22 ms with photo mode's flip averaging; the float
+``star68-precise``: ~20 / ~41 ms) against ~1.4 ms for :data:`DEFAULT_BUNDLED`."""
 CACHE_ENV = "STAR_TRACK_CACHE"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".engine", ".plan")
 

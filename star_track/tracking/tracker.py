@@ -170,10 +170,10 @@ class Tracker:
     def for_photos(cls, model: str | os.PathLike | None = None, **kwargs: Any) -> "Tracker":
         """A Tracker for :meth:`detect_image`, no smoothing, with test-time flip averaging (``flip_test=False``
         turns it off); ``model=None``: the most precise bundled model
-        (:data:`~star_track.model.registry.PHOTO_BUNDLED`). A photo can afford both: ~41 ms per face on one CPU
-        core for ``star68-precise`` with flips (~20 ms without, ~2 ms for the video default); on the held-out 300W
-        faces flips take its photo-mode NME from 3.20 to 3.12 % (``python -m benchmarks.w300 --models
-        star68-precise star68-precise+flip``)."""
+        (:data:`~star_track.model.registry.PHOTO_BUNDLED`). A photo can afford both: ~22 ms per face on one CPU
+        core for ``star68-precise-int8`` with flips (~11 ms without, ~1.4 ms for the video default); on the held-out
+        300W faces flips take its photo-mode NME from 3.20 to 3.12 % (``python -m benchmarks.w300 --models
+        star68-precise-int8 star68-precise-int8+flip``)."""
         return cls(PHOTO_BUNDLED if model is None else model, **{"smoothing": "none", "flip_test": True, **kwargs})
 
     # -- state -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ _IMAGE_MAX_FACES = (Optional[int], typer.Option(None, "--max-faces", min=1, help
 
 _IMAGE_MODEL = (Optional[str], typer.Option(None, "--model", "-m", help="Model: 'default' (the fast video "
                                             "model), a name in the model cache, or a .onnx path (default here: "
-                                            "the most precise bundled model, star68-precise)."))
+                                            "the most precise bundled model, star68-precise-int8)."))
 
 
 _IMAGE_FLIP = (bool, typer.Option(True, "--flip-test/--no-flip-test", help="Also run each face mirrored and "
@@ -57,7 +57,7 @@ def image(
         max_faces = tracker_options.max_faces
         from ...model.registry import PHOTO_BUNDLED
 
-        model = tracker_options.model or PHOTO_BUNDLED  # a photo can afford the most precise model (~41 ms with flips)
+        model = tracker_options.model or PHOTO_BUNDLED  # a photo can afford the most precise model (~22 ms with flips)
         tracker = tracker_options.tracker(smoothing="none", detect_every=1, model=model)
         with tracker:
             faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
