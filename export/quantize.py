@@ -53,20 +53,23 @@ def quantize_body(src: Path, out: Path, crops: np.ndarray, name: str | None = No
         def get_next(self) -> dict | None:
             return next(self._feed, None)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        staged = Path(out).with_name(f".{Path(out).name}.partial")
-        quantize_static(str(pre), str(staged), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes)
-    quantized = onnx.load(str(staged))
-    del quantized.metadata_props[:]
-    quantized.metadata_props.extend(model.metadata_props)
-    onnx.save(quantized, str(staged))
-    if name is not None:
-        rewrite_meta(staged, name=name)
-    staged.replace(out)
+    staged = Path(out).with_name(f".{Path(out).name}.partial")  # the model lands whole or not at all
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(str(pre), str(staged), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes)
+        quantized = onnx.load(str(staged))
+        del quantized.metadata_props[:]
+        quantized.metadata_props.extend(model.metadata_props)
+        onnx.save(quantized, str(staged))
+        if name is not None:
+            rewrite_meta(staged, name=name)
+        staged.replace(out)
+    finally:
+        staged.unlink(missing_ok=True)
     return Path(out)
 
 

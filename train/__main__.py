@@ -165,6 +165,9 @@ def quantize_cmd(
                          faces)
         held_faces, held_root = next(iter(heldout.values()))
         check = crops_of(model, held_faces, held_root, 64)
+        typer.echo(f"{model}: calibrating on {len(calib)} training-face crops, then scoring both models on "
+                   f"{sum(len(f) for f, _ in heldout.values())} held-out faces (a minute; star68-precise the longest)",
+                   err=True)
         quantize_body(model, out, calib, name=out.stem)
     except (FileNotFoundError, ValueError) as e:
         raise _fail(str(e)) from None
