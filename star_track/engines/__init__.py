@@ -123,4 +123,4 @@ def _tensorrt_possible(path: Path) -> bool:
 
 
 __all__ = ["EngineUnavailable", "LandmarkEngine", "ModelError", "create_engine", "engine_names",
-           "register_engine", "has_nvidia_gpu", "engine_availability", "GPU_HINT"]
+           "register_engine", "has_nvidia_gpu", "engine_availability", "GPU_HINT", "INT8_SUFFIX", "float_source"]
