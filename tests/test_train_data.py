@@ -452,9 +452,13 @@ def test_pack_cli_errors_are_one_line_with_exit_code_2(tmp_path, monkeypatch, ca
     one_error_line([broken], "broken.jsonl line 2", "landmarks")
     assert not out.exists()
     one_error_line([gone], "image not found", "gone.png")
+    assert not any(out.iterdir())  # no partial pack left behind
     assert _train_cli(monkeypatch, capfd, "pack", good, "--image-root", tmp_path, "--out", out,
                       "--quality", 101)[0] == 0
     assert len(read_annotations(out / "faces.jsonl")) == 1
+    (out / "faces" / "00007.webp").write_bytes(b"left from a larger pack")
+    assert _train_cli(monkeypatch, capfd, "pack", good, "--image-root", tmp_path, "--out", out)[0] == 0
+    assert [f.name for f in (out / "faces").iterdir()] == ["00000.webp"]  # a re-pack replaces the last one
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
