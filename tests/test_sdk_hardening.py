@@ -140,6 +140,7 @@ def test_concurrent_use_of_one_tracker_raises_instead_of_mixing_streams(model_pa
     ({"max_misses": float("nan")}, "max_misses"), ({"redetect_below": float("inf")}, "redetect_below"),
     ({"min_detection_confidence": 2}, "min_detection_confidence"), ({"uncertainty_half": 0}, "uncertainty_half"),
     ({"refine_tolerance": None}, "refine_tolerance"), ({"threads": -1}, "threads"), ({"threads": "4"}, "threads"),
+    ({"flip_test": "no"}, "flip_test"), ({"analysis": None}, "analysis"),
 ])
 def test_tracker_arguments_give_a_value_error_naming_them(model_path, kwargs, name):
     with pytest.raises(ValueError, match=f"^{name} must be"):

@@ -58,6 +58,13 @@ def int_arg(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def bool_arg(name: str, value: Any) -> bool:
+    """``value`` if it is a bool (numpy's too), else a ValueError naming ``name`` (``"no"`` would be truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def float_arg(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> float:
     """``value`` as a finite float in [low, high] ((low, high] with ``low_open``), else a ValueError naming it."""
     try:

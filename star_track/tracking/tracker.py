@@ -54,7 +54,7 @@ from ..model.registry import PHOTO_BUNDLED
 from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
 from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
-from .arguments import capped_threads, check_timestamp, float_arg, int_arg, output_scheme_arg
+from .arguments import bool_arg, capped_threads, check_timestamp, float_arg, int_arg, output_scheme_arg
 from .face import Face, NonFiniteOutputWarning, as_bgr
 from .landmarker import Landmarker, Result, StageTimer
 from .states import FaceStates
@@ -135,7 +135,7 @@ class Tracker:
         make_smoother(smoothing, **self.smoothing_params)  # validate now, not on the first face
         self.engine: LandmarkEngine = (engine if not isinstance(engine, str)
                                        else create_engine(model, engine, threads=threads))
-        if flip_test:
+        if bool_arg("flip_test", flip_test):
             self.engine = FlipAveragedEngine(self.engine)
         self.meta = self.engine.meta
         self.model_scheme: LandmarkScheme = get_scheme(self.meta.scheme)
@@ -163,7 +163,7 @@ class Tracker:
         self._busy = threading.Lock()  # detects overlapping calls (see module docs); never waited on
         self.nonfinite_faces = 0
         """Faces dropped because the model returned non-finite landmarks or covariances."""
-        self.face_state = FaceStates(analysis, focal, camera)  # face_state.blink_counts(): blinks per track
+        self.face_state = FaceStates(bool_arg("analysis", analysis), focal, camera)  # .blink_counts(): per track
         self.reset()
 
     @classmethod
