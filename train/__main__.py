@@ -152,7 +152,8 @@ def quantize_cmd(
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
     from star_track.model.schemes import get_scheme
 
-    from .quantize_card import crops_of, heldout_nme, write_card
+    from .dataset import label_framed_crops
+    from .quantize_card import heldout_nme, write_card
     from .shape_correction import correction_sets
 
     if not model.is_file():
@@ -161,10 +162,11 @@ def quantize_cmd(
     meta = OnnxRuntimeEngine(model).meta
     try:
         train_sets, heldout, _ = correction_sets(get_scheme(meta.scheme).num_points, data, ann_dir)
-        calib = crops_of(model, [f for s in train_sets if s.labels is None for f in s.faces], train_sets[0].root,
-                         faces)
+        scheme, size, scale = get_scheme(meta.scheme), meta.input_size, meta.crop_scale
+        calib = label_framed_crops([f for s in train_sets if s.labels is None for f in s.faces], train_sets[0].root,
+                                   scheme, size, faces, scale)
         held_faces, held_root = next(iter(heldout.values()))
-        check = crops_of(model, held_faces, held_root, 64)
+        check = label_framed_crops(held_faces, held_root, scheme, size, 64, scale)
         typer.echo(f"{model}: calibrating on {len(calib)} training-face crops, then scoring both models on "
                    f"{sum(len(f) for f, _ in heldout.values())} held-out faces (a minute; star68-precise the longest)",
                    err=True)

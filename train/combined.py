@@ -52,6 +52,22 @@ def gt_framed_predictions(model, faces: list[FaceAnnotation], root: Path, framin
     return np.concatenate(out).astype(np.float64)
 
 
+def heldout_nme(models: list, heldout: dict[str, tuple[list[FaceAnnotation], Path]]) -> dict[str, list[np.ndarray]]:
+    """Per held-out set (name -> (faces, image root), labels in the models' scheme): each model's per-face NME
+    on crops framed from the labels (:func:`gt_framed_predictions`), in the order of ``models``."""
+    from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from star_track.model.schemes import get_scheme
+
+    from .metrics import nme_per_face
+
+    scheme = get_scheme(OnnxRuntimeEngine(models[0]).meta.scheme)
+    out = {}
+    for name, (faces, root) in heldout.items():
+        gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
+        out[name] = [nme_per_face(gt_framed_predictions(m, faces, root), gt, scheme) for m in models]
+    return out
+
+
 def mirror_shift(model: str | Path, faces: list[FaceAnnotation], root: Path) -> float:
     """How far right (inter-ocular units, mean over ``faces``) a source's labels sit of the mirror-consistent
     position.

@@ -105,6 +105,15 @@ class FaceCropDataset(Dataset):
         return item
 
 
+def label_framed_crops(faces: list[FaceAnnotation], root: str | Path, scheme: LandmarkScheme, input_size: int,
+                       count: int, crop_scale: float = LANDMARK_CROP_SCALE) -> np.ndarray:
+    """(B, S, S, 3) uint8 BGR evaluation crops (framed from the labels, no augmentation) of ``count`` of ``faces``
+    spread evenly over the list; only their photos are read."""
+    picked = [faces[int(i)] for i in np.linspace(0, len(faces) - 1, min(count, len(faces))).astype(int)]
+    ds = FaceCropDataset(picked, root, scheme, input_size, None, crop_scale=crop_scale, with_targets=False)
+    return np.stack([ds[i]["image"].numpy().transpose(1, 2, 0) for i in range(len(ds))]).astype(np.uint8)
+
+
 def crop_to_frame(normalized: np.ndarray, to_crop: np.ndarray, size: int) -> np.ndarray:
     """[-1, 1] crop coordinates (B, N, 2) -> original image pixels, given the (B, 2, 3) frame->crop affines."""
     px = normalized_to_crop_pixels(normalized, size)

@@ -1,4 +1,4 @@
-"""``python -m train quantize``'s helpers: face crops for the calibration and the check, and the INT8 model's card
+"""``python -m train quantize``'s helpers: both models' held-out NME, and the INT8 model's card
 (the float model's card with the new name, its CPU latency measured beside the float model, a quantization row)."""
 from __future__ import annotations
 
@@ -9,36 +9,12 @@ from pathlib import Path
 import numpy as np
 
 
-def crops_of(model: Path, faces: list, root: Path, count: int) -> np.ndarray:
-    """(B, S, S, 3) uint8 crops of ``count`` of ``faces`` spread over the list, framed from their labels as the
-    model's held-out figures are."""
-    from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
-    from star_track.model.schemes import get_scheme
-
-    from .dataset import FaceCropDataset
-
-    meta = OnnxRuntimeEngine(model).meta
-    picked = [faces[int(i)] for i in np.linspace(0, len(faces) - 1, min(count, len(faces)))]
-    ds = FaceCropDataset(picked, root, get_scheme(meta.scheme), meta.input_size, None, crop_scale=meta.crop_scale,
-                         with_targets=False)
-    return np.stack([ds[i]["image"].numpy().transpose(1, 2, 0) for i in range(len(ds))]).astype(np.uint8)
-
-
 def heldout_nme(quantized: Path, src: Path, heldout: dict[str, tuple[list, Path]]) -> dict[str, dict]:
     """Mean NME of both models on each held-out set, crops framed from the labels (the cards' protocol)."""
-    from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
-    from star_track.model.schemes import get_scheme
+    from .combined import heldout_nme as per_face
 
-    from .combined import gt_framed_predictions
-    from .metrics import nme_per_face
-
-    scheme = get_scheme(OnnxRuntimeEngine(src).meta.scheme)
-    out = {}
-    for name, (faces, root) in heldout.items():
-        gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
-        nme = [float(nme_per_face(gt_framed_predictions(m, faces, root), gt, scheme).mean()) for m in (src, quantized)]
-        out[name] = {"faces": len(faces), "nme_float": nme[0], "nme_int8": nme[1]}
-    return out
+    return {name: {"faces": len(nme[0]), "nme_float": float(nme[0].mean()), "nme_int8": float(nme[1].mean())}
+            for name, nme in per_face([src, quantized], heldout).items()}
 
 
 def latency_ratio(quantized: Path, src: Path, rounds: int = 15) -> tuple[float, float]:

@@ -138,9 +138,8 @@ def correct_model(model: Path, train_sets: list[CorrectionSet], out: Path,
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
     from star_track.model.schemes import get_scheme
 
-    from .combined import gt_framed_predictions
-    from .dataset import FaceCropDataset
-    from .metrics import nme_per_face
+    from .combined import gt_framed_predictions, heldout_nme
+    from .dataset import label_framed_crops
 
     meta = OnnxRuntimeEngine(model).meta
     scheme = get_scheme(meta.scheme)
@@ -153,17 +152,13 @@ def correct_model(model: Path, train_sets: list[CorrectionSet], out: Path,
     staged = Path(out).with_name(f".{Path(out).name}.corrected")  # checked against the original before it lands
     append_correction(model, W, b, scheme.outer_eye_corners, staged)
     first = train_sets[0]
-    ds = FaceCropDataset(first.faces[:8], first.root, scheme, meta.input_size, None, crop_scale=meta.crop_scale,
-                         with_targets=False)
-    crops = np.stack([ds[i]["image"].numpy().transpose(1, 2, 0) for i in range(len(ds))]).astype(np.uint8)
+    crops = label_framed_crops(first.faces[:8], first.root, scheme, meta.input_size, 8, meta.crop_scale)
     sets = [{"name": s.name, "faces": len(s.faces), "weight": s.weight, **({"labels": s.labels} if s.labels else {})}
             for s in train_sets]
     report: dict = {"model": Path(model).name, "train_sets": sets, "ridge": ridge,
                     "check": verify_correction(staged, model, W, b, scheme.outer_eye_corners, crops), "heldout": {}}
-    for name, (faces, root) in (heldout or {}).items():
-        gt = np.stack([f.landmarks for f in faces]).astype(np.float64)
-        nme = [nme_per_face(gt_framed_predictions(m, faces, root), gt, scheme) for m in (model, staged)]
-        report["heldout"][name] = {"faces": len(faces), "nme_before": float(nme[0].mean()),
+    for name, nme in heldout_nme([model, staged], heldout or {}).items():
+        report["heldout"][name] = {"faces": len(nme[0]), "nme_before": float(nme[0].mean()),
                                    "nme_after": float(nme[1].mean()),
                                    "fr10_before": float((nme[0] > 0.1).mean()), "fr10_after": float((nme[1] > 0.1).mean())}
     staged.replace(out)

@@ -479,9 +479,12 @@ def _split_figures(results: dict) -> str:
 def _crops(annotations: Path, root: Path, cfg, count: int = 96) -> np.ndarray:
     """``count`` GT-framed uint8 BGR crops spread over the faces of ``annotations`` (for
     :func:`train.onnx_weights.checkpoint_from_onnx`)."""
-    ds = _faces_set(read_annotations(annotations), root, cfg)
-    idx = np.linspace(0, len(ds) - 1, min(count, len(ds))).astype(int)
-    return np.stack([ds[int(i)]["image"].numpy().transpose(1, 2, 0) for i in idx]).astype(np.uint8)
+    from star_track.model.schemes import get_scheme
+
+    from .dataset import label_framed_crops
+
+    return label_framed_crops(read_annotations(annotations), root, get_scheme(cfg.network.scheme),
+                              cfg.network.input_size, count)
 
 
 def _export_with_card(run_dir: Path, cfg, name: str, onnx_path: Path, val_set, calibrations: dict,
