@@ -52,8 +52,9 @@ def append_correction(src: str | Path, weight: np.ndarray, bias: np.ndarray, eye
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     corr = _correction_graph(np.asarray(weight, np.float32), np.asarray(bias, np.float32), eyes, opset)
     g = model.graph
-    for node in g.node:  # the network's landmarks now feed the correction
+    for node in g.node:  # the network's landmarks now feed the correction (and whatever else read them)
         node.output[:] = [RAW if o == "landmarks" else o for o in node.output]
+        node.input[:] = [RAW if i == "landmarks" else i for i in node.input]
     for node in corr.graph.node:
         node.name = PREFIX + (node.name or node.op_type)
         node.input[:] = [i if i in (RAW, "") else PREFIX + i for i in node.input]  # "": an omitted input

@@ -17,12 +17,13 @@ def heldout_nme(quantized: Path, src: Path, heldout: dict[str, tuple[list, Path]
             for name, nme in per_face([src, quantized], heldout).items()}
 
 
-def latency_ratio(quantized: Path, src: Path, rounds: int = 15) -> tuple[float, float]:
-    """Median ms per face (batch 1, 1 thread) of the quantized model and its source, calls interleaved."""
+def latency_ratio(model: Path, reference: Path, rounds: int = 15) -> tuple[float, float]:
+    """Median ms per face (batch 1, 1 thread) of ``model`` and ``reference`` (same input size), calls
+    interleaved."""
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
     from star_track.engines.timing import synthetic_crops
 
-    engines = [OnnxRuntimeEngine(quantized, threads=1), OnnxRuntimeEngine(src, threads=1)]
+    engines = [OnnxRuntimeEngine(model, threads=1), OnnxRuntimeEngine(reference, threads=1)]
     x = synthetic_crops(engines[0].meta.input_size, batch=1)
     calls = max(3, int(round(40 * (128 / engines[0].meta.input_size) ** 2)))
     times: list[list[float]] = [[], []]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -266,29 +267,38 @@ def normalize_input(images: torch.Tensor) -> torch.Tensor:
     return (images - 127.5) / 127.5
 
 
+def _moment_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(H W, 6) per cell: 1, x, y, x², x y, y² on the [-1, 1] grid (row-major cells, x along columns). Built in
+    numpy so that an exported graph holds it as one constant instead of computing it from the input's shape."""
+    gy, gx = (g.ravel() for g in np.meshgrid(np.linspace(-1.0, 1.0, h), np.linspace(-1.0, 1.0, w), indexing="ij"))
+    grid = np.stack([np.ones_like(gx), gx, gy, gx * gx, gx * gy, gy * gy], 1)
+    return torch.as_tensor(grid, dtype=torch.float32, device=device)
+
+
 def decode_heatmaps_torch(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Torch twin of :func:`star_track.decode.decode_heatmaps` (same math; exportable to ONNX).
 
     heatmaps (B, N, H, W) -> mean (B, N, 2) as (x, y) in [-1, 1], covariance (B, N, 2, 2).
+
+    Written as moments: one matrix product of the flattened maps with the grid's (1, x, y, x², x y, y²) gives
+    every sum the decoding needs, so the exported graph has three operations over the full maps (clamp, that
+    product and the sum of squares) instead of some twenty elementwise ones, about a tenth of the default
+    model's CPU time. The central moments follow from the raw ones (Σ p (x - m)² = Σ p x² - 2 m Σ p x + m² Σ p);
+    in float32 that costs nothing measurable at these spreads (the covariance is 1e-3..1e-1 of the grid's
+    range, and the tests hold it to the reference's 1e-5).
     """
     b, n, h, w = heatmaps.shape
-    hm = heatmaps.float().clamp_min(0)
-    total = hm.sum(dim=(2, 3), keepdim=True)
-    p = hm / total.clamp_min(1e-6)
-    gx = torch.linspace(-1.0, 1.0, w, device=hm.device).view(1, 1, 1, w)
-    gy = torch.linspace(-1.0, 1.0, h, device=hm.device).view(1, 1, h, 1)
-    mx = (p * gx).sum(dim=(2, 3))
-    my = (p * gy).sum(dim=(2, 3))
-    dx = gx - mx.view(b, n, 1, 1)
-    dy = gy - my.view(b, n, 1, 1)
-    v1 = p.sum(dim=(2, 3)) + 1e-5
-    v2 = (p * p).sum(dim=(2, 3)) + 1e-5
-    denom = v1 - v2 / v1
-    sxx = (p * dx * dx).sum(dim=(2, 3)) / denom
-    sxy = (p * dx * dy).sum(dim=(2, 3)) / denom
-    syy = (p * dy * dy).sum(dim=(2, 3)) / denom
-    mean = torch.stack([mx, my], -1)
-    cov = torch.stack([torch.stack([sxx, sxy], -1), torch.stack([sxy, syy], -1)], -2)
+    hm = heatmaps.float().clamp_min(0).reshape(b, n, h * w)
+    moments = hm @ _moment_grid(h, w, hm.device)  # (B, N, 6) raw sums
+    total = moments[..., :1].clamp_min(1e-6)
+    m = moments / total  # Σp, E[x], E[y], E[x²], E[xy], E[y²] of p = hm / total
+    s, mean = m[..., :1], m[..., 1:3].reshape(b, n, 2)  # reshape: the exported graph keeps N static
+    v1 = s + 1e-5
+    v2 = (hm * hm).sum(-1, keepdim=True) / (total * total) + 1e-5  # Σ p²
+    denom = v1 - v2 / v1  # unbiased weighted covariance
+    outer = mean[..., [0, 0, 1]] * mean[..., [0, 1, 1]]  # mx², mx my, my²
+    cxx_xy_yy = (m[..., 3:] - (2 - s) * outer) / denom
+    cov = cxx_xy_yy[..., [0, 1, 1, 2]].reshape(b, n, 2, 2)
     return mean, cov
 
 

@@ -37,6 +37,9 @@ def export_onnx(net: StarNet, meta: ModelMeta, path: str | Path, opset: int = 17
         # F.instance_norm always uses instance statistics; the exporter warns about "train=True" regardless.
         warnings.filterwarnings("ignore", message=".*instance_norm.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module="torch.nn.functional")
+        # The decoding's moment grid is a constant on purpose (star_track.nn.network._moment_grid).
+        warnings.filterwarnings("ignore", message="torch.as_tensor results are registered as constants",
+                                category=torch.jit.TracerWarning)
         torch.onnx.export(module, (dummy,), str(path), input_names=[INPUT_NAME], output_names=names,
                           dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]},
                           opset_version=opset, dynamo=False)

@@ -1,0 +1,153 @@
+"""Replace the in-graph decoding of an exported model with today's :func:`~star_track.nn.network.decode_heatmaps_torch`.
+
+Models exported before the decoding was written as moments carry some twenty elementwise operations over the
+full heatmaps after the network; the current decoding needs three. Re-exporting would need the checkpoint and
+would redo the shape correction and the quantization; this swaps only the decoding: the nodes between the last
+stack's heatmaps and ``covariance`` / the landmarks (``landmarks_raw`` when a shape correction follows) are
+removed, the decoding exported alone from the torch function (names prefixed ``decoding/``) takes their place,
+and the heatmap tensor is named :data:`~star_track.model.meta.HEATMAP_TENSOR` (the FP16 conversion splits there).
+Network weights, shape correction, metadata and outputs stay; :func:`verify_swap` checks the outputs.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from star_track.model.meta import HEATMAP_TENSOR, INPUT_NAME
+
+PREFIX = "decoding/"
+NET_PREFIX = "/net/"
+"""Node-name prefix of the network (``StarInference.net``) in every exported graph."""
+
+
+def has_moment_decoding(model) -> bool:
+    """Whether an ONNX model (``onnx.ModelProto``) already decodes with the moments graph of this module."""
+    return any(n.name.startswith(PREFIX) for n in model.graph.node)
+
+
+def _decoding_graph(points_name: str, shape: tuple[int, int, int], opset: int):
+    """The decoding alone as an ONNX model: ``heatmaps`` (B, N, H, W) -> ``points_name``, ``covariance``."""
+    import onnx
+    import torch
+
+    from star_track.nn.network import decode_heatmaps_torch
+
+    class Decoding(torch.nn.Module):
+        def forward(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return decode_heatmaps_torch(heatmaps)
+
+    names = [HEATMAP_TENSOR, points_name, "covariance"]
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(Decoding().eval(), (torch.rand(1, *shape),), buf, input_names=names[:1],
+                          output_names=names[1:], dynamic_axes={n: {0: "batch"} for n in names},
+                          opset_version=opset, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _ancestors(nodes, producer: dict[str, int], names: list[str]) -> set[int]:
+    """Indices of the nodes the tensors ``names`` depend on (``producer``: tensor -> node index)."""
+    seen: set[int] = set()
+    todo = [producer[t] for t in names if t in producer]
+    while todo:
+        i = todo.pop()
+        if i not in seen:
+            seen.add(i)
+            todo.extend(producer[t] for t in nodes[i].input if t in producer)
+    return seen
+
+
+def _heatmap_tensor(nodes, decode_part: set[int]) -> str:
+    """The last stack's fused heatmaps: the output of the last network node the outputs depend on."""
+    net = [i for i in decode_part if nodes[i].name.startswith(NET_PREFIX)]
+    if not net:
+        raise ValueError(f"no network nodes ({NET_PREFIX}...) before the outputs: not an exported STAR model")
+    return nodes[max(net)].output[0]  # ONNX files list nodes in topological order
+
+
+def _topological(nodes: list, available: set[str]) -> list:
+    """``nodes`` ordered so that each comes after the producers of its inputs."""
+    done, pending = [], list(nodes)
+    while pending:
+        ready = [n for n in pending if all(t in available or t == "" for t in n.input)]
+        if not ready:
+            raise ValueError(f"graph has a cycle or a missing input at {pending[0].name}")
+        for n in ready:
+            available.update(n.output)
+        done += ready
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    return done
+
+
+def swap_decoding(src: str | Path, out: str | Path) -> Path:
+    """Write ``src`` with its decoding replaced (see the module docs) to ``out`` (may equal ``src``; written
+    through a temporary file). Raises ``ValueError`` for a graph without the network's heatmaps or one that
+    already has this decoding."""
+    import onnx
+
+    model = onnx.load(str(src))
+    if has_moment_decoding(model):
+        raise ValueError(f"{src} already has the moments decoding")
+    g = model.graph
+    producer = {t: i for i, n in enumerate(g.node) for t in n.output}
+    points = "landmarks_raw" if "landmarks_raw" in producer else "landmarks"
+    decode_part = _ancestors(g.node, producer, [points, "covariance"])
+    heat = _heatmap_tensor(g.node, decode_part)
+    network = _ancestors(g.node, producer, [heat])
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    dims = next((vi.type.tensor_type.shape.dim for vi in inferred.value_info if vi.name == heat), None)
+    shape = tuple(d.dim_value for d in dims[1:]) if dims is not None else ()
+    if len(shape) != 3 or not all(shape):
+        raise ValueError(f"{src}: the heatmap tensor {heat!r} has no known (N, H, W) shape")
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    dec = _decoding_graph(points, shape, opset)
+    kept = [n for i, n in enumerate(g.node) if i in network or i not in decode_part]
+    for node in kept:  # the heatmaps get their standard name
+        node.input[:] = [HEATMAP_TENSOR if t == heat else t for t in node.input]
+        node.output[:] = [HEATMAP_TENSOR if t == heat else t for t in node.output]
+    keep_names = (HEATMAP_TENSOR, points, "covariance", "")  # "": an omitted input
+    for node in dec.graph.node:
+        node.name = PREFIX + (node.name or node.op_type)
+        node.input[:] = [t if t in keep_names else PREFIX + t for t in node.input]
+        node.output[:] = [t if t in keep_names else PREFIX + t for t in node.output]
+    for init in dec.graph.initializer:
+        init.name = PREFIX + init.name
+    used = {t for n in [*kept, *dec.graph.node] for t in n.input}
+    inits = [t for t in g.initializer if t.name in used] + list(dec.graph.initializer)
+    nodes = _topological([*kept, *dec.graph.node], {i.name for i in g.input} | {t.name for t in inits})
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    stale = {vi.name for vi in g.value_info} - {t for n in nodes for t in n.output}
+    keep_info = [vi for vi in g.value_info if vi.name not in stale and vi.name != heat]
+    del g.value_info[:]
+    g.value_info.extend(keep_info)
+    onnx.checker.check_model(model)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial")
+    onnx.save(model, str(tmp))
+    tmp.replace(out)
+    return out
+
+
+def verify_swap(swapped: str | Path, original: str | Path, crops: np.ndarray, tolerance: float = 1e-4) -> dict:
+    """Run both graphs on ``crops`` (B, S, S, 3): landmarks within ``tolerance`` crop units, covariances within
+    ``tolerance`` relative to their largest entry. Returns the largest differences; raises ``ValueError`` past
+    them."""
+    import onnxruntime as ort
+
+    images = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["landmarks", "covariance"],
+                                                                              {INPUT_NAME: images})
+           for p in (swapped, original)]
+    (pts, cov), (pts0, cov0) = run
+    diffs = {"landmarks": float(np.abs(pts - pts0).max()),
+             "covariance_rel": float((np.abs(cov - cov0).max(axis=(-2, -1)) / np.abs(cov0).max(axis=(-2, -1))).max())}
+    if not diffs["landmarks"] <= tolerance or not diffs["covariance_rel"] <= tolerance:
+        raise ValueError(f"{swapped}: the new decoding does not reproduce {original}: {diffs}")
+    return diffs
