@@ -95,3 +95,63 @@ def test_periodic_detection_only_while_a_new_face_could_start(patches, max_faces
         counts = [len(tr.track(frame, i / FPS)) for i in range(25)]
     assert counts == [1] * 25
     assert calls.count("detect") == rounds
+
+
+def walk_in(patches) -> list[np.ndarray]:
+    a, b = patches
+    return [scene((a, (40, 140)))] * 11 + [scene((a, (40, 140)), (b, (400, 140)))] * 25
+
+
+def test_background_detection_starts_a_new_face_two_frames_later_and_keeps_the_first(patches):
+    from star_track.tracking.detection_schedule import COLLECT_AFTER
+
+    frames = walk_in(patches)
+    got = {}
+    for background in (True, False):
+        with Tracker(background_detection=background) as tr:
+            got[background] = [[(f.track_id, f.landmarks.copy()) for f in tr.track(x, i / FPS)]
+                               for i, x in enumerate(frames)]
+    first = {bg: next(i for i, f in enumerate(out) if len(f) == 2) for bg, out in got.items()}
+    assert first[True] == first[False] + COLLECT_AFTER
+    for on, off in zip(got[True], got[False]):  # the first face: the same track and landmarks, frame for frame
+        # INT8 batches of 1 and 2 faces round apart, and the next crops with them: the raw points differ by up to
+        # ~2 px (their noise on a 200 px face), the smoothed ones by under a pixel (0.5 % of the face).
+        assert on[0][0] == off[0][0] and np.abs(on[0][1] - off[0][1]).max() < 1.0
+
+
+def test_background_detection_reads_its_own_copy_of_the_frame(patches):
+    """The caller may draw on or reuse its frame buffer once track() returns, while the detector still runs."""
+    import time
+
+    found = []
+    with Tracker() as tr:
+        prepare = tr.detector.prepare
+
+        def slow_prepare(frame):  # run on a worker thread, this would read the buffer after it was drawn over
+            time.sleep(0.02)
+            return prepare(frame)
+        tr.detector.prepare = slow_prepare  # type: ignore[method-assign]
+        for i, x in enumerate(walk_in(patches)):
+            buf = x.copy()
+            found.append(len(tr.track(buf, i / FPS)))
+            buf[:] = 0  # drawn over: a worker still reading `buf` would see a blank frame
+    assert min(found) == 1 and 2 in found and found.index(2) <= 11 + HALF_SECOND, found  # a blank read: 0 faces
+
+
+def test_a_failed_background_detection_surfaces_when_collected_and_close_stops_the_worker(patches, monkeypatch):
+    import threading
+
+    frames = walk_in(patches)
+    with Tracker(detect_every=3) as tr:
+        for i in range(6):  # frame 0 detects at once; frame 3 starts a background call, frame 5 takes its result
+            tr.track(frames[i], i / FPS)
+        assert any(t.name.startswith("star-track-detect") for t in threading.enumerate())
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("detector broke")
+        monkeypatch.setattr(tr.detector, "run", broken)
+        tr.track(frames[6], 6 / FPS)  # starts the broken call
+        tr.track(frames[7], 7 / FPS)
+        with pytest.raises(RuntimeError, match="detector broke"):
+            tr.track(frames[8], 8 / FPS)
+    assert not any(t.name.startswith("star-track-detect") for t in threading.enumerate())

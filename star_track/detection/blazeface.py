@@ -15,7 +15,7 @@ import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -103,6 +103,18 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[None]:
         os.close(devnull)
 
 
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame ready for :meth:`FaceDetector.run` (from :meth:`FaceDetector.prepare`)."""
+
+    image: Any
+    """The mediapipe image (its own RGB buffer)."""
+    back: np.ndarray
+    """(4,) detector pixels -> frame pixels, x y x y."""
+    width: int
+    height: int
+
+
 def _aligned_rgb(frame_bgr: np.ndarray, alignment: int = 64) -> np.ndarray:
     """BGR -> RGB copy in a buffer aligned as LiteRT wants (else it copies again and logs a warning)."""
     n = frame_bgr.size
@@ -169,33 +181,42 @@ class FaceDetector:
         In video mode ``timestamp_ms`` must increase from call to call; if omitted (or not increasing) the
         previous timestamp + 1 is used.
         """
+        return self.run(self.prepare(frame_bgr), timestamp_ms)
+
+    def prepare(self, frame_bgr: np.ndarray) -> "PreparedFrame":
+        """The first half of :meth:`detect`: the frame as the detector's own RGB copy (downscaled if huge). The
+        caller may change or reuse ``frame_bgr`` afterwards, e.g. while :meth:`run` works on another thread."""
         import mediapipe as mp
 
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"frame must be (H, W, 3) uint8 BGR, got {frame_bgr.shape} {frame_bgr.dtype}")
         h, w = frame_bgr.shape[:2]
         back = np.ones(4, np.float32)  # detector pixels -> frame pixels (x, y, x, y)
-        if h * w > MAX_DETECT_PIXELS:  # a huge photo or frame: downscale (boxes are mapped back below)
+        if h * w > MAX_DETECT_PIXELS:  # a huge photo or frame: downscale (boxes are mapped back in run)
             scale = math.sqrt(MAX_DETECT_PIXELS / (h * w))
             size = (max(1, int(w * scale)), max(1, int(h * scale)))
             frame_bgr = cv2.resize(frame_bgr, size, interpolation=cv2.INTER_AREA)
             back = np.array([w / size[0], h / size[1]] * 2, np.float32)
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=_aligned_rgb(frame_bgr))
+        return PreparedFrame(mp.Image(image_format=mp.ImageFormat.SRGB, data=_aligned_rgb(frame_bgr)), back, w, h)
+
+    def run(self, frame: "PreparedFrame", timestamp_ms: int | None = None) -> list[Detection]:
+        """The second half of :meth:`detect`: the detector on a :meth:`prepare`-d frame."""
         with quiet_native_stderr(self._quiet and not self._warm):  # first call logs delegate creation
             if self.mode == "video":
                 ts = self._last_ts + 1 if timestamp_ms is None else int(timestamp_ms)
                 ts = max(ts, self._last_ts + 1)
                 self._last_ts = ts
-                result = self._detector.detect_for_video(image, ts)
+                result = self._detector.detect_for_video(frame.image, ts)
             else:
-                result = self._detector.detect(image)
+                result = self._detector.detect(frame.image)
         self._warm = True
         out = []
         for det in result.detections:
             bb = det.bounding_box
             box = np.array([bb.origin_x, bb.origin_y, bb.origin_x + bb.width, bb.origin_y + bb.height],
-                           np.float32) * back
-            kps = np.array([[k.x * w, k.y * h] for k in det.keypoints], np.float32).reshape(-1, 2)
+                           np.float32) * frame.back
+            kps = np.array([[k.x * frame.width, k.y * frame.height] for k in det.keypoints],
+                           np.float32).reshape(-1, 2)
             score = float(det.categories[0].score) if det.categories else 0.0
             out.append(Detection(box=box, score=score, keypoints=kps))
         out.sort(key=lambda d: -d.score)

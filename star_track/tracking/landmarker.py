@@ -34,6 +34,11 @@ class StageTimer:
         finally:
             self.on_stage(stage, time.perf_counter() - t0)
 
+    def report(self, stage: str, seconds: float) -> None:
+        """Report a time measured elsewhere (a stage that ran partly on another thread)."""
+        if self.on_stage is not None:
+            self.on_stage(stage, seconds)
+
 
 class Landmarker:
     """Landmarks of face crops with the tracker's engine, calibration and framing rules.

@@ -5,9 +5,9 @@ runs the per-face path on given boxes).
 Per frame
   1. Each existing track's crop comes from its previous landmarks (:func:`crop_from_landmarks` with the model's
      ``crop_scale``, rolled so the eyes are level): the network sees faces framed exactly as in training.
-  2. The face detector runs on the first frame, every ``detect_every`` frames while fewer than ``max_faces`` run,
-     with no track, and when a track's confidence drops below ``redetect_below``; detections are matched to tracks, start new ones (up to
-     ``max_faces``) or let unconfirmed ones go (:mod:`star_track.tracking.tracks`).
+  2. The face detector runs when a face is needed now and every ``detect_every`` frames while fewer than
+     ``max_faces`` run (:mod:`~star_track.tracking.detection_schedule`); detections are matched to tracks, start
+     new ones (up to ``max_faces``) or let unconfirmed ones go (:mod:`star_track.tracking.tracks`).
   3. New (and re-acquired) faces are cropped from their detector box (the model's calibration for that
      detector, rolled by its eye keypoints), then re-cropped from their own landmarks up to ``refine_steps``
      times, stopping once a crop is within ``refine_tolerance`` of the last (new faces share each batched pass).
@@ -55,6 +55,7 @@ from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
 from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
 from .arguments import bool_arg, capped_threads, check_timestamp, float_arg, int_arg, output_scheme_arg
+from .detection_schedule import DetectionSchedule
 from .face import Face, NonFiniteOutputWarning, as_bgr
 from .landmarker import Landmarker, Result, StageTimer
 from .states import FaceStates
@@ -78,6 +79,8 @@ class Tracker:
         smoothing_params: keyword arguments for the smoother (see :mod:`star_track.smoothing`).
         max_faces: most faces tracked at once.
         detect_every: run the detector at least every K frames (1 = every frame) to find new faces.
+        background_detection: run those periodic calls (``detect_every`` > 2) on a worker thread beside the
+            engine, their new faces starting 2 frames later (False: on the caller's thread, as all others).
         detector: bundled BlazeFace ``"full"`` (default: finds small and distant faces too, ~5 ms per call) or
             ``"short"`` (selfie distance, ~2 ms), or a path to a ``.tflite``.
         min_detection_confidence: detector score threshold.
@@ -94,20 +97,19 @@ class Tracker:
             kept, so a face the detector framed well costs one engine pass instead of ``1 + refine_steps``.
         flip_test: also run every crop mirrored and average the two predictions
             (:class:`~star_track.engines.flip_average.FlipAveragedEngine`): lower error, twice the engine time.
-        threads: CPU threads of the ONNX Runtime engine (``None``: 1, measured as the fastest per face and the
-            most robust on a busy machine; see :func:`star_track.engines.onnxruntime_engine.default_threads`).
-            More than the usable cores is capped at them, with a ``RuntimeWarning``.
-        analysis: fill ``Face.pose``, ``eye_open``, ``mouth_open`` and ``blink`` (0.3-0.4 ms a frame for one
-            face, ~0.16 ms a face with four; :mod:`star_track.tracking.states`). ``focal``: focal length in pixels
-            (default: the frame width); ``camera``: intrinsics ``(fx, fy, cx, cy)`` px (default principal point:
-            the frame centre).
+        threads: CPU threads of the ONNX Runtime engine (``None``: 1, the fastest per face and the most robust
+            on a busy machine, :func:`~star_track.engines.onnxruntime_engine.default_threads`); capped at the
+            usable cores with a ``RuntimeWarning``.
+        analysis: fill ``Face.pose``, ``eye_open``, ``mouth_open``, ``blink`` (0.3-0.4 ms a frame, one face;
+            :mod:`star_track.tracking.states`). ``focal``: focal length in pixels (default: the frame width);
+            ``camera``: intrinsics ``(fx, fy, cx, cy)`` px (default principal point: the frame centre).
 
     Raises:
         ValueError: an argument of the wrong type or out of range (the message names it), e.g.
             ``max_faces=None`` or ``fps=nan``.
         ModelError / EngineUnavailable / DetectorError: at construction, when a model cannot be loaded.
 
-    Not thread-safe: use one Tracker per thread or stream.
+    Not thread-safe: use one Tracker per thread or stream (its only thread of its own runs the detector).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, engine: str | LandmarkEngine = "auto",
@@ -116,7 +118,8 @@ class Tracker:
                  output_scheme: str | None = None, redetect_below: float = 0.3, max_misses: int = 2,
                  uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
                  flip_test: bool = False, refine_tolerance: float = 0.05, threads: int | None = None,
-                 analysis: bool = True, focal: float | None = None, camera: Any = None):
+                 analysis: bool = True, focal: float | None = None, camera: Any = None,
+                 background_detection: bool = True):
         # Every argument checked up front: a ValueError naming it, never a TypeError from deep inside.
         self.max_faces = int_arg("max_faces", max_faces, 1)
         self.detect_every = int_arg("detect_every", detect_every, 1)
@@ -155,6 +158,8 @@ class Tracker:
         # Box -> crop calibration fitted for this detector (models may carry one per bundled detector).
         self.box_calibration = self.meta.calibration_for(str(detector))
         self._timed = StageTimer()
+        self._schedule = DetectionSchedule(self.detector, self.detect_every,
+                                           bool_arg("background_detection", background_detection), self._timed)
         self._landmarker = Landmarker(self.engine, self.model_scheme, self.uncertainty, self.box_calibration,
                                       uncertainty_half=uncertainty_half, refine_steps=refine_steps,
                                       refine_tolerance=refine_tolerance, redetect_below=self.redetect_below,
@@ -168,12 +173,9 @@ class Tracker:
 
     @classmethod
     def for_photos(cls, model: str | os.PathLike | None = None, **kwargs: Any) -> "Tracker":
-        """A Tracker for :meth:`detect_image`, no smoothing, with test-time flip averaging (``flip_test=False``
-        turns it off); ``model=None``: the most precise bundled model
-        (:data:`~star_track.model.registry.PHOTO_BUNDLED`). A photo can afford both: ~22 ms per face on one CPU
-        core for ``star68-precise-int8`` with flips (~11 ms without, ~1.4 ms for the video default); on the held-out
-        300W faces flips take its photo-mode NME from 3.20 to 3.12 % (``python -m benchmarks.w300 --models
-        star68-precise-int8 star68-precise-int8+flip``)."""
+        """A Tracker for :meth:`detect_image`: no smoothing, test-time flips (``flip_test=False``: none), ``model=None``:
+        the most precise bundled model (:data:`~star_track.model.registry.PHOTO_BUNDLED`, ~22 ms a face on one CPU
+        core with flips; they take its 300W photo-mode NME from 3.20 to 3.12 %, README "Photo mode")."""
         return cls(PHOTO_BUNDLED if model is None else model, **{"smoothing": "none", "flip_test": True, **kwargs})
 
     # -- state -----------------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ class Tracker:
         self._tracks: list[Track] = []
         self._ids = itertools.count()
         self._frame_index = 0
-        self._last_detect = -10**9
+        self._schedule.reset()
         self._last_t: float | None = None
         # The detector's clock never goes back: a reset (a new video) continues after the last frame's time.
         self._t_offset: float = getattr(self, "_t_end", 0.0)
@@ -202,7 +204,8 @@ class Tracker:
         self.nonfinite_faces = 0
 
     def close(self) -> None:
-        """Release the detector(s)."""
+        """Release the detector(s) and the detection thread."""
+        self._schedule.close()
         self.detector.close()
         if self._still_detector is not None:
             self._still_detector.close()
@@ -255,11 +258,9 @@ class Tracker:
                 tr.smoother.reset()
             dt = 1.0 / self.fps
         tracks = self._tracks
-        need_detect = (len(tracks) < self.max_faces and self._frame_index - self._last_detect >= self.detect_every
-                       or not tracks or any(tr.score < self.redetect_below for tr in tracks))
-        if need_detect:
-            self._last_detect = self._frame_index
-            dets = self._timed("detect", self.detector.detect, frame, int(round((t + self._t_offset) * 1000)))
+        dets = self._schedule.detections(frame, int(round((t + self._t_offset) * 1000)), self._frame_index, tracks,
+                                         self.max_faces, self.redetect_below)
+        if dets is not None:
             rules = AssociationRules(self.redetect_below, self.max_misses, self.max_faces)
             tracks = associate(tracks, dets, rules, self._new_track)
         tracks = self._run(frame, tracks, dt, smooth=True)
