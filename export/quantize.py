@@ -27,6 +27,20 @@ def body_nodes(model) -> list[str]:
     return [n.name for n in model.graph.node if n.name.startswith(BODY_PREFIXES)]
 
 
+def quantizable_body(src: Path) -> list[str]:
+    """The body's node names of the model at ``src``; ``ValueError`` when it has none or is already quantized
+    (checked before the calibration crops are read)."""
+    import onnx
+
+    model = onnx.load(str(src))
+    nodes = body_nodes(model)
+    if not nodes:
+        raise ValueError(f"{src}: no network body to quantize (nodes named {', '.join(BODY_PREFIXES)}...)")
+    if any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in model.graph.node):
+        raise ValueError(f"{src} is already quantized")
+    return nodes
+
+
 def quantize_body(src: Path, out: Path, crops: np.ndarray, name: str | None = None) -> Path:
     """Write ``src`` with its body in INT8 to ``out``, ranges calibrated on ``crops`` ((B, S, S, 3) uint8 BGR face
     crops at the model's input size), the metadata kept (``name``: a new model name in it)."""
@@ -39,12 +53,8 @@ def quantize_body(src: Path, out: Path, crops: np.ndarray, name: str | None = No
     from star_track.model.meta import INPUT_NAME
     from star_track.nn.onnx_export import rewrite_meta
 
+    nodes = quantizable_body(src)
     model = onnx.load(str(src))
-    nodes = body_nodes(model)
-    if not nodes:
-        raise ValueError(f"{src}: no network body to quantize (nodes named {', '.join(BODY_PREFIXES)}...)")
-    if any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in model.graph.node):
-        raise ValueError(f"{src} is already quantized")
 
     class Crops(CalibrationDataReader):
         def __init__(self) -> None:

@@ -147,7 +147,7 @@ def quantize_cmd(
     and a quantization row."""
     import json
 
-    from export.quantize import compare, quantize_body
+    from export.quantize import compare, quantizable_body, quantize_body
     from star_track.engines import INT8_SUFFIX
     from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
     from star_track.model.schemes import get_scheme
@@ -161,6 +161,7 @@ def quantize_cmd(
     out = out or model.with_name(f"{model.stem}{INT8_SUFFIX}.onnx")
     meta = OnnxRuntimeEngine(model).meta
     try:
+        quantizable_body(model)  # before minutes of crops: an INT8 model or a foreign graph fails at once
         train_sets, heldout, _ = correction_sets(get_scheme(meta.scheme).num_points, data, ann_dir)
         scheme, size, scale = get_scheme(meta.scheme), meta.input_size, meta.crop_scale
         calib = label_framed_crops([f for s in train_sets if s.labels is None for f in s.faces], train_sets[0].root,
