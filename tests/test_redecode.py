@@ -77,13 +77,15 @@ def test_redecode_command_replaces_the_file_and_scales_the_card(old_model, tmp_p
 
     model = shutil.copy(old_model, tmp_path / "m.onnx")
     card = tmp_path / "m.md"
-    card.write_text("# m\n\n| CPU latency | 2.00 ms per face, ONNX Runtime, measured here. |\n| other | row |\n")
+    card.write_text("# m\n\n| file | `m.onnx`, 9.9 MB, opset 17 |\n| CPU latency | 2.00 ms per face, ONNX Runtime, measured "
+                    "here. |\n| other | row |\n")
     res = CliRunner().invoke(app, ["redecode", str(model)])
     assert res.exit_code == 0, res.output
     assert any(n.name.startswith("decoding/") for n in onnx.load(str(model)).graph.node)
     row = next(line for line in card.read_text().splitlines() if line.startswith("| CPU latency |"))
     assert "the earlier graph: 2.00 ms per face, ONNX Runtime, measured here. |" in row
     assert "| other | row |" in card.read_text()
+    assert f"| file | `m.onnx`, {model.stat().st_size / 1e6:.1f} MB, opset 17 |" in card.read_text()
     assert not list(tmp_path.glob("*.redecode.onnx"))
     again = CliRunner().invoke(app, ["redecode", str(model)])
     assert again.exit_code != 0 and "already has the moments decoding" in again.output

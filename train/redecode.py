@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 LATENCY = re.compile(r"^(\| CPU latency \| )([\d.]+)( ms per face.*?)( \|)$", re.M)
+SIZE = re.compile(r"^(\| file \| `[^`]+`, )[\d.]+( MB)", re.M)
 
 
 def redecode(model: Path) -> dict:
@@ -27,13 +28,14 @@ def redecode(model: Path) -> dict:
         tmp.unlink(missing_ok=True)
     card = model.with_suffix(".md")
     if card.is_file():
-        update_card(card, new_ms, old_ms)
+        update_card(card, new_ms, old_ms, model.stat().st_size)
     return {"model": str(model), **diffs, "ms_new": new_ms, "ms_old": old_ms}
 
 
-def update_card(card: Path, new_ms: float, old_ms: float) -> None:
-    """Scale the card's CPU latency by ``new_ms / old_ms``, keeping the earlier figure in that row."""
-    text = card.read_text()
+def update_card(card: Path, new_ms: float, old_ms: float, size: int) -> None:
+    """Scale the card's CPU latency by ``new_ms / old_ms``, keeping the earlier figure in that row, and give the
+    file's new ``size`` (bytes; the moment grid adds 24-55 kB)."""
+    text = SIZE.sub(lambda m: f"{m.group(1)}{size / 1e6:.1f}{m.group(2)}", card.read_text())
     found = LATENCY.search(text)
     if found is None:
         return
