@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 
@@ -97,6 +98,14 @@ def test_sink_is_atomic_and_refuses_overwrite(tmp_path):
         check_output_path(tmp_path / "no" / "dir" / "x.mp4")
     with pytest.raises(OutputError, match="directory"):
         check_output_path(tmp_path)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="no /proc here")
+def test_output_on_a_virtual_file_system_is_refused_for_what_it_is():
+    # As root /proc is writable and shows 0 bytes free: the reason is the file system, not a full disk.
+    with pytest.raises(OutputError, match="not on a disk|not writable") as err:
+        check_output_path("/proc/landmarks.mp4")
+    assert "almost full" not in str(err.value)
 
 
 def _face(track_id, n=68, seed=0):

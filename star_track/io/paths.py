@@ -36,7 +36,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
     Raises:
         OutputError: the path is a directory, exists and ``overwrite`` is False, or its folder is missing, not
-            writable, or has less than :data:`MIN_FREE_BYTES` free.
+            writable, on no disk (``/proc``), or has less than :data:`MIN_FREE_BYTES` free.
     """
     p = Path(path)
     if p.is_dir():
@@ -52,7 +52,10 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise OutputError(f"{p}: folder {parent} is not writable")
     if p.exists() and not p.is_symlink() and not os.access(p, os.W_OK):
         raise OutputError(f"{p}: file is not writable")
-    free = shutil.disk_usage(parent).free
+    usage = shutil.disk_usage(parent)
+    if usage.total == 0:  # /proc, /sys: writable for root, but no disk behind them
+        raise OutputError(f"{p}: folder {parent} is not on a disk (a virtual file system such as /proc or /sys)")
+    free = usage.free
     if free < MIN_FREE_BYTES:
         raise OutputError(f"{p}: disk almost full ({free / 2**20:.1f} MiB free in {parent})")
     return p
