@@ -12,6 +12,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .face_model import inv2
+
 
 def _inv(m: np.ndarray) -> np.ndarray:
     """Inverses of (B, d, d) matrices; closed form for d <= 2 (the common case, far cheaper than LAPACK)."""
@@ -19,14 +21,17 @@ def _inv(m: np.ndarray) -> np.ndarray:
     if d == 1:
         return 1.0 / m
     if d == 2:
-        det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
-        out = np.stack([m[:, 1, 1], -m[:, 0, 1], -m[:, 1, 0], m[:, 0, 0]], -1).reshape(-1, 2, 2)
-        return out / det[:, None, None]
-    if len(m) <= 8:  # a few blocks (the rigid motion of each face): OpenCV's LU, a third of np.linalg.inv's wrapper
-        blocks = [cv2.invert(b, flags=cv2.DECOMP_LU) for b in m]
-        if all(ok for ok, _ in blocks):
-            return np.stack([inv for _, inv in blocks])
+        return inv2(m)
+    if len(m) <= 8:  # a few blocks (the rigid motion of each face)
+        return np.stack([inv_one(b) for b in m])
     return np.linalg.inv(m)
+
+
+def inv_one(m: np.ndarray) -> np.ndarray:
+    """Inverse of one small (d, d) matrix: OpenCV's LU, a third of np.linalg.inv's wrapper (which also takes a
+    singular one, and raises)."""
+    ok, inv = cv2.invert(m, flags=cv2.DECOMP_LU)
+    return inv if ok else np.linalg.inv(m)
 
 
 @lru_cache(maxsize=16)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cv_bank import CVBank, _inv
+from .cv_bank import CVBank, inv_one
 from .face_model import J as _J
 from .face_model import inv2, load_basis, measurement_noise, point_parts, rotation, similarity_init
 
@@ -147,7 +147,7 @@ class FaceLevelSmoother:
             A = H.reshape(-1, d).T @ WH
             diag = A.reshape(-1)[::d + 1]  # a view: the ridge below is added in place
             diag += 1e-12 * float(diag.sum()) / d
-            cov = _inv(A[None])[0]  # OpenCV for one small matrix
+            cov = inv_one(A)
             delta = cov @ (WH.T @ (z - zp).ravel())
             p, c = p + delta[:4], c + delta[4:]
             if it + 1 >= steps and abs(delta[2]) < 0.02 and abs(delta[3]) < 0.02:
@@ -168,8 +168,11 @@ class FaceLevelSmoother:
         if len(prev) < 2:
             return
         d2 = x - 2 * prev[1] + prev[0]
-        sig = sig + np.eye(2) * 1e-9 * float(np.mean(sig[:, 0, 0] + sig[:, 1, 1]) + 1e-30)  # keep it invertible
-        u = np.einsum("ni,nij,nj->n", d2, inv2(sig), d2) / 6
+        a, b, c = sig[:, 0, 0], sig[:, 0, 1], sig[:, 1, 1]
+        eps = 1e-9 * (float(a.sum() + c.sum()) / len(a) + 1e-30)  # keep it invertible
+        a, c = a + eps, c + eps
+        dx, dy = d2[:, 0], d2[:, 1]
+        u = (c * dx * dx - 2 * b * dx * dy + a * dy * dy) / ((a * c - b * b) * 6)  # d2ᵀ sig⁻¹ d2 / 6
         level = np.log(max(float(np.partition(u, len(u) // 4)[len(u) // 4]) / 0.575, 1e-12))
         self.noise_frames += 1
         rate = max(1.0 / self.noise_frames, min(1.0, dt / self.noise_window))
@@ -183,7 +186,7 @@ class FaceLevelSmoother:
         if len(prev) < 2:
             return
         d2 = p - 2 * prev[1] + prev[0]
-        u = float(d2 @ _inv(cov[None])[0] @ d2) / 24
+        u = float(d2 @ inv_one(cov) @ d2) / 24
         self.rigid_frames += 1
         rate = max(1.0 / self.rigid_frames, min(1.0, dt / self.noise_window))
         self.log_rigid += rate * (np.log(max(u, 1e-12)) + 0.27 - self.log_rigid)
