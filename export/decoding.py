@@ -10,13 +10,13 @@ Network weights, shape correction, metadata and outputs stay; :func:`verify_swap
 """
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from star_track.model.meta import HEATMAP_TENSOR, INPUT_NAME
+
+from .graph_edit import module_graph, prefix_names, save_checked
 
 PREFIX = "decoding/"
 NET_PREFIX = "/net/"
@@ -30,7 +30,6 @@ def has_moment_decoding(model) -> bool:
 
 def _decoding_graph(points_name: str, shape: tuple[int, int, int], opset: int):
     """The decoding alone as an ONNX model: ``heatmaps`` (B, N, H, W) -> ``points_name``, ``covariance``."""
-    import onnx
     import torch
 
     from star_track.nn.network import decode_heatmaps_torch
@@ -39,14 +38,7 @@ def _decoding_graph(points_name: str, shape: tuple[int, int, int], opset: int):
         def forward(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return decode_heatmaps_torch(heatmaps)
 
-    names = [HEATMAP_TENSOR, points_name, "covariance"]
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(Decoding().eval(), (torch.rand(1, *shape),), buf, input_names=names[:1],
-                          output_names=names[1:], dynamic_axes={n: {0: "batch"} for n in names},
-                          opset_version=opset, dynamo=False)
-    return onnx.load_from_string(buf.getvalue())
+    return module_graph(Decoding(), torch.rand(1, *shape), HEATMAP_TENSOR, [points_name, "covariance"], opset)
 
 
 def _ancestors(nodes, producer: dict[str, int], names: list[str]) -> set[int]:
@@ -109,13 +101,7 @@ def swap_decoding(src: str | Path, out: str | Path) -> Path:
     for node in kept:  # the heatmaps get their standard name
         node.input[:] = [HEATMAP_TENSOR if t == heat else t for t in node.input]
         node.output[:] = [HEATMAP_TENSOR if t == heat else t for t in node.output]
-    keep_names = (HEATMAP_TENSOR, points, "covariance", "")  # "": an omitted input
-    for node in dec.graph.node:
-        node.name = PREFIX + (node.name or node.op_type)
-        node.input[:] = [t if t in keep_names else PREFIX + t for t in node.input]
-        node.output[:] = [t if t in keep_names else PREFIX + t for t in node.output]
-    for init in dec.graph.initializer:
-        init.name = PREFIX + init.name
+    prefix_names(dec.graph, PREFIX, {HEATMAP_TENSOR, points, "covariance"})
     used = {t for n in [*kept, *dec.graph.node] for t in n.input}
     inits = [t for t in g.initializer if t.name in used] + list(dec.graph.initializer)
     nodes = _topological([*kept, *dec.graph.node], {i.name for i in g.input} | {t.name for t in inits})
@@ -127,12 +113,7 @@ def swap_decoding(src: str | Path, out: str | Path) -> Path:
     keep_info = [vi for vi in g.value_info if vi.name not in stale and vi.name != heat]
     del g.value_info[:]
     g.value_info.extend(keep_info)
-    onnx.checker.check_model(model)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
-    return out
+    return save_checked(model, out)
 
 
 def verify_swap(swapped: str | Path, original: str | Path, crops: np.ndarray, tolerance: float = 1e-4) -> dict:

@@ -6,13 +6,13 @@ The network's nodes, weights and metadata stay as they are: the graph's ``landma
 """
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from star_track.model.meta import INPUT_NAME
+
+from .graph_edit import module_graph, prefix_names, save_checked
 
 PREFIX = "shape_correction/"
 RAW = "landmarks_raw"
@@ -25,19 +25,12 @@ def has_shape_correction(model) -> bool:
 
 def _correction_graph(weight: np.ndarray, bias: np.ndarray, eyes: tuple[int, int], opset: int):
     """The correction alone as an ONNX model: ``landmarks_raw`` (B, N, 2) -> ``landmarks``."""
-    import onnx
     import torch
 
     from star_track.nn.shape_correction import ShapeCorrection
 
-    module = ShapeCorrection(torch.from_numpy(weight), torch.from_numpy(bias), eyes).eval()
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(module, (torch.zeros(1, weight.shape[0] // 2, 2),), buf, input_names=[RAW],
-                          output_names=["landmarks"], dynamic_axes={RAW: {0: "batch"}, "landmarks": {0: "batch"}},
-                          opset_version=opset, dynamo=False)
-    return onnx.load_from_string(buf.getvalue())
+    module = ShapeCorrection(torch.from_numpy(weight), torch.from_numpy(bias), eyes)
+    return module_graph(module, torch.zeros(1, weight.shape[0] // 2, 2), RAW, ["landmarks"], opset)
 
 
 def append_correction(src: str | Path, weight: np.ndarray, bias: np.ndarray, eyes: tuple[int, int],
@@ -55,23 +48,13 @@ def append_correction(src: str | Path, weight: np.ndarray, bias: np.ndarray, eye
     for node in g.node:  # the network's landmarks now feed the correction (and whatever else read them)
         node.output[:] = [RAW if o == "landmarks" else o for o in node.output]
         node.input[:] = [RAW if i == "landmarks" else i for i in node.input]
-    for node in corr.graph.node:
-        node.name = PREFIX + (node.name or node.op_type)
-        node.input[:] = [i if i in (RAW, "") else PREFIX + i for i in node.input]  # "": an omitted input
-        node.output[:] = [o if o == "landmarks" else PREFIX + o for o in node.output]
-    for init in corr.graph.initializer:
-        init.name = PREFIX + init.name
+    prefix_names(corr.graph, PREFIX, {RAW, "landmarks"})
     g.node.extend(corr.graph.node)
     g.initializer.extend(corr.graph.initializer)
     outputs = [corr.graph.output[0] if o.name == "landmarks" else o for o in g.output]
     del g.output[:]
     g.output.extend(outputs)
-    onnx.checker.check_model(model)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
-    return out
+    return save_checked(model, out)
 
 
 def verify_correction(corrected: str | Path, original: str | Path, weight: np.ndarray, bias: np.ndarray,
