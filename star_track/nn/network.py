@@ -7,6 +7,7 @@ does so for the torch engine, training and export.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -267,12 +268,18 @@ def normalize_input(images: torch.Tensor) -> torch.Tensor:
     return (images - 127.5) / 127.5
 
 
-def _moment_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """(H W, 6) per cell: 1, x, y, x², x y, y² on the [-1, 1] grid (row-major cells, x along columns). Built in
-    numpy so that an exported graph holds it as one constant instead of computing it from the input's shape."""
+@lru_cache(maxsize=8)
+def _moment_grid_np(h: int, w: int) -> np.ndarray:
+    """(H W, 6) float32 per cell: 1, x, y, x², x y, y² on the [-1, 1] grid (row-major cells, x along columns);
+    built once per heatmap size (training decodes every batch). Not to be modified."""
     gy, gx = (g.ravel() for g in np.meshgrid(np.linspace(-1.0, 1.0, h), np.linspace(-1.0, 1.0, w), indexing="ij"))
-    grid = np.stack([np.ones_like(gx), gx, gy, gx * gx, gx * gy, gy * gy], 1)
-    return torch.as_tensor(grid, dtype=torch.float32, device=device)
+    return np.stack([np.ones_like(gx), gx, gy, gx * gx, gx * gy, gy * gy], 1).astype(np.float32)
+
+
+def _moment_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """:func:`_moment_grid_np` as a tensor on ``device``. From numpy, so that an exported graph holds it as one
+    constant instead of computing it from the input's shape."""
+    return torch.as_tensor(_moment_grid_np(h, w), device=device)
 
 
 def decode_heatmaps_torch(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
