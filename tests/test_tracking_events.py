@@ -97,6 +97,21 @@ def test_periodic_detection_only_while_a_new_face_could_start(patches, max_faces
     assert calls.count("detect") == rounds
 
 
+
+def test_detect_every_set_on_a_running_tracker_takes_effect(patches):
+    frame = scene((patches[0], (60, 140)))
+    calls = []
+    with Tracker(max_faces=2, detect_every=10) as tr:
+        tr.on_stage = lambda stage, _: calls.append(stage)
+        tr.track(frame, 0.0)  # the first frame's detection
+        tr.detect_every = 5
+        counts = [len(tr.track(frame, i / FPS)) for i in range(1, 25)]
+        with pytest.raises(ValueError, match="detect_every"):
+            tr.detect_every = 0
+        assert tr.detect_every == 5
+    assert counts == [1] * 24
+    assert calls.count("detect") == 5  # frames 0, 5, 10, 15, 20 (was 0, 10, 20)
+
 def walk_in(patches) -> list[np.ndarray]:
     a, b = patches
     return [scene((a, (40, 140)))] * 11 + [scene((a, (40, 140)), (b, (400, 140)))] * 25

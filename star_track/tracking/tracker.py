@@ -34,13 +34,11 @@ Non-finite model outputs
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -49,13 +47,13 @@ from ..detection.photo_search import PhotoSearch, photo_detect_sources
 from ..engines import create_engine
 from ..engines.base import LandmarkEngine
 from ..engines.flip_average import FlipAveragedEngine
-from ..errors import ConcurrentUseError
 from ..model.registry import PHOTO_BUNDLED
 from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
 from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
 from .arguments import bool_arg, capped_threads, check_timestamp, float_arg, int_arg, output_scheme_arg
 from .detection_schedule import DetectionSchedule
+from .exclusive import Exclusive
 from .face import Face, NonFiniteOutputWarning, as_bgr
 from .landmarker import Landmarker, Result, StageTimer
 from .states import FaceStates
@@ -122,7 +120,7 @@ class Tracker:
                  background_detection: bool = True):
         # Every argument checked up front: a ValueError naming it, never a TypeError from deep inside.
         self.max_faces = int_arg("max_faces", max_faces, 1)
-        self.detect_every = int_arg("detect_every", detect_every, 1)
+        every = int_arg("detect_every", detect_every, 1)
         refine_steps = int_arg("refine_steps", refine_steps, 0)
         self.max_misses = int_arg("max_misses", max_misses, 0)
         self.fps = float_arg("fps", fps, 0.0, low_open=True)
@@ -158,14 +156,15 @@ class Tracker:
         # Box -> crop calibration fitted for this detector (models may carry one per bundled detector).
         self.box_calibration = self.meta.calibration_for(str(detector))
         self._timed = StageTimer()
-        self._schedule = DetectionSchedule(self.detector, self.detect_every,
+        self._schedule = DetectionSchedule(self.detector, every,
                                            bool_arg("background_detection", background_detection), self._timed)
         self._landmarker = Landmarker(self.engine, self.model_scheme, self.uncertainty, self.box_calibration,
                                       uncertainty_half=uncertainty_half, refine_steps=refine_steps,
                                       refine_tolerance=refine_tolerance, redetect_below=self.redetect_below,
                                       timed=self._timed)  # one timer: no reference back to the Tracker
         self._still_detector: FaceDetector | None = None
-        self._busy = threading.Lock()  # detects overlapping calls (see module docs); never waited on
+        self._exclusive = Exclusive("this Tracker is already in use by another thread (a Tracker is not "
+                                    "thread-safe: use one Tracker per thread or stream)")
         self.nonfinite_faces = 0
         """Faces dropped because the model returned non-finite landmarks or covariances."""
         self.face_state = FaceStates(bool_arg("analysis", analysis), focal, camera)  # .blink_counts(): per track
@@ -220,6 +219,15 @@ class Tracker:
     def num_tracks(self) -> int:
         return len(self._tracks)
 
+    @property
+    def detect_every(self) -> int:
+        """Frames between the detector's periodic searches for new faces (settable between frames)."""
+        return self._schedule.every
+
+    @detect_every.setter
+    def detect_every(self, every: int) -> None:
+        self._schedule.every = int_arg("detect_every", every, 1)
+
     # -- per frame -------------------------------------------------------------------------------------
     def track(self, frame: np.ndarray, timestamp: float | None = None) -> list[Face]:
         """Landmarks of the faces in the next video frame.
@@ -235,19 +243,8 @@ class Tracker:
                 jump of more than :data:`MAX_GAP_S` restarts the smoothing of every track.
             ConcurrentUseError: another thread is inside a call on this Tracker.
         """
-        with self._exclusive():
+        with self._exclusive:
             return self._track(frame, timestamp)
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Claim the Tracker for one call; raise at once if another thread holds it."""
-        if not self._busy.acquire(blocking=False):
-            raise ConcurrentUseError("this Tracker is already in use by another thread (a Tracker is not "
-                                     "thread-safe: use one Tracker per thread or stream)")
-        try:
-            yield
-        finally:
-            self._busy.release()
 
     def _track(self, frame: np.ndarray, timestamp: float | None) -> list[Face]:
         frame = as_bgr(frame)
@@ -288,7 +285,7 @@ class Tracker:
         Raises:
             ValueError: wrong dtype / shape, ``max_faces`` < 1 or an unknown ``search``.
         """
-        with self._exclusive():
+        with self._exclusive:
             return self._detect_image(image, max_faces, search)
 
     def _detect_image(self, image: np.ndarray, max_faces: int | None, search: str | PhotoSearch) -> list[Face]:
@@ -321,7 +318,7 @@ class Tracker:
         landmarks up to ``refine_steps`` times, see the module docs), without smoothing and without touching
         the video tracks. Returns one entry per box, in order: a :class:`Face` (``track_id`` = the box's
         index) or None where the model's output was non-finite."""
-        with self._exclusive():
+        with self._exclusive:
             image = as_bgr(image)
             no_roll = np.zeros((6, 2), np.float32)
             tracks = [Track(i, make_smoother("none"), start=Detection(np.asarray(b, np.float64), 1.0, no_roll))
