@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
             peer["loaded"] = engine_vs_peer(models, patches, threads, a.peer_repeats)
         peer_md["loaded"] = peer_table(console, peer["loaded"], "Same, beside 2 busy processes")
     write_json("speed_peer", {"command": "python -m benchmarks.speed --peer-only"
-                              + (" --loaded" if a.loaded else ""), "threads": threads, "runs": peer,
+                              + "".join(f" --model {m}" for m in a.model or []) + (" --loaded" if a.loaded else ""),
+                              "threads": threads, "runs": peer,
                               "markdown": peer_md}, a.out)
     if a.peer_only:
         return

@@ -173,8 +173,8 @@ class Tracker:
     @classmethod
     def for_photos(cls, model: str | os.PathLike | None = None, **kwargs: Any) -> "Tracker":
         """A Tracker for :meth:`detect_image`: no smoothing, test-time flips (``flip_test=False``: none), ``model=None``:
-        the most precise bundled model (:data:`~star_track.model.registry.PHOTO_BUNDLED`, ~22 ms a face on one CPU
-        core with flips; they take its 300W photo-mode NME from 3.20 to 3.12 %, README "Photo mode")."""
+        the most precise bundled model (:data:`~star_track.model.registry.PHOTO_BUNDLED`, ~16x the default's engine
+        time with flips; they take its 300W photo-mode NME from 3.20 to 3.12 %, README "Photo mode")."""
         return cls(PHOTO_BUNDLED if model is None else model, **{"smoothing": "none", "flip_test": True, **kwargs})
 
     # -- state -----------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ def image(
         max_faces = tracker_options.max_faces
         from ...model.registry import PHOTO_BUNDLED
 
-        model = tracker_options.model or PHOTO_BUNDLED  # a photo can afford the most precise model (~22 ms with flips)
+        # A photo can afford the most precise model (~16x the default's engine time with flips).
+        model = tracker_options.model or PHOTO_BUNDLED
         tracker = tracker_options.tracker(smoothing="none", detect_every=1, model=model)
         with tracker:
             faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
