@@ -125,7 +125,7 @@ def track_clip(path: Path, model: str | None, configs: list[tuple[str, str, dict
     fanout: Any = SMOOTHERS["bench-fanout"]
     fan = [(n, p) for _, n, p in configs]
     frames, outs = [], []
-    with VideoSource(path) as src, Tracker(model, engine="onnxruntime", smoothing="bench-fanout",
+    with VideoSource(path) as src, Tracker(model, engine="onnxruntime", smoothing="bench-fanout", crop_from="raw",
                                            smoothing_params={"configs": fan}, max_faces=1, fps=src.fps) as tr:
         fps = src.fps
         fanout.live.clear()
@@ -142,6 +142,18 @@ def track_clip(path: Path, model: str | None, configs: list[tuple[str, str, dict
     return np.stack(outs, 1), frames, fps
 
 
+def track_clip_plain(path: Path, model: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed and raw landmarks (T, 68, 2) of the first-tracked face of a plain ``Tracker(max_faces=1)`` (the
+    product as shipped: its crops follow its own smoothed output), NaN without a face."""
+    out = []
+    with VideoSource(path) as src, Tracker(model, engine="onnxruntime", max_faces=1, fps=src.fps) as tr:
+        for vf in src:
+            faces = tr.track(vf.image, vf.time)
+            out.append((faces[0].landmarks, faces[0].raw_landmarks) if faces else np.full((2, 68, 2), np.nan))
+    both = np.asarray(out, np.float64)
+    return both[:, 0], both[:, 1]
+
+
 def real_clips(model: str | None, data: Path, peer: bool = True) -> dict:
     """Jitter (PEERS.md), speech and blinks kept, on every clip in ``data/videos``, with the MediaPipe peer."""
     rows = []
@@ -150,6 +162,8 @@ def real_clips(model: str | None, data: Path, peer: bool = True) -> dict:
         raw = out[0]
         r: dict[str, Any] = {"clip": clip.name}
         systems = {label: out[i] for i, (label, _, _) in enumerate(CLIP_CONFIGS)}
+        raws = dict.fromkeys(systems, raw)  # what each system smoothed
+        systems["Tracker()"], raws["Tracker()"] = track_clip_plain(clip, model)
         if peer:
             start = int(np.argmax(np.isfinite(raw[:, 0, 0])))
             systems["MediaPipe Face Mesh + its One Euro"] = np.concatenate(
@@ -158,10 +172,10 @@ def real_clips(model: str | None, data: Path, peer: bool = True) -> dict:
         for label, pts in systems.items():
             r[f"jitter::{label}"] = jitter(pts)
             if not label.startswith("MediaPipe"):
-                r[f"lip_corr::{label}"], r[f"lip_sd::{label}"] = speech_kept(pts, raw)
+                r[f"lip_corr::{label}"], r[f"lip_sd::{label}"] = speech_kept(pts, raws[label])
                 if closed:
-                    r[f"blink_depth::{label}"] = blink_depth_kept(pts, raw, closed)
-                    r[f"blink_delays::{label}"] = blink_delays(pts, raw, closed)
+                    r[f"blink_depth::{label}"] = blink_depth_kept(pts, raws[label], closed)
+                    r[f"blink_delays::{label}"] = blink_delays(pts, raws[label], closed)
         rows.append(r)
     keys = sorted({k for r in rows for k in r if "::" in k and not k.startswith("blink_delays")})
     mean = {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in keys}
@@ -174,7 +188,7 @@ def report_face(res: dict, console) -> None:
     """Print the face-level filter's figures: expressions, STAR vs isotropic R, time, real clips."""
     from .common import print_table
 
-    keep = ("none", "one-euro min_cutoff=0.25, beta=30", "kalman STAR-R r_scale=3")
+    keep = ("Tracker()", "none", "one-euro min_cutoff=0.25, beta=30", "kalman STAR-R r_scale=3")
     rows = [r for r in res["rows"] if r["label"] in keep or r["family"].startswith("face")]
     cols = ["smoother", "jitter still", "NMF still", "NMF all", "lag sway", "lag fast", "mouth delay",
             "mouth kept", "blink delay", "blink kept"]

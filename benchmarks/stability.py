@@ -4,9 +4,12 @@ Sequences come from :mod:`benchmarks.synthetic` (real held-out photos moved alon
 noise on every frame): ``still`` (no motion), ``sway`` (0.5 Hz head motion), ``fast`` (1.5 Hz), ``step``
 (a sudden shift of 0.45 inter-ocular distances half-way). The real :class:`Tracker` runs every sequence once per
 face; its smoothing stage is a fan-out that feeds the tracker's own per-frame measurements (landmarks, STAR
-covariances, dt, face scale) to every smoother configuration built by the product's ``make_smoother``. The
-tracker's measurement path never reads the smoothed output (crops follow the raw landmarks), so this equals one
-full run per configuration; ``--verify`` re-runs a few configurations as separate Trackers and checks.
+covariances, dt, face scale) to every smoother configuration built by the product's ``make_smoother``. That
+tracker runs with ``crop_from="raw"``: its measurement path never reads the smoothed output, every configuration
+sees the same measurements, and this equals one full run per configuration (``--verify`` re-runs a few as
+separate Trackers and checks). The product itself frames each crop from its *smoothed* landmarks (a still face
+keeps a still crop): the row ``Tracker() default`` is a separate plain ``Tracker()`` run on the same sequences,
+its crops following its own output.
 
 Metrics (all normalised by the true inter-ocular distance of the frame, in %):
 
@@ -25,7 +28,7 @@ how each smoother follows non-rigid motion against the unsmoothed output (delay 
 The face-level filter (issue 27) runs with the STAR covariance and with an isotropic one
 (:mod:`benchmarks.face_stability`); ``--clips`` adds the real clips beside MediaPipe's Face Mesh peer.
 
-    python -m benchmarks.stability [--model PATH] [--faces 6] [--frames 60] [--clips]
+    python -m benchmarks.stability [--model PATH] [--faces 12] [--frames 60] [--clips]
 """
 from __future__ import annotations
 
@@ -191,16 +194,17 @@ def covariance_check(raw: np.ndarray, cov: np.ndarray, skip: int = 5) -> dict[st
             else float("nan")}
 
 
-def run_plain(tracker: Tracker, seq: Sequence) -> np.ndarray:
-    """Smoothed landmarks (T, 68, 2) of a normally configured Tracker (for --verify)."""
+def run_plain(tracker: Tracker, seq: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed and raw landmarks (T, 68, 2) of a normally configured Tracker (NaN where no face)."""
     tracker.reset()
-    res = np.full((len(seq.frames), 68, 2), np.nan)
+    res = np.full((2, len(seq.frames), 68, 2), np.nan)
     for t, frame in enumerate(seq.frames):
         faces = tracker.track(frame, t / seq.fps)
         if faces:
             centre = seq.truth[t].mean(0)
-            res[t] = min(faces, key=lambda f: float(np.linalg.norm(f.raw_landmarks.mean(0) - centre))).landmarks
-    return res
+            f = min(faces, key=lambda f: float(np.linalg.norm(f.raw_landmarks.mean(0) - centre)))
+            res[:, t] = f.landmarks, f.raw_landmarks
+    return res[0], res[1]
 
 
 # -- metrics -------------------------------------------------------------------------------------------
@@ -269,16 +273,39 @@ def pick_faces(faces: list, n: int) -> list:
     return [faces[i] for i in order[:n]]
 
 
+PRODUCT = ("Tracker()", "face", {})
+"""The product row: a plain default ``Tracker()``, its crops following its own smoothed output."""
+
+
+def sequence_metrics(results: dict[str, tuple[Sequence, np.ndarray, np.ndarray]], frames: int) -> dict[str, float]:
+    """Every metric of one system over one face's sequences: ``results[name]`` = (sequence, its output (T, 68, 2),
+    the raw output it smoothed; the lag removes that raw output's static bias per landmark, face frame)."""
+    m: dict[str, float] = {}
+    for name in ("sway", "fast"):
+        seq, out, raw = results[name]
+        m[f"lag_{name}"] = lag(out, seq, np.nanmedian(face_frame_error(raw, seq), axis=0))
+        m[f"jitter_{name}"] = jitter(out, seq.truth, skip=5)
+    seq, out, _ = results["still"]
+    m["jitter_still"] = jitter(out, seq.truth, skip=5)
+    m["delay_ms_sway"] = delay_ms(results["sway"][1], results["sway"][0])
+    m["step_frames"] = step_delay(results["step"][1], results["step"][0], frames // 2)
+    m["nme"] = float(np.nanmean(np.concatenate([nme(o, q.truth) for n, (q, o, _) in results.items()
+                                                 if n != "expression"])))
+    m["nmf_still"] = nmf(out, seq.truth)
+    m["nmf_all"] = float(np.mean([nmf(o, q.truth) for q, o, _ in results.values()]))
+    return m | expression_metrics(results["expression"][1], results["expression"][2])
+
+
 def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[Config], verify: bool) -> dict:
     faces = pick_faces(load_faces(), n_faces)
     fan = [(name, params) for _, name, params in configs]
-    per: dict[str, list[dict]] = {config_label(c): [] for c in configs}
+    per: dict[str, list[dict]] = {config_label(c): [] for c in [*configs, PRODUCT]}
     lost = 0
     checks: list[dict] = []
     cov_checks: list[dict] = []
     track = None
     with Tracker(model, engine="onnxruntime", smoothing="bench-fanout", smoothing_params={"configs": fan},
-                 fps=30.0) as tracker:
+                 fps=30.0, crop_from="raw") as tracker, Tracker(model, engine="onnxruntime", fps=30.0) as product:
         engine = tracker.engine
         RawCovarianceKalman.calibration, RawCovarianceKalman.crop_scale = tracker.uncertainty, tracker.meta.crop_scale
         for fi, f in enumerate(faces):
@@ -297,32 +324,17 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
                     cov_checks.append(covariance_check(raw, cov))
                 if seq.name == "sway" and fi == 0:
                     track = (raw, cov, np.sqrt(np.prod(np.ptp(raw, axis=1), axis=1)))
-            # Static bias of the raw network per landmark (face frame), from the motion sequences themselves.
             for ci, cfg in enumerate(configs):
-                m: dict[str, float] = {}
-                for name in ("sway", "fast"):
-                    seq, out, raw = results[name]
-                    bias = np.nanmedian(face_frame_error(raw, seq), axis=0)
-                    m[f"lag_{name}"] = lag(out[ci], seq, bias)
-                    m[f"jitter_{name}"] = jitter(out[ci], seq.truth, skip=5)
-                seq, out, _ = results["still"]
-                m["jitter_still"] = jitter(out[ci], seq.truth, skip=5)
-                seq, out, _ = results["sway"]
-                m["delay_ms_sway"] = delay_ms(out[ci], seq)
-                seq, out, _ = results["step"]
-                m["step_frames"] = step_delay(out[ci], seq, frames // 2)
-                m["nme"] = float(np.nanmean(np.concatenate([nme(results[s][1][ci], results[s][0].truth)
-                                                             for s in results if s != "expression"])))
-                m["nmf_still"] = nmf(results["still"][1][ci], results["still"][0].truth)
-                m["nmf_all"] = float(np.mean([nmf(results[s][1][ci], results[s][0].truth) for s in results]))
-                m |= expression_metrics(results["expression"][1][ci], results["expression"][2])
-                per[config_label(cfg)].append(m)
+                per[config_label(cfg)].append(sequence_metrics(
+                    {n: (q, out[ci], raw) for n, (q, out, raw) in results.items()}, frames))
+            per[config_label(PRODUCT)].append(sequence_metrics({q.name: (q, *run_plain(product, q)) for q in seqs},
+                                                               frames))
             if verify and fi == 0:
                 checks = verify_equivalence(model, engine, configs, [results[s][0] for s in results],
                                             {s: results[s][1] for s in results})
         engine_name = engine.name
     summary = []
-    for cfg in configs:
+    for cfg in [*configs, PRODUCT]:
         rows = per[config_label(cfg)]
         agg = {k: float(np.mean([r[k] for r in rows])) if k != "step_frames"
                else float(np.median([r[k] for r in rows])) for k in rows[0]}
@@ -343,8 +355,8 @@ def verify_equivalence(model, engine, configs: list[Config], seqs: list[Sequence
         if fam in seen:
             continue
         seen.add(fam)
-        with Tracker(model, engine=engine, smoothing=name, smoothing_params=params, fps=30.0) as tr:
-            diff = max(float(np.nanmax(np.abs(run_plain(tr, s) - fanned[s.name][ci]))) for s in seqs)
+        with Tracker(model, engine=engine, smoothing=name, smoothing_params=params, fps=30.0, crop_from="raw") as tr:
+            diff = max(float(np.nanmax(np.abs(run_plain(tr, s)[0] - fanned[s.name][ci]))) for s in seqs)
         checks.append({"config": config_label(configs[ci]), "max_abs_diff_px": diff})
     return checks
 
@@ -378,6 +390,9 @@ def plot(rows: list[dict], path: Path) -> Path:
         for fam, rs in fams.items():
             xs = [100 * r[xkey] for r in rs]
             ys = [100 * r["jitter_still"] for r in rs]
+            if fam == PRODUCT[0]:  # the product as shipped: its crops follow its own output
+                ax.plot(xs, ys, "*", label="Tracker() (crops follow its output)", ms=11, color="crimson", zorder=4)
+                continue
             style = "o" if len(rs) == 1 else (":" if "no floor" in fam else "--" if "constant q" in fam else "-")
             main = fam in ("kalman STAR-R", "kalman raw STAR-R", "none", "face STAR-R") or fam.startswith("one-euro")
             ax.plot(xs, ys, style if len(rs) == 1 else "o" + style, label=fam, ms=3.5 if main else 2.5,
@@ -412,7 +427,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model path or name (default: the bundled model)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder holding wflw/")
-    p.add_argument("--faces", type=int, default=6, help="held-out faces (largest first)")
+    p.add_argument("--faces", type=int, default=12, help="held-out faces, largest first (6 faces move the "
+                   "still-face figures by ~10 %% between noise draws)")
     p.add_argument("--frames", type=int, default=60, help="frames per sequence (30 fps)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="re-run one config per family as a separate Tracker and compare")

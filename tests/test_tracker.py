@@ -281,3 +281,35 @@ def test_stage_hook_and_landmarks_for_boxes_are_the_tracker_own_path(face_photo,
         assert faces[0] is not None and faces[0].track_id == 0 and faces[1].track_id == 1
         np.testing.assert_array_equal(faces[0].raw_landmarks, faces[1].raw_landmarks)
         assert faces[0].raw_landmarks.shape == (tracker.scheme.num_points, 2)
+
+
+@pytest.mark.parametrize("crop_from", ["smoothed", "raw"])
+def test_next_crop_frames_the_followed_landmarks_moved_on(model_path, face_photo, crop_from, monkeypatch):
+    """Each frame's crop frames the last frame's smoothed (or, asked, raw) landmarks moved on by their last motion:
+    a still face keeps a still crop instead of feeding the network's noise back into its next input."""
+    import star_track.tracking.landmarker as landmarker
+
+    framed: list[np.ndarray] = []
+    real = landmarker.crop_from_landmarks
+    monkeypatch.setattr(landmarker, "crop_from_landmarks",
+                        lambda pts, *a, **k: framed.append(np.array(pts, np.float64)) or real(pts, *a, **k))
+    img, pts, box = face_photo
+    frames, _ = affine_path(img, pts, box, n=40)
+    faces, firsts = [], []
+    with Tracker(model=model_path, crop_from=crop_from, background_detection=False) as tr:
+        for i, f in enumerate(frames[:6]):
+            n = len(framed)
+            faces.append(tr.track(f, i / 30.0)[0])
+            firsts.append(framed[n] if len(framed) > n else None)
+    for t in range(2, 6):
+        prev, before = faces[t - 1], faces[t - 2]
+        follow = (prev.landmarks if crop_from == "smoothed" else prev.raw_landmarks).astype(np.float64)
+        older = (before.landmarks if crop_from == "smoothed" else before.raw_landmarks).astype(np.float64)
+        expected = follow + (follow.mean(0) - older.mean(0))
+        assert np.abs(firsts[t] - expected).max() < 1e-3, t
+    assert max(np.abs(f.landmarks - f.raw_landmarks).max() for f in faces[2:]) > 0.05  # the two differ
+
+
+def test_crop_from_is_checked(model_path):
+    with pytest.raises(ValueError, match="crop_from"):
+        Tracker(model=model_path, crop_from="detector")

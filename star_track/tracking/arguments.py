@@ -65,6 +65,13 @@ def bool_arg(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def choice_arg(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError naming ``name`` and the choices."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
 def float_arg(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> float:
     """``value`` as a finite float in [low, high] ((low, high] with ``low_open``), else a ValueError naming it."""
     try:

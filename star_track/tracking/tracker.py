@@ -3,8 +3,9 @@
 runs the per-face path on given boxes).
 
 Per frame
-  1. Each existing track's crop comes from its previous landmarks (:func:`crop_from_landmarks` with the model's
-     ``crop_scale``, rolled so the eyes are level): the network sees faces framed exactly as in training.
+  1. Each existing track's crop comes from its previous *smoothed* landmarks moved on by their last motion
+     (:func:`crop_from_landmarks` with the model's ``crop_scale``, rolled so the eyes are level): the network sees
+     faces framed as in training, and its noise is not fed back into its next input (``crop_from``).
   2. The face detector runs when a face is needed now and every ``detect_every`` frames while fewer than
      ``max_faces`` run (:mod:`~star_track.tracking.detection_schedule`); detections are matched to tracks, start
      new ones (up to ``max_faces``) or let unconfirmed ones go (:mod:`star_track.tracking.tracks`).
@@ -24,13 +25,11 @@ Uncertainty
   measures the noise level itself, ``smoothing="kalman"`` wants ``smoothing_params={"r_scale": 0.1}``).
   ``Face.expected_error``: the predicted NME, to drop bad frames.
 
-Thread-safety
-  Not thread-safe (per-video state): use one Tracker per thread / stream. A call that overlaps another on the
-  same Tracker raises :class:`~star_track.errors.ConcurrentUseError` instead of mixing two streams' state.
+Not thread-safe (per-video state): use one Tracker per thread or stream; a call that overlaps another on the same
+Tracker raises :class:`~star_track.errors.ConcurrentUseError` instead of mixing two streams' state.
 
-Non-finite model outputs
-  A face with NaN/inf landmarks or covariances (a broken model or engine) is left out of that frame's results,
-  its filter untouched; :attr:`Tracker.nonfinite_faces` counts them, one ``NonFiniteOutputWarning`` per Tracker.
+A face with NaN/inf landmarks or covariances (a broken model or engine) is left out of that frame's results, its
+filter untouched; :attr:`Tracker.nonfinite_faces` counts them, one ``NonFiniteOutputWarning`` per Tracker.
 """
 from __future__ import annotations
 
@@ -51,7 +50,8 @@ from ..model.registry import PHOTO_BUNDLED
 from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
 from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
-from .arguments import bool_arg, capped_threads, check_timestamp, float_arg, int_arg, output_scheme_arg
+from .arguments import (bool_arg, capped_threads, check_timestamp, choice_arg, float_arg, int_arg,
+                        output_scheme_arg)
 from .detection_schedule import DetectionSchedule
 from .exclusive import Exclusive
 from .face import Face, NonFiniteOutputWarning, as_bgr
@@ -79,6 +79,8 @@ class Tracker:
         detect_every: run the detector at least every K frames (1 = every frame) to find new faces.
         background_detection: run those periodic calls (``detect_every`` > 2) on a worker thread beside the
             engine, their new faces starting 2 frames later (False: on the caller's thread, as all others).
+        crop_from: ``"smoothed"`` (default: a still face keeps a still crop, about half the raw jitter) or
+            ``"raw"`` landmarks frame the next crop (every smoother then sees the same measurements).
         detector: bundled BlazeFace ``"full"`` (default: finds small and distant faces too, ~5 ms per call) or
             ``"short"`` (selfie distance, ~2 ms), or a path to a ``.tflite``.
         min_detection_confidence: detector score threshold.
@@ -117,7 +119,7 @@ class Tracker:
                  uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
                  flip_test: bool = False, refine_tolerance: float = 0.05, threads: int | None = None,
                  analysis: bool = True, focal: float | None = None, camera: Any = None,
-                 background_detection: bool = True):
+                 background_detection: bool = True, crop_from: str = "smoothed"):
         # Every argument checked up front: a ValueError naming it, never a TypeError from deep inside.
         self.max_faces = int_arg("max_faces", max_faces, 1)
         every = int_arg("detect_every", detect_every, 1)
@@ -132,6 +134,7 @@ class Tracker:
         if note is not None:
             warnings.warn(note, RuntimeWarning, stacklevel=2)
         self.smoothing = smoothing
+        self.crop_from = choice_arg("crop_from", crop_from, ("smoothed", "raw"))
         self.smoothing_params = dict(smoothing_params or {})
         make_smoother(smoothing, **self.smoothing_params)  # validate now, not on the first face
         self.engine: LandmarkEngine = (engine if not isinstance(engine, str)
@@ -349,8 +352,9 @@ class Tracker:
         fresh = [tr for tr in tracks if tr.start is not None]
         done = self._landmarker.refine_new_faces(frame, fresh)
         for tr in tracks:
-            if tr.crop is None:  # previous landmarks moved on by the last frame's motion (constant velocity)
-                tr.crop = self._landmarker.landmark_crop(tr.landmarks() + tr.motion)
+            if tr.crop is None:  # the followed landmarks moved on by the last frame's motion (constant velocity)
+                follow = tr.follow if tr.follow is not None else tr.landmarks()
+                tr.crop = self._landmarker.landmark_crop(follow + tr.motion)
         # Final pass: every face of the frame without a converged result, in one batch.
         todo = [tr for tr in tracks if id(tr) not in done]
         if todo:
@@ -360,7 +364,7 @@ class Tracker:
         fresh_ids = {id(tr) for tr in fresh}
         kept = [tr for tr in tracks if self._update(tr, done[id(tr)], id(tr) in fresh_ids)]
         if smooth:  # every face at once: running Kalman filters update as one stack
-            self._timed("smooth", smooth_tracks, [tr for tr in kept if tr.valid], dt)
+            self._timed("smooth", smooth_tracks, [tr for tr in kept if tr.valid], dt, self.crop_from == "raw")
         return kept
 
     def _update(self, tr: Track, result: Result, fresh: bool) -> bool:
@@ -371,8 +375,7 @@ class Tracker:
             self._count_nonfinite()
             tr.crop, tr.score, tr.motion = None, 0.0, np.zeros(2)  # score 0: re-detect next frame
             return tr.points is not None
-        followed = tr.points is not None and s >= self.redetect_below and not fresh
-        tr.motion = p.mean(0) - tr.landmarks().mean(0) if followed else np.zeros(2)
+        tr.continues = tr.points is not None and s >= self.redetect_below and not fresh
         tr.points, tr.cov, tr.star_cov, tr.score = p, c, star_c, float(s)
         assert tr.crop is not None  # every track run this frame has one
         tr.size, tr.smoothed, tr.crop = tr.crop.side / self.meta.crop_scale, p, None  # smoothed in _run

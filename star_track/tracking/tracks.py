@@ -34,8 +34,12 @@ class Track:
     start: Detection | None = None
     """The detection to (re)start the crop from this frame."""
     crop: Crop | None = None
+    follow: np.ndarray | None = None
+    """The landmarks the next crop frames: the smoothed ones (the tracker's ``crop_from``: or the raw ones)."""
     motion: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    """Landmark-centre shift over the last frame (the next crop moves on by it)."""
+    """Centre shift of :attr:`follow` over the last frame (the next crop moves on by it)."""
+    continues: bool = False
+    """This frame's points continue a confident track (not a new or re-acquired start): motion counts."""
     valid: bool = True
     """False: this frame's output was non-finite (not reported, filter untouched)."""
     size: float = 1.0
@@ -143,11 +147,14 @@ def dedupe(tracks: list[Track]) -> list[Track]:
     return [tracks[i] for i in sorted(by_id[k] for k in keep)]
 
 
-def smooth_tracks(tracks: list[Track], dt: float) -> None:
+def smooth_tracks(tracks: list[Track], dt: float, follow_raw: bool = False) -> None:
     """Smooth every track's new landmarks (``smoothed`` from ``points``), all faces of the frame at once
-    (:func:`~star_track.smoothing.batched.update_all`)."""
+    (:func:`~star_track.smoothing.batched.update_all`), and set what the next crop follows (:attr:`Track.follow`,
+    the smoothed points unless ``follow_raw``) and its motion."""
     pts = [tr.landmarks() for tr in tracks]
     covs = [tr.cov if tr.cov is not None else np.full((len(p), 2, 2), np.nan) for tr, p in zip(tracks, pts)]
     smoothed = update_all([tr.smoother for tr in tracks], pts, covs, dt, [tr.size for tr in tracks])
-    for tr, sm in zip(tracks, smoothed):
-        tr.smoothed = sm
+    for tr, sm, p in zip(tracks, smoothed, pts):
+        now, before = (p if follow_raw else sm), tr.follow
+        tr.motion = now.mean(0) - before.mean(0) if tr.continues and before is not None else np.zeros(2)
+        tr.smoothed, tr.follow = sm, now
