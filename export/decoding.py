@@ -6,15 +6,13 @@ would redo the shape correction and the quantization; this swaps only the decodi
 stack's heatmaps and ``covariance`` / the landmarks (``landmarks_raw`` when a shape correction follows) are
 removed, the decoding exported alone from the torch function (names prefixed ``decoding/``) takes their place,
 and the heatmap tensor is named :data:`~star_track.model.meta.HEATMAP_TENSOR` (the FP16 conversion splits there).
-Network weights, shape correction, metadata and outputs stay; :func:`verify_swap` checks the outputs.
+Network weights, shape correction, metadata and outputs stay; :func:`~export.graph_edit.verify_rewrite` checks the outputs.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from star_track.model.meta import HEATMAP_TENSOR, INPUT_NAME
+from star_track.model.meta import HEATMAP_TENSOR
 
 from .graph_edit import module_graph, prefix_names, save_checked
 
@@ -114,21 +112,3 @@ def swap_decoding(src: str | Path, out: str | Path) -> Path:
     del g.value_info[:]
     g.value_info.extend(keep_info)
     return save_checked(model, out)
-
-
-def verify_swap(swapped: str | Path, original: str | Path, crops: np.ndarray, tolerance: float = 1e-4) -> dict:
-    """Run both graphs on ``crops`` (B, S, S, 3): landmarks within ``tolerance`` crop units, covariances within
-    ``tolerance`` relative to their largest entry. Returns the largest differences; raises ``ValueError`` past
-    them."""
-    import onnxruntime as ort
-
-    images = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
-    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["landmarks", "covariance"],
-                                                                              {INPUT_NAME: images})
-           for p in (swapped, original)]
-    (pts, cov), (pts0, cov0) = run
-    diffs = {"landmarks": float(np.abs(pts - pts0).max()),
-             "covariance_rel": float((np.abs(cov - cov0).max(axis=(-2, -1)) / np.abs(cov0).max(axis=(-2, -1))).max())}
-    if not diffs["landmarks"] <= tolerance or not diffs["covariance_rel"] <= tolerance:
-        raise ValueError(f"{swapped}: the new decoding does not reproduce {original}: {diffs}")
-    return diffs

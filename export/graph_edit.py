@@ -1,10 +1,13 @@
-"""Editing exported graphs: a torch module exported alone, its names moved under a prefix, and the checked,
-atomic write of the edited model (the shape correction and the decoding swap splice graphs this way)."""
+"""Editing exported graphs: a torch module exported alone, its names moved under a prefix, the checked, atomic
+write of the edited model (the shape correction and the decoding swap splice graphs this way), and the check that
+a rewritten graph still gives its original's outputs."""
 from __future__ import annotations
 
 import io
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 
 def module_graph(module, example, input_name: str, output_names: list[str], opset: int):
@@ -43,3 +46,23 @@ def save_checked(model, out: str | Path) -> Path:
     onnx.save(model, str(tmp))
     tmp.replace(out)
     return out
+
+
+def verify_rewrite(rewritten: str | Path, original: str | Path, crops: np.ndarray, tolerance: float = 1e-4) -> dict:
+    """Run both graphs on ``crops`` (B, S, S, 3): landmarks within ``tolerance`` crop units, covariances within
+    ``tolerance`` relative to their largest entry. Returns the largest differences; raises ``ValueError`` past
+    them."""
+    import onnxruntime as ort
+
+    from star_track.model.meta import INPUT_NAME
+
+    images = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["landmarks", "covariance"],
+                                                                              {INPUT_NAME: images})
+           for p in (rewritten, original)]
+    (pts, cov), (pts0, cov0) = run
+    diffs = {"landmarks": float(np.abs(pts - pts0).max()),
+             "covariance_rel": float((np.abs(cov - cov0).max(axis=(-2, -1)) / np.abs(cov0).max(axis=(-2, -1))).max())}
+    if not diffs["landmarks"] <= tolerance or not diffs["covariance_rel"] <= tolerance:
+        raise ValueError(f"{rewritten}: the rewritten graph does not reproduce {original}: {diffs}")
+    return diffs

@@ -77,6 +77,7 @@ def quantize_body(src: Path, out: Path, crops: np.ndarray, name: str | None = No
         onnx.save(quantized, str(staged))
         if name is not None:
             rewrite_meta(staged, name=name)
+        _streamline(staged, crops[:8])
         staged.replace(out)
     finally:
         staged.unlink(missing_ok=True)
@@ -93,3 +94,17 @@ def compare(quantized: Path, src: Path, crops: np.ndarray) -> dict[str, float]:
     px = np.linalg.norm(ma - mb, axis=-1) * a.meta.input_size / 2
     rel = np.abs(ca - cb).max(axis=(-1, -2)) / np.abs(ca).max(axis=(-1, -2))
     return {"mean_px": float(px.mean()), "max_px": float(px.max()), "max_cov_rel": float(rel.max())}
+
+
+def _streamline(model: Path, crops: np.ndarray) -> None:
+    """Give a freshly quantized ``model`` :mod:`export.streamline`'s exact clean-ups, checked on ``crops``."""
+    from .graph_edit import verify_rewrite
+    from .streamline import streamline
+
+    tmp = model.with_name(f"{model.name}.streamlined")
+    try:
+        streamline(model, tmp)
+        verify_rewrite(tmp, model, crops)
+        tmp.replace(model)
+    finally:
+        tmp.unlink(missing_ok=True)

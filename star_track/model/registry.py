@@ -27,7 +27,7 @@ PHOTO_BUNDLED = "star68-precise-int8"
 """The bundled model photo mode uses when none is named (``star-track image``, :meth:`Tracker.for_photos
 <star_track.tracking.tracker.Tracker.for_photos>`): the most precise one (lowest held-out NME in its card), its
 body in INT8: ~8x the engine time of :data:`DEFAULT_BUNDLED` per face (~16x with photo mode's flip averaging; the
-float ``star68-precise``: ~12x / ~23x); 10-23 ms a face on one core of the 2-core build machines (README, Models)."""
+float ``star68-precise``: ~13x / ~25x); 10-21 ms a face on one core of the 2-core build machines (README, Models)."""
 CACHE_ENV = "STAR_TRACK_CACHE"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".engine", ".plan")
 

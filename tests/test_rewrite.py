@@ -9,7 +9,8 @@ onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
 import star_track.nn.network as network  # noqa: E402
-from export.decoding import swap_decoding, verify_swap  # noqa: E402
+from export.decoding import swap_decoding  # noqa: E402
+from export.graph_edit import verify_rewrite  # noqa: E402
 from star_track.decode import decode_heatmaps  # noqa: E402
 from star_track.engines.timing import synthetic_crops  # noqa: E402
 from star_track.model.meta import HEATMAP_TENSOR, INPUT_NAME  # noqa: E402
@@ -57,7 +58,7 @@ def run(path, crops):
 def test_swapped_graph_decodes_as_the_reference_with_fewer_operations(old_model, tmp_path):
     new = swap_decoding(old_model, tmp_path / "new.onnx")
     crops = synthetic_crops(SMALL.input_size, batch=3, seed=4)
-    diffs = verify_swap(new, old_model, crops)
+    diffs = verify_rewrite(new, old_model, crops)
     assert diffs["landmarks"] < 1e-5 and diffs["covariance_rel"] < 1e-4
     got = run(new, crops)
     mean, cov = decode_heatmaps(got[HEATMAP_TENSOR])  # the heatmaps output is kept and is what is decoded
@@ -86,21 +87,21 @@ def test_redecode_command_replaces_the_file_and_scales_the_card(old_model, tmp_p
     assert "the earlier graph: 2.00 ms per face, ONNX Runtime, measured here. |" in row
     assert "| other | row |" in card.read_text()
     assert f"| file | `m.onnx`, {model.stat().st_size / 1e6:.1f} MB, opset 17 |" in card.read_text()
-    assert not list(tmp_path.glob("*.redecode.onnx"))
+    assert not list(tmp_path.glob("*.rewrite.onnx"))
     again = CliRunner().invoke(app, ["redecode", str(model)])
     assert again.exit_code != 0 and "already has the moments decoding" in again.output
 
 
 def test_a_failed_check_leaves_the_original(old_model, tmp_path, monkeypatch):
-    import export.decoding
-    from train.redecode import redecode
+    import export.graph_edit
+    from train.rewrite import redecode
 
     model = shutil.copy(old_model, tmp_path / "m.onnx")
     before = model.read_bytes()
 
     def fail(*args, **kwargs):
         raise ValueError("does not reproduce")
-    monkeypatch.setattr(export.decoding, "verify_swap", fail)
+    monkeypatch.setattr(export.graph_edit, "verify_rewrite", fail)
     with pytest.raises(ValueError, match="does not reproduce"):
         redecode(model)
-    assert model.read_bytes() == before and not list(tmp_path.glob("*.redecode.onnx"))
+    assert model.read_bytes() == before and not list(tmp_path.glob("*.rewrite.onnx"))
