@@ -145,6 +145,27 @@ def test_factory():
         make_smoother("one-euro", min_cutoff=0)
 
 
+
+def test_a_subclass_that_overrides_update_is_never_stacked():
+    """Several running filters of a subclass (a user's own update) each go through that update."""
+    from star_track.smoothing.batched import update_all
+    from star_track.smoothing.face_level import FaceLevelSmoother
+
+    calls: list[str] = []
+    for base in (KalmanSmoother, FaceLevelSmoother):
+
+        class Mine(base):  # type: ignore[valid-type, misc]
+            def update(self, points, cov, dt=1 / 30, scale=100.0):
+                calls.append(type(self).__mro__[1].__name__)
+                return super().update(points, cov, dt, scale)
+
+        faces = [Mine(), Mine()]
+        rng = np.random.default_rng(0)
+        cov = np.tile(np.eye(2), (68, 1, 1))
+        for _ in range(3):
+            update_all(faces, [rng.uniform(0, 100, (68, 2)) for _ in faces], [cov, cov], DT, [80.0, 80.0])
+        assert calls.count(base.__name__) == 6, calls
+
 def test_faces_smoothed_together_match_separate_filters():
     from star_track.smoothing.batched import update_all
 

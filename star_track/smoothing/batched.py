@@ -2,7 +2,7 @@
 already running (same point count and settings) update as one stacked filter, and so do the face-level filters
 (:mod:`star_track.smoothing.face_batch`), so the per-frame cost grows by far less than one filter per extra face
 (numpy call count, not arithmetic, is the cost at these sizes). Every other smoother (a new track, another kind,
-other settings, a face-level filter with a missing landmark) updates on its own. The results are those of the
+other settings, a face-level filter with a missing landmark, a subclass) updates on its own. The results are those of the
 separate updates (same equations, per face: speed adaptation, gate and noise floor)."""
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def update_all(smoothers: list[Smoother], points: list[np.ndarray], covs: list[n
     out: list[np.ndarray | None] = [None] * len(smoothers)
     groups: dict[tuple, list[int]] = {}
     for i, (sm, p) in enumerate(zip(smoothers, points)):
-        if isinstance(sm, KalmanSmoother) and sm.x is not None and sm.x.shape[0] == len(p):
+        # Exact types: a subclass may override update(), which the stacked update would bypass.
+        if type(sm) is KalmanSmoother and sm.x is not None and sm.x.shape[0] == len(p):
             groups.setdefault(("kalman", len(p), sm.q, sm.r_scale, sm.r_floor, sm.gate, sm.speed_ref), []).append(i)
         elif stackable(sm, len(p), p):
             groups.setdefault(("face", *settings_key(sm)), []).append(i)

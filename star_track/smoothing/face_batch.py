@@ -21,8 +21,9 @@ SETTINGS = ("r_scale", "r_floor", "q_rigid", "rigid_speed_ref", "rigid_gate", "q
 
 
 def stackable(f: object, n: int, points: np.ndarray) -> TypeGuard[FaceLevelSmoother]:
-    """Whether smoother ``f`` can join a stacked update with ``points`` (N, 2)."""
-    return isinstance(f, FaceLevelSmoother) and f.rigid_bank is not None and f.residual_bank is not None and f.k == 0 \
+    """Whether smoother ``f`` can join a stacked update with ``points`` (N, 2) (not a subclass: it may override
+    ``update``)."""
+    return type(f) is FaceLevelSmoother and f.rigid_bank is not None and f.residual_bank is not None and f.k == 0 \
         and f.n_points == n and bool(np.isfinite(points).all())
 
 
