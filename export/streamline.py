@@ -10,7 +10,7 @@
   on every call; they are quantized once here and expanded as 8-bit values.
 
 Each edit computes the same values in the same order, so the outputs are unchanged (``python -m train
-streamline`` checks them before it replaces a file). On ``star68-fast-int8`` this is about 5 % of its time.
+streamline`` checks them before it replaces a file). On ``star68-fast-int8`` this is 5-7 % of its time.
 """
 from __future__ import annotations
 
