@@ -8,8 +8,9 @@ covariances, dt, face scale) to every smoother configuration built by the produc
 tracker runs with ``crop_from="raw"``: its measurement path never reads the smoothed output, every configuration
 sees the same measurements, and this equals one full run per configuration (``--verify`` re-runs a few as
 separate Trackers and checks). The product itself frames each crop from its *smoothed* landmarks (a still face
-keeps a still crop): the row ``Tracker() default`` is a separate plain ``Tracker()`` run on the same sequences,
-its crops following its own output.
+keeps a still crop): the rows ``Tracker()`` and ``Tracker(crop_from='raw')`` (:data:`PRODUCTS`) are plain Trackers
+run on their own on the same sequences, with per-sequence NME and NMF. :func:`crop_noise_check` shows where a still
+face's raw jitter comes from when the crops follow the raw output.
 
 Metrics (all normalised by the true inter-ocular distance of the frame, in %):
 
@@ -33,6 +34,7 @@ The face-level filter (issue 27) runs with the STAR covariance and with an isotr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Sequence as Seq
 from pathlib import Path
@@ -42,6 +44,7 @@ import cv2
 import numpy as np
 
 from star_track import Tracker
+from star_track.crop import Crop, crop_from_landmarks
 from star_track.smoothing import SMOOTHERS, KalmanSmoother, make_smoother
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_console, markdown_table, model_info,
@@ -49,7 +52,7 @@ from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_conso
 from .face_stability import (expression_metrics, face_configs, nmf, real_clips, report_face, star_vs_isotropic,
                              time_per_update)
 from .nonrigid import render_nonrigid
-from .synthetic import SCHEME, FaceScene, Sequence, standard_sequences
+from .synthetic import SCHEME, FaceScene, Sequence, standard_sequences, still
 
 Config = tuple[str, str, dict[str, Any]]
 """(family label, smoother name, parameters)."""
@@ -273,8 +276,31 @@ def pick_faces(faces: list, n: int) -> list:
     return [faces[i] for i in order[:n]]
 
 
-PRODUCT = ("Tracker()", "face", {})
-"""The product row: a plain default ``Tracker()``, its crops following its own smoothed output."""
+PRODUCTS: dict[str, dict[str, Any]] = {"Tracker()": {}, "Tracker(crop_from='raw')": {"crop_from": "raw"}}
+"""The product rows: plain Trackers with the default face-level filter, run on their own, label -> Tracker
+arguments: the default (crops follow its smoothed output) and with ``crop_from="raw"`` (stop 37's default)."""
+
+
+def crop_noise_check(engine, crop_of, scene: FaceScene, seq: Sequence, raw: np.ndarray, skip: int = 5
+                     ) -> dict[str, float]:
+    """Where a still face's raw jitter comes from when the crops follow the raw output: that output's jitter as
+    tracked (``tracked``); the network on one fixed crop (framing the mean raw landmarks) over the same noisy
+    frames (``fixed_crop``); on the same moving crops (rebuilt from the raw output as the tracker builds them:
+    last landmarks moved on by their last motion) over one noise-free frame (``moving_crop_clean``).
+    ``crop_of``: landmarks -> the tracker's crop for them."""
+    crops = [crop_of(raw[t - 1] + raw[t - 1].mean(0) - raw[t - 2].mean(0)) for t in range(2, len(raw))]
+    fixed = crop_of(np.nanmean(raw, axis=0))
+    clean = scene.render("clean", still, 1, seq.fps, np.random.default_rng(0), noise_sd=0.0,
+                         blur_sd=(0.5, 0.5)).frames[0]
+
+    def through(pairs: list) -> np.ndarray:
+        mean, cov = engine.infer(np.stack([c.warp(f) for c, f in pairs]))
+        return np.stack([c.normalized_to_frame(m.astype(np.float64), k)[0] for (c, _), m, k in zip(pairs, mean, cov)])
+
+    truth = seq.truth[2:]
+    return {"tracked": jitter(raw[2:], truth, skip), "fixed_crop": jitter(through([(fixed, f) for f in seq.frames[2:]]),
+                                                                         truth, skip),
+            "moving_crop_clean": jitter(through([(c, clean) for c in crops]), truth, skip)}
 
 
 def sequence_metrics(results: dict[str, tuple[Sequence, np.ndarray, np.ndarray]], frames: int) -> dict[str, float]:
@@ -293,20 +319,30 @@ def sequence_metrics(results: dict[str, tuple[Sequence, np.ndarray, np.ndarray]]
                                                  if n != "expression"])))
     m["nmf_still"] = nmf(out, seq.truth)
     m["nmf_all"] = float(np.mean([nmf(o, q.truth) for q, o, _ in results.values()]))
+    for n, (q, o, r) in results.items():  # per sequence: where NME and NMF differ between systems
+        m[f"nme_{n}"], m[f"nme_raw_{n}"] = float(np.nanmean(nme(o, q.truth))), float(np.nanmean(nme(r, q.truth)))
+        m[f"nmf_{n}"] = nmf(o, q.truth)
     return m | expression_metrics(results["expression"][1], results["expression"][2])
 
 
 def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[Config], verify: bool) -> dict:
     faces = pick_faces(load_faces(), n_faces)
     fan = [(name, params) for _, name, params in configs]
-    per: dict[str, list[dict]] = {config_label(c): [] for c in [*configs, PRODUCT]}
+    per: dict[str, list[dict]] = {config_label(c): [] for c in configs} | {label: [] for label in PRODUCTS}
     lost = 0
     checks: list[dict] = []
     cov_checks: list[dict] = []
+    noise_checks: list[dict] = []
     track = None
     with Tracker(model, engine="onnxruntime", smoothing="bench-fanout", smoothing_params={"configs": fan},
-                 fps=30.0, crop_from="raw") as tracker, Tracker(model, engine="onnxruntime", fps=30.0) as product:
+                 fps=30.0, crop_from="raw") as tracker, contextlib.ExitStack() as stack:
+        products = {label: stack.enter_context(Tracker(model, engine="onnxruntime", fps=30.0, **kw))
+                    for label, kw in PRODUCTS.items()}
         engine = tracker.engine
+        eyes = tracker.model_scheme.outer_eye_corners
+
+        def crop_of(points: np.ndarray) -> Crop:
+            return crop_from_landmarks(points, tracker.meta.input_size, tracker.meta.crop_scale, True, eyes)
         RawCovarianceKalman.calibration, RawCovarianceKalman.crop_scale = tracker.uncertainty, tracker.meta.crop_scale
         for fi, f in enumerate(faces):
             photo = cv2.imread(str(data / "wflw" / f.image))
@@ -322,19 +358,20 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
                 results[seq.name] = (seq, out, raw)
                 if seq.name == "still":
                     cov_checks.append(covariance_check(raw, cov))
+                    noise_checks.append(crop_noise_check(engine, crop_of, scene, seq, raw))
                 if seq.name == "sway" and fi == 0:
                     track = (raw, cov, np.sqrt(np.prod(np.ptp(raw, axis=1), axis=1)))
             for ci, cfg in enumerate(configs):
                 per[config_label(cfg)].append(sequence_metrics(
                     {n: (q, out[ci], raw) for n, (q, out, raw) in results.items()}, frames))
-            per[config_label(PRODUCT)].append(sequence_metrics({q.name: (q, *run_plain(product, q)) for q in seqs},
-                                                               frames))
+            for label, product in products.items():
+                per[label].append(sequence_metrics({q.name: (q, *run_plain(product, q)) for q in seqs}, frames))
             if verify and fi == 0:
                 checks = verify_equivalence(model, engine, configs, [results[s][0] for s in results],
                                             {s: results[s][1] for s in results})
         engine_name = engine.name
     summary = []
-    for cfg in [*configs, PRODUCT]:
+    for cfg in [*configs, *((label, "face", {}) for label in PRODUCTS)]:
         rows = per[config_label(cfg)]
         agg = {k: float(np.mean([r[k] for r in rows])) if k != "step_frames"
                else float(np.median([r[k] for r in rows])) for k in rows[0]}
@@ -343,6 +380,8 @@ def run(model: str | None, data: Path, n_faces: int, frames: int, configs: list[
     cov_summary = {k: float(np.nanmean([c[k] for c in cov_checks])) for k in cov_checks[0]}
     return {"rows": summary, "faces": [f.image for f in faces], "lost_frames": lost, "verify": checks,
             "engine": engine_name, "covariance_check": {"mean_over_faces": cov_summary, "per_face": cov_checks},
+            "crop_noise_check": {"mean_over_faces": {k: float(np.mean([c[k] for c in noise_checks]))
+                                                     for k in noise_checks[0]}, "per_face": noise_checks},
             "ms_per_update": time_per_update(*track) if track is not None else {}}
 
 
@@ -390,8 +429,9 @@ def plot(rows: list[dict], path: Path) -> Path:
         for fam, rs in fams.items():
             xs = [100 * r[xkey] for r in rs]
             ys = [100 * r["jitter_still"] for r in rs]
-            if fam == PRODUCT[0]:  # the product as shipped: its crops follow its own output
-                ax.plot(xs, ys, "*", label="Tracker() (crops follow its output)", ms=11, color="crimson", zorder=4)
+            if fam in PRODUCTS:  # the product as shipped, run on its own
+                ax.plot(xs, ys, "*", label=fam, ms=11, zorder=4,
+                        color="crimson" if fam == "Tracker()" else "darkslategray")
                 continue
             style = "o" if len(rs) == 1 else (":" if "no floor" in fam else "--" if "constant q" in fam else "-")
             main = fam in ("kalman STAR-R", "kalman raw STAR-R", "none", "face STAR-R") or fam.startswith("one-euro")
@@ -457,6 +497,10 @@ def main(argv: list[str] | None = None) -> None:
                   f"{cc['sigma_ratio']:.1f}x (median landmark), rank correlation across landmarks "
                   f"{cc['spearman']:.2f}, elongated covariances whose noise is larger along the major axis "
                   f"{100 * cc['major_axis_noisier']:.0f} % (mean {cc['elongated']:.0f} of 68 landmarks per face)")
+    nc = res["crop_noise_check"]["mean_over_faces"]
+    console.print(f"still face, crops following the raw output: raw jitter as tracked {100 * nc['tracked']:.3f}, on one "
+                  f"fixed crop over the same noisy frames {100 * nc['fixed_crop']:.3f}, the same moving crops over one "
+                  f"noise-free frame {100 * nc['moving_crop_clean']:.3f} (% IOD)")
     for c in res["verify"]:
         console.print(f"verify {c['config']}: separate Tracker vs fan-out max |diff| = {c['max_abs_diff_px']:.2e} px")
     verdict = {fam: compare_at_equal_lag(res["rows"], fam)
