@@ -145,6 +145,8 @@ def test_point_parts_cut_eyes_and_lips_into_corners_and_sides():
     g98 = point_parts(98, _face(98))
     assert g98[96] != g98[97] and np.sum(g98 == g98[96]) == 1  # each pupil on its own
     assert point_parts(5, np.zeros((5, 2))) is None
+    g29 = point_parts(29, _face()[:29])  # COFW: the two lip lines share their corners
+    assert (np.bincount(g29) > 0).all() and (np.bincount(g) > 0).all() and (np.bincount(g98) > 0).all()
 
 
 def test_one_landmark_glitch_is_smoothed_while_a_lid_moving_as_one_is_followed():

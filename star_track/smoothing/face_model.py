@@ -66,7 +66,9 @@ def point_parts(n: int, mean: np.ndarray) -> np.ndarray | None:
             group[pts[side == s]], count = count, count + 1
     alone = np.flatnonzero(group < 0)
     group[alone] = count + np.arange(len(alone))
-    return group
+    # Numbered 0..G-1 with none empty: parts that share points (COFW's two lip lines share their corners) lose
+    # those points to the later part, and an emptied group would be a 0 / 0 in the filter's pooled gate.
+    return np.unique(group, return_inverse=True)[1].ravel()
 
 
 def measurement_noise(cov: np.ndarray, scale: float | np.ndarray, r_scale: float, r_floor: float) -> np.ndarray:
