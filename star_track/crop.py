@@ -74,14 +74,17 @@ def crops_to_frame(crops: list[Crop], mean: np.ndarray, covs: np.ndarray) -> tup
     For a similarity crop, crop pixels minus the crop's centre pixel are the normalised coordinates times
     size / 2, so frame = A u + centre with A = (side / 2) R(angle): A Σ Aᵀ = (side / 2)² R Σ Rᵀ.
     """
-    lin, centre = [], []
-    for c in crops:
+    pts, out = np.empty(mean.shape), np.empty(covs.shape)
+    for b, c in enumerate(crops):
         k, co, si = c.side / 2, math.cos(c.angle), math.sin(c.angle)
-        lin.append(((k * co, -k * si), (k * si, k * co)))
-        centre.append(c.center)
-    a = np.array(lin)[:, None]  # (B, 1, 2, 2): broadcasts over landmarks and any leading axes of covs
-    at = np.swapaxes(a, -1, -2)
-    return (mean[..., None, :] @ at)[..., 0, :] + np.array(centre)[:, None], a @ covs @ at
+        at = np.array([[k * co, k * si], [-k * si, k * co]])  # Aᵀ
+        pts[b] = mean[b] @ at + c.center
+        # A Σ Aᵀ as two plain (rows x 2) @ (2 x 2) products (a third of the time of a broadcast stack of 2x2
+        # products): Σ Aᵀ row by row, then A (Σ Aᵀ) = ((Σ Aᵀ)ᵀ Aᵀ)ᵀ.
+        cb = np.ascontiguousarray(covs[..., b, :, :, :])
+        right = (cb.reshape(-1, 2) @ at).reshape(-1, 2, 2)
+        out[..., b, :, :, :] = (right.swapaxes(1, 2).reshape(-1, 2) @ at).reshape(cb.shape).swapaxes(-1, -2)
+    return pts, out
 
 
 def normalized_to_crop_pixels(normalized: np.ndarray, size: int) -> np.ndarray:

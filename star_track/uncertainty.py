@@ -114,7 +114,7 @@ def expected_error(points: np.ndarray, cov: np.ndarray, eye_corners: tuple[int, 
     c = np.asarray(cov, np.float64)
     iod = float(np.hypot(*(p[eye_corners[1]] - p[eye_corners[0]])))
     tr = np.maximum(c[:, 0, 0] + c[:, 1, 1], 0.0)  # np.clip costs several calls more
-    e = float(np.mean(np.sqrt(math.pi * tr) / 2))
+    e = float((np.sqrt(math.pi * tr) / 2).mean())
     return e / max(iod, 1e-6) if math.isfinite(e) else float("nan")
 
 
@@ -125,8 +125,8 @@ def landmark_spread(cov_normalized: np.ndarray) -> np.ndarray:
     # det^¼ is monotone: the median of the dets picks the same landmarks (one partition, no full sort);
     # NaNs sort last, as the +inf spread a non-finite covariance counts as.
     n = det.shape[-1]
-    mid = np.partition(det, [(n - 1) // 2, n // 2], axis=-1)[..., [(n - 1) // 2, n // 2]] ** 0.25
-    u = 0.5 * (mid[..., 0] + mid[..., 1])
+    mid = np.partition(det, [(n - 1) // 2, n // 2], axis=-1)[..., (n - 1) // 2:n // 2 + 1] ** 0.25
+    u = 0.5 * (mid[..., 0] + mid[..., -1])  # the middle one twice for odd N
     return np.where(np.isnan(u), np.inf, u)
 
 

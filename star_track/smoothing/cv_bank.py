@@ -22,6 +22,8 @@ def _inv(m: np.ndarray) -> np.ndarray:
         return 1.0 / m
     if d == 2:
         return inv2(m)
+    if len(m) == 1:  # one face's rigid motion
+        return inv_one(m[0])[None]
     if len(m) <= 8:  # a few blocks (the rigid motion of each face)
         return np.stack([inv_one(b) for b in m])
     return np.linalg.inv(m)
@@ -73,10 +75,11 @@ class CVBank:
 
     def predict(self, dt: float, q: np.ndarray, speed_ref: float, speed_weight: np.ndarray | float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Prior (x (B, 2d), P (B, 2d, 2d)) at the next frame. ``q`` (B, d): process-noise density per axis."""
+        """Prior (x (B, 2d), P (B, 2d, 2d)) at the next frame. ``q`` (B, d): process-noise density per axis
+        ((1, d): the same for every block)."""
         F, pattern = _cv_model(self.d, float(dt))
         if speed_ref > 0:
-            v = np.sqrt(np.sum((self.x[:, self.d:] * speed_weight) ** 2, axis=1))
+            v = np.sqrt(((self.x[:, self.d:] * speed_weight) ** 2).sum(1))
             q = q * ((1.0 + (v / speed_ref) ** 2) ** 2)[:, None]
         # Q = kron([[dt³/3, dt²/2], [dt²/2, dt]], diag(q_b)): the pattern times each block's q per axis.
         Q = pattern * np.concatenate([q, q], axis=1)[:, :, None]
@@ -93,7 +96,7 @@ class CVBank:
         S = P[:, :d, :d] + R
         Si = _inv(S)
         Siy = (Si @ y[:, :, None])[:, :, 0]
-        nis = np.sum(y * Siy, axis=1)
+        nis = (y * Siy).sum(1)
         if gate > 0:
             per = nis / d
             if groups is not None:
@@ -106,7 +109,9 @@ class CVBank:
         K = P[:, :, :d] @ Si  # (B, 2d, d)
         self.x = x + (P[:, :, :d] @ Siy[:, :, None])[:, :, 0]
         P = P - K @ P[:, :d, :]
-        self.P = 0.5 * (P + np.swapaxes(P, 1, 2))
+        P += P.swapaxes(1, 2)
+        P *= 0.5
+        self.P = P
         self.nis = nis
 
     @property

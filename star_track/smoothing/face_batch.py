@@ -99,7 +99,7 @@ def update_faces(fs: list[FaceLevelSmoother], points: list[np.ndarray], covs: li
     rigid, resid = _stack([f.rigid_bank for f in fs]), _stack([f.residual_bank for f in fs])  # type: ignore[misc]
     xr, Pr = rigid.predict(dt, f0.q_rigid * np.stack([sc ** 2, sc ** 2, rho ** -2.0, rho ** -2.0], 1),
                            f0.rigid_speed_ref, np.stack([1 / sc, 1 / sc, rho, rho], 1))
-    xe, Pe = resid.predict(dt, np.full((s_ * n, 2), f0.q_residual), 0.0)
+    xe, Pe = resid.predict(dt, np.full((1, 2), f0.q_residual), 0.0)
     mean = np.stack([f.mean for f in fs])
     p, jc = _solve(z, inv2(R.reshape(-1, 2, 2)).reshape(R.shape), xr[:, :4], mean + xe[:, :2].reshape(s_, n, 2))
     for f, pi, ci in zip(fs, p, jc):  # a few scalars per face: the face's own method

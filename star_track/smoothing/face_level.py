@@ -30,6 +30,8 @@ over landmarks). The per-landmark output covariance is :attr:`FaceLevelSmoother.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .cv_bank import CVBank, inv_one
@@ -156,8 +158,8 @@ class FaceLevelSmoother:
 
     def _to_face(self, z: np.ndarray, R: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N, 2) and covariances (N, 2, 2) mapped into the face frame of rigid motion ``p``."""
-        s, rot = np.exp(p[2]), rotation(p[3])
-        return (z - p[:2]) @ rot / s, (rot.T @ R @ rot) / (s * s)
+        rs = rotation(p[3]) / math.exp(p[2])
+        return (z - p[:2]) @ rs, rs.T @ R @ rs
 
     def track_noise(self, x: np.ndarray, sig: np.ndarray, dt: float) -> None:
         """Update the noise level from the second difference of the face-frame landmarks ``x`` (rigid motion
@@ -234,7 +236,7 @@ class FaceLevelSmoother:
         rw = np.array([1 / scale, 1 / scale, self.rho, self.rho])
         q = self.q_rigid * np.array([[scale ** 2, scale ** 2, self.rho ** -2, self.rho ** -2]])
         xr, Pr = self.rigid_bank.predict(dt, q, self.rigid_speed_ref, rw)
-        xe, Pe = self.residual_bank.predict(dt, np.full((self.n_points, 2), self.q_residual), 0.0)
+        xe, Pe = self.residual_bank.predict(dt, np.full((1, 2), self.q_residual), 0.0)
         c_prior = np.zeros(0)
         if self._shape is not None:
             sd = np.sqrt(self.mode_var)[:, None]

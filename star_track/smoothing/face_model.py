@@ -1,6 +1,7 @@
 """Geometry of the face-level smoother: its shape basis, facial parts, measurement noise and 2D similarity helpers."""
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,8 +77,8 @@ def measurement_noise(cov: np.ndarray, scale: float | np.ndarray, r_scale: float
     a non-finite Σ counts as face-sized. ``scale``: the face size, or one per point (N,)."""
     c = np.asarray(cov, np.float64)
     a, b, d = c[:, 0, 0], 0.5 * (c[:, 0, 1] + c[:, 1, 0]), c[:, 1, 1]
-    bad = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(d))
-    if bad.any():
+    if not np.isfinite(c).all():
+        bad = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(d))
         a, b, d = np.where(bad, scale ** 2, a), np.where(bad, 0.0, b), np.where(bad, scale ** 2, d)
     # Clip negative eigenvalues: λ = m ± r; shift so the smaller is >= 0 (keeps the eigenvectors).
     m, r = 0.5 * (a + d), np.hypot(0.5 * (a - d), b)
@@ -101,7 +102,7 @@ def inv2(m: np.ndarray) -> np.ndarray:
 
 
 def rotation(theta: float) -> np.ndarray:
-    c, s = np.cos(theta), np.sin(theta)
+    c, s = math.cos(theta), math.sin(theta)
     return np.array([[c, -s], [s, c]])
 
 

@@ -394,7 +394,7 @@ class Tracker:
         if self._reduce:
             idx = list(self.model_scheme.to_68 or ())
             raw, smoothed, cov, star_cov = raw[idx], smoothed[idx], cov[idx], star_cov[idx]
-        box = np.array([*raw.min(0), *raw.max(0)], np.float32)
+        box = np.concatenate([raw.min(0), raw.max(0)]).astype(np.float32)
         return Face(track_id=tr.track_id, box=box, score=tr.score, landmarks=smoothed.astype(np.float32),
                     raw_landmarks=raw.astype(np.float32), covariance=cov.astype(np.float32),
                     star_covariance=star_cov.astype(np.float32), expected_error=float(err))
