@@ -16,7 +16,7 @@ from star_track.cli.options import TrackerOptions
 from star_track.draw import draw_faces
 from star_track.io.landmarks import read_landmarks
 from star_track.model import BUNDLED_DIR
-from star_track.model.registry import DEFAULT_BUNDLED, PHOTO_BUNDLED, resolve_model
+from star_track.model.registry import DEFAULT_BUNDLED, PHOTO_BUNDLED
 
 VIDEO = DATA / "videos" / "RD_Radio2_000.mp4"  # one mostly frontal face, 200 frames
 runner = CliRunner()
@@ -147,15 +147,16 @@ def test_image_command_uses_the_photo_model_unless_told(tmp_path, face_photo, mo
     used = []
     real = TrackerOptions.tracker
 
-    def spy(self, fps=30.0, **changes):
-        used.append(changes.get("model", self.model))
-        return real(self, fps, **changes)
+    def spy(self, *args, **changes):
+        tracker = real(self, *args, **changes)
+        used.append((tracker.meta.name, tracker.smoothing))
+        return tracker
 
     monkeypatch.setattr(TrackerOptions, "tracker", spy)
     for extra in ((), ("-m", "default")):
         r = run("image", src, "-l", tmp_path / f"f{len(extra)}.json", *extra)
         assert r.exit_code == 0, r.stderr
-    assert [resolve_model(m).stem for m in used] == [PHOTO_BUNDLED, DEFAULT_BUNDLED]
+    assert used == [(PHOTO_BUNDLED, "none"), (DEFAULT_BUNDLED, "none")]
     faces = read_landmarks(tmp_path / "f0.json")
     assert np.isfinite(faces["yaw"]).all() and faces["blink"].tolist() == [0.0] * len(faces["yaw"])
 

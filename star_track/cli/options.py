@@ -75,8 +75,10 @@ class TrackerOptions:
                 "threads": self.threads, "analysis": not self.no_analysis, "focal": self.focal,
                 "camera": self.camera}
 
-    def tracker(self, fps: float = 30.0, **changes: Any) -> "Tracker":
-        """A Tracker with these options (``changes`` override some of them) for a ``fps`` video.
+    def tracker(self, fps: float = 30.0, photo: bool = False, **changes: Any) -> "Tracker":
+        """A Tracker with these options (``changes`` override some of them) for a ``fps`` video, or with
+        ``photo`` the SDK's photo-mode Tracker (:meth:`~star_track.tracking.tracker.Tracker.for_photos`: its
+        model unless these options name one, no smoothing).
 
         Non-finite model outputs are not warned about here: the commands report them as one line.
         """
@@ -85,7 +87,10 @@ class TrackerOptions:
 
         o = replace(self, **changes).capped()
         warnings.simplefilter("ignore", NonFiniteOutputWarning)
-        tracker = Tracker(fps=fps, **o.tracker_kwargs())
+        kwargs = o.tracker_kwargs()
+        if photo:
+            del kwargs["smoothing"]
+        tracker = (Tracker.for_photos if photo else Tracker)(fps=fps, **kwargs)
         if o.output_68 and tracker.model_scheme.num_points == 68:  # harmless, but say it did nothing
             typer.echo(f"star-track: note: --68 has no effect: the model already outputs 68 points "
                        f"({tracker.model_scheme.name})", err=True)

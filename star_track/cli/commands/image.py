@@ -55,11 +55,9 @@ def image(
         check_outputs(input, [(out, "image"), (landmarks_out, "landmarks")], overwrite)
         img = read_image(input)  # EXIF orientation applied: landmarks in display coordinates
         max_faces = tracker_options.max_faces
-        from ...model.registry import PHOTO_BUNDLED
-
-        # A photo can afford the most precise model (~16x the default's engine time with flips).
-        model = tracker_options.model or PHOTO_BUNDLED
-        tracker = tracker_options.tracker(smoothing="none", detect_every=1, model=model)
+        # The SDK's photo mode: the most precise bundled model unless --model names one (~16x the default's
+        # engine time with flips: a photo can afford it).
+        tracker = tracker_options.tracker(photo=True)
         with tracker:
             faces = tracker.detect_image(img, max_faces=max_faces, search="single" if single_pass else "photo")
         report_nonfinite(tracker, Path(input).name)
