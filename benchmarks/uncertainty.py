@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from star_track.crop import Crop
 from star_track.engines.onnxruntime_engine import OnnxRuntimeEngine
+from star_track.hashing import sha256_file
 from star_track.model import BUNDLED_DIR
 from star_track.model.schemes import get_scheme
 from star_track.uncertainty import UncertaintyCalibration, expected_error, landmark_score, landmark_spread
@@ -147,7 +149,8 @@ def evaluate_model(path: Path, image_root: Path) -> dict:
     pred_raw, actual = face_errors(h, raw, eyes)
     cov_of = lambda d2: {f"{k:g}sigma": float(np.mean(d2 <= k * k)) for k in SIGMAS}  # noqa: E731
     rel_of = lambda d2: [float(np.mean(d2 <= -2 * math.log(1 - p))) for p in LEVELS]  # noqa: E731
-    out = {"model": path.name, "faces": len(h.mean), "fold_sizes": [int((folds == k).sum()) for k in (0, 1)],
+    out = {"model": path.name, "sha256": sha256_file(path), "faces": len(h.mean),
+           "fold_sizes": [int((folds == k).sum()) for k in (0, 1)],
            "coverage_raw": cov_of(d2_raw), "coverage_cv": cov_of(d2_cv.ravel()),
            "reliability_levels": LEVELS.tolist(), "reliability_raw": rel_of(d2_raw),
            "reliability_cv": rel_of(d2_cv.ravel()), "fold_params": fold_params,
@@ -199,8 +202,13 @@ def main(argv: list[str] | None = None) -> None:
 
         args.models = [resolve_model(args.model)]
     models = args.models or sorted(BUNDLED_DIR.glob("*.onnx"))
-    results = [evaluate_model(m, args.data / "wflw") for m in models]
     console = make_console()
+    held_out_68 = str(COMBINED_VAL) if COMBINED_VAL.is_file() else "held-out WFLW faces, WFLW-derived labels"
+    if not COMBINED_VAL.is_file():
+        console.print(f"note: {COMBINED_VAL} not found (`python -m train ship` writes it): 68-point models are scored "
+                      "on the held-out WFLW faces with WFLW-derived labels, not the 300W semantics their calibration "
+                      "was fitted on, so their stored calibration's coverage is not comparable", soft_wrap=True)
+    results = [evaluate_model(m, args.data / "wflw") for m in models]
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     rows = []
     for r in results:
@@ -227,7 +235,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                                  "u (crop units)", "score"], rows,
                 console)
     fig = plot(results, DOCS_DIR / "uncertainty_reliability.png")
-    print(f"wrote {write_json('uncertainty', {'results': results})} and {fig}")
+    command = " ".join(["python -m benchmarks.uncertainty", *(argv if argv is not None else sys.argv[1:])])
+    path = write_json("uncertainty", {"command": command, "held_out_68": held_out_68, "results": results})
+    print(f"wrote {path} and {fig}")
 
 
 if __name__ == "__main__":
