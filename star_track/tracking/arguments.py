@@ -3,11 +3,11 @@ engine threads capped at the usable cores."""
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
 
+from ..engines.onnxruntime_engine import usable_cores
 from ..errors import ModelError
 from ..model.schemes import LandmarkScheme, get_scheme
 
@@ -24,14 +24,6 @@ def check_timestamp(timestamp: float) -> float:
     if not math.isfinite(t) or abs(t) > MAX_TIMESTAMP_S:
         raise ValueError(f"timestamp must be a finite number of seconds within +-{MAX_TIMESTAMP_S:g}, got {t}")
     return t
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def capped_threads(threads: int | None) -> tuple[int | None, str | None]:

@@ -97,9 +97,9 @@ class Tracker:
             kept, so a face the detector framed well costs one engine pass instead of ``1 + refine_steps``.
         flip_test: also run every crop mirrored and average the two predictions
             (:class:`~star_track.engines.flip_average.FlipAveragedEngine`): lower error, twice the engine time.
-        threads: CPU threads of the ONNX Runtime engine (``None``: 1, the fastest per face and the most robust
-            on a busy machine, :func:`~star_track.engines.onnxruntime_engine.default_threads`); capped at the
-            usable cores with a ``RuntimeWarning``.
+        threads: ONNX Runtime engine threads (``None``: 1 per run, the fastest per face, with a frame's faces
+            split across the usable cores, one run each: ``OnnxRuntimeEngine``; N: exactly N, no split), capped
+            at the usable cores with a ``RuntimeWarning``.
         analysis: fill ``Face.pose``, ``eye_open``, ``mouth_open``, ``blink`` (0.3-0.4 ms a frame, one face;
             :mod:`star_track.tracking.states`). ``focal``: focal length in pixels (default: the frame width);
             ``camera``: intrinsics ``(fx, fy, cx, cy)`` px (default principal point: the frame centre).
