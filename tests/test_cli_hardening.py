@@ -118,5 +118,33 @@ def test_encoder_settings_without_an_output_video_are_a_usage_error(tmp_path, ar
     """Issue 30 #20: they would be silently ignored; one usage line instead (exit 2)."""
     r = run("video", tmp_path / "in.mp4", "-l", tmp_path / "o.csv", *args)
     assert_one_line_error(r, needle, "--out", code=2)
-    r = run("batch", tmp_path, "--out-dir", tmp_path / "out", "--crf", "20")
-    assert_one_line_error(r, "--crf", "--video", code=2)
+    r = run("batch", tmp_path, "--out-dir", tmp_path / "out", *args)
+    assert_one_line_error(r, needle, "--video", code=2)
+
+
+def test_batch_passes_the_annotated_videos_encoding_on(tmp_path, monkeypatch):
+    """``batch --preset`` exists as on ``video`` (README) and reaches the encoder options."""
+    import star_track.run.batch as batch_module
+
+    seen = {}
+
+    def fake(inputs, out_dir, **kw):
+        seen.update(kw["video_options"])
+        return batch_module.BatchRows()
+
+    monkeypatch.setattr(batch_module, "run_batch", fake)
+    r = run("batch", tmp_path, "--out-dir", tmp_path / "out", "--video", "--codec", "hevc", "--crf", "30",
+            "--preset", "veryfast")
+    assert r.exit_code == 0, r.stderr
+    assert (seen["codec"], seen["crf"], seen["preset"]) == ("hevc", 30, "veryfast")
+
+
+@pytest.mark.parametrize("args,needle", [(["--crf", "99"], "--crf 99"), (["--preset", "bogus"], "--preset bogus"),
+                                         (["--codec", "av1", "--preset", "veryslow"], "--preset veryslow")])
+def test_encoder_settings_the_codec_does_not_take_are_a_usage_error_before_any_work(tmp_path, args, needle):
+    """Wrong usage, as --focal -5 is: exit 2, and before the input is even opened (it does not exist here)."""
+    r = run("video", tmp_path / "in.mp4", "--out", tmp_path / "o.mp4", *args)
+    assert_one_line_error(r, needle, code=2)
+    r = run("batch", tmp_path, "--out-dir", tmp_path / "out", "--video", *args)
+    assert_one_line_error(r, needle, code=2)
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import OutputError
 from ..io.claims import input_paths, same_file
+from .exits import fail
 
 STDOUT = "-"
 """``--landmarks-out -``: landmarks to stdout (CSV for video, JSON for image)."""
@@ -33,6 +34,24 @@ def check_outputs(input: str, outputs: list[tuple[Optional[Path], str]], overwri
     if len(given) == 2 and (os.path.realpath(given[0][0]) == os.path.realpath(given[1][0])
                             or same_file(given[0][0], given[1][0])):
         raise OutputError(f"{given[0][0]}: --out and --landmarks-out are the same file")
+
+
+def check_encoding(video: Optional[Path], needs: str, codec: str | None, crf: int | None, preset: str | None) -> None:
+    """``--codec``/``--crf``/``--preset`` checked before any work: without an output video (``needs`` names the
+    option that gives one) or with a setting the codec does not take, a usage error (exit 2)."""
+    used = [n for n, v in (("--codec", codec), ("--crf", crf), ("--preset", preset)) if v is not None]
+    if not used:
+        return
+    if video is None:
+        raise fail(f"{' and '.join(used)} set the output video's encoding: give {needs} too (or leave them out)", 2)
+    from ..errors import VideoError
+    from ..io.av_video import encoder_options
+    from ..io.sink import SINK_CODECS
+
+    try:
+        encoder_options(codec or SINK_CODECS.get(video.suffix.lower(), "h264"), crf, preset)
+    except VideoError as e:
+        raise fail(str(e), 2) from None
 
 
 def close_all(*outputs: Any) -> None:

@@ -90,7 +90,7 @@ class AvReader:
             what = "cannot open the stream" if live else "not a video FFmpeg can decode (unknown format, or truncated/corrupt)"
             if pipe:
                 what = PIPE_HINT
-            raise VideoError(f"{name}: {what} ({_reason(e)})") from None
+            raise VideoError(f"{name}: {what}: {_reason(e)}") from None
         if not self.container.streams.video:
             self.container.close()
             raise VideoError(f"{name}: has no video stream")

@@ -10,8 +10,9 @@ from typing import Optional
 import typer
 
 from ...run.signals import SIGNAL_EXIT
-from ..exits import EXIT_ERROR, error_boundary, fail
+from ..exits import EXIT_ERROR, error_boundary
 from ..options import Codec, TrackerOptions, tracker_options
+from ..outputs import check_encoding
 
 
 class LandmarksFormat(str, Enum):
@@ -34,7 +35,8 @@ def batch(
                                                      help="Landmarks file format."),
     annotated: bool = typer.Option(False, "--video/--no-video", help="Also write NAME.annotated.mp4."),
     codec: Optional[Codec] = typer.Option(None, "--codec", help="Annotated video codec (default h264)."),
-    crf: Optional[int] = typer.Option(None, "--crf", help="Annotated video constant quality."),
+    crf: Optional[int] = typer.Option(None, "--crf", help="Annotated video constant quality (as on `video`)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Annotated video encoder speed (as on `video`)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the input's audio out of annotated videos."),
     no_draw: bool = typer.Option(False, "--no-draw", help="Annotated videos without annotations."),
     ellipses: bool = typer.Option(False, "--ellipses", help="Draw 2-sigma uncertainty ellipses."),
@@ -56,13 +58,10 @@ def batch(
 
     from ...run.batch import run_batch, summary_table
 
-    if not annotated and (codec is not None or crf is not None):
-        used = [n for n, v in (("--codec", codec), ("--crf", crf)) if v is not None]
-        raise fail(f"{' and '.join(used)} set the annotated videos' encoding: give --video too (or leave them "
-                   "out)", 2)
+    check_encoding(Path("annotated.mp4") if annotated else None, "--video", codec.value if codec else None, crf, preset)
     o = tracker_options.capped()  # per worker: capped at the cores, said once here
     tracker_kwargs = {**o.tracker_kwargs(), "threads": o.threads or 1}
-    video_options = {"codec": codec.value if codec else None, "crf": crf, "audio": not no_audio,
+    video_options = {"codec": codec.value if codec else None, "crf": crf, "preset": preset, "audio": not no_audio,
                      "draw": not no_draw, "ellipses": ellipses, "pose": pose}
     with error_boundary(str(out_dir)):
         rows = run_batch(inputs, out_dir, workers=workers, ray_address=ray, tracker_kwargs=tracker_kwargs,

@@ -17,7 +17,7 @@ import typer
 from ...run.signals import StopFlag
 from ..exits import error_boundary, fail
 from ..options import Codec, TrackerOptions, tracker_options
-from ..outputs import STDOUT, check_outputs, close_all, report_nonfinite
+from ..outputs import STDOUT, check_encoding, check_outputs, close_all, report_nonfinite
 
 if TYPE_CHECKING:
     from ...io.landmarks import LandmarkWriter
@@ -52,9 +52,7 @@ def video(
     """Track faces in a video file or stream; write an annotated video and/or a landmarks file."""
     if out is None and landmarks_out is None:
         raise fail(f"{input}: nothing to write: give --out and/or --landmarks-out", 2)
-    if out is None and (codec is not None or crf is not None or preset is not None):
-        used = [n for n, v in (("--codec", codec), ("--crf", crf), ("--preset", preset)) if v is not None]
-        raise fail(f"{' and '.join(used)} set the output video's encoding: give --out too (or leave them out)", 2)
+    check_encoding(out, "--out", codec.value if codec else None, crf, preset)
     from ...io.source import VideoSource
     from ...run.loop import process_video
 
