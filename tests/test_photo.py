@@ -132,3 +132,22 @@ def test_photo_options_are_checked(model_path, face_photo):
         with pytest.raises(ValueError, match="max_faces"):
             tr.detect_image(face_photo[0], max_faces=0)
         assert len(tr.detect_image(face_photo[0], search=PhotoSearch(tile=0, rotations=()))) == 1
+
+
+def test_a_second_misframed_detection_of_a_found_face_is_dropped():
+    """Photo mode keeps every whole-image face whatever its score, but an unsure one lying mostly inside a
+    confident face's box is a second, misframed detection of it (a parade photo gave such a pair: scores 0.73
+    and 0.10, boxes overlapping by IoU 0.3 only, the second's landmarks garbage)."""
+    from star_track.smoothing import make_smoother
+    from star_track.tracking.tracks import Track, dedupe
+
+    def track(i, box, score):
+        x1, y1, x2, y2 = box
+        pts = np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]], float)
+        return Track(i, make_smoother("none"), points=pts, score=score)
+
+    good, shadow = track(0, (798, 175, 843, 216), 0.73), track(1, (799, 198, 837, 224), 0.10)
+    alone = track(2, (100, 100, 140, 140), 0.10)  # unsure, but nothing else there: kept
+    other = track(3, (820, 180, 870, 230), 0.80)  # a confident neighbour overlapping less than the IoU test
+    assert dedupe([good, shadow, alone, other]) == [good, shadow, alone, other]  # video: IoU only
+    assert dedupe([good, shadow, alone, other], unsure_below=0.3) == [good, alone, other]

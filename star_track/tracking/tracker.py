@@ -310,7 +310,7 @@ class Tracker:
         tracks = self._run(image, tracks, 0.0, smooth=False)
         # Faces only the extra photo passes found must look like faces to the landmark model too.
         tracks = [tr for tr in tracks if whole[id(tr)] or tr.score >= self.redetect_below]
-        tracks = dedupe(tracks)
+        tracks = dedupe(tracks, unsure_below=self.redetect_below)
         for i, tr in enumerate(tracks):
             tr.track_id = i
         return self.face_state.photo([self._face(tr) for tr in tracks if tr.valid], image.shape)

@@ -137,14 +137,29 @@ def _reacquire(tracks: list[Track], dets: list[Detection], matched_t: set[int], 
             tr.smoother.reset()
 
 
-def dedupe(tracks: list[Track]) -> list[Track]:
-    """Two tracks that converged onto one face: keep the more confident (older on ties)."""
+def dedupe(tracks: list[Track], unsure_below: float | None = None) -> list[Track]:
+    """Two tracks that converged onto one face: keep the more confident (older on ties). With ``unsure_below``
+    (photo mode), also drop a track below that score whose box lies mostly (half its area) inside a confident
+    track's: a second, misframed detection of a face already found (the landmarks of such a crop are garbage,
+    and two boxes of one face need not overlap enough for the IoU test)."""
     if len(tracks) < 2:
         return tracks
     by_id = sorted(range(len(tracks)), key=lambda i: tracks[i].track_id)  # equal scores: the older track wins
     boxes = np.stack([tracks[i].box() for i in by_id])
-    keep = nms(boxes, np.array([tracks[i].score for i in by_id]), iou=0.6)
+    scores = np.array([tracks[i].score for i in by_id])
+    keep = nms(boxes, scores, iou=0.6)
+    if unsure_below is not None:
+        sure = [k for k in keep if scores[k] >= unsure_below]
+        keep = [k for k in keep if scores[k] >= unsure_below or not sure
+                or _inside(boxes[k], boxes[sure]).max() < 0.5]
     return [tracks[i] for i in sorted(by_id[k] for k in keep)]
+
+
+def _inside(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Share of ``box``'s area (x1, y1, x2, y2) inside each of ``others`` (K, 4)."""
+    w = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0.0, None)
+    h = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0.0, None)
+    return w * h / max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
 
 
 def smooth_tracks(tracks: list[Track], dt: float, follow_raw: bool = False) -> None:
