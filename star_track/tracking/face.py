@@ -41,7 +41,8 @@ class Face:
     """Head pose (yaw, pitch, roll in degrees with their sd, ``rotation``, ``translation``, 4x4 ``matrix``),
     smoothed in video; None when no pose fits or the analysis is off (:mod:`star_track.tracking.states`)."""
     eye_open: tuple[float, float] = (math.nan, math.nan)
-    """(left, right) eye openness of the subject's own eyes, pose-normalised: ~1 open, 0 closed (NaN: off)."""
+    """(left, right) eye openness of the subject's own eyes, pose-normalised: 0 closed, 1 for the 3D mean face's
+    open eye (real open eyes often read somewhat higher), NaN: analysis off."""
     mouth_open: float = math.nan
     """Inner-lip gap over the mean face's mouth width: 0 closed, ~0.1 relaxed, > 0.5 wide open (NaN: off)."""
     blink: bool = False
