@@ -194,6 +194,21 @@ def test_image_command_gray_and_rgba(tmp_path, face_photo, model_path, mode):
     assert len(json.loads(lm.read_text())["faces"]) == 1
 
 
+def test_image_command_warns_about_a_jpeg_cut_short(tmp_path, face_photo, model_path):
+    """A truncated JPEG decodes with its lower part gray: one warning line, not silence. A whole JPEG, also one
+    with data after its end marker (phone photos carry such trailers), gives none."""
+    data = cv2.imencode(".jpg", face_photo[0])[1].tobytes()
+    for name, content, warned in (("cut.jpg", data[: len(data) // 2], True), ("whole.jpg", data, False),
+                                  ("trailer.jpg", data + bytes(range(256)) * 8, False)):
+        src = tmp_path / name
+        src.write_bytes(content)
+        r = run("image", src, "-l", tmp_path / f"{name}.json", "-m", model_path)
+        assert r.exit_code == 0, r.stderr
+        warnings = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+        assert warnings == ([f"star-track: warning: {src}: the file ends early (truncated or damaged?): its lower "
+                             "part decoded as gray"] if warned else []), r.stderr
+
+
 def test_image_many_faces(tmp_path, face_photo, model_path):
     img, _, box = face_photo
     src = tmp_path / "grid.jpg"

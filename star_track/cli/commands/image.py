@@ -47,13 +47,16 @@ def image(
         landmarks_out = None
     from ...draw import draw_faces
     from ...io.claims import write_exclusive
-    from ...io.images import read_image, write_image
+    from ...io.images import jpeg_ends_early, read_image, write_image
     from ...io.landmarks import faces_document, open_landmark_writer
     from ...tracking.face import as_bgr
 
     with error_boundary(input):
         check_outputs(input, [(out, "image"), (landmarks_out, "landmarks")], overwrite)
         img = read_image(input)  # EXIF orientation applied: landmarks in display coordinates
+        if jpeg_ends_early(input, img):
+            typer.echo(f"star-track: warning: {input}: the file ends early (truncated or damaged?): its lower part "
+                       "decoded as gray", err=True)
         max_faces = tracker_options.max_faces
         # The SDK's photo mode: the most precise bundled model unless --model names one (~16x the default's
         # engine time with flips: a photo can afford it).
