@@ -167,7 +167,7 @@ def _panel(img: np.ndarray, top: int, k: int, tr: TrackSeries, all_t: np.ndarray
         xb = max(xa + 2, int(_MARGIN + (b - t0) / span * (_W - 20 - _MARGIN)))
         band = img[y + 1:y + 110, xa:xb + 1]
         band[:] = (0.6 * band + 0.4 * np.array([170, 170, 255])).astype(np.uint8)  # translucent: lines show
-        cv2.rectangle(img, (xa, y + 1), (xb, y + 6), (0, 0, 255), -1)  # solid mark on top
+        cv2.rectangle(img, (xa, y + 104), (xb, y + 109), (0, 0, 255), -1)  # solid mark at the foot: the legend is on top
     y += 116
     err = tr.expected_error
     hi = float(np.nanmax(err)) * 1.1 if np.isfinite(err).any() and np.nanmax(err) > 0 else 0.1
