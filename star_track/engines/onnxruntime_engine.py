@@ -74,11 +74,10 @@ class OnnxRuntimeEngine:
         model_path: ``.onnx`` written by :func:`star_track.nn.onnx_export.export_onnx`.
         providers: execution providers in order of preference (default: CUDA if available, then CPU).
         threads: intra-op threads; ``None`` = :func:`default_threads` (1), and on the CPU a batch of several crops
-            (faces, a flip pair) is split across up to :func:`usable_cores` threads, one run of a slice each (on
-            2 cores four faces take 0.58x the time of one run of the batch; ONNX Runtime's own second
-            intra-op thread: 0.86x). A number: exactly that many intra-op threads, no split (``star-track
-            batch`` workers run with 1); 0 = ONNX Runtime's own default (one per core). See
-            :func:`session_options` for why spinning is off.
+            (faces, a flip pair) is split across up to :func:`usable_cores` threads, one run of a slice each
+            (faster than ONNX Runtime's own intra-op threads at these sizes: README "Speed"). A number: exactly
+            that many intra-op threads, no split (``star-track batch`` workers run with 1); 0 = ONNX Runtime's
+            own default (one per core). See :func:`session_options` for why spinning is off.
 
     Raises:
         ModelError: missing file, not an ONNX model, no star-track metadata, or outputs that disagree with

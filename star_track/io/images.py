@@ -34,14 +34,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def jpeg_ends_early(path: str | os.PathLike, image: np.ndarray) -> bool:
     """True for a JPEG file cut short (a partial download, a full disk): its data stops before the end marker
-    and the decoder filled the rest of ``image`` (as :func:`read_image` returned it) with gray. Both are checked:
-    phone JPEGs may carry data after their end marker, and a photo may end in flat gray."""
+    and the decoder filled the rest of ``image`` (as :func:`read_image` returned it: turned upright, so the gray
+    may be along any edge) with gray. Both are checked: phone JPEGs may carry data after their end marker, and a
+    photo may end in flat gray."""
     with open(path, "rb") as f:
         if f.read(2) != b"\xff\xd8":
             return False
         f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
         tail = f.read()
-    return b"\xff\xd9" not in tail and bool((image[-8:] == 128).all())
+    edges = (image[-8:], image[:8], image[:, :8], image[:, -8:])
+    return b"\xff\xd9" not in tail and any(bool((e == 128).all()) for e in edges)
 
 
 def check_image_output(path: str | os.PathLike, overwrite: bool = False) -> Path:

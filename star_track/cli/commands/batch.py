@@ -58,7 +58,8 @@ def batch(
 
     from ...run.batch import run_batch, summary_table
 
-    check_encoding(Path("annotated.mp4") if annotated else None, "--video", codec.value if codec else None, crf, preset)
+    annotated_as = Path("NAME.annotated.mp4") if annotated else None  # the codec's default comes from .mp4
+    check_encoding(annotated_as, "--video", codec.value if codec else None, crf, preset)
     o = tracker_options.capped()  # per worker: capped at the cores, said once here
     tracker_kwargs = {**o.tracker_kwargs(), "threads": o.threads or 1}
     video_options = {"codec": codec.value if codec else None, "crf": crf, "preset": preset, "audio": not no_audio,
