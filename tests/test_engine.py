@@ -169,7 +169,10 @@ def test_a_batch_is_split_across_the_cores_only_by_default(standin_model, monkey
         for got, want in zip(auto.infer(crops[:n]), one.infer(crops[:n])):
             np.testing.assert_allclose(got, want, atol=1e-5)
         assert sorted(k for k, _ in seen) == {1: [1], 2: [1, 1], 5: [1, 2, 2]}[n]
-        assert len({name for _, name in seen}) == len(seen)  # each slice on its own thread
+        # The caller's thread runs one slice and the pool the others (on a busy machine one pool thread may
+        # take two slices in turn).
+        names = {name for _, name in seen}
+        assert threading.current_thread().name in names and (len(names) > 1) == (n > 1)
 
 
 def test_an_int8_body_runs_as_its_float_source_on_an_nvidia_machine(monkeypatch):
