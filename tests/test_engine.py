@@ -173,6 +173,22 @@ def test_a_batch_is_split_across_the_cores_only_by_default(standin_model, monkey
         # take two slices in turn).
         names = {name for _, name in seen}
         assert threading.current_thread().name in names and (len(names) > 1) == (n > 1)
+    assert auto._pool is not None
+    auto.close()
+    auto.close()  # idempotent
+    assert auto._pool is None
+    np.testing.assert_allclose(auto.infer(crops)[0], one.infer(crops)[0], atol=1e-5)  # still usable
+
+
+def test_closing_a_tracker_stops_its_engines_batch_threads(standin_model, face_photo):
+    from star_track import Tracker
+
+    tracker = Tracker(standin_model, flip_test=True)  # a flip pair is a batch of two
+    tracker.detect_image(face_photo[0])
+    inner = tracker.engine.engine
+    assert inner.batch_threads == 1 or inner._pool is not None
+    tracker.close()
+    assert inner._pool is None
 
 
 def test_an_int8_body_runs_as_its_float_source_on_an_nvidia_machine(monkeypatch):

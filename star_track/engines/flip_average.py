@@ -27,6 +27,10 @@ class FlipAveragedEngine:
         self._perm = scheme.flip_permutation()
         self._eyes = scheme.outer_eye_corners
 
+    def close(self) -> None:
+        """Close the wrapped engine where it can be (see :meth:`OnnxRuntimeEngine.close`)."""
+        getattr(self.engine, "close", lambda: None)()
+
     def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         crops = check_crops(crops, self.meta.input_size)
         b = len(crops)

@@ -149,6 +149,13 @@ class OnnxRuntimeEngine:
             raise ModelError(f"{self.path}: produced {mean.shape} landmarks, expected (B, {n}, 2)")
         return mean.astype(np.float32, copy=False), cov.astype(np.float32, copy=False)
 
+    def close(self) -> None:
+        """Stop the threads that run a batch's slices (idempotent; the engine stays usable and starts them again
+        when a batch needs them). :meth:`Tracker.close <star_track.tracking.tracker.Tracker.close>` calls it."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, cov = self._session.run(list(OUTPUT_NAMES), {self._input: x})
         return mean, cov

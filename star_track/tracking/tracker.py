@@ -206,11 +206,10 @@ class Tracker:
         self.nonfinite_faces = 0
 
     def close(self) -> None:
-        """Release the detector(s) and the detection thread."""
+        """Release the detector(s), the detection thread and the engine's batch threads."""
         self._schedule.close()
-        self.detector.close()
-        if self._still_detector is not None:
-            self._still_detector.close()
+        for part in (self.detector, self._still_detector, self.engine):
+            getattr(part, "close", lambda: None)()
 
     def __enter__(self) -> "Tracker":
         return self
