@@ -35,7 +35,7 @@ _EXPORTS = {
     # errors and warnings
     "StarTrackError": ".errors", "ModelError": ".errors", "DetectorError": ".errors", "EngineUnavailable": ".errors",
     "MissingDependency": ".errors", "VideoError": ".errors", "OutputError": ".errors",
-    "ConcurrentUseError": ".errors", "ClusterError": ".errors",
+    "ConcurrentUseError": ".errors", "TrackerClosedError": ".errors", "ClusterError": ".errors",
     "NonFiniteOutputWarning": ".tracking.face", "UncalibratedUncertaintyWarning": ".uncertainty",
     "BatchWarning": ".run.batch",
 }

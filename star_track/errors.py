@@ -67,6 +67,11 @@ class ConcurrentUseError(StarTrackError, RuntimeError):
     """One Tracker was called from two threads at once (unsupported: use one Tracker per thread)."""
 
 
+class TrackerClosedError(StarTrackError, RuntimeError):
+    """A Tracker was called after :meth:`~star_track.tracking.tracker.Tracker.close` (or after its ``with`` block):
+    its detectors are released; make a new one."""
+
+
 def require_torch(purpose: str):
     """Import and return ``torch``, or raise :class:`MissingDependency` saying ``purpose`` needs it."""
     try:

@@ -283,6 +283,37 @@ def test_stage_hook_and_landmarks_for_boxes_are_the_tracker_own_path(face_photo,
         assert faces[0].raw_landmarks.shape == (tracker.scheme.num_points, 2)
 
 
+def test_landmarks_for_boxes_checks_its_boxes_and_gives_the_face_state(face_photo, model_path):
+    """Bad boxes are a ValueError naming them, not junk faces (a (2, 6) array read as three boxes) or numpy's
+    reshape message; a face gets its face state as in photo mode."""
+    img, _, box = face_photo
+    h, w = img.shape[:2]
+    with Tracker(model=model_path, engine="onnxruntime") as tracker:
+        face = tracker.landmarks_for_boxes(img, box)[0]
+        assert face is not None and face.pose is not None and np.isfinite(face.eye_open).all()
+        for bad, needle in ((np.zeros((2, 6)), "shape"), ([1, 2, 3], "shape"), ("abcd", "numbers"),
+                            ([np.nan, 0, 10, 10], "not a box"), ([300, 300, 10, 10], "not a box"),
+                            ([50, 50, 50, 50], "not a box"), ([w + 10, 10, w + 50, 50], "outside")):
+            with pytest.raises(ValueError, match=needle):
+                tracker.landmarks_for_boxes(img, bad)
+
+
+def test_a_closed_tracker_says_so_in_one_error(face_photo, model_path):
+    """After close() (or its with block) every call raises TrackerClosedError, not an AttributeError from a
+    released detector, nor silently working on for a face already tracked."""
+    from star_track import TrackerClosedError
+
+    img, _, box = face_photo
+    tracker = Tracker(model=model_path, engine="onnxruntime")
+    tracker.track(img)
+    tracker.close()
+    tracker.close()  # idempotent
+    for call in (lambda: tracker.track(img), lambda: tracker.detect_image(img),
+                 lambda: tracker.landmarks_for_boxes(img, box)):
+        with pytest.raises(TrackerClosedError, match="closed"):
+            call()
+
+
 @pytest.mark.parametrize("crop_from", ["smoothed", "raw"])
 def test_next_crop_frames_the_followed_landmarks_moved_on(model_path, face_photo, crop_from, monkeypatch):
     """Each frame's crop frames the last frame's smoothed (or, asked, raw) landmarks moved on by their last motion:

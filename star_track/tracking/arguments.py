@@ -42,6 +42,25 @@ def capped_threads(threads: int | None) -> tuple[int | None, str | None]:
     return threads, None
 
 
+def boxes_arg(boxes: Any, image_shape: tuple[int, ...]) -> np.ndarray:
+    """``boxes`` as (K, 4) x1, y1, x2, y2 pixels, else a ValueError: one box (4,) or several (K, 4), finite, with
+    x2 > x1 and y2 > y1, each overlapping the image."""
+    try:
+        b = np.asarray(boxes, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"boxes must be numbers (x1, y1, x2, y2), got {boxes!r}") from None
+    if b.shape[-1:] != (4,) or b.ndim not in (1, 2):
+        raise ValueError(f"boxes must be one box (4,) or several (K, 4) of x1, y1, x2, y2, got shape {b.shape}")
+    b = b.reshape(-1, 4)
+    h, w = image_shape[:2]
+    for box in b.tolist():
+        if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"boxes: {box} is not a box (finite x1, y1, x2, y2 with x2 > x1 and y2 > y1)")
+        if box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h:
+            raise ValueError(f"boxes: {box} lies outside the {w}x{h} image")
+    return b
+
+
 def int_arg(name: str, value: Any, minimum: int) -> int:
     """``value`` as an int >= ``minimum`` (an integral float passes), else a ValueError naming ``name``."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))

@@ -50,7 +50,7 @@ from ..model.registry import PHOTO_BUNDLED
 from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
 from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
-from .arguments import (bool_arg, capped_threads, check_timestamp, choice_arg, float_arg, int_arg,
+from .arguments import (bool_arg, boxes_arg, capped_threads, check_timestamp, choice_arg, float_arg, int_arg,
                         output_scheme_arg)
 from .detection_schedule import DetectionSchedule
 from .exclusive import Exclusive
@@ -176,8 +176,7 @@ class Tracker:
     @classmethod
     def for_photos(cls, model: str | os.PathLike | None = None, **kwargs: Any) -> "Tracker":
         """A Tracker for :meth:`detect_image`: no smoothing, test-time flips (``flip_test=False``: none), ``model=None``:
-        the most precise bundled model (:data:`~star_track.model.registry.PHOTO_BUNDLED`, ~16x the default's engine
-        time with flips; they take its 300W photo-mode NME from 3.20 to 3.12 %, README "Photo mode")."""
+        the most precise bundled model (:data:`~star_track.model.registry.PHOTO_BUNDLED`; cost and NME: README "Photo mode")."""
         return cls(PHOTO_BUNDLED if model is None else model, **{"smoothing": "none", "flip_test": True, **kwargs})
 
     # -- state -----------------------------------------------------------------------------------------
@@ -206,7 +205,8 @@ class Tracker:
         self.nonfinite_faces = 0
 
     def close(self) -> None:
-        """Release the detector(s), the detection thread and the engine's batch threads."""
+        """Release the detectors, the detection thread and the engine's threads; later calls: TrackerClosedError."""
+        self._exclusive.close("this Tracker is closed (close() or the end of its with block): make a new one")
         self._schedule.close()
         for part in (self.detector, self._still_detector, self.engine):
             getattr(part, "close", lambda: None)()
@@ -319,14 +319,15 @@ class Tracker:
         a newly detected face takes (box crop with the tracker's ``box_calibration``, re-framed from its own
         landmarks up to ``refine_steps`` times, see the module docs), without smoothing and without touching
         the video tracks. Returns one entry per box, in order: a :class:`Face` (``track_id`` = the box's
-        index) or None where the model's output was non-finite."""
+        index, with its face state as in photo mode) or None where the model's output was non-finite. ValueError:
+        ``boxes`` not one (4,) or several (K, 4) finite boxes with x2 > x1, y2 > y1, each in the image."""
         with self._exclusive:
             image = as_bgr(image)
-            no_roll = np.zeros((6, 2), np.float32)
-            tracks = [Track(i, make_smoother("none"), start=Detection(np.asarray(b, np.float64), 1.0, no_roll))
-                      for i, b in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4))]
-            kept = {tr.track_id: tr for tr in self._run(image, tracks, 0.0, smooth=False) if tr.valid}
-            return [self._face(kept[i]) if i in kept else None for i in range(len(tracks))]
+            tracks = [Track(i, make_smoother("none"), start=Detection(b, 1.0, np.zeros((6, 2), np.float32)))
+                      for i, b in enumerate(boxes_arg(boxes, image.shape))]
+            kept = [self._face(tr) for tr in self._run(image, tracks, 0.0, smooth=False) if tr.valid]
+            faces = {f.track_id: f for f in self.face_state.photo(kept, image.shape)}
+            return [faces.get(i) for i in range(len(tracks))]
 
     # -- internals -------------------------------------------------------------------------------------
     @property
