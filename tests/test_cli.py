@@ -346,9 +346,19 @@ def test_models_import_installs_a_named_model(tmp_path, monkeypatch):
     assert installed.is_file() and installed.with_suffix(".md").is_file()
     r = run("info", "-m", "cofw-test")
     assert r.exit_code == 0 and "scheme: cofw29" in r.stdout
-    # a second import under the same name is refused with one line, and a missing file is named
-    assert_one_line_error(run("models", "import", ckpt, "--name", "cofw-test"), "already exists")
+    # a second import under the same name is refused with one line (the CLI's option named), a missing file is
+    # named, and an ONNX file is pointed to --model instead of being read as a checkpoint
+    assert_one_line_error(run("models", "import", ckpt, "--name", "cofw-test"), "already exists", "--overwrite")
     assert_one_line_error(run("models", "import", tmp_path / "nope.pkl"), "nope.pkl")
+    assert_one_line_error(run("models", "import", installed), "already an ONNX model", "--model")
+    # the imported model is uncalibrated: the SDK's warning is one command-line line, naming it as installed
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.full((64, 64, 3), 128, np.uint8))
+    r = run("image", photo, "-m", "cofw-test", "-l", tmp_path / "p.json")
+    assert r.exit_code == 0, r.stderr
+    assert [ln for ln in r.stderr.splitlines() if "uncertainty calibration" in ln] == [
+        ln for ln in r.stderr.splitlines() if ln.startswith("star-track: warning: model 'cofw-test' has no")], r.stderr
+    assert "star-track: warning: model 'cofw-test'" in r.stderr and "UncalibratedUncertaintyWarning" not in r.stderr
 
 
 def test_bench_engines_prints_a_table(model_path):

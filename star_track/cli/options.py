@@ -84,13 +84,21 @@ class TrackerOptions:
         """
         from ..tracking.face import NonFiniteOutputWarning
         from ..tracking.tracker import Tracker
+        from ..uncertainty import UncalibratedUncertaintyWarning
 
         o = replace(self, **changes).capped()
         warnings.simplefilter("ignore", NonFiniteOutputWarning)
         kwargs = o.tracker_kwargs()
         if photo:
             del kwargs["smoothing"]
-        tracker = (Tracker.for_photos if photo else Tracker)(fps=fps, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:  # the SDK's warnings, said the command line's way
+            warnings.simplefilter("always", UncalibratedUncertaintyWarning)
+            tracker = (Tracker.for_photos if photo else Tracker)(fps=fps, **kwargs)
+        for w in caught:
+            if issubclass(w.category, UncalibratedUncertaintyWarning):
+                typer.echo(f"star-track: warning: {w.message}", err=True)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if o.output_68 and tracker.model_scheme.num_points == 68:  # harmless, but say it did nothing
             typer.echo(f"star-track: note: --68 has no effect: the model already outputs 68 points "
                        f"({tracker.model_scheme.name})", err=True)

@@ -5,6 +5,7 @@ as ``Tracker(model=NAME)`` / ``--model NAME``. Needs the training extra (torch, 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import TRAIN_HINT, MissingDependency, ModelError
@@ -22,18 +23,22 @@ def import_model(checkpoint: str | Path, name: str | None = None, overwrite: boo
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ModelError(f"checkpoint {checkpoint} does not exist")
+    if checkpoint.suffix.lower() == ".onnx":
+        raise ModelError(f"{checkpoint} is already an ONNX model: use it as it is (--model {checkpoint}) or copy it "
+                         f"into the model cache ({cache_dir()})")
     name = name or checkpoint.stem
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ModelError(f"model name {name!r} may only hold letters, digits, '-', '_' and '.'")
     out = cache_dir() / f"{name}.onnx"
     if out.exists() and not overwrite:
-        raise ModelError(f"a model named {name!r} already exists ({out}); pass overwrite to replace it")
+        raise ModelError(f"a model named {name!r} already exists ({out}); overwrite=True (--overwrite) replaces it")
     try:
         from .checkpoint import load_checkpoint
         from .onnx_export import export_onnx, verify_onnx
     except ImportError as e:
         raise MissingDependency(f"importing checkpoints needs torch and onnx ({e.name} is missing): {TRAIN_HINT}") from None
     net, meta = load_checkpoint(checkpoint)
+    meta = replace(meta, name=name)  # the name it is selected by, in its metadata and messages too
     tmp = out.with_name(f".{name}.partial.onnx")
     export_onnx(net, meta, tmp)
     parity = verify_onnx(tmp, net, tolerance=tolerance)
