@@ -18,4 +18,6 @@ def main(src: str, out: str, csv: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python examples/track_video.py in.mp4 out.mp4 landmarks.csv")
     main(*sys.argv[1:4])

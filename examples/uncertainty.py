@@ -33,4 +33,6 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python examples/uncertainty.py photo.jpg")
     main(sys.argv[1])

@@ -45,7 +45,7 @@ class ScriptedEngine:
 def test_bad_timestamps_raise_and_never_poison_the_filters(model_path, frames, smoothing):
     with Tracker(model=model_path, smoothing=smoothing) as tr:
         assert len(tr.track(frames[0], 0.0)) == 1
-        for bad in (float("nan"), float("inf"), -float("inf"), 1e300, "soon"):
+        for bad in (float("nan"), float("inf"), -float("inf"), 1e300, "soon", "1.0"):
             with pytest.raises(ValueError, match="timestamp"):
                 tr.track(frames[1], bad)
         for t, f in zip((0.04, 0.0, 0.01, 5000.0, 5000.04), frames[1:]):  # backwards, then a huge jump

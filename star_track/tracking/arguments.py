@@ -16,8 +16,11 @@ MAX_TIMESTAMP_S = 1e12
 
 
 def check_timestamp(timestamp: float) -> float:
-    """``timestamp`` as a float, else a ValueError: a finite number of seconds within :data:`MAX_TIMESTAMP_S`."""
+    """``timestamp`` as a float, else a ValueError: a finite number of seconds within :data:`MAX_TIMESTAMP_S` (a
+    string is not one, even "1.0")."""
     try:
+        if isinstance(timestamp, (str, bytes)):
+            raise TypeError
         t = float(timestamp)
     except (TypeError, ValueError):
         raise ValueError(f"timestamp must be a number of seconds, got {timestamp!r}") from None
