@@ -234,6 +234,7 @@ def test_info_and_models_list(tmp_path, monkeypatch, standin_model):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mymodel.onnx").write_bytes(standin_model.read_bytes())
     (tmp_path / "models" / "broken.onnx").write_bytes(b"not a model")
+    (tmp_path / "models" / "star98-fast.onnx").write_bytes(standin_model.read_bytes())  # a bundled name
     r = run("models", "list")
     assert r.exit_code == 0 and "mymodel" in r.stdout
     rows = {ln.split("\t")[0]: ln.split("\t") for ln in r.stdout.splitlines()}
@@ -243,6 +244,8 @@ def test_info_and_models_list(tmp_path, monkeypatch, standin_model):
 
     lines = {ln.split("\t")[0] for ln in r.stdout.splitlines()}
     assert f"{DEFAULT_BUNDLED} (default)" in lines and "mymodel" in lines  # exactly one default, marked
+    hidden = [ln for ln in r.stdout.splitlines() if "\tcache\t" in ln and ln.startswith("star98-fast")]
+    assert len(hidden) == 1 and "hidden by the bundled model" in hidden[0]  # --model star98-fast loads the bundled one
 
 
 def test_webcam_without_camera(model_path, monkeypatch):

@@ -50,8 +50,11 @@ def models_list() -> None:
     from ...model.schemes import get_scheme
 
     entries = list_models()
+    bundled = {e.name for e in entries if e.source == "bundled"}
     for e in entries:
         mark = " (default)" if e.path == default_model_path() else ""
+        if e.source != "bundled" and e.name in bundled:  # --model NAME finds the bundled one first
+            mark = " (hidden by the bundled model of this name: select it by path)"
         try:
             scheme = get_scheme(OnnxRuntimeEngine(e.path, providers=["CPUExecutionProvider"], threads=1).meta.scheme)
             points = f"{scheme.num_points} points ({scheme.name})"
