@@ -37,6 +37,13 @@ class UncalibratedUncertaintyWarning(UserWarning):
     """The model has no uncertainty calibration: ``Face.covariance`` is the raw (too large) STAR covariance."""
 
 
+def uncalibrated_note(model_name: str) -> str:
+    """The one-line text of :class:`UncalibratedUncertaintyWarning` for ``model_name``."""
+    return (f"model {model_name!r} has no uncertainty calibration: Face.covariance is the raw STAR covariance (too "
+            "large); fit one with `python -m train calibrate-uncertainty MODEL.onnx` (smoothing='face' measures the "
+            "noise level itself; with smoothing='kalman' use r_scale=0.1)")
+
+
 @dataclass(frozen=True)
 class UncertaintyCalibration:
     """Per-landmark eigenvalue map ``λ_cal = exp(a) λ_raw^b``; the identity when ``a = 0, b = 1``.

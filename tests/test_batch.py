@@ -429,6 +429,29 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def test_an_uncalibrated_model_is_noted_once_for_the_batch(tmp_path, standin_model, model_path):
+    """Each worker's Tracker would warn (a Python warning per process, with its source line); the batch says it
+    once, through on_warning (the command line's one warning line), and not for a calibrated model."""
+    import warnings
+
+    from star_track.uncertainty import UncalibratedUncertaintyWarning
+
+    (tmp_path / "clips").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        flat(tmp_path / "clips" / name, 3)
+    said: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UncalibratedUncertaintyWarning)
+        rows = run_batch(tmp_path / "clips", tmp_path / "out", workers=1, tracker_kwargs={"model": str(standin_model)},
+                         on_warning=said.append)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert len(said) == 1 and "has no uncertainty calibration" in said[0] and "standin" in said[0]
+    said.clear()
+    run_batch(tmp_path / "clips", tmp_path / "out2", workers=1, tracker_kwargs={"model": str(model_path)},
+              on_warning=said.append)
+    assert said == []
+
+
 def test_batch_on_a_local_ray_runtime_keeps_rays_log_lines_off_stderr(tmp_path, model_path):
     """Issue 30: Ray's start-up notes ("Started a local Ray instance", the token-authentication warning) are
     hidden, as the README says; the summary table is on stdout."""

@@ -49,7 +49,7 @@ from ..engines.flip_average import FlipAveragedEngine
 from ..model.registry import PHOTO_BUNDLED
 from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
-from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error
+from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error, uncalibrated_note
 from .arguments import (bool_arg, boxes_arg, capped_threads, check_timestamp, choice_arg, float_arg, int_arg,
                         output_scheme_arg)
 from .detection_schedule import DetectionSchedule
@@ -147,11 +147,7 @@ class Tracker:
         self.uncertainty_calibrated = self.uncertainty.fitted
         """False: the model has no uncertainty calibration and ``Face.covariance`` is the raw STAR one."""
         if not self.uncertainty_calibrated:
-            warnings.warn(f"model {getattr(self.meta, 'name', '?')!r} has no uncertainty calibration: "
-                          "Face.covariance is the raw STAR covariance (too large); fit one with `python -m train "
-                          "calibrate-uncertainty MODEL.onnx` (smoothing='face' measures the noise level itself; with "
-                          "smoothing='kalman' use r_scale=0.1)",
-                          UncalibratedUncertaintyWarning, stacklevel=2)
+            warnings.warn(uncalibrated_note(getattr(self.meta, "name", "?")), UncalibratedUncertaintyWarning, stacklevel=2)
         self.scheme: LandmarkScheme = output_scheme_arg(output_scheme, self.model_scheme, self.meta.name)
         self._reduce = self.scheme.num_points != self.model_scheme.num_points
         self._detector_spec = detector

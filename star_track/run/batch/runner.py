@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ... import __version__
-from ...errors import OutputError, VideoError
+from ...errors import OutputError, StarTrackError, VideoError
 from ...hashing import sha256_file
 from ...io.claims import clean_stale_partials
 from ...io.landmarks import FORMATS as LANDMARK_FORMATS
@@ -134,6 +134,7 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
     if landmarks_format == "parquet":
         require_pyarrow("--landmarks-format parquet")
     kwargs = {"threads": 1, **(tracker_kwargs or {})}
+    _note_uncalibrated(kwargs.get("model"), on_warning)
     vopts = {"audio": True, "draw": True, "ellipses": False, **(video_options or {})} if annotated_video else {}
     settings = settings_hash(kwargs, landmarks_format, vopts or None)
     out = Path(os.path.abspath(out_dir))
@@ -152,6 +153,21 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
                on_result=on_result, progress=progress, on_warning=on_warning, ray_timeout=ray_timeout)
     with output_lock(out):
         return _run_locked(tasks, out, run)
+
+
+def _note_uncalibrated(model: Any, on_warning: Callable[[str], Any] | None) -> None:
+    """The Tracker's note about a model without uncertainty calibration, once for the batch (each worker's own is
+    silenced); nothing here for a model ONNX Runtime cannot read (its videos fail with the reason)."""
+    from ...engines.onnxruntime_engine import OnnxRuntimeEngine
+    from ...model.schemes import get_scheme
+    from ...uncertainty import UncertaintyCalibration, uncalibrated_note
+
+    try:
+        meta = OnnxRuntimeEngine(resolve_model(model), providers=["CPUExecutionProvider"], threads=1).meta
+    except (StarTrackError, ValueError):
+        return
+    if not UncertaintyCalibration.from_meta(meta, get_scheme(meta.scheme).num_points).fitted:
+        warn(uncalibrated_note(meta.name), on_warning)
 
 
 def _checked_workers(workers: int | None, on_warning: Callable[[str], Any] | None) -> int | None:

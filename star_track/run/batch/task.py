@@ -26,6 +26,7 @@ from ...io.landmarks import LandmarkWriter, open_landmark_writer
 from ...io.sink import VideoSink
 from ...io.source import VideoSource
 from ...tracking.face import NonFiniteOutputWarning
+from ...uncertainty import UncalibratedUncertaintyWarning
 from ...tracking.tracker import Tracker
 from ..loop import VideoSummary, process_video
 from ..signals import StopFlag
@@ -90,6 +91,7 @@ def _tracker_for(task: VideoTask) -> Tracker:
     tracker = _TRACKERS.get(task.settings)
     if tracker is None:
         warnings.simplefilter("ignore", NonFiniteOutputWarning)  # counted per video instead
+        warnings.simplefilter("ignore", UncalibratedUncertaintyWarning)  # said once by run_batch
         tracker = Tracker(**task.tracker_kwargs)
         _TRACKERS[task.settings] = tracker
     return tracker
