@@ -298,6 +298,17 @@ def test_landmarks_for_boxes_checks_its_boxes_and_gives_the_face_state(face_phot
                 tracker.landmarks_for_boxes(img, bad)
 
 
+def test_a_face_wholly_outside_the_frame_is_not_reported(face_photo, model_path):
+    """A frame of another size (here 1x1) after a tracked face: the crop moved on from the last landmarks gives
+    landmarks outside the new frame; such a face is not reported (it was, for a frame, far outside the image)."""
+    img = face_photo[0]
+    with Tracker(model=model_path, engine="onnxruntime") as tracker:
+        assert len(tracker.track(img, 0.0)) == 1
+        assert tracker.track(np.zeros((1, 1, 3), np.uint8), 0.04) == []
+        faces = tracker.track(img, 0.08)
+        assert all(f.box[2] > 0 and f.box[0] < img.shape[1] for f in faces)
+
+
 def test_a_closed_tracker_says_so_in_one_error(face_photo, model_path):
     """After close() (or its with block) every call raises TrackerClosedError, not an AttributeError from a
     released detector, nor silently working on for a face already tracked."""

@@ -263,7 +263,8 @@ class Tracker:
         self._frame_index += 1
         self._last_t = t
         self._t_end = max(self._t_end, t + self._t_offset + dt)
-        faces = [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id) if tr.valid]
+        faces = [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id)
+                 if tr.valid and tr.seen_in(frame.shape)]
         return self.face_state.video(faces, frame.shape, t)
 
     def detect_image(self, image: np.ndarray, max_faces: int | None = None,

@@ -50,6 +50,12 @@ class Track:
         p = self.landmarks()
         return np.array([*p.min(0), *p.max(0)], np.float64)
 
+    def seen_in(self, frame_shape: tuple[int, ...]) -> bool:
+        """This frame's landmarks overlap the frame (a crop moved on past the edge, or a blank frame, can put
+        them wholly outside: such a face is not reported, and its low score re-detects)."""
+        x1, y1, x2, y2 = self.box().tolist()
+        return x2 > 0 and y2 > 0 and x1 < frame_shape[1] and y1 < frame_shape[0]
+
     def landmarks(self) -> np.ndarray:
         """:attr:`points`, for a track that has run (every track the tracker keeps between frames has)."""
         if self.points is None:
