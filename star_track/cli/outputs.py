@@ -46,10 +46,10 @@ def check_encoding(video: Optional[Path], needs: str, codec: str | None, crf: in
         raise fail(f"{' and '.join(used)} set the output video's encoding: give {needs} too (or leave them out)", 2)
     from ..errors import VideoError
     from ..io.av_video import encoder_options
-    from ..io.sink import SINK_CODECS
+    from ..io.sink import sink_codec
 
     try:
-        encoder_options(codec or SINK_CODECS.get(video.suffix.lower(), "h264"), crf, preset)
+        encoder_options(sink_codec(video, codec), crf, preset)
     except VideoError as e:
         raise fail(str(e), 2) from None
 

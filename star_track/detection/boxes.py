@@ -9,14 +9,33 @@ import numpy as np
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix (len(a), len(b)) of x1, y1, x2, y2 boxes."""
+    a, b, inter = _intersection(a, b)
+    union = _area(a)[:, None] + _area(b)[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def box_inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)): the share of each box of ``a``'s area that lies inside each box of ``b``."""
+    a, b, inter = _intersection(a, b)
+    return inter / np.maximum(_area(a), 1e-9)[:, None]
+
+
+def box_in_frame(box: np.ndarray, frame_shape: tuple[int, ...]) -> bool:
+    """The box (x1, y1, x2, y2) overlaps an (H, W, ...) frame."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x2 > 0 and y2 > 0 and x1 < frame_shape[1] and y1 < frame_shape[0]
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
+    return a, b, np.clip(rb - lt, 0, None).prod(-1)
+
+
+def _area(x: np.ndarray) -> np.ndarray:
+    return np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:

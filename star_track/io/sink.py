@@ -59,6 +59,11 @@ def _sink_fps(path: Path, fps: object) -> float:
     return rate
 
 
+def sink_codec(path: str | os.PathLike, codec: str | None = None) -> str:
+    """The codec a video written to ``path`` gets: ``codec``, else its extension's default (H.264; MJPEG for .avi)."""
+    return codec or SINK_CODECS.get(Path(path).suffix.lower(), "h264")
+
+
 class VideoSink:
     """Writes BGR frames to a video file: H.264 (libx264, yuv420p) in .mp4/.m4v/.mov/.mkv by default, MJPEG in
     .avi; ``codec`` picks ``h264``, ``hevc``, ``vp9``, ``av1`` or ``mpeg4``, ``crf``/``preset`` the quality.
@@ -86,7 +91,7 @@ class VideoSink:
         if len(size) != 2 or min(int(size[0]), int(size[1])) < 1:
             raise VideoError(f"{self.path}: invalid frame size {size}")
         ext = self.path.suffix.lower()
-        self.codec = codec or SINK_CODECS[ext]
+        self.codec = sink_codec(self.path, codec)
         if self.codec not in CODECS:
             raise VideoError(f"{self.path}: unknown codec {self.codec} (use one of {', '.join(CODECS)})")
         if ext == ".avi" and self.codec != "mjpeg":

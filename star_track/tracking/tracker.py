@@ -42,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..detection.blazeface import Detection, FaceDetector
+from ..detection.boxes import box_in_frame
 from ..detection.photo_search import PhotoSearch, photo_detect_sources
 from ..engines import create_engine
 from ..engines.base import LandmarkEngine
@@ -263,8 +264,9 @@ class Tracker:
         self._frame_index += 1
         self._last_t = t
         self._t_end = max(self._t_end, t + self._t_offset + dt)
-        faces = [self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id)
-                 if tr.valid and tr.seen_in(frame.shape)]
+        # A face wholly outside the frame (a crop moved on past the edge, a frame of another size) is not reported.
+        faces = [f for f in (self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id) if tr.valid)
+                 if box_in_frame(f.box, frame.shape)]
         return self.face_state.video(faces, frame.shape, t)
 
     def detect_image(self, image: np.ndarray, max_faces: int | None = None,

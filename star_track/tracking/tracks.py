@@ -10,7 +10,7 @@ import numpy as np
 
 from ..crop import Crop
 from ..detection.blazeface import Detection
-from ..detection.boxes import box_iou, nms
+from ..detection.boxes import box_inside, box_iou, nms
 from ..smoothing import Smoother
 from ..smoothing.batched import update_all
 
@@ -49,12 +49,6 @@ class Track:
         """x1, y1, x2, y2 of the track's landmarks."""
         p = self.landmarks()
         return np.array([*p.min(0), *p.max(0)], np.float64)
-
-    def seen_in(self, frame_shape: tuple[int, ...]) -> bool:
-        """This frame's landmarks overlap the frame (a crop moved on past the edge, or a blank frame, can put
-        them wholly outside: such a face is not reported, and its low score re-detects)."""
-        x1, y1, x2, y2 = self.box().tolist()
-        return x2 > 0 and y2 > 0 and x1 < frame_shape[1] and y1 < frame_shape[0]
 
     def landmarks(self) -> np.ndarray:
         """:attr:`points`, for a track that has run (every track the tracker keeps between frames has)."""
@@ -157,15 +151,9 @@ def dedupe(tracks: list[Track], unsure_below: float | None = None) -> list[Track
     if unsure_below is not None:
         sure = [k for k in keep if scores[k] >= unsure_below]
         keep = [k for k in keep if scores[k] >= unsure_below or not sure
-                or _inside(boxes[k], boxes[sure]).max() < 0.5]
+                or box_inside(boxes[k], boxes[sure]).max() < 0.5]
     return [tracks[i] for i in sorted(by_id[k] for k in keep)]
 
-
-def _inside(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Share of ``box``'s area (x1, y1, x2, y2) inside each of ``others`` (K, 4)."""
-    w = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0.0, None)
-    h = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0.0, None)
-    return w * h / max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
 
 
 def smooth_tracks(tracks: list[Track], dt: float, follow_raw: bool = False) -> None:
