@@ -1,7 +1,8 @@
 """Temporal smoothing of landmark tracks: ``kalman`` (per-landmark, STAR-covariance aware), ``face`` (face-level:
 rigid motion + shape modes + residual, STAR-covariance weighted), ``one-euro``, ``none``.
 
-``make_smoother(name, **params)`` returns a fresh filter; the tracker calls it once per face track.
+``make_smoother(name, **params)`` returns a fresh filter; the tracker calls it once per face track. The face-level
+filter can also revise each frame with the next few (``lookahead``, for recorded video: :data:`LOOKAHEAD_TUNING`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ SMOOTHERS: dict[str, type] = {
     "none": NoSmoothing,
 }
 
+LOOKAHEAD_TUNING: dict[str, Any] = {"q_rigid": 7e-5, "rigid_r_scale": 10.0}
+"""The face-level filter's settings with look-ahead (``lookahead`` > 0), where not given: the revision takes the
+lag out of a heavier filter, so the head's motion is filtered much harder (``rigid_r_scale``) and its process
+noise raised to follow fast heads. From the stability benchmark (``benchmarks/README.md``, look-ahead: real clips,
+synthetic lags, lip gap and blinks)."""
+
+RECORDED_LOOKAHEAD = 8
+"""Look-ahead frames ``star-track video`` and ``batch`` use (recorded video: the delay costs nothing there)."""
+
 
 def make_smoother(name: str = "face", **params: Any) -> Smoother:
     """A new smoother by name (``kalman``, ``face``, ``one-euro``/``one_euro``, ``none``) with its parameters.
@@ -29,10 +39,12 @@ def make_smoother(name: str = "face", **params: Any) -> Smoother:
     key = name.replace("_", "-").lower()
     if key not in SMOOTHERS:
         raise ValueError(f"unknown smoothing {name!r} (choose from: {', '.join(SMOOTHERS)})")
+    if key == "face" and params.get("lookahead"):
+        params = {**LOOKAHEAD_TUNING, **params}
     try:
         return SMOOTHERS[key](**params)
     except TypeError as e:
         raise ValueError(f"invalid parameters for smoothing {name!r}: {e}") from None
 
 
-__all__ = ["FaceLevelSmoother", "KalmanSmoother", "NoSmoothing", "OneEuroSmoother", "SMOOTHERS", "Smoother", "make_smoother"]
+__all__ = ["FaceLevelSmoother", "KalmanSmoother", "LOOKAHEAD_TUNING", "RECORDED_LOOKAHEAD", "NoSmoothing", "OneEuroSmoother", "SMOOTHERS", "Smoother", "make_smoother"]

@@ -72,12 +72,18 @@ class CVBank:
         self.P[:, d:, d:] = velocity_var[:, :, None] * np.eye(d)
         self.nis = np.zeros(b)
         """(B,) normalised innovation squared of the last update (diagnostics)."""
+        self.F: np.ndarray | None = None
+        """The transition matrix of the last :meth:`predict` (for fixed-lag smoothing)."""
+        self.prior: tuple[np.ndarray, np.ndarray] | None = None
+        """The prior (x, P) the last :meth:`update` fused into, gate inflation included (for fixed-lag smoothing:
+        an inflated prior is the filter saying the state jumped, so the smoother does not smooth across it)."""
 
     def predict(self, dt: float, q: np.ndarray, speed_ref: float, speed_weight: np.ndarray | float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Prior (x (B, 2d), P (B, 2d, 2d)) at the next frame. ``q`` (B, d): process-noise density per axis
         ((1, d): the same for every block)."""
         F, pattern = _cv_model(self.d, float(dt))
+        self.F = F
         if speed_ref > 0:
             v = np.sqrt(((self.x[:, self.d:] * speed_weight) ** 2).sum(1))
             q = q * ((1.0 + (v / speed_ref) ** 2) ** 2)[:, None]
@@ -106,6 +112,7 @@ class CVBank:
                 P = P * f[:, None, None]
                 Si = _inv(P[:, :d, :d] + R)
                 Siy = (Si @ y[:, :, None])[:, :, 0]
+        self.prior = (x, P)
         K = P[:, :, :d] @ Si  # (B, 2d, d)
         self.x = x + (P[:, :, :d] @ Siy[:, :, None])[:, :, 0]
         P = P - K @ P[:, :d, :]

@@ -24,7 +24,7 @@ def stackable(f: object, n: int, points: np.ndarray) -> TypeGuard[FaceLevelSmoot
     """Whether smoother ``f`` can join a stacked update with ``points`` (N, 2) (not a subclass: it may override
     ``update``)."""
     return type(f) is FaceLevelSmoother and f.rigid_bank is not None and f.residual_bank is not None and f.k == 0 \
-        and f.n_points == n and bool(np.isfinite(points).all())
+        and not f.lookahead and f.n_points == n and bool(np.isfinite(points).all())
 
 
 def settings_key(f: FaceLevelSmoother) -> tuple:

@@ -37,6 +37,7 @@ import numpy as np
 from .cv_bank import CVBank, inv_one
 from .face_model import J as _J
 from .face_model import inv2, load_basis, measurement_noise, point_parts, rotation, similarity_init
+from .fixed_lag import FixedLagWindow
 
 
 class FaceLevelSmoother:
@@ -63,6 +64,10 @@ class FaceLevelSmoother:
         isotropic: replace every Σ_i by the face's mean isotropic covariance (what STAR's covariance adds).
         noise_window: time constant (s) of the noise-level estimates.
         rigid_r_scale: extra multiplier on the rigid measurement noise (larger = a calmer, laggier head).
+        lookahead: frames of look-ahead (0: causal). With L > 0 the filter keeps its last L + 1 states and
+            :meth:`revised` gives each of those frames' landmarks smoothed with the frames after it (fixed-lag
+            RTS, :mod:`~star_track.smoothing.fixed_lag`); :meth:`update` still returns the causal estimate.
+            ``make_smoother("face", lookahead=L)`` also applies :data:`LOOKAHEAD_TUNING`.
 
     Defaults from the stability benchmark (``benchmarks/README.md``): a rigid filter with less lag than the
     per-landmark Kalman (``rigid_r_scale`` trades the two: on real talking heads most of the remaining jitter is
@@ -75,7 +80,7 @@ class FaceLevelSmoother:
                  rigid_speed_ref: float = 0.05, rigid_gate: float = 32.0, q_shape: float = 0.05,
                  shape_speed_ref: float = 1.0, shape_gate: float = 2.5, q_residual: float = 1e-6,
                  residual_gate: float = 5.5, basis: bool = False, isotropic: bool = False,
-                 noise_window: float = 1.0, rigid_r_scale: float = 1.2):
+                 noise_window: float = 1.0, rigid_r_scale: float = 1.2, lookahead: int = 0):
         if r_scale <= 0 or rigid_r_scale <= 0 or r_floor < 0 or min(q_rigid, q_shape, q_residual, noise_window) <= 0 \
                 or min(rigid_speed_ref, shape_speed_ref, rigid_gate, shape_gate, residual_gate) < 0:
             raise ValueError("face: r_scale, q_* and noise_window must be > 0; r_floor, speed refs and gates "
@@ -87,6 +92,11 @@ class FaceLevelSmoother:
         self.use_basis, self.isotropic = bool(basis), bool(isotropic)
         self.noise_window = float(noise_window)
         self.rigid_r_scale = float(rigid_r_scale)
+        if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 0:
+            raise ValueError(f"face: lookahead must be an int >= 0 (frames), got {lookahead!r}")
+        self.lookahead = int(lookahead)
+        self.updates = 0
+        """Calls to :meth:`update` so far (never reset): :meth:`revised` names a frame by this count after it."""
         self.reset()
 
     def reset(self) -> None:
@@ -105,6 +115,9 @@ class FaceLevelSmoother:
         (landmark errors are correlated: the whole face shifts with its crop, 2-27x on the benchmark faces)."""
         self.rigid_frames = 0
         self.rigid_history: list[np.ndarray] = []
+        self._window = FixedLagWindow(self.lookahead)
+        self._window_updates: list[int] = []  # the update count of each frame in the window
+        self._revised: tuple[int, list[list[np.ndarray]]] | None = None  # the window's states at one update count
 
     # -- model -------------------------------------------------------------------------------------------
     def _setup(self, z: np.ndarray) -> None:
@@ -218,6 +231,15 @@ class FaceLevelSmoother:
 
     def update(self, points: np.ndarray, cov: np.ndarray, dt: float = 1 / 30, scale: float = 100.0) -> np.ndarray:
         """Fuse one frame's measurements; returns the filtered positions (N, 2)."""
+        self.updates += 1
+        started = self.rigid_bank is not None and self.n_points == len(points)
+        out = self._update(points, cov, dt, scale)
+        if self.lookahead and self.rigid_bank is not None:
+            self._window.push(self._banks(), first=not started)
+            self._window_updates = [*self._window_updates, self.updates][-len(self._window):]
+        return out
+
+    def _update(self, points: np.ndarray, cov: np.ndarray, dt: float, scale: float) -> np.ndarray:
         z = np.asarray(points, np.float64)
         scale = max(float(scale), 1.0)
         sig, R = self._measure(cov, scale)
@@ -263,12 +285,30 @@ class FaceLevelSmoother:
 
     def output(self) -> np.ndarray:
         """The filtered landmarks (N, 2) of the current state."""
+        return self._landmarks([b.x for b in self._banks()])
+
+    def _banks(self) -> list[CVBank]:
+        """The filter banks: rigid, residual and (with modes) shape."""
         assert self.rigid_bank is not None and self.residual_bank is not None
-        p = self.rigid_bank.position[0]
-        shape = self.mean + self.residual_bank.position
-        if self._shape is not None:
-            shape = shape + self.modes @ self._shape.position[:, 0]
+        return [self.rigid_bank, self.residual_bank, *([self._shape] if self._shape is not None else [])]
+
+    def _landmarks(self, states: list[np.ndarray]) -> np.ndarray:
+        """Landmarks (N, 2) of bank states (x of :meth:`_banks`, in its order)."""
+        p = states[0][0]
+        shape = self.mean + states[1][:, :2]
+        if len(states) > 2:
+            shape = shape + self.modes @ states[2][:, 0]
         return shape @ (np.exp(p[2]) * rotation(p[3])).T + p[:2]
+
+    def revised(self, update: int) -> np.ndarray | None:
+        """Landmarks (N, 2) of the frame fused by update number ``update`` (:attr:`updates` right after it),
+        smoothed with every later frame in the look-ahead window; None when that frame is no longer in the
+        window (older than ``lookahead`` frames, or before a restart) or the filter has no look-ahead."""
+        if update not in self._window_updates:
+            return None
+        if self._revised is None or self._revised[0] != self.updates:
+            self._revised = (self.updates, self._window.revisions())
+        return self._landmarks(self._revised[1][self._window_updates.index(update)])
 
     @property
     def noise_level(self) -> float:
