@@ -1,5 +1,6 @@
 """Track faces in a video with the SDK: annotated video (with the input's audio) + a CSV of landmarks and
-their STAR covariances.
+their STAR covariances. A recorded video: each frame is revised with the 8 after it before it is written
+(``lookahead``, as ``star-track video`` does; README "Smoothing").
 
     python examples/track_video.py in.mp4 out.mp4 landmarks.csv
 """
@@ -9,7 +10,7 @@ from star_track import Tracker, VideoSink, VideoSource, open_landmark_writer, pr
 
 
 def main(src: str, out: str, csv: str) -> None:
-    with VideoSource(src) as video, Tracker(smoothing="kalman", max_faces=2, fps=video.fps) as tracker, \
+    with VideoSource(src) as video, Tracker(max_faces=2, fps=video.fps, lookahead=8) as tracker, \
             VideoSink(out, video.fps, video.size, overwrite=True, audio_from=video) as sink, \
             open_landmark_writer(csv, tracker.scheme.num_points, tracker.scheme.name, video.fps,
                                  overwrite=True) as writer:

@@ -12,6 +12,7 @@ they differ only in what they pass to it::
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -65,11 +66,13 @@ def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink
                   label: str | None = None, stop: StopFlag | None = None) -> VideoSummary:
     """Track every frame of ``source`` and write the results; return a :class:`VideoSummary`.
 
-    Per frame, in this order: ``tracker.track(image, time)``; ``sink.ensure_space()`` (so that a full disk
-    stops the run while every output can still end on the same whole frame); ``landmark_writer.write``;
-    ``sink.write`` of the frame (annotated with :func:`~star_track.draw.draw_faces` unless ``draw`` is False,
-    with 2-sigma ellipses when ``ellipses``, head axes when ``pose``) at the frame's own time; then ``on_frame(frame, faces)``, which
-    stops the loop by returning True.
+    Per frame: ``tracker.track(image, time)``; then, for each frame the tracker has settled (``Tracker.settled``:
+    this one, or with a ``lookahead`` the one that many frames back, revised; the last ones at the end or on a
+    stop: ``Tracker.flush``), in this order: ``sink.ensure_space()`` (so that a full disk stops the run while
+    every output can still end on the same whole frame); ``landmark_writer.write``; ``sink.write`` of the frame
+    (annotated with :func:`~star_track.draw.draw_faces` unless ``draw`` is False, with 2-sigma ellipses when
+    ``ellipses``, head axes when ``pose``) at the frame's own time; then ``on_frame(frame, faces)``, which stops
+    the loop by returning True.
 
     SIGINT/SIGTERM while the loop runs stop it after the current frame (``summary.signal`` says which); the
     caller still closes its outputs, which are then complete and playable. ``stop`` is the flag to use (one is
@@ -79,36 +82,58 @@ def process_video(source: "VideoSource", tracker: "Tracker", *, sink: "VideoSink
     The caller owns (opens and closes) the source, tracker, sink and writer.
     """
     stop = stop if stop is not None else StopFlag()
-    frames = frames_with_faces = 0
     label = label if label is not None else Path(str(getattr(source, "name", "video"))).name
+    waiting: deque[VideoFrame] = deque()  # frames tracked, awaiting their look-ahead (Tracker.settled)
+    emit = _Outputs(tracker, sink, landmark_writer, on_frame, stop, draw, ellipses, pose)
     t_start = time.perf_counter()
     with stop, progress_bar(progress, source.frame_count, label, ["{task.fields[fps]:>6.1f} fps"],
                             fps=0.0) as advance:
         fps_ema: float | None = None
+        done = False
         for vf in source:
             t0 = time.perf_counter()
-            faces = tracker.track(vf.image, vf.time)
-            image = vf.image
-            if sink is not None and draw:
-                image = draw_faces(vf.image, faces, tracker.scheme, ellipses=ellipses, pose=pose)
-            with stop.deferring():  # a second Ctrl-C cannot leave one output a frame ahead of the other
-                if sink is not None:
-                    sink.ensure_space()
-                if landmark_writer is not None:
-                    landmark_writer.write(vf.index, vf.time, faces)
-                if sink is not None:
-                    sink.write(image, vf.time)
-            frames += 1
-            frames_with_faces += bool(faces)
-            done = bool(on_frame(vf, faces)) if on_frame is not None else False
+            tracker.track(vf.image, vf.time)
+            waiting.append(vf)
+            for faces in tracker.settled():
+                done = emit(waiting.popleft(), faces) or done
             rate = 1 / max(time.perf_counter() - t0, 1e-6)
             fps_ema = rate if fps_ema is None else 0.9 * fps_ema + 0.1 * rate
             advance(fps=fps_ema)
             if done or stop.signum is not None:
                 break
-    return VideoSummary(frames=frames, frames_with_faces=frames_with_faces,
+        for faces in tracker.flush():  # the last frames, revised with what came after them
+            if done:
+                break
+            done = emit(waiting.popleft(), faces)
+    return VideoSummary(frames=emit.frames, frames_with_faces=emit.frames_with_faces,
                         seconds=time.perf_counter() - t_start, signal=stop.signum,
                         ended_early=bool(getattr(source, "ended_early", False)), blinks=_blinks(tracker))
+
+
+class _Outputs:
+    """Writes one settled frame to every output of :func:`process_video` (see there) and counts them."""
+
+    def __init__(self, tracker: "Tracker", sink: "VideoSink | None", landmark_writer: "LandmarkWriter | None",
+                 on_frame: FrameCallback | None, stop: StopFlag, draw: bool, ellipses: bool, pose: bool):
+        self.tracker, self.sink, self.writer, self.on_frame, self.stop = tracker, sink, landmark_writer, on_frame, stop
+        self.draw, self.ellipses, self.pose = draw, ellipses, pose
+        self.frames = self.frames_with_faces = 0
+
+    def __call__(self, vf: "VideoFrame", faces: "Sequence[Face]") -> bool:
+        """True: ``on_frame`` asked to stop."""
+        image = vf.image
+        if self.sink is not None and self.draw:
+            image = draw_faces(vf.image, faces, self.tracker.scheme, ellipses=self.ellipses, pose=self.pose)
+        with self.stop.deferring():  # a second Ctrl-C cannot leave one output a frame ahead of the other
+            if self.sink is not None:
+                self.sink.ensure_space()
+            if self.writer is not None:
+                self.writer.write(vf.index, vf.time, faces)
+            if self.sink is not None:
+                self.sink.write(image, vf.time)
+        self.frames += 1
+        self.frames_with_faces += bool(faces)
+        return bool(self.on_frame(vf, faces)) if self.on_frame is not None else False
 
 
 def _blinks(tracker: "Tracker") -> dict[int, int]:

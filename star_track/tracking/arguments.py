@@ -115,3 +115,15 @@ def output_scheme_arg(output_scheme: str | int | None, model_scheme: LandmarkSch
         raise ModelError(f"model scheme {model_scheme.name} ({model_scheme.num_points} points) "
                          "cannot be reduced to 68 points")
     return get_scheme("300w68")
+
+
+def lookahead_params(smoothing: str, params: dict[str, Any] | None, lookahead: int) -> dict[str, Any]:
+    """The smoother parameters of a Tracker with ``lookahead`` frames (given as the Tracker's argument, which the
+    queue of waiting frames needs too, never as a smoother parameter)."""
+    params = dict(params or {})
+    if "lookahead" in params:
+        raise ValueError("pass lookahead to the Tracker (Tracker(lookahead=...)), not in smoothing_params")
+    if lookahead and str(smoothing).replace("_", "-").lower() != "face":
+        raise ValueError(f"lookahead needs smoothing='face' (the filter that revises past frames), got "
+                         f"smoothing={smoothing!r}")
+    return params | ({"lookahead": lookahead} if lookahead else {})

@@ -1,5 +1,14 @@
 """What the tracker returns: :class:`Face` (one face in one frame, frame pixels), the frame check
-:func:`as_bgr`, and :class:`NonFiniteOutputWarning` for faces a broken model leaves out."""
+:func:`as_bgr`, and :class:`NonFiniteOutputWarning` for faces a broken model leaves out.
+
+Uncertainty
+  ``Face.score`` = ``1 / (1 + (u / uncertainty_half)⁴)``, u the median raw STAR landmark spread in crop units.
+  ``Face.covariance``: the *calibrated* covariance of each landmark's error in frame px² (2-σ ellipse: the true
+  point ~86 % of the time); ``Face.star_covariance`` the raw STAR one (the score's). A model without calibration
+  reports the raw one as both and warns once (``UncalibratedUncertaintyWarning``; the default face-level smoother
+  measures the noise level itself, ``smoothing="kalman"`` wants ``smoothing_params={"r_scale": 0.1}``).
+  ``Face.expected_error``: the predicted NME, to drop bad frames.
+"""
 from __future__ import annotations
 
 import math
@@ -25,14 +34,14 @@ class Face:
     box: np.ndarray
     """(4,) x1, y1, x2, y2: bounding box of the raw landmarks."""
     score: float
-    """Confidence in [0, 1] from the landmark covariances (see :mod:`star_track.tracking.tracker`)."""
+    """Confidence in [0, 1] from the landmark covariances (see the module docs)."""
     landmarks: np.ndarray
     """(N, 2) smoothed landmarks (x, y)."""
     raw_landmarks: np.ndarray
     """(N, 2) this frame's network output before smoothing."""
     covariance: np.ndarray
     """(N, 2, 2) calibrated covariance of each raw landmark's error in frame pixels² (see
-    :mod:`star_track.tracking.tracker`)."""
+    the module docs)."""
     star_covariance: np.ndarray | None = None
     """(N, 2, 2) raw decoded STAR covariance (heatmap spread) in frame pixels²."""
     expected_error: float = float("nan")

@@ -17,13 +17,7 @@ Per frame
      per-landmark Kalman filters update as one stack); then the face state (pose, openness, blinks:
      :mod:`star_track.tracking.states`) from the raw landmarks.
 
-Uncertainty
-  ``Face.score`` = ``1 / (1 + (u / uncertainty_half)⁴)``, u the median raw STAR landmark spread in crop units.
-  ``Face.covariance``: the *calibrated* covariance of each landmark's error in frame px² (2-σ ellipse: the true
-  point ~86 % of the time); ``Face.star_covariance`` the raw STAR one (the score's). A model without calibration
-  reports the raw one as both and warns once (``UncalibratedUncertaintyWarning``; the default face-level smoother
-  measures the noise level itself, ``smoothing="kalman"`` wants ``smoothing_params={"r_scale": 0.1}``).
-  ``Face.expected_error``: the predicted NME, to drop bad frames.
+Uncertainty: ``Face.score``, ``covariance``, ``star_covariance``, ``expected_error`` (:mod:`star_track.tracking.face`).
 
 Not thread-safe (per-video state): use one Tracker per thread or stream; a call that overlaps another on the same
 Tracker raises :class:`~star_track.errors.ConcurrentUseError` instead of mixing two streams' state.
@@ -50,13 +44,14 @@ from ..engines.flip_average import FlipAveragedEngine
 from ..model.registry import PHOTO_BUNDLED
 from ..model.schemes import LandmarkScheme, get_scheme
 from ..smoothing import make_smoother
-from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, expected_error, uncalibrated_note
+from ..uncertainty import UncalibratedUncertaintyWarning, UncertaintyCalibration, uncalibrated_note
 from .arguments import (bool_arg, boxes_arg, capped_threads, check_timestamp, choice_arg, float_arg, int_arg,
-                        output_scheme_arg)
+                        lookahead_params, output_scheme_arg)
 from .detection_schedule import DetectionSchedule
 from .exclusive import Exclusive
 from .face import Face, NonFiniteOutputWarning, as_bgr
 from .landmarker import Landmarker, Result, StageTimer
+from .lookahead import LookaheadQueue
 from .states import FaceStates
 from .tracks import AssociationRules, Track, associate, dedupe, smooth_tracks
 
@@ -101,6 +96,8 @@ class Tracker:
         threads: ONNX Runtime engine threads (``None``: 1 per run, the fastest per face, with a frame's faces
             split across the usable cores, one run each: ``OnnxRuntimeEngine``; N: exactly N, no split), capped
             at the usable cores with a ``RuntimeWarning``.
+        lookahead: frames of look-ahead for recorded video (0: none, live; ``smoothing="face"`` only): each frame's
+            faces also come out of :meth:`settled` L frames later, their landmarks revised with those frames.
         analysis: fill ``Face.pose``, ``eye_open``, ``mouth_open``, ``blink`` (0.3-0.4 ms a frame, one face;
             :mod:`star_track.tracking.states`). ``focal``: focal length in pixels (default: the frame width);
             ``camera``: intrinsics ``(fx, fy, cx, cy)`` px (default principal point: the frame centre).
@@ -120,7 +117,7 @@ class Tracker:
                  uncertainty_half: float = 0.28, fps: float = 30.0, refine_steps: int = 2,
                  flip_test: bool = False, refine_tolerance: float = 0.05, threads: int | None = None,
                  analysis: bool = True, focal: float | None = None, camera: Any = None,
-                 background_detection: bool = True, crop_from: str = "smoothed"):
+                 background_detection: bool = True, crop_from: str = "smoothed", lookahead: int = 0):
         # Every argument checked up front: a ValueError naming it, never a TypeError from deep inside.
         self.max_faces = int_arg("max_faces", max_faces, 1)
         every = int_arg("detect_every", detect_every, 1)
@@ -136,7 +133,8 @@ class Tracker:
             warnings.warn(note, RuntimeWarning, stacklevel=2)
         self.smoothing = smoothing
         self.crop_from = choice_arg("crop_from", crop_from, ("smoothed", "raw"))
-        self.smoothing_params = dict(smoothing_params or {})
+        self.lookahead = int_arg("lookahead", lookahead, 0)
+        self.smoothing_params = lookahead_params(smoothing, smoothing_params, self.lookahead)
         make_smoother(smoothing, **self.smoothing_params)  # validate now, not on the first face
         self.engine: LandmarkEngine = (engine if not isinstance(engine, str)
                                        else create_engine(model, engine, threads=threads))
@@ -168,6 +166,7 @@ class Tracker:
         self.nonfinite_faces = 0
         """Faces dropped because the model returned non-finite landmarks or covariances."""
         self.face_state = FaceStates(bool_arg("analysis", analysis), focal, camera)  # .blink_counts(): per track
+        self._waiting = LookaheadQueue(self.lookahead, list(self.model_scheme.to_68 or ()) if self._reduce else None)
         self.reset()
 
     @classmethod
@@ -178,7 +177,8 @@ class Tracker:
 
     # -- state -----------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget all tracks (e.g. at a scene cut or a new video); track ids restart at 0."""
+        """Forget all tracks (a scene cut, a new video; ids restart at 0; unflushed look-ahead dropped)."""
+        self._waiting.clear()
         self._tracks: list[Track] = []
         self._ids = itertools.count()
         self._frame_index = 0
@@ -192,10 +192,7 @@ class Tracker:
     def start_video(self, fps: float) -> None:
         """Get ready for another video at ``fps`` frames per second, as a Tracker built for it would be (the
         models stay loaded): :meth:`reset`, the frame rate set, :attr:`nonfinite_faces` counted from zero.
-
-        Raises:
-            ValueError: ``fps`` is not a finite number > 0.
-        """
+        ValueError: ``fps`` is not a finite number > 0."""
         fps = float_arg("fps", fps, 0.0, low_open=True)
         self.reset()
         self.fps = fps
@@ -267,7 +264,20 @@ class Tracker:
         # A face wholly outside the frame (a crop moved on past the edge, a frame of another size) is not reported.
         faces = [f for f in (self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id) if tr.valid)
                  if box_in_frame(f.box, frame.shape)]
-        return self.face_state.video(faces, frame.shape, t)
+        faces = self.face_state.video(faces, frame.shape, t)
+        self._waiting.push(faces, {tr.track_id: tr.smoother for tr in self._tracks})
+        return faces
+
+    def settled(self) -> list[list[Face]]:
+        """Frames whose look-ahead is complete, oldest first (pair them with your frames in order): the faces
+        :meth:`track` returned, landmarks revised with the next ``lookahead`` frames (0: the frame just tracked)."""
+        with self._exclusive:
+            return self._waiting.ready()
+
+    def flush(self) -> list[list[Face]]:
+        """The frames still waiting (the last ``lookahead`` at the end of a video), revised with what came after."""
+        with self._exclusive:
+            return self._waiting.flush()
 
     def detect_image(self, image: np.ndarray, max_faces: int | None = None,
                      search: str | PhotoSearch = "photo") -> list[Face]:
@@ -387,13 +397,4 @@ class Tracker:
                           "results (count: Tracker.nonfinite_faces)", NonFiniteOutputWarning, stacklevel=6)
 
     def _face(self, tr: Track) -> Face:
-        raw, smoothed, cov, star_cov = tr.landmarks(), tr.smoothed, tr.cov, tr.star_cov
-        assert smoothed is not None and cov is not None and star_cov is not None  # set with the landmarks
-        err = expected_error(raw, cov, self.model_scheme.outer_eye_corners)  # on the model's own points
-        if self._reduce:
-            idx = list(self.model_scheme.to_68 or ())
-            raw, smoothed, cov, star_cov = raw[idx], smoothed[idx], cov[idx], star_cov[idx]
-        box = np.concatenate([raw.min(0), raw.max(0)]).astype(np.float32)
-        return Face(track_id=tr.track_id, box=box, score=tr.score, landmarks=smoothed.astype(np.float32),
-                    raw_landmarks=raw.astype(np.float32), covariance=cov.astype(np.float32),
-                    star_covariance=star_cov.astype(np.float32), expected_error=float(err))
+        return tr.face(self.model_scheme.outer_eye_corners, self._waiting.select)

@@ -13,6 +13,8 @@ from ..detection.blazeface import Detection
 from ..detection.boxes import box_inside, box_iou, nms
 from ..smoothing import Smoother
 from ..smoothing.batched import update_all
+from ..uncertainty import expected_error
+from .face import Face
 
 
 @dataclass
@@ -55,6 +57,19 @@ class Track:
         if self.points is None:
             raise ValueError(f"track {self.track_id} has no landmarks yet")
         return self.points
+
+    def face(self, eye_corners: tuple[int, int], select: list[int] | None) -> Face:
+        """This frame's :class:`Face` (no face state yet); ``eye_corners``: the model's outer eye corners (for the
+        expected error, on the model's own points); ``select``: the points reported (None: all)."""
+        raw, smoothed, cov, star_cov = self.landmarks(), self.smoothed, self.cov, self.star_cov
+        assert smoothed is not None and cov is not None and star_cov is not None  # set with the landmarks
+        err = expected_error(raw, cov, eye_corners)
+        if select is not None:
+            raw, smoothed, cov, star_cov = raw[select], smoothed[select], cov[select], star_cov[select]
+        box = np.concatenate([raw.min(0), raw.max(0)]).astype(np.float32)
+        return Face(track_id=self.track_id, box=box, score=self.score, landmarks=smoothed.astype(np.float32),
+                    raw_landmarks=raw.astype(np.float32), covariance=cov.astype(np.float32),
+                    star_covariance=star_cov.astype(np.float32), expected_error=float(err))
 
 
 def same_framing(a: Crop, b: Crop, tolerance: float) -> bool:

@@ -25,7 +25,7 @@ class LandmarksFormat(str, Enum):
 
 
 @tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "output_68", "flip_test",
-                 "threads", "no_analysis", "focal", "camera")
+                 "threads", "no_analysis", "focal", "camera", "lookahead")
 def batch(
     inputs: list[str] = typer.Argument(..., help="Videos, folders (searched for videos), glob patterns, or "
                                        ".txt/.csv lists of paths."),

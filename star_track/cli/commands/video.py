@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "output_68", "flip_test",
-                 "threads", "no_analysis", "focal", "camera")
+                 "threads", "no_analysis", "focal", "camera", "lookahead")
 def video(
     input: str = typer.Argument(..., help="Input video file, stream URL (rtsp://, http(s)://) or device path."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4, .mov, .mkv: H.264 by "

@@ -18,6 +18,7 @@ from ...io.claims import clean_stale_partials
 from ...io.landmarks import FORMATS as LANDMARK_FORMATS
 from ...io.landmarks import require_pyarrow
 from ...model.registry import resolve_model
+from ...smoothing import RECORDED_LOOKAHEAD
 from ...tracking.arguments import usable_cores
 from ..progress import progress_bar
 from ..signals import StopFlag
@@ -93,6 +94,15 @@ def plan(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str |
     return tasks
 
 
+def tracker_defaults(tracker_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """A batch's Tracker arguments: ``tracker_kwargs`` with, unless given, 1 engine thread (one per worker) and,
+    with face smoothing, the recorded-video look-ahead (:data:`~star_track.smoothing.RECORDED_LOOKAHEAD`, as
+    ``star-track video``)."""
+    kwargs = {"threads": 1, **(tracker_kwargs or {})}
+    kwargs.setdefault("lookahead", RECORDED_LOOKAHEAD if kwargs.get("smoothing", "face") == "face" else 0)
+    return kwargs
+
+
 def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
               workers: int | None = None,
               ray_address: str | None = None, tracker_kwargs: dict[str, Any] | None = None,
@@ -110,7 +120,7 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
             warning); with Ray, the CPUs of a local runtime started here.
         ray_address: run on Ray: ``"local"`` (a runtime started here, or the one already initialised in this
             process), ``"auto"`` (the running cluster, e.g. inside ``ray job submit``) or ``"ray://host:10001"``.
-        tracker_kwargs: keyword arguments of :class:`~star_track.tracking.tracker.Tracker` (``threads`` defaults to 1).
+        tracker_kwargs: keyword arguments of :class:`~star_track.tracking.tracker.Tracker` (:func:`tracker_defaults`).
         landmarks_format: ``csv``, ``json``, ``npz`` or ``parquet``.
         annotated_video: also write ``NAME.annotated.mp4``; ``video_options``: ``codec``, ``crf``, ``preset``,
             ``audio`` (copy the input's audio, default True), ``draw`` (default True), ``ellipses``.
@@ -133,7 +143,7 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
         raise OutputError(f"unsupported landmarks format {landmarks_format!r} (use {', '.join(FORMATS)})")
     if landmarks_format == "parquet":
         require_pyarrow("--landmarks-format parquet")
-    kwargs = {"threads": 1, **(tracker_kwargs or {})}
+    kwargs = tracker_defaults(tracker_kwargs)
     _note_uncalibrated(kwargs.get("model"), on_warning)
     vopts = {"audio": True, "draw": True, "ellipses": False, **(video_options or {})} if annotated_video else {}
     settings = settings_hash(kwargs, landmarks_format, vopts or None)
