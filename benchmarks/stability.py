@@ -45,12 +45,12 @@ import numpy as np
 
 from star_track import Tracker
 from star_track.crop import Crop, crop_from_landmarks
-from star_track.smoothing import SMOOTHERS, KalmanSmoother, make_smoother
+from star_track.smoothing import RECORDED_LOOKAHEAD, SMOOTHERS, KalmanSmoother, make_smoother
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_console, markdown_table, model_info,
                      model_label, print_table, write_json)
-from .face_stability import (expression_metrics, face_configs, nmf, real_clips, report_face, star_vs_isotropic,
-                             time_per_update)
+from .face_stability import (LOOKAHEAD_ISO, LOOKAHEAD_STAR, LOOKAHEAD_SWEEP, expression_metrics, face_configs, nmf, real_clips,
+                             report_face, star_vs_isotropic, time_per_update)
 from .nonrigid import render_nonrigid
 from .synthetic import SCHEME, FaceScene, Sequence, standard_sequences, still
 
@@ -101,7 +101,7 @@ def config_label(cfg: Config) -> str:
     shown = {k: v for k, v in p.items() if not (fam == "kalman fixed-R" and k == "r_scale")
              and not (fam == "kalman STAR-R no floor" and k == "r_floor")
              and not (fam == "kalman STAR-R constant q" and k in ("gate", "q", "speed_ref"))
-             and k not in ("isotropic", "basis")}
+             and k not in ("isotropic", "basis") and not (k == "lookahead" and fam != LOOKAHEAD_SWEEP)}
     head = fam if fam.startswith(("kalman", "face")) else fam.split()[0]
     return fam if not p or not shown else f"{head} " \
         + ", ".join(f"{k}={v:g}" for k, v in shown.items() if not (fam.startswith("one-euro") and k == "beta")) \
@@ -117,12 +117,27 @@ class FanOutSmoother:
         self.filters = [make_smoother(name, **params) for name, params in configs]
         self.last_points: np.ndarray | None = None
         self.outputs: list[np.ndarray] = []
+        self.revised: list[dict[int, np.ndarray]] = [{} for _ in self.filters]
+        """Per filter with look-ahead: update number -> its latest revision (final once out of the window)."""
+        self.updates: list[int] = []
         FanOutSmoother.live.append(self)
 
     def update(self, points: np.ndarray, cov: np.ndarray, dt: float, scale: float) -> np.ndarray:
         self.last_points = np.asarray(points, np.float32)
         self.outputs = [f.update(points, cov, dt, scale) for f in self.filters]
+        self.updates = [getattr(f, "updates", 0) for f in self.filters]
+        for f, revised in zip(self.filters, self.revised):
+            for u in range(f.updates - getattr(f, "lookahead", 0), f.updates) if getattr(f, "lookahead", 0) else ():
+                if (r := f.revised(u)) is not None:
+                    revised[u] = r
         return self.outputs[0] if self.outputs else np.asarray(points, np.float64).copy()
+
+    def settle(self, out: np.ndarray, updates: list[int]) -> None:
+        """Replace the look-ahead filters' rows of one frame's outputs ``out`` (C, N, 2), fused at ``updates``
+        (:attr:`updates` then), by their last revision of that frame (call after the sequence)."""
+        for ci, (rev, u) in enumerate(zip(self.revised, updates)):
+            if u in rev:
+                out[ci] = rev[u]
 
     def reset(self) -> None:
         for f in self.filters:
@@ -159,6 +174,7 @@ def run_sequence(tracker: Tracker, seq: Sequence, n_cfg: int) -> tuple[np.ndarra
     out = np.full((n_cfg, T, 68, 2), np.nan)
     raw = np.full((T, 68, 2), np.nan)
     cov = np.full((T, 68, 2, 2), np.nan)
+    marks = []
     for t, frame in enumerate(seq.frames):
         faces = tracker.track(frame, t / seq.fps)
         if not faces:
@@ -170,6 +186,9 @@ def run_sequence(tracker: Tracker, seq: Sequence, n_cfg: int) -> tuple[np.ndarra
         raw[t] = face.raw_landmarks
         cov[t] = face.covariance
         out[:, t] = np.stack(src.outputs)
+        marks.append((t, src, src.updates))
+    for t, src, updates in marks:
+        src.settle(out[:, t], updates)
     return out, raw, cov
 
 
@@ -198,11 +217,15 @@ def covariance_check(raw: np.ndarray, cov: np.ndarray, skip: int = 5) -> dict[st
 
 
 def run_plain(tracker: Tracker, seq: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """Smoothed and raw landmarks (T, 68, 2) of a normally configured Tracker (NaN where no face)."""
+    """Smoothed and raw landmarks (T, 68, 2) of a normally configured Tracker (NaN where no face; with a look-ahead,
+    its settled output)."""
     tracker.reset()
     res = np.full((2, len(seq.frames), 68, 2), np.nan)
+    settled = []
     for t, frame in enumerate(seq.frames):
-        faces = tracker.track(frame, t / seq.fps)
+        tracker.track(frame, t / seq.fps)
+        settled += tracker.settled()
+    for t, faces in enumerate([*settled, *tracker.flush()]):
         if faces:
             centre = seq.truth[t].mean(0)
             f = min(faces, key=lambda f: float(np.linalg.norm(f.raw_landmarks.mean(0) - centre)))
@@ -276,9 +299,11 @@ def pick_faces(faces: list, n: int) -> list:
     return [faces[i] for i in order[:n]]
 
 
-PRODUCTS: dict[str, dict[str, Any]] = {"Tracker()": {}, "Tracker(crop_from='raw')": {"crop_from": "raw"}}
+PRODUCTS: dict[str, dict[str, Any]] = {"Tracker()": {}, "Tracker(crop_from='raw')": {"crop_from": "raw"},
+                                       f"Tracker(lookahead={RECORDED_LOOKAHEAD})": {"lookahead": RECORDED_LOOKAHEAD}}
 """The product rows: plain Trackers with the default face-level filter, run on their own, label -> Tracker
-arguments: the default (crops follow its smoothed output) and with ``crop_from="raw"`` (stop 37's default)."""
+arguments: the default (live; crops follow its smoothed output), with ``crop_from="raw"`` (stop 37's default),
+and with the look-ahead ``star-track video`` uses for recorded video (its settled output)."""
 
 
 def crop_noise_check(engine, crop_of, scene: FaceScene, seq: Sequence, raw: np.ndarray, skip: int = 5
@@ -394,7 +419,9 @@ def verify_equivalence(model, engine, configs: list[Config], seqs: list[Sequence
         if fam in seen:
             continue
         seen.add(fam)
-        with Tracker(model, engine=engine, smoothing=name, smoothing_params=params, fps=30.0, crop_from="raw") as tr:
+        own = {k: v for k, v in params.items() if k != "lookahead"}  # a Tracker argument (its queue needs it)
+        with Tracker(model, engine=engine, smoothing=name, smoothing_params=own, fps=30.0, crop_from="raw",
+                     lookahead=params.get("lookahead", 0)) as tr:
             diff = max(float(np.nanmax(np.abs(run_plain(tr, s)[0] - fanned[s.name][ci]))) for s in seqs)
         checks.append({"config": config_label(configs[ci]), "max_abs_diff_px": diff})
     return checks
@@ -409,7 +436,8 @@ FAMILY_COLORS = {"none": "black", "one-euro beta=1": "tab:orange", "one-euro bet
                  "one-euro beta=30": "tab:red", "kalman fixed-R": "tab:purple", "kalman STAR-R": "tab:blue",
                  "kalman STAR-R no floor": "tab:cyan", "kalman STAR-R constant q": "tab:green",
                  "kalman raw STAR-R": "tab:gray", "face STAR-R": "tab:brown", "face isotropic-R": "tab:pink",
-                 "face + PCA modes": "darkgoldenrod"}
+                 "face + PCA modes": "darkgoldenrod", LOOKAHEAD_STAR: "firebrick", LOOKAHEAD_ISO: "salmon",
+                 LOOKAHEAD_SWEEP: "teal"}
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -431,7 +459,7 @@ def plot(rows: list[dict], path: Path) -> Path:
             ys = [100 * r["jitter_still"] for r in rs]
             if fam in PRODUCTS:  # the product as shipped, run on its own
                 ax.plot(xs, ys, "*", label=fam, ms=11, zorder=4,
-                        color="crimson" if fam == "Tracker()" else "darkslategray")
+                        color={"Tracker()": "crimson", "Tracker(crop_from='raw')": "darkslategray"}.get(fam, "darkorange"))
                 continue
             style = "o" if len(rs) == 1 else (":" if "no floor" in fam else "--" if "constant q" in fam else "-")
             main = fam in ("kalman STAR-R", "kalman raw STAR-R", "none", "face STAR-R") or fam.startswith("one-euro")
@@ -451,7 +479,7 @@ def plot(rows: list[dict], path: Path) -> Path:
             axis.set_major_formatter(ScalarFormatter())
             axis.set_minor_formatter(NullFormatter())
         ax.set_xticks([1, 1.5, 2, 3, 5, 10, 20, 40])
-        ax.set_yticks([0.1, 0.2, 0.3, 0.5, 1, 2])
+        ax.set_yticks([0.05, 0.1, 0.2, 0.3, 0.5, 1, 2])
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     fig.suptitle("Smoothing: jitter vs lag, lower-left is better (labels: min_cutoff / r_floor / r_scale)",
@@ -515,6 +543,7 @@ def main(argv: list[str] | None = None) -> None:
             console.print(f"  {v['config']}: jitter {100 * v['jitter']:.3f} lag {100 * v['lag']:.3f} | {ref} -> {who}")
     res["equal_lag_comparison"] = verdict
     res["face_star_vs_isotropic"] = star_vs_isotropic(res["rows"])
+    res["lookahead_star_vs_isotropic"] = star_vs_isotropic(res["rows"], LOOKAHEAD_STAR, LOOKAHEAD_ISO)
     report_face(res, console)
     png = plot(res["rows"], a.docs / "stability_jitter_lag.png")
     console.print(f"plot: {png}")
