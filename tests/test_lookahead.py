@@ -200,3 +200,5 @@ def test_cli_video_looks_ahead_by_default_and_checks_the_option(tmp_path, face_v
     r = runner.invoke(app, ["video", str(face_video), "-l", str(tmp_path / "k2.csv"), "-m", str(model_path),
                             "-s", "kalman", "--no-progress"])
     assert r.exit_code == 0, r.output  # the default look-ahead only applies to face smoothing
+    r = runner.invoke(app, ["webcam", "-s", "one-euro", "--lookahead", "2"])
+    assert r.exit_code == 2 and "--smoothing face" in r.output  # before any display or camera is touched

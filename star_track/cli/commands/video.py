@@ -132,7 +132,10 @@ def _report(input: str, outputs: list[Optional[Path]], source: "VideoSource", su
 
 
 @tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "flip_test", "threads",
-                 "no_analysis", "focal")
+                 "no_analysis", "focal", "lookahead", lookahead=(int, typer.Option(
+                     0, "--lookahead", min=0, metavar="FRAMES", help="Revise each frame with the next FRAMES before "
+                     "showing it: steadier, the window FRAMES frames behind the camera (default 0; 1-3 with "
+                     "--smoothing face, see README Smoothing).")))
 def webcam(
     camera: str = typer.Option("0", "--camera", "-c", help="Camera index (0, 1, ...), device path "
                                "(/dev/video0) or stream URL (rtsp://, http(s)://)."),
