@@ -23,6 +23,8 @@ FACE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 RIGID_SCALES = (1.0, 2.0, 4.0, 16.0)
 LOOKAHEADS = (1, 2, 4, 6)
 """``lookahead`` sweep of the face-level filter (with its look-ahead tuning; the product's 6 is in the families below)."""
+LIVE_LOOKAHEADS = (1, 2, 3)
+"""Short look-aheads for live use (the display that many frames behind), run as products on the real clips."""
 LOOKAHEAD_SWEEP = "face look-ahead sweep"
 LOOKAHEAD_STAR = f"face lookahead={RECORDED_LOOKAHEAD} STAR-R"
 LOOKAHEAD_ISO = f"face lookahead={RECORDED_LOOKAHEAD} isotropic-R"
@@ -191,8 +193,8 @@ def real_clips(model: str | None, data: Path, peer: bool = True) -> dict:
         systems = {label: out[i] for i, (label, _, _) in enumerate(CLIP_CONFIGS)}
         raws = dict.fromkeys(systems, raw)  # what each system smoothed
         systems["Tracker()"], raws["Tracker()"] = track_clip_plain(clip, model)
-        ahead = f"Tracker(lookahead={RECORDED_LOOKAHEAD})"
-        systems[ahead], raws[ahead] = track_clip_plain(clip, model, RECORDED_LOOKAHEAD)
+        for n in (RECORDED_LOOKAHEAD, *LIVE_LOOKAHEADS):
+            systems[f"Tracker(lookahead={n})"], raws[f"Tracker(lookahead={n})"] = track_clip_plain(clip, model, n)
         if peer:
             start = int(np.argmax(np.isfinite(raw[:, 0, 0])))
             systems["MediaPipe Face Mesh + its One Euro"] = np.concatenate(

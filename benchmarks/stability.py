@@ -300,10 +300,12 @@ def pick_faces(faces: list, n: int) -> list:
 
 
 PRODUCTS: dict[str, dict[str, Any]] = {"Tracker()": {}, "Tracker(crop_from='raw')": {"crop_from": "raw"},
-                                       f"Tracker(lookahead={RECORDED_LOOKAHEAD})": {"lookahead": RECORDED_LOOKAHEAD}}
+                                       f"Tracker(lookahead={RECORDED_LOOKAHEAD})": {"lookahead": RECORDED_LOOKAHEAD},
+                                       "Tracker(lookahead=2)": {"lookahead": 2}}
 """The product rows: plain Trackers with the default face-level filter, run on their own, label -> Tracker
 arguments: the default (live; crops follow its smoothed output), with ``crop_from="raw"`` (stop 37's default),
-and with the look-ahead ``star-track video`` uses for recorded video (its settled output)."""
+with the look-ahead ``star-track video`` uses for recorded video, and with a short one for live use, 2 frames of
+delay (``star-track webcam --lookahead 2``; their settled output)."""
 
 
 def crop_noise_check(engine, crop_of, scene: FaceScene, seq: Sequence, raw: np.ndarray, skip: int = 5
