@@ -151,10 +151,27 @@ def test_tracker_without_look_ahead_settles_the_frame_just_tracked(model_path, f
 
 @pytest.mark.parametrize("kwargs, match", [({"lookahead": -1}, "lookahead"), ({"lookahead": 2.5}, "lookahead"),
                                            ({"lookahead": 2, "smoothing": "kalman"}, "smoothing='face'"),
-                                           ({"smoothing_params": {"lookahead": 2}}, "Tracker")])
+                                           ({"smoothing_params": {"lookahead": 2}}, "Tracker"),
+                                           ({"lookahead": 65}, "at most 64")])
 def test_tracker_look_ahead_arguments_are_checked(model_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Tracker(model=model_path, **kwargs)
+
+
+def test_a_reset_keeps_the_frames_waiting_so_they_still_pair_in_order(model_path, face_photo):
+    img, pts, box = face_photo
+    frames, _ = affine_path(img, pts, box, n=12)
+    with Tracker(model=model_path, lookahead=4) as tr:
+        live, settled = [], []
+        for i, frame in enumerate(frames):
+            if i == 6:
+                tr.reset()  # a scene cut: the 4 frames waiting must not be lost or shifted
+            live.append(tr.track(frame))
+            settled += tr.settled()
+        settled += tr.flush()
+    assert len(settled) == len(frames)
+    for a, b in zip(live, settled):
+        assert len(a) == len(b) and all(np.array_equal(x.raw_landmarks, y.raw_landmarks) for x, y in zip(a, b))
 
 
 def test_process_video_writes_every_frame_with_look_ahead(tmp_path, face_video, model_path):
@@ -200,5 +217,7 @@ def test_cli_video_looks_ahead_by_default_and_checks_the_option(tmp_path, face_v
     r = runner.invoke(app, ["video", str(face_video), "-l", str(tmp_path / "k2.csv"), "-m", str(model_path),
                             "-s", "kalman", "--no-progress"])
     assert r.exit_code == 0, r.output  # the default look-ahead only applies to face smoothing
+    r = runner.invoke(app, ["video", str(face_video), "-l", str(tmp_path / "k3.csv"), "--lookahead", "65"])
+    assert r.exit_code == 2 and "--lookahead" in r.output
     r = runner.invoke(app, ["webcam", "-s", "one-euro", "--lookahead", "2"])
     assert r.exit_code == 2 and "--smoothing face" in r.output  # before any display or camera is touched

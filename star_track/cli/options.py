@@ -135,7 +135,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 """Parameter name -> (type, typer option) of every shared option."""
 OPTIONS["lookahead"] = (Optional[int], typer.Option(
-    None, "--lookahead", min=0, metavar="FRAMES", help="Revise each frame's landmarks with the next FRAMES frames "
+    None, "--lookahead", min=0, max=64, metavar="FRAMES", help="Revise each frame's landmarks with the next FRAMES frames "
     "before writing it: steadier output at no lag in the file (default 8 with --smoothing face; 0: as live)."))
 
 

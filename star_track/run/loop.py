@@ -37,7 +37,8 @@ class VideoSummary:
     """What :func:`process_video` did."""
 
     frames: int
-    """Frames tracked (and written to every output)."""
+    """Frames written to every output (all frames tracked, except those still awaiting their look-ahead when
+    ``on_frame`` stopped the loop)."""
     frames_with_faces: int
     """Frames in which at least one face was returned."""
     seconds: float

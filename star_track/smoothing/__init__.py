@@ -28,6 +28,8 @@ synthetic lags, lip gap and blinks)."""
 
 RECORDED_LOOKAHEAD = 8
 """Look-ahead frames ``star-track video`` and ``batch`` use (recorded video: the delay costs nothing there)."""
+MAX_LOOKAHEAD = 64
+"""The most look-ahead frames a Tracker takes (each waiting frame is held in memory; beyond ~8 little changes)."""
 
 
 def make_smoother(name: str = "face", **params: Any) -> Smoother:
@@ -47,4 +49,4 @@ def make_smoother(name: str = "face", **params: Any) -> Smoother:
         raise ValueError(f"invalid parameters for smoothing {name!r}: {e}") from None
 
 
-__all__ = ["FaceLevelSmoother", "KalmanSmoother", "LOOKAHEAD_TUNING", "RECORDED_LOOKAHEAD", "NoSmoothing", "OneEuroSmoother", "SMOOTHERS", "Smoother", "make_smoother"]
+__all__ = ["FaceLevelSmoother", "KalmanSmoother", "LOOKAHEAD_TUNING", "MAX_LOOKAHEAD", "RECORDED_LOOKAHEAD", "NoSmoothing", "OneEuroSmoother", "SMOOTHERS", "Smoother", "make_smoother"]

@@ -10,6 +10,7 @@ import numpy as np
 from ..engines.onnxruntime_engine import usable_cores
 from ..errors import ModelError
 from ..model.schemes import LandmarkScheme, get_scheme
+from ..smoothing import MAX_LOOKAHEAD
 
 MAX_TIMESTAMP_S = 1e12
 """Largest accepted timestamp magnitude (seconds; epoch times fit comfortably)."""
@@ -121,6 +122,9 @@ def lookahead_params(smoothing: str, params: dict[str, Any] | None, lookahead: i
     """The smoother parameters of a Tracker with ``lookahead`` frames (given as the Tracker's argument, which the
     queue of waiting frames needs too, never as a smoother parameter)."""
     params = dict(params or {})
+    if lookahead > MAX_LOOKAHEAD:
+        raise ValueError(f"lookahead must be at most {MAX_LOOKAHEAD} frames (each waiting frame is held in memory, "
+                         f"and beyond ~8 the output hardly changes), got {lookahead}")
     if "lookahead" in params:
         raise ValueError("pass lookahead to the Tracker (Tracker(lookahead=...)), not in smoothing_params")
     if lookahead and str(smoothing).replace("_", "-").lower() != "face":

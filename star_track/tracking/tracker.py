@@ -177,8 +177,7 @@ class Tracker:
 
     # -- state -----------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget all tracks (a scene cut, a new video; ids restart at 0; unflushed look-ahead dropped)."""
-        self._waiting.clear()
+        """Forget all tracks (a scene cut, a new video; ids restart at 0). Frames awaiting look-ahead stay queued."""
         self._tracks: list[Track] = []
         self._ids = itertools.count()
         self._frame_index = 0
