@@ -135,7 +135,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 """Parameter name -> (type, typer option) of every shared option."""
 OPTIONS["lookahead"] = (Optional[int], typer.Option(
-    None, "--lookahead", min=0, max=64, metavar="FRAMES", help="Revise each frame's landmarks with the next FRAMES frames "
+    None, "--lookahead", min=0, metavar="FRAMES", help="Revise each frame's landmarks with the next FRAMES frames "
     "before writing it: steadier output at no lag in the file (default 8 with --smoothing face; 0: as live)."))
 
 
@@ -170,6 +170,19 @@ OPTIONS.update({
 })
 
 
+def _check_lookahead(picked: dict[str, Any]) -> None:
+    """``--lookahead``: with face smoothing only, at most MAX_LOOKAHEAD frames (a usage error otherwise)."""
+    from ..smoothing import MAX_LOOKAHEAD
+
+    frames = picked.get("lookahead")
+    if frames and picked.get("smoothing", "face") != "face":
+        raise typer.BadParameter("needs --smoothing face (the filter that revises past frames)",
+                                 param_hint="'--lookahead'")
+    if frames is not None and frames > MAX_LOOKAHEAD:
+        raise typer.BadParameter(f"at most {MAX_LOOKAHEAD} frames (each waiting frame is held in memory)",
+                                 param_hint="'--lookahead'")
+
+
 def tracker_options(*names: str, **overrides: tuple[Any, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: add the options ``names`` (keys of :data:`OPTIONS`; ``overrides`` give some of them another
     type and option) to a command, which receives them as ``tracker_options: TrackerOptions``."""
@@ -181,9 +194,7 @@ def tracker_options(*names: str, **overrides: tuple[Any, Any]) -> Callable[[Call
             picked = {n: kwargs.pop(n) for n in table}
             if isinstance(picked.get("smoothing"), Enum):
                 picked["smoothing"] = picked["smoothing"].value
-            if picked.get("lookahead") and picked.get("smoothing", "face") != "face":
-                raise typer.BadParameter("needs --smoothing face (the filter that revises past frames)",
-                                         param_hint="'--lookahead'")
+            _check_lookahead(picked)
             return command(tracker_options=TrackerOptions(**picked), **kwargs)
 
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values()

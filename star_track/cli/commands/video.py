@@ -133,7 +133,7 @@ def _report(input: str, outputs: list[Optional[Path]], source: "VideoSource", su
 
 @tracker_options("smoothing", "model", "engine", "max_faces", "detector", "detect_every", "flip_test", "threads",
                  "no_analysis", "focal", "lookahead", lookahead=(int, typer.Option(
-                     0, "--lookahead", min=0, max=64, metavar="FRAMES", help="Revise each frame with the next FRAMES before "
+                     0, "--lookahead", min=0, metavar="FRAMES", help="Revise each frame with the next FRAMES before "
                      "showing it: steadier, the window FRAMES frames behind the camera (default 0; 1-3 with "
                      "--smoothing face, see README Smoothing).")))
 def webcam(
