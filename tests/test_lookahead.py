@@ -114,24 +114,36 @@ def test_revision_takes_out_much_of_its_filter_lag_on_a_swaying_face():
 
 
 # -- Tracker, process_video, command line ---------------------------------------------------------------
-def test_tracker_settles_every_frame_in_order_with_revised_landmarks(model_path, face_photo):
-    img, pts, box = face_photo
-    frames, _ = affine_path(img, pts, box, n=20)
-    with Tracker(model=model_path, lookahead=5) as tr:
-        live, settled = [], []
-        for i, frame in enumerate(frames):
-            live.append(tr.track(frame))
-            got = tr.settled()
-            settled += got
-            assert len(got) == (1 if i >= 5 else 0)
-        settled += tr.flush()
-        assert tr.flush() == [] and tr.settled() == []
-    assert len(settled) == len(frames)
+def _track_all(tr: Tracker, frames: list, reset_at: int | None = None) -> tuple[list, list, list[int]]:
+    """Live results, settled results (flushed at the end) and how many frames each ``settled()`` call gave."""
+    live, settled, counts = [], [], []
+    for i, frame in enumerate(frames):
+        if i == reset_at:
+            tr.reset()
+        live.append(tr.track(frame))
+        got = tr.settled()
+        counts.append(len(got))
+        settled += got
+    return live, settled + tr.flush(), counts
+
+
+def _same_frames(live: list, settled: list) -> None:
+    assert len(settled) == len(live)
     for a, b in zip(live, settled):
         assert [f.track_id for f in a] == [f.track_id for f in b]
         for fa, fb in zip(a, b):
             np.testing.assert_array_equal(fa.raw_landmarks, fb.raw_landmarks)  # the same frame
-            assert fb.landmarks.dtype == np.float32
+
+
+def test_tracker_settles_every_frame_in_order_with_revised_landmarks(model_path, face_photo):
+    img, pts, box = face_photo
+    frames, _ = affine_path(img, pts, box, n=20)
+    with Tracker(model=model_path, lookahead=5) as tr:
+        live, settled, counts = _track_all(tr, frames)
+        assert tr.flush() == [] and tr.settled() == []
+    assert counts == [0] * 5 + [1] * 15
+    _same_frames(live, settled)
+    assert all(f.landmarks.dtype == np.float32 for faces in settled for f in faces)
     moved = [np.abs(a[0].landmarks - b[0].landmarks).max() for a, b in zip(live[:-1], settled[:-1]) if a and b]
     assert max(moved) > 0.01  # revised, not passed through
     np.testing.assert_allclose(live[-1][0].landmarks, settled[-1][0].landmarks, atol=1e-4)
@@ -162,16 +174,8 @@ def test_a_reset_keeps_the_frames_waiting_so_they_still_pair_in_order(model_path
     img, pts, box = face_photo
     frames, _ = affine_path(img, pts, box, n=12)
     with Tracker(model=model_path, lookahead=4) as tr:
-        live, settled = [], []
-        for i, frame in enumerate(frames):
-            if i == 6:
-                tr.reset()  # a scene cut: the 4 frames waiting must not be lost or shifted
-            live.append(tr.track(frame))
-            settled += tr.settled()
-        settled += tr.flush()
-    assert len(settled) == len(frames)
-    for a, b in zip(live, settled):
-        assert len(a) == len(b) and all(np.array_equal(x.raw_landmarks, y.raw_landmarks) for x, y in zip(a, b))
+        live, settled, _ = _track_all(tr, frames, reset_at=6)  # a scene cut: 4 frames waiting, not lost or shifted
+    _same_frames(live, settled)
 
 
 def test_process_video_writes_every_frame_with_look_ahead(tmp_path, face_video, model_path):
