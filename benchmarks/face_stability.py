@@ -21,15 +21,15 @@ from .nonrigid import follow
 FACE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 """``r_scale`` sweep of the face-level filter (default 1), with the STAR covariance and with an isotropic one."""
 RIGID_SCALES = (1.0, 2.0, 4.0, 16.0)
+"""``rigid_r_scale`` sweep (default 1.2): how much calmer a heavier rigid filter makes the head, at what lag."""
 LOOKAHEADS = (1, 2, 4, 6)
-"""``lookahead`` sweep of the face-level filter (with its look-ahead tuning; the product's 6 is in the families below)."""
+"""``lookahead`` sweep of the face-level filter (with its look-ahead tuning; the product's is in the families below)."""
 LIVE_LOOKAHEADS = (1, 2, 3)
 """Short look-aheads for live use (the display that many frames behind), run as products on the real clips."""
 LOOKAHEAD_SWEEP = "face look-ahead sweep"
 LOOKAHEAD_STAR = f"face lookahead={RECORDED_LOOKAHEAD} STAR-R"
 LOOKAHEAD_ISO = f"face lookahead={RECORDED_LOOKAHEAD} isotropic-R"
 """The look-ahead filter along the ``r_scale`` sweep, with the STAR covariance and with an isotropic one."""
-"""``rigid_r_scale`` sweep (default 1.2): how much calmer a heavier rigid filter makes the head, at what lag."""
 
 
 def face_configs() -> list[tuple[str, str, dict[str, Any]]]:

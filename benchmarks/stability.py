@@ -49,8 +49,8 @@ from star_track.smoothing import RECORDED_LOOKAHEAD, SMOOTHERS, KalmanSmoother, 
 
 from .common import (DEFAULT_DATA, DOCS_DIR, RESULTS_DIR, load_faces, make_console, markdown_table, model_info,
                      model_label, print_table, write_json)
-from .face_stability import (LOOKAHEAD_ISO, LOOKAHEAD_STAR, LOOKAHEAD_SWEEP, expression_metrics, face_configs, nmf, real_clips,
-                             report_face, star_vs_isotropic, time_per_update)
+from .face_stability import (LOOKAHEAD_ISO, LOOKAHEAD_STAR, LOOKAHEAD_SWEEP, expression_metrics, face_configs, nmf,
+                             real_clips, report_face, star_vs_isotropic, time_per_update)
 from .nonrigid import render_nonrigid
 from .synthetic import SCHEME, FaceScene, Sequence, standard_sequences, still
 
