@@ -79,11 +79,9 @@ class TrackerOptions:
 
     def frames_ahead(self) -> int:
         """The Tracker's ``lookahead``: as given, or by default look-ahead where the smoother can revise."""
-        from ..smoothing import RECORDED_LOOKAHEAD
+        from ..smoothing import default_lookahead
 
-        if self.lookahead is not None:
-            return self.lookahead
-        return RECORDED_LOOKAHEAD if self.smoothing == "face" else 0
+        return self.lookahead if self.lookahead is not None else default_lookahead(self.smoothing)
 
     def tracker(self, fps: float = 30.0, photo: bool = False, **changes: Any) -> "Tracker":
         """A Tracker with these options (``changes`` override some of them) for a ``fps`` video, or with

@@ -28,6 +28,14 @@ synthetic lags, lip gap and blinks)."""
 
 RECORDED_LOOKAHEAD = 8
 """Look-ahead frames ``star-track video`` and ``batch`` use (recorded video: the delay costs nothing there)."""
+
+
+def default_lookahead(smoothing: str) -> int:
+    """The look-ahead for recorded video with ``smoothing``: :data:`RECORDED_LOOKAHEAD` for the face-level filter
+    (the one that revises past frames), else 0."""
+    return RECORDED_LOOKAHEAD if smoothing.replace("_", "-").lower() == "face" else 0
+
+
 MAX_LOOKAHEAD = 64
 """The most look-ahead frames a Tracker takes (each waiting frame is held in memory; beyond ~8 little changes)."""
 
@@ -49,4 +57,4 @@ def make_smoother(name: str = "face", **params: Any) -> Smoother:
         raise ValueError(f"invalid parameters for smoothing {name!r}: {e}") from None
 
 
-__all__ = ["FaceLevelSmoother", "KalmanSmoother", "LOOKAHEAD_TUNING", "MAX_LOOKAHEAD", "RECORDED_LOOKAHEAD", "NoSmoothing", "OneEuroSmoother", "SMOOTHERS", "Smoother", "make_smoother"]
+__all__ = ["FaceLevelSmoother", "KalmanSmoother", "LOOKAHEAD_TUNING", "MAX_LOOKAHEAD", "RECORDED_LOOKAHEAD", "NoSmoothing", "OneEuroSmoother", "SMOOTHERS", "Smoother", "default_lookahead", "make_smoother"]

@@ -292,13 +292,15 @@ class FaceLevelSmoother:
         assert self.rigid_bank is not None and self.residual_bank is not None
         return [self.rigid_bank, self.residual_bank, *([self._shape] if self._shape is not None else [])]
 
+    def _shape_of(self, states: list[np.ndarray]) -> np.ndarray:
+        """Face-frame shape (N, 2) of bank states (x of :meth:`_banks`, in its order): mean + modes + residual."""
+        shape = self.mean + states[1][:, :2]
+        return shape + self.modes @ states[2][:, 0] if len(states) > 2 else shape
+
     def _landmarks(self, states: list[np.ndarray]) -> np.ndarray:
         """Landmarks (N, 2) of bank states (x of :meth:`_banks`, in its order)."""
         p = states[0][0]
-        shape = self.mean + states[1][:, :2]
-        if len(states) > 2:
-            shape = shape + self.modes @ states[2][:, 0]
-        return shape @ (np.exp(p[2]) * rotation(p[3])).T + p[:2]
+        return self._shape_of(states) @ (np.exp(p[2]) * rotation(p[3])).T + p[:2]
 
     def revised(self, update: int) -> np.ndarray | None:
         """Landmarks (N, 2) of the frame fused by update number ``update`` (:attr:`updates` right after it),
@@ -323,10 +325,7 @@ class FaceLevelSmoother:
             return None
         p = self.rigid_bank.position[0]
         sr = np.exp(p[2]) * rotation(p[3])
-        shape = self.mean + self.residual_bank.position
-        if self._shape is not None:
-            shape = shape + self.modes @ self._shape.position[:, 0]
-        _, H = self._jacobian(p, shape)
+        _, H = self._jacobian(p, self._shape_of([b.x for b in self._banks()]))
         G = H[:, :, :4]
         out = np.einsum("nai,ij,nbj->nab", G, self.rigid_bank.position_cov[0], G)
         if self._shape is not None:

@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from .face import Face
+from .tracks import Track
 
 Waiting = list[tuple[Face, object, int]]
 """One frame: each face with its track's smoother and that smoother's update count at the frame."""
@@ -34,12 +35,15 @@ class LookaheadQueue:
     def clear(self) -> None:
         self._waiting.clear()
 
-    def push(self, faces: list[Face], smoothers: dict[int, object]) -> None:
-        """A tracked frame's faces; ``smoothers``: track id -> its smoother. Without look-ahead only the newest frame
-        is kept (a live caller that never asks for settled frames holds no history); with it, every frame waits
-        until :meth:`ready` or :meth:`flush` hands it out."""
+    def push(self, faces: list[Face], tracks: list[Track]) -> None:
+        """A tracked frame's faces (``tracks``: the tracker's, which hold their smoothers). Without look-ahead only
+        the newest frame is kept, as it is (a live caller that never asks for settled frames holds no history);
+        with it, every frame waits until :meth:`ready` or :meth:`flush` hands it out."""
         if not self.frames:
             self._waiting.clear()
+            self._waiting.append([(f, None, 0) for f in faces])
+            return
+        smoothers = {tr.track_id: tr.smoother for tr in tracks}
         self._waiting.append([(f, smoothers[f.track_id], getattr(smoothers[f.track_id], "updates", 0))
                               for f in faces])
 

@@ -264,7 +264,7 @@ class Tracker:
         faces = [f for f in (self._face(tr) for tr in sorted(self._tracks, key=lambda tr: tr.track_id) if tr.valid)
                  if box_in_frame(f.box, frame.shape)]
         faces = self.face_state.video(faces, frame.shape, t)
-        self._waiting.push(faces, {tr.track_id: tr.smoother for tr in self._tracks})
+        self._waiting.push(faces, self._tracks)
         return faces
 
     def settled(self) -> list[list[Face]]:

@@ -18,7 +18,7 @@ from ...io.claims import clean_stale_partials
 from ...io.landmarks import FORMATS as LANDMARK_FORMATS
 from ...io.landmarks import require_pyarrow
 from ...model.registry import resolve_model
-from ...smoothing import RECORDED_LOOKAHEAD
+from ...smoothing import default_lookahead
 from ...tracking.arguments import usable_cores
 from ..progress import progress_bar
 from ..signals import StopFlag
@@ -99,7 +99,7 @@ def tracker_defaults(tracker_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     with face smoothing, the recorded-video look-ahead (:data:`~star_track.smoothing.RECORDED_LOOKAHEAD`, as
     ``star-track video``)."""
     kwargs = {"threads": 1, **(tracker_kwargs or {})}
-    kwargs.setdefault("lookahead", RECORDED_LOOKAHEAD if kwargs.get("smoothing", "face") == "face" else 0)
+    kwargs.setdefault("lookahead", default_lookahead(str(kwargs.get("smoothing", "face"))))
     return kwargs
 
 
